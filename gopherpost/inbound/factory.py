@@ -1,0 +1,176 @@
+# -*- test-case-name: tests.test_factory -*-
+"""
+The SMTP server factory: builds sessions, enforces connection limits, and
+drains sessions gracefully when the server stops.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, List, Optional, Set, Tuple
+
+from twisted.application.service import IService, MultiService
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+
+from gopherpost.config import Settings
+from gopherpost.inbound.protocol import GopherESMTP
+from gopherpost.interfaces import IAuditLog
+
+__all__ = ["SMTPFactory", "SMTPService", "SHUTDOWN_GRACE"]
+
+_log = Logger()
+
+#: Seconds a stopping server waits for messages in flight.
+SHUTDOWN_GRACE = 30.0
+
+
+class SMTPFactory(ServerFactory):
+    """
+    Makes one L{GopherESMTP} per connection.
+
+    @ivar settings: the server's L{Settings}.
+    @ivar portal: the allow-list portal every session logs in to.
+    @ivar audit: where sessions report events.
+    @ivar clock: the reactor's clock (time stamps, timeouts).
+    """
+
+    noisy = False
+    #: Whether a port is listening with this factory (for health checks).
+    listening = False
+
+    def __init__(
+        self,
+        settings: Settings,
+        portal: Portal,
+        audit: IAuditLog,
+        clock: IReactorTime,
+        contextFactory: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.portal = portal
+        self.audit = audit
+        self.clock = clock
+        self.contextFactory = contextFactory
+        self._sessions: Set[GopherESMTP] = set()
+        self._perAddress: Counter = Counter()
+        self._emptyWaiters: List[Deferred] = []
+
+    def startFactory(self) -> None:
+        """
+        A port started listening.
+        """
+        self.listening = True
+
+    def stopFactory(self) -> None:
+        """
+        The port stopped listening.
+        """
+        self.listening = False
+
+    def buildProtocol(self, addr: Any) -> GopherESMTP:
+        """
+        A new session.
+        """
+        return GopherESMTP(self, self.contextFactory)
+
+    @property
+    def sessionCount(self) -> int:
+        """
+        Sessions currently holding a connection slot.
+        """
+        return len(self._sessions)
+
+    def admit(self, session: GopherESMTP) -> Optional[Tuple[str, str]]:
+        """
+        Take a connection slot for C{session}.
+
+        @return: L{None} if admitted, else C{(reason, text)}.
+        """
+        limit, perAddressLimit = (
+            self.settings.maxConnections,
+            self.settings.maxConnectionsPerIP,
+        )
+        address = session.clientAddress
+        if limit and len(self._sessions) >= limit:
+            return ("connection-limit", "too many connections")
+        if perAddressLimit and self._perAddress[address] >= perAddressLimit:
+            return ("connection-limit-ip", f"too many connections from {address}")
+        self._sessions.add(session)
+        self._perAddress[address] += 1
+        return None
+
+    def release(self, session: GopherESMTP) -> None:
+        """
+        Give back C{session}'s slot (if it had one).
+        """
+        if session in self._sessions:
+            self._sessions.discard(session)
+            address = session.clientAddress
+            self._perAddress[address] -= 1
+            if self._perAddress[address] <= 0:
+                del self._perAddress[address]
+        if not self._sessions:
+            waiters, self._emptyWaiters = self._emptyWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def drain(self, grace: float = SHUTDOWN_GRACE) -> Deferred:
+        """
+        Let messages in flight finish, tell everyone else 421, and close.
+
+        Sessions still busy after C{grace} seconds are cut off (their
+        messages were never acknowledged, so nothing is lost).
+
+        @return: a L{Deferred} that fires when every session is gone.
+        """
+        if not self._sessions:
+            return succeed(None)
+        for session in list(self._sessions):
+            session.whenIdle().addCallback(lambda _, s=session: s.shutDown())
+        allGone: Deferred = Deferred()
+        self._emptyWaiters.append(allGone)
+
+        def cutOff() -> None:
+            for session in list(self._sessions):
+                _log.warn(
+                    "Cutting off {client}: still busy at shutdown", client=session.clientAddress
+                )
+                session.transport.abortConnection()
+
+        timer = self.clock.callLater(grace, cutOff)
+
+        def cancelTimer(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return allGone.addBoth(cancelTimer)
+
+
+class SMTPService(MultiService):
+    """
+    The SMTP listener and its sessions as one service: stopping it stops
+    listening first, then drains the sessions.
+
+    @param listener: the service that owns the listening port (e.g. a
+        L{twisted.application.internet.StreamServerEndpointService}).
+    """
+
+    def __init__(self, listener: IService, factory: SMTPFactory, grace: float = SHUTDOWN_GRACE) -> None:
+        MultiService.__init__(self)
+        self.factory = factory
+        self.listener = listener
+        self.grace = grace
+        listener.setServiceParent(self)
+
+    def stopService(self) -> Deferred:
+        """
+        Stop listening, then wait for the sessions to drain.
+        """
+        d = MultiService.stopService(self)
+        d.addCallback(lambda _: self.factory.drain(self.grace))
+        return d

@@ -1,0 +1,481 @@
+# -*- test-case-name: tests.test_spool -*-
+"""
+The durable message store.
+
+Layout under the spool directory (C{SMTP_QUEUE_PATH})::
+
+    .gopherpost/secret                 per-installation HMAC key (0600)
+    tmp/                               writes in progress (emptied at start-up)
+    YYYY-MM-DD/<queueid>_<token>.eml   the message, one hard link per recipient
+    YYYY-MM-DD/<queueid>.envelope      JSON: sender, recipients, client, time
+
+C{token} is 16 hex digits of HMAC-SHA256(secret, lowercased recipient), so
+no address appears in any path and names cannot be reversed by hashing a
+list of addresses without the secret.
+
+A message is committed in this order: data written and fsynced under
+C{tmp/}; linked into its date directory once per recipient; directory
+fsynced; envelope written, fsynced and renamed into place; directory
+fsynced again.  Only then is the commit's L{Deferred} fired (and the client
+told 250).  The envelope is the commit record: at start-up, C{.eml} files
+without one were never acknowledged and are removed, as is everything left
+in C{tmp/}.  The spool knows nothing of SMTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from typing import IO, Any, Callable, Iterator, List, Optional, Sequence, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+__all__ = ["Envelope", "Recipient", "Spool", "MessageWriter", "SpoolError"]
+
+_log = Logger()
+
+#: Bytes kept in memory per message before the writer spills to a file.
+SPILL_THRESHOLD = 256 * 1024
+
+_ENVELOPE_SUFFIX = ".envelope"
+_MESSAGE_SUFFIX = ".eml"
+
+
+class SpoolError(Exception):
+    """
+    The spool could not be opened or a message could not be stored.
+    """
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """
+    One envelope recipient.
+
+    @ivar address: the address as given in RCPT TO (without brackets).
+    @ivar token: the keyed hash naming this recipient's C{.eml} file.
+    @ivar local: whether the address is in one of our local domains.
+    """
+
+    address: str
+    token: str
+    local: bool
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """
+    What we know about a stored message besides its content.
+
+    @ivar sender: the reverse-path, C{""} for the null sender C{<>}.
+    @ivar received: when the message was accepted (seconds since the epoch).
+    """
+
+    queueId: str
+    dateDirectory: str
+    received: float
+    sender: str
+    recipients: Tuple[Recipient, ...]
+    clientAddress: str
+    helo: str
+    size: int
+    tls: bool
+
+    def toJSON(self) -> bytes:
+        """
+        Serialise as the C{.envelope} file's content.
+        """
+        data = asdict(self)
+        data["version"] = 1
+        return json.dumps(data, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def fromJSON(cls, raw: bytes) -> "Envelope":
+        """
+        Parse a C{.envelope} file's content.
+        """
+        data = json.loads(raw.decode("utf-8"))
+        data.pop("version", None)
+        data["recipients"] = tuple(Recipient(**r) for r in data["recipients"])
+        return cls(**data)
+
+    @property
+    def relayRecipients(self) -> Tuple[Recipient, ...]:
+        """
+        The recipients outside our local domains.
+        """
+        return tuple(r for r in self.recipients if not r.local)
+
+
+def _fsyncDirectory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writeDurably(path: str, data: bytes, mode: int = 0o640) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MessageWriter:
+    """
+    Collects the content of one incoming message.
+
+    Small messages stay in memory; past L{SPILL_THRESHOLD} bytes the content
+    goes to a file under the spool's C{tmp/} through a buffered writer, so a
+    large message costs neither unbounded memory nor long blocking writes.
+    """
+
+    def __init__(self, tmpPath: str) -> None:
+        self._tmpPath = tmpPath
+        self._buffer = bytearray()
+        self._file: Optional[IO[bytes]] = None
+        self.size = 0
+        self.closed = False
+
+    @property
+    def path(self) -> str:
+        """
+        Where the content is (or will be) written under C{tmp/}.
+        """
+        return self._tmpPath
+
+    def write(self, data: bytes) -> None:
+        """
+        Append C{data} to the message.
+        """
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._buffer += data
+        if len(self._buffer) > SPILL_THRESHOLD:
+            self._file = open(self._tmpPath, "wb", buffering=64 * 1024)
+            self._file.write(self._buffer)
+            self._buffer = bytearray()
+
+    def _finishInThread(self) -> None:
+        """
+        Write what is left, fsync and close.  Runs in a thread.
+        """
+        if self._file is None:
+            _writeDurably(self._tmpPath, bytes(self._buffer))
+        else:
+            self._file.write(self._buffer)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        self._buffer = bytearray()
+        self.closed = True
+
+    def abort(self) -> None:
+        """
+        Throw the message away.
+        """
+        self.closed = True
+        self._buffer = bytearray()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            try:
+                os.unlink(self._tmpPath)
+            except FileNotFoundError:
+                pass
+
+
+class Spool:
+    """
+    The on-disk store of accepted messages.
+
+    @param path: the spool directory (C{SMTP_QUEUE_PATH}).
+    @param reactor: provides time and the thread pool that does the fsyncs.
+    @param runInThread: C{runInThread(f, *args) -> Deferred}; the default
+        runs C{f} in the reactor's thread pool.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        reactor: IReactorTime,
+        runInThread: Optional[Callable[..., Deferred]] = None,
+    ) -> None:
+        self.path = os.path.abspath(path)
+        self._reactor = reactor
+        if runInThread is None:
+
+            def runInThread(f: Callable[..., Any], *args: Any) -> Deferred:
+                pool = reactor.getThreadPool()  # type: ignore[attr-defined]
+                return deferToThreadPool(reactor, pool, f, *args)
+
+        self._runInThread = runInThread
+        self._tmp = os.path.join(self.path, "tmp")
+        self._stateDirectory = os.path.join(self.path, ".gopherpost")
+        self._secret = b""
+        self._knownDateDirectories: set = set()
+
+    @property
+    def stateDirectory(self) -> str:
+        """
+        A private directory beside the messages for the server's own state
+        (the HMAC secret, a generated TLS certificate).
+        """
+        return self._stateDirectory
+
+    def open(self) -> None:
+        """
+        Create the layout, load or create the secret, and recover from a
+        crash.  Called once at start-up, before the reactor runs.
+
+        @raise SpoolError: if the directory cannot be used.
+        """
+        try:
+            for directory in (self.path, self._tmp):
+                os.makedirs(directory, mode=0o750, exist_ok=True)
+            os.makedirs(self._stateDirectory, mode=0o700, exist_ok=True)
+            self._secret = self._loadSecret()
+            self.recover()
+            probe = os.path.join(self._tmp, ".probe")
+            _writeDurably(probe, b"")
+            os.unlink(probe)
+        except OSError as e:
+            raise SpoolError(f"{self.path}: {e.strerror or e}") from e
+
+    def _loadSecret(self) -> bytes:
+        secretPath = os.path.join(self._stateDirectory, "secret")
+        try:
+            with open(secretPath, "rb") as f:
+                secret = bytes.fromhex(f.read().decode("ascii").strip())
+            if len(secret) >= 16:
+                return secret
+        except FileNotFoundError:
+            pass
+        except ValueError:
+            raise SpoolError(f"{secretPath} is corrupt; restore it from backup") from None
+        secret = secrets.token_bytes(32)
+        temporary = secretPath + ".tmp"
+        _writeDurably(temporary, secret.hex().encode("ascii") + b"\n", 0o600)
+        os.rename(temporary, secretPath)
+        _fsyncDirectory(self._stateDirectory)
+        return secret
+
+    def recover(self) -> None:
+        """
+        Remove what a crash left behind: unfinished writes under C{tmp/} and
+        messages whose envelope was never committed (never acknowledged).
+        """
+        for name in os.listdir(self._tmp):
+            os.unlink(os.path.join(self._tmp, name))
+        for dateDirectory in self.dateDirectories():
+            directory = os.path.join(self.path, dateDirectory)
+            names = os.listdir(directory)
+            committed = {
+                n[: -len(_ENVELOPE_SUFFIX)] for n in names if n.endswith(_ENVELOPE_SUFFIX)
+            }
+            for name in names:
+                if name.endswith(_MESSAGE_SUFFIX):
+                    queueId = name.split("_", 1)[0]
+                    if queueId not in committed:
+                        _log.warn(
+                            "Removing unacknowledged {name} left by a crash", name=name
+                        )
+                        os.unlink(os.path.join(directory, name))
+                elif name.endswith(".tmp"):
+                    os.unlink(os.path.join(directory, name))
+
+    def dateDirectories(self) -> List[str]:
+        """
+        The date directories, oldest first.
+        """
+        return sorted(
+            n
+            for n in os.listdir(self.path)
+            if len(n) == 10 and n[4] == "-" and n[7] == "-" and n.replace("-", "").isdigit()
+        )
+
+    def tokenFor(self, address: str) -> str:
+        """
+        The 16-hex-digit keyed hash of a recipient address.
+        """
+        digest = hmac.new(self._secret, address.lower().encode("utf-8"), hashlib.sha256)
+        return digest.hexdigest()[:16]
+
+    def newQueueId(self) -> str:
+        """
+        A new unique queue id: time-ordered, 19 upper-case hex digits.
+        """
+        micros = int(self._reactor.seconds() * 1_000_000)
+        return f"{micros:013X}{secrets.token_hex(3).upper()}"
+
+    def newWriter(self) -> MessageWriter:
+        """
+        Start collecting a new message.
+        """
+        return MessageWriter(os.path.join(self._tmp, secrets.token_hex(12)))
+
+    def commit(
+        self,
+        writer: MessageWriter,
+        sender: str,
+        recipients: Sequence[Tuple[str, bool]],
+        clientAddress: str,
+        helo: str,
+        tls: bool,
+        queueId: Optional[str] = None,
+    ) -> "Deferred[Envelope]":
+        """
+        Store a collected message durably.
+
+        @param recipients: C{(address, isLocal)} pairs; repeated addresses
+            (in any case) are stored once.
+        @param queueId: the id to store under (default: a new one).
+        @return: a L{Deferred} that fires with the L{Envelope} once the
+            message and its envelope are on disk and fsynced, or fails with
+            L{SpoolError}.
+        """
+        now = self._reactor.seconds()
+        seen = set()
+        unique = []
+        for address, local in recipients:
+            token = self.tokenFor(address)
+            if token not in seen:
+                seen.add(token)
+                unique.append(Recipient(address, token, local))
+        envelope = Envelope(
+            queueId=queueId or self.newQueueId(),
+            dateDirectory=time.strftime("%Y-%m-%d", time.gmtime(now)),
+            received=now,
+            sender=sender,
+            recipients=tuple(unique),
+            clientAddress=clientAddress,
+            helo=helo,
+            size=writer.size,
+            tls=tls,
+        )
+        d = self._runInThread(self._commitInThread, writer, envelope)
+
+        def failed(failure):
+            writer.abort()
+            if failure.check(OSError):
+                _log.failure("Could not store message {queueId}", failure, queueId=envelope.queueId)
+                raise SpoolError(str(failure.value))
+            return failure
+
+        return d.addErrback(failed)
+
+    def store(
+        self,
+        content: bytes,
+        sender: str,
+        recipients: Sequence[Tuple[str, bool]],
+        clientAddress: str = "127.0.0.1",
+        helo: str = "localhost",
+    ) -> "Deferred[Envelope]":
+        """
+        Store a message generated by the server itself (e.g. a bounce).
+        """
+        writer = self.newWriter()
+        writer.write(content)
+        return self.commit(writer, sender, recipients, clientAddress, helo, False)
+
+    def _commitInThread(self, writer: MessageWriter, envelope: Envelope) -> Envelope:
+        writer._finishInThread()
+        directory = os.path.join(self.path, envelope.dateDirectory)
+        if envelope.dateDirectory not in self._knownDateDirectories:
+            try:
+                os.mkdir(directory, 0o750)
+                _fsyncDirectory(self.path)
+            except FileExistsError:
+                pass
+            self._knownDateDirectories.add(envelope.dateDirectory)
+        try:
+            for recipient in envelope.recipients:
+                os.link(writer.path, self._messagePath(envelope, recipient.token))
+            _fsyncDirectory(directory)
+            base = os.path.join(directory, envelope.queueId)
+            _writeDurably(base + ".tmp", envelope.toJSON())
+            os.rename(base + ".tmp", base + _ENVELOPE_SUFFIX)
+            _fsyncDirectory(directory)
+        except BaseException:
+            for recipient in envelope.recipients:
+                try:
+                    os.unlink(self._messagePath(envelope, recipient.token))
+                except OSError:
+                    pass
+            raise
+        finally:
+            try:
+                os.unlink(writer.path)
+            except OSError:
+                pass
+        return envelope
+
+    def _messagePath(self, envelope: Envelope, token: str) -> str:
+        return os.path.join(
+            self.path, envelope.dateDirectory, f"{envelope.queueId}_{token}{_MESSAGE_SUFFIX}"
+        )
+
+    def messagePath(self, envelope: Envelope, recipient: Optional[Recipient] = None) -> str:
+        """
+        The C{.eml} file of one recipient (default: the first); all of a
+        message's files hold the same content.
+        """
+        token = (recipient or envelope.recipients[0]).token
+        return self._messagePath(envelope, token)
+
+    def readMessage(self, envelope: Envelope) -> "Deferred[bytes]":
+        """
+        Read a stored message's content in a thread.
+        """
+
+        def read() -> bytes:
+            with open(self.messagePath(envelope), "rb") as f:
+                return f.read()
+
+        return self._runInThread(read)
+
+    def envelopeIn(self, dateDirectory: str, queueId: str) -> Envelope:
+        """
+        Load one committed envelope (blocking; small file).
+        """
+        path = os.path.join(self.path, dateDirectory, queueId + _ENVELOPE_SUFFIX)
+        with open(path, "rb") as f:
+            return Envelope.fromJSON(f.read())
+
+    def envelopes(self) -> Iterator[Envelope]:
+        """
+        Every committed envelope, oldest first (blocking; for start-up).
+        """
+        for dateDirectory in self.dateDirectories():
+            directory = os.path.join(self.path, dateDirectory)
+            for name in sorted(os.listdir(directory)):
+                if name.endswith(_ENVELOPE_SUFFIX):
+                    try:
+                        yield self.envelopeIn(dateDirectory, name[: -len(_ENVELOPE_SUFFIX)])
+                    except (OSError, ValueError, TypeError, KeyError) as e:
+                        _log.error("Unreadable envelope {name}: {error}", name=name, error=e)
+
+    def isWritable(self) -> Tuple[bool, str]:
+        """
+        Whether new messages can be stored now (for health checks).
+        """
+        if not os.access(self._tmp, os.W_OK | os.X_OK):
+            return (False, f"spool {self._tmp} is not writable")
+        return (True, "")

@@ -1,0 +1,185 @@
+"""
+A harness that drives GopherPost's SMTP server protocol synchronously:
+real L{Spool} on a temporary directory, real portal and delivery policy,
+L{StringTransport} for the wire and L{Clock} for time.  Spool work meant for
+a thread runs when the test says so, so tests control when fsyncs finish.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import replace
+from typing import Any, Callable, List, Optional, Tuple
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.internet.address import IPv4Address, IPv6Address
+from zope.interface import implementer
+
+from gopherpost.config import Settings
+from gopherpost.inbound.access import makePortal
+from gopherpost.inbound.delivery import SpoolDelivery
+from gopherpost.inbound.factory import SMTPFactory
+from gopherpost.interfaces import IAuditLog
+from gopherpost.spool import Spool
+
+__all__ = ["RecordingAudit", "InboundHarness", "TLSStringTransport", "testSettings"]
+
+
+@implementer(IAuditLog)
+class RecordingAudit:
+    """
+    An L{IAuditLog} that remembers every event.
+    """
+
+    def __init__(self) -> None:
+        self.events: List[Tuple[str, dict]] = []
+
+    def emit(self, event: str, **fields: object) -> None:
+        self.events.append((event, fields))
+
+    def subscribe(self, callback: object) -> Any:
+        raise NotImplementedError()
+
+    def named(self, event: str) -> List[dict]:
+        """
+        The fields of every event called C{event}.
+        """
+        return [fields for name, fields in self.events if name == event]
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransport):
+    """
+    A L{StringTransport} that records a STARTTLS.
+    """
+
+    tlsStarted = None
+
+    def startTLS(self, contextFactory: Any) -> None:
+        self.tlsStarted = contextFactory
+
+
+def testSettings(queuePath: str, **overrides: Any) -> Settings:
+    """
+    Settings for tests: host C{mx.gopherpost.test}, loopback allowed.
+    """
+    base = Settings(
+        hostname="mx.gopherpost.test",
+        localDomains=("mx.gopherpost.test", "gopherpost.test"),
+        allowNetworks=(ipaddress.ip_network("127.0.0.0/8"),),
+        queuePath=queuePath,
+        healthDisable=True,
+        tlsDisable=True,
+    )
+    return replace(base, **overrides)
+
+
+class InboundHarness:
+    """
+    A server factory wired as in production, minus sockets and threads.
+
+    @ivar threadWork: spool work waiting for L{runThreads}.
+    """
+
+    def __init__(
+        self,
+        testCase: Any,
+        contextFactory: Any = None,
+        deliveryFactory: Optional[Callable[[str], Any]] = None,
+        synchronousThreads: bool = True,
+        **overrides: Any,
+    ) -> None:
+        self.clock = Clock()
+        self.path = os.path.abspath(testCase.mktemp())
+        self.settings = testSettings(self.path, **overrides)
+        self.synchronousThreads = synchronousThreads
+        self.threadWork: List[Tuple[Deferred, Callable[..., Any], tuple]] = []
+        self.spool = Spool(self.path, self.clock, runInThread=self._runInThread)
+        self.spool.open()
+        self.audit = RecordingAudit()
+        self.relayed: List[Tuple[str, str]] = []
+
+        def defaultDelivery(clientAddress: str) -> SpoolDelivery:
+            return SpoolDelivery(self.settings, self.spool, clientAddress, self.audit, self)
+
+        self.portal = makePortal(
+            deliveryFactory or defaultDelivery,
+            self.settings.allowNetworks,
+            self.settings.allowHosts,
+        )
+        self.factory = SMTPFactory(
+            self.settings, self.portal, self.audit, self.clock, contextFactory
+        )
+        self._sessions: List[Any] = []
+        testCase.addCleanup(self._cleanUp)
+
+    # IRelayQueue, so tests see what would be relayed.
+    def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
+        self.relayed.append((queueId, dateDirectory))
+
+    def _runInThread(self, f: Callable[..., Any], *args: Any) -> Deferred:
+        if self.synchronousThreads:
+            return maybeDeferred(f, *args)
+        d: Deferred = Deferred()
+        self.threadWork.append((d, f, args))
+        return d
+
+    def runThreads(self) -> None:
+        """
+        Run the pending spool work now (as the thread pool would).
+        """
+        while self.threadWork:
+            d, f, args = self.threadWork.pop(0)
+            maybeDeferred(f, *args).chainDeferred(d)
+
+    def connect(
+        self, host: str = "127.0.0.1", tls: bool = False
+    ) -> Tuple[Any, StringTransport]:
+        """
+        A new session from C{host}; returns C{(protocol, transport)}.
+        """
+        if ":" in host:
+            peer: Any = IPv6Address("TCP", host, 40000 + len(self._sessions))
+        else:
+            peer = IPv4Address("TCP", host, 40000 + len(self._sessions))
+        transport = (TLSStringTransport if tls else StringTransport)(peerAddress=peer)
+        proto = self.factory.buildProtocol(peer)
+        proto.makeConnection(transport)
+        self._sessions.append((proto, transport))
+        return proto, transport
+
+    def _cleanUp(self) -> None:
+        for proto, transport in self._sessions:
+            if proto._state != "CLOSED":
+                proto.connectionLost(None)
+
+    def storedFiles(self) -> List[str]:
+        """
+        Every C{.eml} file in the spool, as paths relative to it.
+        """
+        found = []
+        for directory in self.spool.dateDirectories():
+            for name in sorted(os.listdir(os.path.join(self.path, directory))):
+                if name.endswith(".eml"):
+                    found.append(os.path.join(directory, name))
+        return found
+
+    def read(self, relative: str) -> bytes:
+        """
+        The content of a spool file.
+        """
+        with open(os.path.join(self.path, relative), "rb") as f:
+            return f.read()
+
+
+def replies(transport: StringTransport) -> List[bytes]:
+    """
+    The reply lines written so far (and clear them).
+    """
+    lines = transport.value().split(b"\r\n")
+    transport.clear()
+    return [line for line in lines if line]
