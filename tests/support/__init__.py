@@ -1,0 +1,3 @@
+"""
+Shared fixtures for GopherPost's trial tests.
+"""
