@@ -246,6 +246,8 @@ class Spool:
 
         @raise SpoolError: if the directory cannot be used.
         """
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise SpoolError(f"{self.path} is not a directory")
         try:
             for directory in (self.path, self._tmp):
                 os.makedirs(directory, mode=0o750, exist_ok=True)

@@ -1,0 +1,179 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd gopherpost}: command-line options and the wiring of every part into
+one L{MultiService}.
+
+No policy lives here: configuration is parsed by L{gopherpost.config}, and
+each part is built by its own module.  A bad setting ends start-up before
+anything is bound, with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.python import usage
+
+from gopherpost.config import ConfigError, Settings, loadEnvironment, settingsFromEnvironment
+
+__all__ = ["Options", "makeService", "GopherPostService"]
+
+
+class Options(usage.Options):
+    """
+    Command-line options of C{twistd gopherpost}.
+
+    Each option overrides the environment variable it names; the
+    environment alone is enough.
+    """
+
+    optParameters = [
+        ["port", "p", None, "SMTP port (overrides SMTP_PORT)."],
+        ["interface", "i", None, "Address to listen on (overrides SMTP_LISTEN_ADDR)."],
+        ["hostname", None, None, "Host name to announce (overrides SMTP_HOSTNAME)."],
+        ["queue-path", "q", None, "Spool directory (overrides SMTP_QUEUE_PATH)."],
+    ]
+
+    _variables = {
+        "port": "SMTP_PORT",
+        "interface": "SMTP_LISTEN_ADDR",
+        "hostname": "SMTP_HOSTNAME",
+        "queue-path": "SMTP_QUEUE_PATH",
+    }
+
+    def environment(self, environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+        """
+        The environment (with C{.env}) with command-line overrides applied.
+        """
+        merged = loadEnvironment() if environ is None else dict(environ)
+        for option, variable in self._variables.items():
+            if self[option] is not None:
+                merged[variable] = self[option]
+        return merged
+
+
+class GopherPostService(MultiService):
+    """
+    The whole server.  Its attributes give tests and the health check a
+    handle on the parts.
+    """
+
+    settings: Settings
+    spool: Any
+    smtpFactory: Any
+    audit: Any
+    metrics: Any
+    relayQueue: Any = None
+
+    def ready(self) -> Tuple[bool, str]:
+        """
+        Ready when the SMTP listener is bound and the spool is writable.
+        """
+        if not getattr(self.smtpFactory, "listening", False):
+            return (False, "SMTP listener is not bound")
+        return self.spool.isWritable()
+
+
+def _listenEndpoint(reactor: Any, settings: Settings) -> Any:
+    address = settings.listenAddress
+    if not address:
+        address = "::" if _ipv6Available() else "0.0.0.0"
+    if ":" in address:
+        return TCP6ServerEndpoint(reactor, settings.port, interface=address)
+    return TCP4ServerEndpoint(reactor, settings.port, interface=address)
+
+
+def _ipv6Available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def makeService(
+    options: Options,
+    environ: Optional[Mapping[str, str]] = None,
+    reactor: Any = None,
+) -> GopherPostService:
+    """
+    Build the GopherPost service from options and environment.
+
+    @raise SystemExit: with a one-line message naming the variable, if the
+        configuration is invalid; nothing has been bound then.
+    """
+    if reactor is None:
+        from twisted.internet import reactor  # type: ignore[no-redef]
+    try:
+        return _build(options.environment(environ), reactor)
+    except ConfigError as e:
+        raise SystemExit(f"gopherpost: configuration error: {e}") from None
+
+
+def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
+    from gopherpost import audit as _audit, dns, metrics as _metrics, tls, web
+    from gopherpost.inbound.access import makePortal
+    from gopherpost.inbound.delivery import SpoolDelivery
+    from gopherpost.inbound.factory import SMTPFactory, SMTPService
+    from gopherpost.spool import Spool, SpoolError
+
+    settings = settingsFromEnvironment(environ)
+    service = GopherPostService()
+    service.settings = settings
+
+    spool = Spool(settings.queuePath, reactor)
+    try:
+        spool.open()
+    except SpoolError as e:
+        raise ConfigError("SMTP_QUEUE_PATH", str(e)) from None
+    service.spool = spool
+    contextFactory = tls.serverContextFactory(
+        settings, os.path.join(spool.stateDirectory, "tls")
+    )
+
+    service.audit = auditLog = _audit.AuditLog(debug=settings.debug, clock=reactor)
+    service.metrics = _metrics.Metrics(clock=reactor, audit=auditLog)
+    resolver = dns.Resolver(settings.dnsServers, reactor)
+
+    relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+
+    def deliveryFor(clientAddress: str) -> SpoolDelivery:
+        return SpoolDelivery(settings, spool, clientAddress, auditLog, relayQueue)
+
+    portal = makePortal(deliveryFor, settings.allowNetworks, settings.allowHosts, resolver)
+    factory = SMTPFactory(settings, portal, auditLog, reactor, contextFactory)
+    service.smtpFactory = factory
+    listener = StreamServerEndpointService(_listenEndpoint(reactor, settings), factory)
+    # Fail start-up (not just log) when the port cannot be bound.
+    listener._raiseSynchronously = True
+    SMTPService(listener, factory).setServiceParent(service)
+
+    if not settings.healthDisable:
+        resource = web.makeWebResource(settings, auditLog, service.metrics, service.ready)
+        webService = web.makeWebService(settings, reactor, resource)
+        if webService is not None:
+            webService.setServiceParent(service)
+    return service
+
+
+def _buildRelay(settings, spool, auditLog, resolver, reactor, service) -> Any:
+    """
+    The outbound queue, if this installation has one.
+    """
+    try:
+        from gopherpost.relay import queue as _queue
+    except ImportError:
+        return None
+    relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor)
+    relayQueue.setServiceParent(service)
+    service.relayQueue = relayQueue
+    service.metrics.setQueueDepthSource(relayQueue.queueDepth)
+    return relayQueue

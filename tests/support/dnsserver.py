@@ -1,0 +1,439 @@
+# -*- test-case-name: tests.test_dns -*-
+"""
+A loopback authoritative DNS server for tests.
+
+Tests never use the machine's resolver and never resolve a real name: they
+start a L{DNSTestServer} on 127.0.0.1, fill in C{.test} (and reverse) zones,
+and point the code under test at L{DNSTestServer.address}.
+
+The server is built on L{twisted.names.server.DNSServerFactory} and answers
+on UDP and TCP on the same ephemeral port, so resolvers that retry over TCP
+after a truncated UDP answer work.  Typical use from a trial test::
+
+    server = startDNSServer(self)          # stopped by addCleanup
+    server.addA("mx.example.test", "127.0.0.2")
+    server.addMX("example.test", 10, "mx.example.test")
+    resolver = Resolver([server.address], reactor)
+
+Names are matched case-insensitively and may be given with or without the
+trailing dot.  A name inside one of the zones that has no records (and no
+records below it) answers NXDOMAIN; a name with records of other types
+answers NOERROR with an empty answer section (dnspython's C{NoAnswer}).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+
+from twisted.internet import defer
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorTCP, IReactorUDP
+from twisted.names import common, dns, server
+from twisted.names.error import AuthoritativeDomainError, DomainError
+from twisted.python.failure import Failure
+
+__all__ = [
+    "DEFAULT_ZONES",
+    "DNSTestServer",
+    "TestAuthority",
+    "splitTXT",
+    "startDNSServer",
+]
+
+#: The zones a L{DNSTestServer} is authoritative for unless told otherwise.
+DEFAULT_ZONES = ("test", "in-addr.arpa", "ip6.arpa")
+
+_TTL = 60
+
+Record = Union[
+    dns.Record_A, dns.Record_AAAA, dns.Record_MX, dns.Record_PTR, dns.Record_TXT
+]
+
+
+def _key(name: Union[str, bytes]) -> bytes:
+    """
+    Normalise a domain name: bytes, lower case, no trailing dot.
+    """
+    if isinstance(name, str):
+        name = name.encode("ascii") if name.isascii() else name.encode("idna")
+    return name.rstrip(b".").lower()
+
+
+def splitTXT(text: Union[str, bytes]) -> List[bytes]:
+    """
+    Split a TXT value into the 255-octet character-strings DNS allows.
+
+    @param text: the whole value, e.g. a DKIM key record.
+    @return: the strings, in order; their concatenation is C{text}.
+    """
+    data = text.encode("ascii") if isinstance(text, str) else text
+    if not data:
+        return [b""]
+    return [data[i : i + 255] for i in range(0, len(data), 255)]
+
+
+class _ServerFailure(Exception):
+    """
+    Raised by L{TestAuthority} for a name configured to answer SERVFAIL.
+    """
+
+
+def _addSwitch(
+    switches: Dict[bytes, Optional[Set[int]]], key: bytes, rdtype: Optional[str]
+) -> None:
+    if rdtype is None:
+        switches[key] = None
+        return
+    types = switches.setdefault(key, set())
+    if types is not None:
+        types.add(getattr(dns, rdtype.upper()))
+
+
+def _switched(switches: Dict[bytes, Optional[Set[int]]], key: bytes, type: int) -> bool:
+    if key not in switches:
+        return False
+    types = switches[key]
+    return types is None or type in types
+
+
+class TestAuthority(common.ResolverBase):
+    """
+    An in-memory authority for a few zones, with switches for failures.
+
+    @ivar zones: the zone origins (normalised) this authority answers for.
+    """
+
+    def __init__(self, zones: Sequence[str] = DEFAULT_ZONES) -> None:
+        common.ResolverBase.__init__(self)
+        self.zones: Tuple[bytes, ...] = tuple(_key(z) for z in zones)
+        self._records: Dict[bytes, List[Record]] = {}
+        self._servfail: Dict[bytes, Optional[Set[int]]] = {}
+        self._silent: Dict[bytes, Optional[Set[int]]] = {}
+        self.queries: List[Tuple[bytes, int]] = []
+
+    def addRecord(self, name: Union[str, bytes], record: Record) -> None:
+        """
+        Add one record under C{name}, which must lie in one of the zones.
+        """
+        key = _key(name)
+        if self._zoneOf(key) is None:
+            raise ValueError(f"{name!r} is not in any of the zones {self.zones!r}")
+        record.ttl = _TTL
+        self._records.setdefault(key, []).append(record)
+
+    def removeName(self, name: Union[str, bytes]) -> None:
+        """
+        Forget every record of C{name} and any failure switch for it.
+        """
+        key = _key(name)
+        self._records.pop(key, None)
+        self._servfail.pop(key, None)
+        self._silent.pop(key, None)
+
+    def failWithServFail(
+        self, name: Union[str, bytes], rdtype: Optional[str] = None
+    ) -> None:
+        """
+        Make queries for C{name} answer SERVFAIL.
+
+        @param rdtype: only queries of this type (e.g. C{"AAAA"}); default
+            all.
+        """
+        _addSwitch(self._servfail, _key(name), rdtype)
+
+    def dropQueries(self, name: Union[str, bytes], rdtype: Optional[str] = None) -> None:
+        """
+        Never answer queries for C{name}, so that clients time out.
+
+        @param rdtype: only queries of this type (e.g. C{"AAAA"}); default
+            all.
+        """
+        _addSwitch(self._silent, _key(name), rdtype)
+
+    def _zoneOf(self, key: bytes) -> Optional[bytes]:
+        for zone in self.zones:
+            if key == zone or key.endswith(b"." + zone):
+                return zone
+        return None
+
+    def _exists(self, key: bytes) -> bool:
+        if key in self._records:
+            return True
+        suffix = b"." + key
+        return any(owner.endswith(suffix) for owner in self._records)
+
+    def _soa(self, zone: bytes) -> dns.RRHeader:
+        return dns.RRHeader(
+            name=zone,
+            type=dns.SOA,
+            ttl=_TTL,
+            auth=True,
+            payload=dns.Record_SOA(
+                mname=b"ns." + zone,
+                rname=b"hostmaster." + zone,
+                serial=1,
+                minimum=_TTL,
+                ttl=_TTL,
+            ),
+        )
+
+    def _lookup(self, name: bytes, cls: int, type: int, timeout: object = None):
+        key = _key(name)
+        self.queries.append((key, type))
+        if _switched(self._silent, key, type):
+            return defer.Deferred()
+        if _switched(self._servfail, key, type):
+            return defer.fail(_ServerFailure(name))
+        zone = self._zoneOf(key)
+        if zone is None:
+            return defer.fail(DomainError(name))
+        if not self._exists(key):
+            return defer.fail(AuthoritativeDomainError(name))
+        answers = [
+            dns.RRHeader(
+                name=name, type=record.TYPE, ttl=_TTL, auth=True, payload=record
+            )
+            for record in self._records.get(key, [])
+            if type in (record.TYPE, dns.ALL_RECORDS)
+        ]
+        authority = [] if answers else [self._soa(zone)]
+        return defer.succeed((answers, authority, []))
+
+
+class _ServerFactory(server.DNSServerFactory):
+    """
+    A L{server.DNSServerFactory} that answers SERVFAIL without logging an
+    error, never truncates over TCP, and can wait for its connections.
+
+    @ivar tcpConnections: how many TCP connections were accepted.
+    """
+
+    def __init__(self, authority: TestAuthority) -> None:
+        server.DNSServerFactory.__init__(self, authorities=[authority])
+        self._lostWaiters: List[defer.Deferred] = []
+        self.tcpConnections = 0
+
+    def buildProtocol(self, addr):
+        self.tcpConnections += 1
+        return server.DNSServerFactory.buildProtocol(self, addr)
+
+    def gotResolverError(self, failure: Failure, protocol, message, address) -> None:
+        if failure.check(_ServerFailure):
+            response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
+            self.sendReply(protocol, response, address)
+            return
+        server.DNSServerFactory.gotResolverError(
+            self, failure, protocol, message, address
+        )
+
+    def sendReply(self, protocol, message, address) -> None:
+        if address is None:
+            # A stream: the answer is never truncated (RFC 7766).
+            message.maxSize = 0
+        elif not message.maxSize:
+            # A datagram without EDNS: at most 512 octets (RFC 1035 4.2.1),
+            # larger answers are truncated and the client retries over TCP.
+            message.maxSize = 512
+        server.DNSServerFactory.sendReply(self, protocol, message, address)
+
+    def connectionLost(self, protocol) -> None:
+        server.DNSServerFactory.connectionLost(self, protocol)
+        if not self.connections:
+            waiters, self._lostWaiters = self._lostWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def closeConnections(self) -> defer.Deferred:
+        """
+        Abort every open TCP connection.
+
+        @return: a L{defer.Deferred} firing once they are all gone.
+        """
+        if not self.connections:
+            return defer.succeed(None)
+        waiter: defer.Deferred = defer.Deferred()
+        self._lostWaiters.append(waiter)
+        for protocol in list(self.connections):
+            protocol.transport.abortConnection()
+        return waiter
+
+
+class DNSTestServer:
+    """
+    An authoritative DNS server on 127.0.0.1, UDP and TCP on one port.
+
+    @ivar authority: the L{TestAuthority} holding the records.
+    @ivar host: C{"127.0.0.1"}.
+    @ivar port: the port, once L{start}ed.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self, reactor: Optional[object] = None, zones: Sequence[str] = DEFAULT_ZONES
+    ) -> None:
+        """
+        @param reactor: provides L{IReactorUDP} and L{IReactorTCP} (default:
+            the global reactor, imported only when needed).
+        @param zones: the zone origins to be authoritative for.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self._reactor = reactor
+        self.authority = TestAuthority(zones)
+        self.factory = _ServerFactory(self.authority)
+        self.port: Optional[int] = None
+        self._udp = None
+        self._tcp = None
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """
+        C{(host, port)}, the shape of L{gopherpost.config.Settings.dnsServers}
+        entries.
+        """
+        if self.port is None:
+            raise RuntimeError("the DNS test server is not started")
+        return (self.host, self.port)
+
+    def start(self, attempts: int = 5) -> int:
+        """
+        Listen on UDP (an ephemeral port) and TCP (the same port).
+
+        @param attempts: how often to try again with a new port when the TCP
+            side of the chosen port is already taken.
+        @return: the port.
+        @raise CannotListenError: when no attempt succeeded.
+        """
+        udpReactor: IReactorUDP = self._reactor  # type: ignore[assignment]
+        tcpReactor: IReactorTCP = self._reactor  # type: ignore[assignment]
+        lastError: Optional[Exception] = None
+        for _ in range(attempts):
+            udp = udpReactor.listenUDP(
+                0, dns.DNSDatagramProtocol(self.factory), interface=self.host
+            )
+            port = udp.getHost().port
+            try:
+                tcp = tcpReactor.listenTCP(port, self.factory, interface=self.host)
+            except CannotListenError as e:
+                lastError = e
+                udp.stopListening()
+                continue
+            self._udp, self._tcp, self.port = udp, tcp, port
+            return port
+        assert lastError is not None
+        raise lastError
+
+    def stop(self) -> defer.Deferred:
+        """
+        Stop listening and close open TCP connections.
+
+        @return: a L{defer.Deferred} that fires when everything is closed.
+        """
+        listeners, self._udp, self._tcp = [self._udp, self._tcp], None, None
+        waits = [
+            defer.maybeDeferred(listener.stopListening)
+            for listener in listeners
+            if listener is not None
+        ]
+        waits.append(self.factory.closeConnections())
+        return defer.gatherResults(waits).addCallback(lambda _: None)
+
+    # Records
+
+    def addA(self, name: str, address: str) -> None:
+        """
+        Add an A record.
+        """
+        self.authority.addRecord(name, dns.Record_A(str(ipaddress.IPv4Address(address))))
+
+    def addAAAA(self, name: str, address: str) -> None:
+        """
+        Add an AAAA record.
+        """
+        self.authority.addRecord(
+            name, dns.Record_AAAA(str(ipaddress.IPv6Address(address)))
+        )
+
+    def addAddress(self, name: str, address: str) -> None:
+        """
+        Add an A or an AAAA record, whichever fits C{address}.
+        """
+        if ipaddress.ip_address(address).version == 4:
+            self.addA(name, address)
+        else:
+            self.addAAAA(name, address)
+
+    def addMX(self, name: str, preference: int, exchange: str) -> None:
+        """
+        Add an MX record; C{exchange} C{"."} makes a null MX (RFC 7505).
+        """
+        self.authority.addRecord(name, dns.Record_MX(preference, _key(exchange)))
+
+    def addNullMX(self, name: str) -> None:
+        """
+        Add the null MX C{0 .} (RFC 7505): the domain accepts no mail.
+        """
+        self.addMX(name, 0, ".")
+
+    def addPTR(self, address: str, name: str) -> None:
+        """
+        Add a PTR record for an IPv4 (C{in-addr.arpa}) or IPv6 (C{ip6.arpa})
+        address.
+        """
+        reverse = ipaddress.ip_address(address).reverse_pointer
+        self.authority.addRecord(reverse, dns.Record_PTR(_key(name)))
+
+    def addTXT(self, name: str, *strings: Union[str, bytes]) -> None:
+        """
+        Add one TXT record.
+
+        Given one value, it is split into 255-octet strings as needed (a DKIM
+        key record is longer than that); given several, they are used as they
+        are.
+        """
+        if len(strings) == 1:
+            parts = splitTXT(strings[0])
+        else:
+            parts = [s.encode("ascii") if isinstance(s, str) else s for s in strings]
+        self.authority.addRecord(name, dns.Record_TXT(*parts))
+
+    def failWithServFail(self, name: str, rdtype: Optional[str] = None) -> None:
+        """
+        Make queries for C{name} (of type C{rdtype}, default all) answer
+        SERVFAIL.
+        """
+        self.authority.failWithServFail(name, rdtype)
+
+    def dropQueries(self, name: str, rdtype: Optional[str] = None) -> None:
+        """
+        Never answer queries for C{name} (of type C{rdtype}, default all):
+        clients time out.
+        """
+        self.authority.dropQueries(name, rdtype)
+
+    def removeName(self, name: str) -> None:
+        """
+        Forget every record of C{name} and any failure switch for it.
+        """
+        self.authority.removeName(name)
+
+
+def startDNSServer(
+    testCase: object, reactor: Optional[object] = None, zones: Sequence[str] = DEFAULT_ZONES
+) -> DNSTestServer:
+    """
+    Start a L{DNSTestServer} for one trial test; it is stopped in cleanup.
+
+    @param testCase: the L{twisted.trial.unittest.TestCase}.
+    @param reactor: see L{DNSTestServer.__init__}.
+    @param zones: see L{DNSTestServer.__init__}.
+    @return: the started server.
+    """
+    dnsServer = DNSTestServer(reactor, zones)
+    dnsServer.start()
+    testCase.addCleanup(dnsServer.stop)  # type: ignore[attr-defined]
+    return dnsServer

@@ -1,0 +1,128 @@
+"""
+Running a whole GopherPost server for integration tests: in this process
+(wired by L{gopherpost.tap.makeService}) or as a real C{twistd} process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+
+from gopherpost.tap import GopherPostService, Options, makeService
+
+__all__ = [
+    "REPOSITORY",
+    "freePort",
+    "serverEnvironment",
+    "startInProcess",
+    "TwistdProcess",
+    "waitForPort",
+]
+
+#: The checkout's root (holds gopherpost/ and twisted/plugins/).
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+#: A loopback port where nothing answers DNS: tests never reach a real resolver.
+NO_DNS = "127.0.0.1:9"
+
+
+def freePort(host: str = "127.0.0.1") -> int:
+    """
+    A TCP port that was free a moment ago.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def serverEnvironment(queuePath: str, port: int, **overrides: str) -> Dict[str, str]:
+    """
+    C{SMTP_*} variables for a test server on 127.0.0.1.
+    """
+    environ = {
+        "SMTP_PORT": str(port),
+        "SMTP_LISTEN_ADDR": "127.0.0.1",
+        "SMTP_HOSTNAME": "mx.gopherpost.test",
+        "SMTP_LOCAL_DOMAINS": "gopherpost.test",
+        "SMTP_ALLOW_NETWORKS": "127.0.0.1/32",
+        "SMTP_QUEUE_PATH": queuePath,
+        "SMTP_HEALTH_DISABLE": "true",
+        "SMTP_DNS_SERVERS": NO_DNS,
+        "SMTP_TLS_DISABLE": "true",
+    }
+    environ.update(overrides)
+    return environ
+
+
+def startInProcess(testCase, environ: Dict[str, str]) -> GopherPostService:
+    """
+    Build and start the service in this process; stopped at cleanup.
+    """
+    service = makeService(Options(), environ=environ, reactor=reactor)
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    return service
+
+
+def waitForPort(port: int, deadline: float, host: str = "127.0.0.1") -> None:
+    """
+    Block (in a thread, never the reactor's) until C{port} accepts
+    connections or C{deadline} (a C{time.monotonic()} value) passes.
+    """
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class TwistdProcess:
+    """
+    C{twistd -n gopherpost} as a child process, with only the given
+    environment (plus C{PATH} and C{PYTHONPATH} for this checkout).
+    """
+
+    def __init__(self, environ: Dict[str, str], cwd: Optional[str] = None) -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": REPOSITORY}
+        env.update(environ)
+        self.args: List[str] = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "--nodaemon",
+            "--pidfile=",
+            "gopherpost",
+        ]
+        self.process = subprocess.Popen(
+            self.args,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def finish(self, timeout: float = 60) -> "tuple[int, bytes, bytes]":
+        """
+        Wait for the process to end (blocking: call from a thread).
+        """
+        out, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out, err
+
+    def kill(self) -> None:
+        """
+        Make sure the process is gone.
+        """
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate(timeout=30)
