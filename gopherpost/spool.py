@@ -430,9 +430,7 @@ class Spool:
         return envelope
 
     def _messagePath(self, envelope: Envelope, token: str) -> str:
-        return os.path.join(
-            self.path, envelope.dateDirectory, f"{envelope.queueId}_{token}{_MESSAGE_SUFFIX}"
-        )
+        return self.contentPath(envelope.dateDirectory, envelope.queueId, token)
 
     def messagePath(self, envelope: Envelope, recipient: Optional[Recipient] = None) -> str:
         """
@@ -442,13 +440,27 @@ class Spool:
         token = (recipient or envelope.recipients[0]).token
         return self._messagePath(envelope, token)
 
+    def contentPath(self, dateDirectory: str, queueId: str, token: str) -> str:
+        """
+        The C{.eml} file of the recipient with C{token}.
+        """
+        return os.path.join(
+            self.path, dateDirectory, f"{queueId}_{token}{_MESSAGE_SUFFIX}"
+        )
+
     def readMessage(self, envelope: Envelope) -> "Deferred[bytes]":
         """
         Read a stored message's content in a thread.
         """
+        return self.readContent(self.messagePath(envelope))
+
+    def readContent(self, path: str) -> "Deferred[bytes]":
+        """
+        Read a file of the spool in a thread.
+        """
 
         def read() -> bytes:
-            with open(self.messagePath(envelope), "rb") as f:
+            with open(path, "rb") as f:
                 return f.read()
 
         return self._runInThread(read)

@@ -168,10 +168,8 @@ def _buildRelay(settings, spool, auditLog, resolver, reactor, service) -> Any:
     """
     The outbound queue, if this installation has one.
     """
-    try:
-        from gopherpost.relay import queue as _queue
-    except ImportError:
-        return None
+    from gopherpost.relay import queue as _queue
+
     relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor)
     relayQueue.setServiceParent(service)
     service.relayQueue = relayQueue

@@ -1,0 +1,490 @@
+# -*- test-case-name: tests.test_dns -*-
+"""
+Non-blocking DNS for GopherPost: dnspython in a thread pool, Deferreds out.
+
+Every DNS query the server makes goes through a L{Resolver}: to the servers
+of C{SMTP_DNS_SERVERS} when set, else to those of C{/etc/resolv.conf}.
+dnspython is synchronous, so each query runs in a thread pool (by default the
+reactor's) via L{deferToThreadPool}; the reactor thread never waits.
+
+Failures are L{DNSError}s, split into L{PermanentDNSError} (the name does
+not exist: retrying will not help) and L{TemporaryDNSError} (SERVFAIL,
+timeouts, no reachable nameserver: try again later).  A name that exists
+but has no records of the asked type is not an error: the lookup returns an
+empty list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from typing import Callable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+try:
+    import dns.nameserver as _dnsNameserver  # dnspython >= 2.4
+except ImportError:  # pragma: no cover - depends on the installed dnspython
+    _dnsNameserver = None  # type: ignore[assignment]
+
+__all__ = [
+    "DNSError",
+    "PermanentDNSError",
+    "TemporaryDNSError",
+    "IDNSResolver",
+    "Resolver",
+    "resolverFromSettings",
+    "DEFAULT_TIMEOUT",
+    "DEFAULT_FCRDNS_TIMEOUT",
+    "MAX_PTR_NAMES",
+]
+
+#: Seconds one lookup may take in total, all servers and retries included.
+DEFAULT_TIMEOUT = 10.0
+
+#: Seconds L{Resolver.forwardConfirmedNames} may take in total.
+DEFAULT_FCRDNS_TIMEOUT = 5.0
+
+#: At most this many PTR names of one address are checked forward.
+MAX_PTR_NAMES = 10
+
+# dnspython's per-server wait for one UDP answer.
+_PER_SERVER_TIMEOUT = 2.0
+
+_T = TypeVar("_T")
+ServerSpec = Union[str, Tuple[str, int]]
+
+
+class DNSError(Exception):
+    """
+    A DNS lookup failed.
+
+    @ivar name: the name that was looked up (for PTR lookups, the address).
+    @ivar reason: what went wrong, one line.
+    @ivar status: the RFC 3463 enhanced status code that fits a delivery
+        failing because of this.
+    """
+
+    status = "4.4.3"
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name, reason)
+        self.name = name
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"
+
+
+class PermanentDNSError(DNSError):
+    """
+    The answer is final: the name does not exist (NXDOMAIN), is not a valid
+    domain name, or (in L{gopherpost.relay.mx}) accepts no mail.
+    """
+
+    status = "5.1.2"
+
+
+class TemporaryDNSError(DNSError):
+    """
+    No answer now: SERVFAIL, a timeout, or no nameserver reachable.
+    """
+
+    status = "4.4.3"
+
+
+class IDNSResolver(Interface):
+    """
+    Asynchronous DNS lookups.  Every method returns a L{defer.Deferred}
+    that fails with L{PermanentDNSError} or L{TemporaryDNSError}.
+    """
+
+    def lookupMX(name: str) -> defer.Deferred:
+        """
+        The MX records of C{name}.
+
+        @return: a L{defer.Deferred} firing with a list of C{(preference,
+            exchange)}; C{exchange} is lower case without the trailing dot,
+            and C{"."} for the root (a null MX).  Empty when the name exists
+            but has no MX records.
+        """
+
+    def lookupAddresses(name: str) -> defer.Deferred:
+        """
+        The A and AAAA records of C{name}.
+
+        @return: a L{defer.Deferred} firing with a list of IP addresses as
+            text, IPv4 first; empty when the name exists without addresses.
+        """
+
+    def lookupPTR(address: str) -> defer.Deferred:
+        """
+        The PTR records of an IPv4 or IPv6 address.
+
+        @return: a L{defer.Deferred} firing with a list of names, lower case
+            without the trailing dot.
+        """
+
+    def lookupTXT(name: str) -> defer.Deferred:
+        """
+        The TXT records of C{name}.
+
+        @return: a L{defer.Deferred} firing with a list of L{bytes}, one per
+            record: the record's strings joined.
+        """
+
+    def forwardConfirmedNames(address: str, timeout: Optional[float] = None) -> defer.Deferred:
+        """
+        Forward-confirmed reverse DNS of C{address}.
+
+        @return: a L{defer.Deferred} firing with the L{set} of names that
+            C{address} has a PTR record for and that resolve back to it.
+        """
+
+
+def _canonicalAddress(address: str) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+    """
+    Parse an IP address; an IPv4-mapped IPv6 address becomes IPv4.
+
+    @raise ValueError: if C{address} is not an IP address.
+    """
+    parsed = ipaddress.ip_address(address.strip().strip("[]"))
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+def _nameText(name: dns.name.Name) -> str:
+    """
+    A name as GopherPost writes it: lower case, no trailing dot, C{"."} for
+    the root.
+    """
+    if name == dns.name.root:
+        return "."
+    return name.to_text(omit_final_dot=True).lower()
+
+
+def _normalizeServers(servers: Sequence[ServerSpec]) -> List[Tuple[str, int]]:
+    normalized = []
+    for server in servers:
+        host, port = (server, 53) if isinstance(server, str) else server
+        normalized.append((str(ipaddress.ip_address(host.strip("[]"))), int(port)))
+    return normalized
+
+
+def _buildResolvers(
+    servers: List[Tuple[str, int]], timeout: float
+) -> List[dns.resolver.Resolver]:
+    """
+    The dnspython resolvers that together ask exactly C{servers}, in order.
+
+    dnspython >= 2.4 takes one L{dns.nameserver.Do53Nameserver} per server,
+    each with its own port.  dnspython 2.3 only has C{nameserver_ports},
+    keyed by address, so the same address with two ports needs two
+    resolvers: the servers are split into groups without a repeated address,
+    tried one group after the other.
+    """
+
+    def fresh() -> dns.resolver.Resolver:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.timeout = min(_PER_SERVER_TIMEOUT, timeout)
+        resolver.lifetime = timeout
+        return resolver
+
+    if not servers:
+        try:
+            system = dns.resolver.Resolver(configure=True)
+        except dns.exception.DNSException:
+            # No /etc/resolv.conf or no nameserver in it: every lookup then
+            # fails temporarily, which is what an operator would want.
+            return []
+        system.timeout = min(_PER_SERVER_TIMEOUT, timeout)
+        system.lifetime = timeout
+        return [system]
+    if _dnsNameserver is not None:
+        resolver = fresh()
+        resolver.nameservers = [
+            _dnsNameserver.Do53Nameserver(host, port) for host, port in servers
+        ]
+        return [resolver]
+    groups: List[List[Tuple[str, int]]] = []
+    for host, port in servers:
+        for group in groups:
+            if all(h != host for h, _ in group):
+                group.append((host, port))
+                break
+        else:
+            groups.append([(host, port)])
+    resolvers = []
+    for group in groups:
+        resolver = fresh()
+        resolver.nameservers = [host for host, _ in group]
+        resolver.nameserver_ports = dict(group)
+        resolvers.append(resolver)
+    return resolvers
+
+
+def _mapException(name: str, e: Exception, lifetime: float) -> DNSError:
+    if isinstance(e, dns.resolver.NXDOMAIN):
+        return PermanentDNSError(name, "no such domain (NXDOMAIN)")
+    if isinstance(e, dns.resolver.YXDOMAIN):
+        return PermanentDNSError(name, "name too long after DNAME substitution")
+    if isinstance(e, dns.exception.Timeout):
+        return TemporaryDNSError(name, f"DNS timeout after {lifetime:g} s")
+    if isinstance(e, dns.resolver.NoNameservers):
+        detail = str(e)
+        if len(detail) > 300:
+            detail = detail[:297] + "..."
+        return TemporaryDNSError(name, f"no nameserver answered: {detail}")
+    return TemporaryDNSError(name, f"DNS failure: {type(e).__name__}: {e}")
+
+
+@implementer(IDNSResolver)
+class Resolver:
+    """
+    DNS lookups through dnspython, run in a thread pool.
+
+    @ivar servers: the C{(address, port)} of every nameserver asked, in
+        order; empty when the system's configuration is used.
+    @ivar timeout: seconds one lookup may take, all servers included.
+    @ivar fcrdnsTimeout: seconds L{forwardConfirmedNames} may take.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[ServerSpec],
+        reactor: object,
+        threadpool: Optional[object] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        fcrdnsTimeout: float = DEFAULT_FCRDNS_TIMEOUT,
+    ) -> None:
+        """
+        @param servers: C{(address, port)} pairs (a bare address means port
+            53), e.g. L{gopherpost.config.Settings.dnsServers}; empty means
+            the nameservers of C{/etc/resolv.conf}.
+        @param reactor: provides C{IReactorThreads} and C{IReactorTime}.
+        @param threadpool: the L{twisted.python.threadpool.ThreadPool} that
+            runs the blocking queries (default: the reactor's).
+        @param timeout: see L{Resolver.timeout}.
+        @param fcrdnsTimeout: see L{Resolver.fcrdnsTimeout}.
+        """
+        self.servers = tuple(_normalizeServers(servers))
+        self.timeout = timeout
+        self.fcrdnsTimeout = fcrdnsTimeout
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._resolvers = _buildResolvers(list(self.servers), timeout)
+
+    # Plumbing
+
+    def _inThread(self, f: Callable[..., _T], *args: object) -> defer.Deferred:
+        pool = self._threadpool
+        if pool is None:
+            pool = self._reactor.getThreadPool()  # type: ignore[attr-defined]
+        return deferToThreadPool(self._reactor, pool, f, *args)
+
+    def _resolve(
+        self, name: str, qname: dns.name.Name, rdtype: int, lifetime: float
+    ) -> list:
+        """
+        Blocking: ask every resolver in turn until one gives a final answer.
+
+        @return: the rdatas; empty for NODATA.
+        @raise DNSError: on failure.
+        """
+        if not self._resolvers:
+            raise TemporaryDNSError(name, "no nameservers configured")
+        deadline = time.monotonic() + lifetime
+        lastError: Optional[Exception] = None
+        for resolver in self._resolvers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                answer = resolver.resolve(
+                    qname, rdtype, search=False, lifetime=remaining
+                )
+            except dns.resolver.NoAnswer:
+                return []
+            except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
+                lastError = e
+                continue
+            except dns.exception.DNSException as e:
+                raise _mapException(name, e, lifetime) from None
+            except OSError as e:
+                raise TemporaryDNSError(name, f"DNS failure: {e}") from None
+            return list(answer)
+        if lastError is None:
+            lastError = dns.exception.Timeout()
+        raise _mapException(name, lastError, lifetime) from None
+
+    def _query(
+        self, name: str, rdtype: int, lifetime: Optional[float] = None
+    ) -> defer.Deferred:
+        if lifetime is None:
+            lifetime = self.timeout
+        try:
+            qname = dns.name.from_text(name.strip())
+        except (dns.exception.DNSException, UnicodeError, ValueError) as e:
+            return defer.fail(PermanentDNSError(name, f"not a valid domain name ({e})"))
+        return self._inThread(self._resolve, name, qname, rdtype, lifetime)
+
+    # IDNSResolver
+
+    def lookupMX(self, name: str) -> defer.Deferred:
+        """
+        See L{IDNSResolver.lookupMX}.
+        """
+        return self._query(name, dns.rdatatype.MX).addCallback(
+            lambda rdatas: [(r.preference, _nameText(r.exchange)) for r in rdatas]
+        )
+
+    def lookupAddresses(self, name: str, lifetime: Optional[float] = None) -> defer.Deferred:
+        """
+        See L{IDNSResolver.lookupAddresses}.
+
+        A and AAAA are asked at once.  When one of them answers with
+        addresses, those are the result even if the other failed; otherwise
+        a temporary failure of either wins over NXDOMAIN.
+
+        @param lifetime: seconds the lookup may take (default L{timeout}).
+        """
+        queries = [
+            self._query(name, rdtype, lifetime)
+            for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+        ]
+
+        def combine(results: List[Tuple[bool, object]]) -> List[str]:
+            addresses: List[str] = []
+            errors: List[DNSError] = []
+            for ok, value in results:
+                if ok:
+                    rdatas: list = value  # type: ignore[assignment]
+                    addresses.extend(str(_canonicalAddress(r.address)) for r in rdatas)
+                else:
+                    failure: Failure = value  # type: ignore[assignment]
+                    failure.trap(DNSError)
+                    errors.append(failure.value)
+            if addresses or not errors:
+                return addresses
+            for error in errors:
+                if isinstance(error, TemporaryDNSError):
+                    raise error
+            raise errors[0]
+
+        return defer.DeferredList(queries, consumeErrors=True).addCallback(combine)
+
+    def lookupPTR(self, address: str, lifetime: Optional[float] = None) -> defer.Deferred:
+        """
+        See L{IDNSResolver.lookupPTR}.
+
+        @param lifetime: seconds the lookup may take (default L{timeout}).
+        @raise PermanentDNSError: (in the L{defer.Deferred}) when C{address}
+            is not an IP address.
+        """
+        try:
+            ip = _canonicalAddress(address)
+        except ValueError:
+            return defer.fail(PermanentDNSError(address, "not an IP address"))
+        reverse = dns.reversename.from_address(str(ip)).to_text()
+        return self._query(reverse, dns.rdatatype.PTR, lifetime).addCallback(
+            lambda rdatas: [_nameText(r.target) for r in rdatas]
+        )
+
+    def lookupTXT(self, name: str) -> defer.Deferred:
+        """
+        See L{IDNSResolver.lookupTXT}.
+        """
+        return self._query(name, dns.rdatatype.TXT).addCallback(
+            lambda rdatas: [b"".join(r.strings) for r in rdatas]
+        )
+
+    def forwardConfirmedNames(
+        self, address: str, timeout: Optional[float] = None
+    ) -> defer.Deferred:
+        """
+        Forward-confirmed reverse DNS (FCrDNS, "iprev" of RFC 8601): the
+        PTR names of C{address} whose A/AAAA records include C{address}.
+
+        This is how a host name in C{SMTP_ALLOW_HOSTS} is matched against a
+        client.  At most L{MAX_PTR_NAMES} names are checked; the whole check
+        takes at most C{timeout} seconds.
+
+        @param address: the client's IP address (IPv4-mapped IPv6 is
+            treated as IPv4).
+        @param timeout: seconds in total (default L{fcrdnsTimeout}).
+        @return: a L{defer.Deferred} firing with a L{set} of names (lower
+            case, no trailing dot); empty when there is no PTR record or no
+            name resolves back.  It fails with L{TemporaryDNSError} when the
+            PTR lookup fails temporarily, when no name is confirmed and a
+            forward lookup failed temporarily, or on timeout; with
+            L{PermanentDNSError} when C{address} is not an IP address.
+        """
+        if timeout is None:
+            timeout = self.fcrdnsTimeout
+        try:
+            ip = _canonicalAddress(address)
+        except ValueError:
+            return defer.fail(PermanentDNSError(address, "not an IP address"))
+        clock = self._reactor
+        deadline = clock.seconds() + timeout  # type: ignore[attr-defined]
+
+        def noNames(failure: Failure) -> List[str]:
+            failure.trap(PermanentDNSError)
+            return []
+
+        def checkForward(names: List[str]) -> defer.Deferred:
+            names = [n for n in dict.fromkeys(names) if n != "."][:MAX_PTR_NAMES]
+            remaining = max(deadline - clock.seconds(), 0.001)  # type: ignore[attr-defined]
+            lookups = [self.lookupAddresses(n, remaining) for n in names]
+            return defer.DeferredList(lookups, consumeErrors=True).addCallback(
+                confirm, names
+            )
+
+        def confirm(results: List[Tuple[bool, object]], names: List[str]) -> Set[str]:
+            confirmed: Set[str] = set()
+            temporary: Optional[DNSError] = None
+            for name, (ok, value) in zip(names, results):
+                if ok:
+                    found: List[str] = value  # type: ignore[assignment]
+                    if any(_canonicalAddress(a) == ip for a in found):
+                        confirmed.add(name)
+                else:
+                    failure: Failure = value  # type: ignore[assignment]
+                    failure.trap(DNSError)
+                    if isinstance(failure.value, TemporaryDNSError):
+                        temporary = failure.value
+            if not confirmed and temporary is not None:
+                raise temporary
+            return confirmed
+
+        def timedOut(result: object, timeout: float) -> None:
+            raise TemporaryDNSError(str(ip), f"FCrDNS check timed out after {timeout:g} s")
+
+        d = self.lookupPTR(str(ip), timeout)
+        d.addErrback(noNames)
+        d.addCallback(checkForward)
+        d.addTimeout(timeout, clock, onTimeoutCancel=timedOut)
+        return d
+
+
+def resolverFromSettings(
+    settings: object, reactor: object, threadpool: Optional[object] = None
+) -> Resolver:
+    """
+    The L{Resolver} for a server: C{SMTP_DNS_SERVERS} when set, else the
+    system's nameservers.
+
+    @param settings: a L{gopherpost.config.Settings}.
+    @param reactor: see L{Resolver.__init__}.
+    @param threadpool: see L{Resolver.__init__}.
+    """
+    return Resolver(settings.dnsServers, reactor, threadpool)  # type: ignore[attr-defined]

@@ -1,0 +1,3 @@
+"""
+Outbound delivery: MX resolution, the SMTP client, the queue and bounces.
+"""

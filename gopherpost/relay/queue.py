@@ -1,0 +1,584 @@
+# -*- test-case-name: tests.test_queue -*-
+"""
+The outbound queue: every spooled recipient outside our local domains is
+delivered to its domain's mail exchangers, retried with capped exponential
+backoff and jitter, and bounced to the sender when it finally fails.
+
+The queue is the spool: its state is L{gopherpost.relay.state} files beside
+the messages, saved after every attempt, and found again at start-up.  All
+protocol work is Deferred-driven on the reactor; only file I/O, DKIM signing
+and DNS run in threads.  Time comes from the injected reactor, so tests
+drive it with a clock.
+
+Work is grouped by destination (MX domain, or the smarthost): the
+recipients of one message for one destination go in one transaction, and one
+connection carries up to L{BATCH_SIZE} messages to the same destination.
+At most C{SMTP_QUEUE_WORKERS} deliveries run at once, and at most
+C{SMTP_DESTINATION_CONCURRENCY} to one destination.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, OrderedDict
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    inlineCallbacks,
+    maybeDeferred,
+    succeed,
+)
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gopherpost.config import Settings
+from gopherpost.dns import PermanentDNSError, TemporaryDNSError
+from gopherpost.interfaces import IAuditLog, IRelayQueue
+from gopherpost.relay import client as _client, dsn
+from gopherpost.relay.state import DELIVERED, FAILED, PENDING, MessageState, RecipientState, StateStore
+from gopherpost.spool import Envelope, Spool
+
+__all__ = ["RelayQueue", "retryDelay", "makeRelayService", "BATCH_SIZE", "MAX_CONNECTIONS_PER_ATTEMPT"]
+
+_log = Logger()
+
+#: Messages sent over one connection at most.
+BATCH_SIZE = 20
+#: Connections tried for one attempt at most (hosts x addresses).
+MAX_CONNECTIONS_PER_ATTEMPT = 6
+
+
+def retryDelay(attempts: int, initial: float, maximum: float, randomSource: random.Random) -> float:
+    """
+    Seconds to wait after the C{attempts}-th failed attempt: C{initial},
+    doubling each time, capped at C{maximum}, scaled by a random factor in
+    [0.75, 1] so that retries of many messages spread out.
+    """
+    base = min(maximum, initial * (2.0 ** max(0, attempts - 1)))
+    return base * randomSource.uniform(0.75, 1.0)
+
+
+def _domainOf(address: str) -> str:
+    return address.rpartition("@")[2].rstrip(".").lower()
+
+
+class _Work:
+    """
+    One message's recipients for one destination in one attempt.
+    """
+
+    def __init__(self, state: MessageState, recipients: List[RecipientState]) -> None:
+        self.state = state
+        self.recipients = recipients
+        self.content = b""
+        self.remaining: Dict[str, RecipientState] = {r.address: r for r in recipients}
+        self.lastError = ""
+        self.lastHost = ""
+
+
+@implementer(IRelayQueue)
+class RelayQueue(Service):
+    """
+    Delivers spooled mail for remote recipients.
+
+    @param settings: hostname, TLS policy, retry schedule, concurrency.
+    @param spool: where messages and their state live.
+    @param audit: delivery events go here.
+    @param destinations: an L{gopherpost.relay.mx.IDestinationResolver}.
+    @param reactor: provides time and TCP (and a thread pool unless
+        C{runInThread} is given).
+    @param signer: a L{gopherpost.dkim.DKIMSigner}, or L{None}.
+    @param deliverMany: the SMTP client (L{gopherpost.relay.client.deliverMany}).
+    @param bounce: C{bounce(state, content, failures) -> Deferred} sends
+        the delivery status notification; the default builds an RFC 3464
+        report and spools it.
+    """
+
+    name = "relay"
+
+    def __init__(
+        self,
+        settings: Settings,
+        spool: Spool,
+        audit: IAuditLog,
+        destinations: Any,
+        reactor: Any,
+        signer: Any = None,
+        deliverMany: Callable[..., Deferred] = _client.deliverMany,
+        randomSource: Optional[random.Random] = None,
+        runInThread: Optional[Callable[..., Deferred]] = None,
+        contextFactoryFor: Optional[Callable[..., Any]] = None,
+    ) -> None:
+        self._settings = settings
+        self._spool = spool
+        self._audit = audit
+        self._destinations = destinations
+        self._reactor = reactor
+        self._signer = signer
+        self._deliverMany = deliverMany
+        self._random = randomSource or random.Random()
+        if runInThread is None:
+
+            def runInThread(f: Callable[..., Any], *args: Any) -> Deferred:
+                return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+        self._runInThread = runInThread
+        self._contextFactoryFor = contextFactoryFor
+        self._store = StateStore(spool.path)
+        self._messages: Dict[str, MessageState] = {}
+        self._timers: Dict[str, Any] = {}
+        #: destination key -> queue id -> recipients due now
+        self._due: Dict[str, "OrderedDict[str, List[RecipientState]]"] = {}
+        self._domains: Dict[str, str] = {}
+        self._inFlight: Set[Tuple[str, str]] = set()
+        self._active = 0
+        self._activePerDestination: Counter = Counter()
+        self._tasks: Set[Deferred] = set()
+        self._stopping = False
+        self._pumpCall: Any = None
+
+    # Service
+
+    def startService(self) -> None:
+        """
+        Find every undelivered recipient in the spool and schedule it.
+        """
+        Service.startService(self)
+        self._stopping = False
+        recovered = 0
+        for envelope in self._spool.envelopes():
+            if not envelope.relayRecipients:
+                continue
+            if self._store.isFinished(envelope.dateDirectory, envelope.queueId):
+                continue
+            state = self._store.load(envelope.dateDirectory, envelope.queueId)
+            if state is None:
+                # Spooled, but the crash came before the relay saved its
+                # state: start it as new.
+                self.messageSpooled(envelope.queueId, envelope.dateDirectory)
+                continue
+            if not state.done:
+                self._register(state)
+                recovered += 1
+        if recovered:
+            _log.info("Relay queue recovered {count} messages from the spool", count=recovered)
+
+    def stopService(self) -> Deferred:
+        """
+        Cancel timers and deliveries in flight (their recipients stay
+        pending), and wait for state writes to finish.
+        """
+        Service.stopService(self)
+        self._stopping = True
+        for timer in list(self._timers.values()) + [self._pumpCall]:
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._timers.clear()
+        self._pumpCall = None
+        self._due.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        return DeferredList(tasks, consumeErrors=True).addCallback(lambda _: None)
+
+    # IRelayQueue
+
+    def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
+        """
+        Take on a newly spooled message: sign it once, save its state,
+        schedule it now.
+        """
+        if queueId in self._messages or self._stopping:
+            return
+        now = self._reactor.seconds()
+
+        def prepare() -> Optional[MessageState]:
+            envelope = self._spool.envelopeIn(dateDirectory, queueId)
+            if not envelope.relayRecipients:
+                return None
+            state = MessageState.forEnvelope(envelope, now)
+            if self._signer is not None:
+                state.dkimHeader = self._dkimHeader(envelope)
+            self._store.save(state)
+            return state
+
+        def prepared(state: Optional[MessageState]) -> None:
+            if state is None or self._stopping:
+                return
+            self._audit.emit(
+                "delivery.queued", queueId=queueId, recipients=len(state.recipients)
+            )
+            self._register(state)
+
+        d = self._runInThread(prepare)
+        d.addCallback(prepared)
+        d.addErrback(lambda f: f.trap(CancelledError) and None)
+        d.addErrback(
+            lambda f: _log.failure("Could not queue {queueId} for relay", f, queueId=queueId)
+        )
+        self._track(d)
+
+    def _dkimHeader(self, envelope: Envelope) -> str:
+        with open(self._spool.messagePath(envelope), "rb") as f:
+            content = f.read()
+        try:
+            signed = self._signer.sign(content, _domainOf(envelope.sender) or None)
+        except Exception as e:
+            _log.error(
+                "DKIM signing of {queueId} failed, sending unsigned: {error}",
+                queueId=envelope.queueId,
+                error=e,
+            )
+            return ""
+        if not signed.endswith(content):
+            return ""
+        return signed[: len(signed) - len(content)].decode("ascii")
+
+    def queueDepth(self) -> int:
+        """
+        Messages with at least one recipient still to deliver.
+        """
+        return len(self._messages)
+
+    # Scheduling
+
+    def _track(self, d: Deferred) -> Deferred:
+        self._tasks.add(d)
+
+        def untrack(result: object) -> object:
+            self._tasks.discard(d)
+            return result
+
+        return d.addBoth(untrack)
+
+    def _register(self, state: MessageState) -> None:
+        self._messages[state.queueId] = state
+        self._schedule(state)
+
+    def _schedule(self, state: MessageState) -> None:
+        timer = self._timers.pop(state.queueId, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        waiting = [
+            r
+            for r in state.pending
+            if (state.queueId, r.address) not in self._inFlight
+        ]
+        if not waiting or self._stopping:
+            return
+        delay = max(0.0, min(r.nextAttempt for r in waiting) - self._reactor.seconds())
+        self._timers[state.queueId] = self._reactor.callLater(delay, self._wake, state.queueId)
+
+    def _wake(self, queueId: str) -> None:
+        self._timers.pop(queueId, None)
+        state = self._messages.get(queueId)
+        if state is None:
+            return
+        now = self._reactor.seconds()
+        for recipient in state.pending:
+            if recipient.nextAttempt > now or (queueId, recipient.address) in self._inFlight:
+                continue
+            domain = _domainOf(recipient.address)
+            key = self._destinations.destinationKey(domain)
+            self._domains.setdefault(key, domain)
+            self._due.setdefault(key, OrderedDict()).setdefault(queueId, []).append(recipient)
+            self._inFlight.add((queueId, recipient.address))
+        self._schedule(state)
+        self._pumpSoon()
+
+    def _pumpSoon(self) -> None:
+        """
+        Start due work at the end of this reactor turn, so that everything
+        that became due together can share connections.
+        """
+        if self._pumpCall is None and not self._stopping:
+            self._pumpCall = self._reactor.callLater(0, self._pump)
+
+    def _pump(self) -> None:
+        self._pumpCall = None
+        for key in list(self._due):
+            due = self._due[key]
+            while (
+                due
+                and self._active < self._settings.queueWorkers
+                and self._activePerDestination[key] < self._settings.destinationConcurrency
+            ):
+                batch = []
+                while due and len(batch) < BATCH_SIZE:
+                    queueId, recipients = due.popitem(last=False)
+                    state = self._messages.get(queueId)
+                    if state is not None:
+                        batch.append(_Work(state, recipients))
+                if not batch:
+                    break
+                self._active += 1
+                self._activePerDestination[key] += 1
+                d = self._deliverBatch(self._domains[key], batch)
+                d.addErrback(lambda f: f.trap(CancelledError) and None)
+                d.addErrback(lambda f: _log.failure("Relay batch failed", f))
+                d.addBoth(self._batchFinished, key, batch)
+                self._track(d)
+            if not due:
+                self._due.pop(key, None)
+
+    def _batchFinished(self, result: object, key: str, batch: List[_Work]) -> None:
+        self._active -= 1
+        self._activePerDestination[key] -= 1
+        if self._activePerDestination[key] <= 0:
+            del self._activePerDestination[key]
+        for work in batch:
+            for recipient in work.recipients:
+                self._inFlight.discard((work.state.queueId, recipient.address))
+            if work.state.done:
+                self._messages.pop(work.state.queueId, None)
+            elif not self._stopping:
+                self._schedule(work.state)
+        if not self._stopping:
+            self._pumpSoon()
+
+    # Delivery
+
+    @inlineCallbacks
+    def _deliverBatch(self, domain: str, batch: List[_Work]):
+        settings = self._settings
+        for work in batch:
+            for recipient in work.recipients:
+                recipient.attempts += 1
+            state = work.state
+            content = yield self._spool.readContent(
+                self._spool.contentPath(state.dateDirectory, state.queueId, state.recipients[0].token)
+            )
+            work.content = work.state.dkimHeader.encode("ascii") + content
+        try:
+            exchanges = yield self._destinations.resolveDestination(domain)
+        except PermanentDNSError as e:
+            for work in batch:
+                for recipient in list(work.remaining.values()):
+                    self._final(work, recipient, FAILED, f"{getattr(e, 'status', '5.4.4')} {e}", "")
+            yield self._finish(batch)
+            return
+        except TemporaryDNSError as e:
+            for work in batch:
+                work.lastError = f"{getattr(e, 'status', '4.4.3')} {e}"
+            yield self._finish(batch)
+            return
+
+        connections = 0
+        for exchange in exchanges:
+            if connections >= MAX_CONNECTIONS_PER_ATTEMPT or not self._remaining(batch):
+                break
+            try:
+                addresses = yield self._destinations.resolveHostAddresses(exchange.hostname)
+            except (PermanentDNSError, TemporaryDNSError) as e:
+                for work in batch:
+                    work.lastError = f"4.4.3 {exchange.hostname}: {e}"
+                continue
+            for address in addresses[:2]:
+                active = [w for w in batch if w.remaining]
+                if not active or connections >= MAX_CONNECTIONS_PER_ATTEMPT:
+                    break
+                connections += 1
+                for work in active:
+                    self._audit.emit(
+                        "delivery.attempt", queueId=work.state.queueId, mx=exchange.hostname
+                    )
+                kwargs = {}
+                if self._contextFactoryFor is not None:
+                    kwargs["contextFactoryFor"] = self._contextFactoryFor
+                results = yield self._deliverMany(
+                    self._reactor,
+                    exchange.hostname,
+                    address,
+                    self._destinations.port,
+                    settings.hostname,
+                    [
+                        _client.Envelope(w.state.sender, tuple(w.remaining), w.content)
+                        for w in active
+                    ],
+                    settings.outboundTLS,
+                    settings.outboundTimeoutScale,
+                    **kwargs,
+                )
+                for work, result in zip(active, results):
+                    self._record(work, exchange.hostname, result)
+        yield self._finish(batch)
+
+    @staticmethod
+    def _remaining(batch: List[_Work]) -> bool:
+        return any(w.remaining for w in batch)
+
+    def _record(self, work: _Work, host: str, result: Any) -> None:
+        """
+        Apply one host's per-recipient outcomes to C{work}.
+        """
+        sent: List[str] = []
+        for outcome in result.outcomes:
+            recipient = work.remaining.get(outcome.recipient)
+            if recipient is None:
+                continue
+            reply = f"{outcome.code} {outcome.enhancedCode} {outcome.text}".strip()
+            if outcome.status == _client.SENT:
+                self._final(work, recipient, DELIVERED, reply, host)
+                sent.append(outcome.recipient)
+            elif outcome.status == _client.FAILED:
+                self._final(work, recipient, FAILED, reply, host)
+            else:
+                work.lastError, work.lastHost = reply, host
+        if sent:
+            self._audit.emit(
+                "delivery.success",
+                queueId=work.state.queueId,
+                mx=host,
+                reply=self._replyOf(result, sent[0]),
+                recipients=len(sent),
+                latency=self._reactor.seconds() - work.state.received,
+            )
+
+    @staticmethod
+    def _replyOf(result: Any, recipient: str) -> str:
+        outcome = result.outcomeFor(recipient)
+        return f"{outcome.code} {outcome.enhancedCode} {outcome.text}".strip()
+
+    def _final(
+        self, work: _Work, recipient: RecipientState, status: str, reply: str, host: str
+    ) -> None:
+        recipient.status = status
+        recipient.lastError = "" if status == DELIVERED else reply
+        recipient.lastHost = host
+        work.remaining.pop(recipient.address, None)
+        if status == FAILED:
+            self._audit.emit(
+                "delivery.failure", queueId=work.state.queueId, mx=host, reply=reply
+            )
+
+    def _finish(self, batch: List[_Work]) -> Deferred:
+        """
+        Defer or expire what is left, save every state, send bounces.
+        """
+        now = self._reactor.seconds()
+        settings = self._settings
+        bounces = []
+        for work in batch:
+            failedBefore = {r.address for r in work.state.recipients if r.status == FAILED} - {
+                r.address for r in work.recipients
+            }
+            expired = now - work.state.received >= settings.queueLifetime
+            for recipient in list(work.remaining.values()):
+                error = work.lastError or "4.4.1 No answer from any mail exchanger"
+                if expired:
+                    self._final(
+                        work,
+                        recipient,
+                        FAILED,
+                        f"5.4.7 Delivery time expired; last error: {error}",
+                        work.lastHost,
+                    )
+                    continue
+                recipient.lastError, recipient.lastHost = error, work.lastHost
+                recipient.nextAttempt = now + retryDelay(
+                    recipient.attempts, settings.retryInitial, settings.retryMax, self._random
+                )
+                self._audit.emit(
+                    "delivery.deferral",
+                    queueId=work.state.queueId,
+                    mx=work.lastHost,
+                    reply=error,
+                )
+            newlyFailed = [
+                r
+                for r in work.recipients
+                if r.status == FAILED and r.address not in failedBefore
+            ]
+            if newlyFailed and dsn.shouldBounce(work.state.sender):
+                bounces.append((work.state, work.content, newlyFailed))
+        d = self._runInThread(self._saveAll, [w.state for w in batch])
+        for state, content, failures in bounces:
+            d.addCallback(lambda _, s=state, c=content, f=failures: self._bounce(s, c, f))
+        return d
+
+    def _saveAll(self, states: Sequence[MessageState]) -> None:
+        for state in states:
+            self._store.save(state)
+
+    def _bounce(self, state: MessageState, content: bytes, failures: List[RecipientState]) -> Deferred:
+        """
+        Tell the sender about final failures with an RFC 3464 report.
+        """
+        report = dsn.buildDSN(
+            reportingMTA=self._settings.hostname,
+            originalSender=state.sender,
+            failures=[
+                dsn.RecipientFailure(
+                    recipient=r.address,
+                    status=_statusOf(r.lastError),
+                    reason=r.lastError,
+                    diagnosticCode=_diagnosticOf(r.lastError),
+                    remoteMTA=r.lastHost or None,
+                )
+                for r in failures
+            ],
+            originalMessage=content,
+            arrivalDate=state.received,
+            now=self._reactor.seconds(),
+            queueId=state.queueId,
+        )
+        senderLocal = self._settings.isLocalDomain(_domainOf(state.sender))
+        d = self._spool.store(report, "", [(state.sender, senderLocal)])
+
+        def stored(envelope: Envelope) -> None:
+            _log.info(
+                "Bounced {count} recipients of {queueId} to the sender as {bounceId}",
+                count=len(failures),
+                queueId=state.queueId,
+                bounceId=envelope.queueId,
+            )
+            if envelope.relayRecipients:
+                self.messageSpooled(envelope.queueId, envelope.dateDirectory)
+
+        d.addCallback(stored)
+        d.addErrback(lambda f: _log.failure("Could not store a bounce for {queueId}", f, queueId=state.queueId))
+        return d
+
+
+def _diagnosticOf(error: str) -> Optional[str]:
+    """
+    C{error} when it is a remote SMTP reply (starts with a reply code),
+    else L{None}.
+    """
+    code = error[:3]
+    if code.isdigit() and error[3:4] == " ":
+        return error
+    return None
+
+
+def _statusOf(error: str) -> str:
+    parts = error.split()
+    for part in parts[:2]:
+        pieces = part.split(".")
+        if len(pieces) == 3 and all(p.isdigit() for p in pieces) and part[0] in "45":
+            return "5" + part[1:]
+    return "5.0.0"
+
+
+def makeRelayService(
+    settings: Settings, spool: Spool, audit: IAuditLog, resolver: Any, reactor: Any
+) -> RelayQueue:
+    """
+    The relay queue as configured: MX or smarthost, DKIM signer if enabled.
+    """
+    from gopherpost import dkim
+    from gopherpost.relay.mx import destinationResolverFromSettings
+
+    return RelayQueue(
+        settings,
+        spool,
+        audit,
+        destinationResolverFromSettings(settings, resolver),
+        reactor,
+        signer=dkim.loadSigner(settings),
+    )

@@ -1,0 +1,153 @@
+"""
+Support for relay tests: real sockets and threads with time from a
+L{Clock}, and a relay queue wired to a loopback DNS server.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any, List, Optional
+
+from twisted.internet import reactor as globalReactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock, deferLater
+
+from gopherpost.dns import Resolver
+from gopherpost.relay.mx import destinationResolverFromSettings
+from gopherpost.relay.queue import RelayQueue
+from gopherpost.spool import Spool
+from tests.support.inbound import RecordingAudit, testSettings
+
+__all__ = ["SteppedReactor", "RelayHarness", "eventually"]
+
+
+class SteppedReactor:
+    """
+    The real reactor for sockets and threads, a L{Clock} for time: tests
+    advance the clock to run retries and expiries at once.
+    """
+
+    def __init__(self, clock: Clock, real: Any = globalReactor) -> None:
+        self.clock = clock
+        self._real = real
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kw: Any) -> Any:
+        # Work due now runs on the real reactor; later work waits for the
+        # test to advance the clock.
+        if delay <= 0:
+            return self._real.callLater(0, f, *args, **kw)
+        return self.clock.callLater(delay, f, *args, **kw)
+
+    def getDelayedCalls(self) -> List[Any]:
+        return self.clock.getDelayedCalls()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def eventually(condition, timeout: float = 20.0, interval: float = 0.02) -> Deferred:
+    """
+    Fire when C{condition()} is true, checking every C{interval} seconds of
+    real time, or fail after C{timeout} (real peers answer when they answer).
+    """
+    deadline = globalReactor.seconds() + timeout
+
+    def check(_=None):
+        if condition():
+            return None
+        if globalReactor.seconds() > deadline:
+            raise AssertionError("condition not met in time")
+        return deferLater(globalReactor, interval, lambda: None).addCallback(check)
+
+    return check()
+
+
+class RelayHarness:
+    """
+    A spool and a relay queue on a stepped reactor, resolving through the
+    given loopback DNS server and delivering to port C{outboundPort}.
+    """
+
+    def __init__(self, testCase: Any, dnsServer: Any, outboundPort: int, **overrides: Any) -> None:
+        self.testCase = testCase
+        self.clock = Clock()
+        self.clock.advance(1795000000)
+        self.reactor = SteppedReactor(self.clock)
+        self.path = os.path.abspath(testCase.mktemp())
+        options = dict(dnsServers=(dnsServer.address,), outboundPort=outboundPort, outboundTLS="may")
+        options.update(overrides)
+        self.settings = testSettings(self.path, **options)
+        self.spool = Spool(self.path, self.reactor)
+        self.spool.open()
+        self.audit = RecordingAudit()
+        self.resolver = Resolver(self.settings.dnsServers, globalReactor)
+        self.queue: Optional[RelayQueue] = None
+
+    def startQueue(self, **kwargs: Any) -> RelayQueue:
+        """
+        A new queue on the same spool, started (as at a restart).
+        """
+        destinations = destinationResolverFromSettings(self.settings, self.resolver)
+        self.queue = RelayQueue(
+            self.settings, self.spool, self.audit, destinations, self.reactor, **kwargs
+        )
+        self.queue.startService()
+        self.testCase.addCleanup(self._stop, self.queue)
+        return self.queue
+
+    def _stop(self, queue: RelayQueue) -> Deferred:
+        if queue.running:
+            return queue.stopService()
+        return None
+
+    def spoolMessage(
+        self,
+        recipients,
+        sender: str = "alice@gopherpost.test",
+        content: bytes = b"From: alice@gopherpost.test\r\nTo: bob@example.test\r\nSubject: relay test\r\n\r\nHello.\r\n",
+    ) -> Deferred:
+        """
+        Store a message and tell the queue; fires with its envelope.
+        """
+        pairs = [(r, self.settings.isLocalDomain(r.rpartition("@")[2])) for r in recipients]
+
+        def stored(envelope):
+            self.queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+            return envelope
+
+        return self.spool.store(content, sender, pairs).addCallback(stored)
+
+    def state(self, envelope) -> Any:
+        """
+        The relay state saved for C{envelope}, or an empty one before the
+        first save.
+        """
+        from gopherpost.relay.state import MessageState, StateStore
+
+        saved = StateStore(self.path).load(envelope.dateDirectory, envelope.queueId)
+        if saved is None:
+            return MessageState(envelope.queueId, envelope.dateDirectory, 0, "", [], "")
+        return saved
+
+    def settled(self, envelope, attempts: int = 1) -> bool:
+        """
+        Whether C{envelope}'s first recipient was tried C{attempts} times
+        and nothing is in flight.
+        """
+        state = self.state(envelope)
+        return bool(
+            state.recipients
+            and state.recipients[0].attempts >= attempts
+            and not self.queue._inFlight
+            and not self.queue._tasks
+        )
+
+    def bounces(self) -> List[Any]:
+        """
+        Envelopes of messages from the null sender (our DSNs).
+        """
+        return [e for e in self.spool.envelopes() if e.sender == ""]

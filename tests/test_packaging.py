@@ -1,0 +1,173 @@
+"""
+Tests for the packaging: the twistd plugin, and the documentation and Debian
+files that must stay in step with L{gopherpost.config} and
+L{gopherpost.__version__}.
+
+The file checks need a source checkout; they skip where only the package and
+its tests are present (as in the Debian package build).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, Set
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+import gopherpost
+from gopherpost import config, tap
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _sourceFile(*segments: str) -> str:
+    """
+    Read a file of the source checkout, or skip the calling test.
+    """
+    path = os.path.join(_ROOT, *segments)
+    if not os.path.isfile(path):
+        raise SkipTest(f"{path} is not here: not a source checkout")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _configVariables() -> Set[str]:
+    """
+    Every C{SMTP_*} variable that L{gopherpost.config} reads.
+    """
+    with open(config.__file__, encoding="utf-8") as f:
+        return set(re.findall(r'"(SMTP_[A-Z0-9_]+)"', f.read()))
+
+
+def _unitValues(unit: str, key: str) -> list:
+    return re.findall(rf"^{key}=(.*)$", unit, re.M)
+
+
+def _settings(environ: Dict[str, str]) -> config.Settings:
+    return config.settingsFromEnvironment(
+        environ, checkFiles=False, defaultHostname=lambda: "mx.example.test"
+    )
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    C{twisted/plugins/gopherpost_plugin.py} makes C{twistd gopherpost}.
+    """
+
+    def test_serviceMaker(self) -> None:
+        """
+        Exactly one service maker has the tap name C{gopherpost}, and it uses
+        L{gopherpost.tap}'s C{Options} and C{makeService}.
+        """
+        makers = [m for m in getPlugins(IServiceMaker) if m.tapname == "gopherpost"]
+        self.assertEqual(len(makers), 1)
+        [maker] = makers
+        self.assertEqual(maker.module, "gopherpost.tap")
+        self.assertIs(maker.options, tap.Options)
+        self.assertIs(maker.makeService, tap.makeService)
+
+
+class VersionTests(SynchronousTestCase):
+    """
+    One version number: L{gopherpost.__version__}.
+    """
+
+    def test_debianChangelog(self) -> None:
+        """
+        The newest C{debian/changelog} entry packages
+        L{gopherpost.__version__}.
+        """
+        changelog = _sourceFile("debian", "changelog")
+        match = re.match(r"gopherpost \(([^)-]+)-[^)]+\)", changelog)
+        self.assertIsNotNone(match, changelog.splitlines()[0])
+        assert match is not None
+        self.assertEqual(match.group(1), gopherpost.__version__)
+
+    def test_setupCfg(self) -> None:
+        """
+        C{setup.cfg} takes the version from L{gopherpost.__version__}.
+        """
+        self.assertRegex(
+            _sourceFile("setup.cfg"), r"(?m)^version = attr: gopherpost\.__version__$"
+        )
+
+
+class ConfigurationDocumentationTests(SynchronousTestCase):
+    """
+    README.rst and the Debian conffile list every variable, and the conffile
+    is safe and correct.
+    """
+
+    def setUp(self) -> None:
+        self.variables = _configVariables()
+        self.envFile = _sourceFile("debian", "gopherpost.env")
+        self.unit = _sourceFile("debian", "gopherpost.service")
+        self.listed = dict(
+            re.findall(r"(?m)^#?(SMTP_[A-Z0-9_]+)=(.*)$", self.envFile)
+        )
+        self.active = dict(re.findall(r"(?m)^(SMTP_[A-Z0-9_]+)=(.*)$", self.envFile))
+        self.unitEnvironment = dict(
+            item.split("=", 1) for item in _unitValues(self.unit, "Environment")
+        )
+
+    def test_readmeListsEveryVariable(self) -> None:
+        """
+        README.rst documents every variable L{gopherpost.config} reads.
+        """
+        readme = _sourceFile("README.rst")
+        self.assertTrue(self.variables)
+        self.assertEqual(
+            {v for v in self.variables if f"``{v}``" not in readme}, set()
+        )
+
+    def test_envFileListsEveryVariable(self) -> None:
+        """
+        The conffile lists every variable, and no other.
+        """
+        self.assertEqual(set(self.listed), self.variables)
+
+    def test_envFileCommentsAreDefaults(self) -> None:
+        """
+        Each commented-out line shows the value the service gets without it:
+        setting it changes nothing.
+        """
+        base = dict(self.unitEnvironment)
+        expected = _settings(base)
+        for name, value in self.listed.items():
+            if name in self.active:
+                continue
+            self.assertEqual(
+                _settings(dict(base, **{name: value})),
+                expected,
+                f"#{name}={value} is not the default",
+            )
+
+    def test_envFileIsLocalOnly(self) -> None:
+        """
+        As shipped, the service accepts SMTP from loopback addresses only and
+        serves HTTP on loopback only.
+        """
+        settings = _settings(dict(self.unitEnvironment, **self.active))
+        self.assertTrue(settings.allowNetworks)
+        for network in settings.allowNetworks:
+            self.assertTrue(network.is_loopback, network)
+        self.assertEqual(settings.allowHosts, ())
+        self.assertEqual(config.healthAddress(settings), ("127.0.0.1", 8080))
+
+    def test_unitWritesOnlyTheSpool(self) -> None:
+        """
+        The unit's only writable path is the spool it tells GopherPost to use,
+        and the conffile does not move the spool elsewhere.
+        """
+        self.assertEqual(
+            _unitValues(self.unit, "ReadWritePaths"),
+            [self.unitEnvironment["SMTP_QUEUE_PATH"]],
+        )
+        self.assertNotIn("SMTP_QUEUE_PATH", self.active)
+        self.assertEqual(
+            _unitValues(self.unit, "ExecStart"),
+            ["/usr/bin/twistd3 --nodaemon --pidfile= gopherpost"],
+        )
