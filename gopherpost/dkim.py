@@ -10,20 +10,18 @@ L{loadSigner} checks all of this at start-up, raising
 L{gopherpost.config.ConfigError} so that a bad key stops the server before
 it binds.
 
-dkimpy signs Ed25519 through PyNaCl.  PyNaCl is not one of GopherPost's
-dependencies, so when it is missing an equivalent made of C{cryptography}
-primitives is given to dkimpy (see L{_installEd25519Fallback}).
+dkimpy signs Ed25519 through PyNaCl (its C{ed25519} extra; Debian's
+C{python3-nacl}), a dependency of GopherPost.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from types import SimpleNamespace
-from typing import Iterable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import dkim as _dkimpy
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -114,7 +112,6 @@ class DKIMSigner:
             self._publicRecord = (
                 "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode()
             )
-            _installEd25519Fallback()
         else:
             raise TypeError(f"not an RSA or Ed25519 private key: {type(privateKey)!r}")
 
@@ -311,80 +308,3 @@ def loadSigner(settings: object) -> Optional[DKIMSigner]:
 
 
 # Ed25519 without PyNaCl.
-
-
-class _NaClValueError(ValueError):
-    pass
-
-
-class _BadSignatureError(Exception):
-    pass
-
-
-class _Base64Encoder:
-    @staticmethod
-    def decode(data: bytes) -> bytes:
-        try:
-            return base64.b64decode(data)
-        except (binascii.Error, ValueError) as e:
-            raise _NaClValueError(str(e)) from None
-
-
-class _Signed:
-    def __init__(self, signature: bytes) -> None:
-        self.signature = signature
-
-
-class _SigningKey:
-    def __init__(self, seed: bytes, encoder: Optional[type] = None) -> None:
-        raw = encoder.decode(seed) if encoder is not None else seed  # type: ignore[attr-defined]
-        if len(raw) != 32:
-            raise _NaClValueError("an Ed25519 seed has 32 octets")
-        self._key = ed25519.Ed25519PrivateKey.from_private_bytes(raw)
-
-    def sign(self, data: bytes) -> _Signed:
-        return _Signed(self._key.sign(data))
-
-
-class _VerifyKey:
-    def __init__(self, key: bytes, encoder: Optional[type] = None) -> None:
-        raw = encoder.decode(key) if encoder is not None else key  # type: ignore[attr-defined]
-        if len(raw) != 32:
-            raise _NaClValueError("an Ed25519 public key has 32 octets")
-        self._key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
-
-    def verify(self, data: bytes, signature: bytes) -> bytes:
-        try:
-            self._key.verify(signature, data)
-        except InvalidSignature:
-            raise _BadSignatureError("signature was forged or corrupt") from None
-        return data
-
-
-#: The subset of PyNaCl's API that dkimpy uses, on C{cryptography}.
-_ed25519Fallback = SimpleNamespace(
-    signing=SimpleNamespace(SigningKey=_SigningKey, VerifyKey=_VerifyKey),
-    encoding=SimpleNamespace(Base64Encoder=_Base64Encoder),
-    exceptions=SimpleNamespace(ValueError=_NaClValueError, BadSignatureError=_BadSignatureError),
-)
-
-
-def _installEd25519Fallback(modules: Iterable[object] = (_dkimpy,)) -> bool:
-    """
-    Give dkimpy Ed25519 support when PyNaCl is not installed.
-
-    dkimpy looks up a module global C{nacl} when it signs or verifies with
-    Ed25519; with PyNaCl missing that name is unbound.  This binds it to
-    L{_ed25519Fallback}, which does the same with C{cryptography}.  A real
-    PyNaCl is never replaced.
-
-    @return: whether the fallback is (now) in use.
-    """
-    used = False
-    for module in modules:
-        current = getattr(module, "nacl", None)
-        if current is None:
-            module.nacl = _ed25519Fallback  # type: ignore[attr-defined]
-            current = _ed25519Fallback
-        used = used or current is _ed25519Fallback
-    return used

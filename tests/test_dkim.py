@@ -21,18 +21,11 @@ from gopherpost.config import ConfigError, Settings, settingsFromEnvironment
 from gopherpost.dkim import (
     DKIMSigner,
     DKIMSignError,
-    _ed25519Fallback,
-    _installEd25519Fallback,
     loadSigner,
     parsePrivateKey,
 )
 from gopherpost.dns import Resolver
 from tests.support.dnsserver import startDNSServer
-
-try:
-    import nacl.signing as _naclSigning
-except ImportError:
-    _naclSigning = None
 
 MESSAGE = (
     b"Received: from client.example.test by mx.example.test\r\n"
@@ -358,81 +351,6 @@ class SignTests(unittest.TestCase):
         Only RSA and Ed25519 keys make signers.
         """
         self.assertRaises(TypeError, DKIMSigner, "sel", ec.generate_private_key(ec.SECP256R1()))
-
-
-class Ed25519FallbackTests(unittest.TestCase):
-    """
-    The C{cryptography} stand-in for PyNaCl given to dkimpy.
-    """
-
-    def test_neverReplacesNaCl(self) -> None:
-        """
-        A module that has a C{nacl} keeps it; one without gets the fallback.
-        """
-
-        class Module:
-            nacl = "real"
-
-        module, empty = Module(), type("Empty", (), {})()
-        self.assertFalse(_installEd25519Fallback([module]))
-        self.assertEqual(module.nacl, "real")
-        self.assertTrue(_installEd25519Fallback([empty]))
-        self.assertIs(empty.nacl, _ed25519Fallback)
-
-    def test_signVerify(self) -> None:
-        """
-        The fallback's signatures are Ed25519 signatures, and it rejects
-        forged ones.
-        """
-        seed = base64.b64encode(
-            _ED_KEY.private_bytes(
-                serialization.Encoding.Raw,
-                serialization.PrivateFormat.Raw,
-                serialization.NoEncryption(),
-            )
-        )
-        public = base64.b64encode(
-            _ED_KEY.public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            )
-        )
-        fallback = _ed25519Fallback
-        signature = fallback.signing.SigningKey(
-            seed, encoder=fallback.encoding.Base64Encoder
-        ).sign(b"digest").signature
-        _ED_KEY.public_key().verify(signature, b"digest")
-        verifier = fallback.signing.VerifyKey(public, encoder=fallback.encoding.Base64Encoder)
-        verifier.verify(b"digest", signature)
-        self.assertRaises(
-            fallback.exceptions.BadSignatureError, verifier.verify, b"other", signature
-        )
-        self.assertRaises(
-            fallback.exceptions.ValueError,
-            fallback.signing.SigningKey,
-            b"c2hvcnQ=",
-            encoder=fallback.encoding.Base64Encoder,
-        )
-
-    def test_agreesWithNaCl(self) -> None:
-        """
-        Where PyNaCl is installed, it verifies the fallback's signatures.
-        """
-        if _naclSigning is None:
-            raise unittest.SkipTest("PyNaCl is not installed")
-        import nacl.encoding
-
-        seed = base64.b64encode(
-            _ED_KEY.private_bytes(
-                serialization.Encoding.Raw,
-                serialization.PrivateFormat.Raw,
-                serialization.NoEncryption(),
-            )
-        )
-        signature = _ed25519Fallback.signing.SigningKey(
-            seed, encoder=_ed25519Fallback.encoding.Base64Encoder
-        ).sign(b"digest").signature
-        real = _naclSigning.SigningKey(seed, encoder=nacl.encoding.Base64Encoder)
-        real.verify_key.verify(b"digest", signature)
 
 
 class DNSVerificationTests(unittest.TestCase):
