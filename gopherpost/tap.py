@@ -15,13 +15,17 @@ import socket
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
 
 from gopherpost.config import ConfigError, Settings, loadEnvironment, settingsFromEnvironment
 
-__all__ = ["Options", "makeService", "GopherPostService"]
+__all__ = ["Options", "makeService", "GopherPostService", "ThreadPoolService", "DNS_THREADS"]
+
+#: Threads for DNS lookups (each may block for the lookup's timeout).
+DNS_THREADS = 10
 
 
 class Options(usage.Options):
@@ -55,6 +59,23 @@ class Options(usage.Options):
             if self[option] is not None:
                 merged[variable] = self[option]
         return merged
+
+
+class ThreadPoolService(Service):
+    """
+    Runs a L{ThreadPool} while the service runs.
+    """
+
+    def __init__(self, pool: ThreadPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.pool.start()
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        self.pool.stop()
 
 
 class GopherPostService(MultiService):
@@ -141,7 +162,11 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
 
     service.audit = auditLog = _audit.AuditLog(debug=settings.debug, clock=reactor)
     service.metrics = _metrics.Metrics(clock=reactor, audit=auditLog)
-    resolver = dns.Resolver(settings.dnsServers, reactor)
+    # DNS gets its own threads: a slow resolver must never hold up the
+    # fsyncs that stand between a client and its 250.
+    dnsThreads = ThreadPool(minthreads=0, maxthreads=DNS_THREADS, name="gopherpost-dns")
+    ThreadPoolService(dnsThreads).setServiceParent(service)
+    resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
 
     relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
 
@@ -166,7 +191,7 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
 
 def _buildRelay(settings, spool, auditLog, resolver, reactor, service) -> Any:
     """
-    The outbound queue, if this installation has one.
+    The outbound queue.
     """
     from gopherpost.relay import queue as _queue
 
