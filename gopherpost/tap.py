@@ -159,6 +159,7 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     contextFactory = tls.serverContextFactory(
         settings, os.path.join(spool.stateDirectory, "tls")
     )
+    _checkOutboundTrust(settings)
 
     service.audit = auditLog = _audit.AuditLog(debug=settings.debug, clock=reactor)
     service.metrics = _metrics.Metrics(clock=reactor, audit=auditLog)
@@ -187,6 +188,22 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         if webService is not None:
             webService.setServiceParent(service)
     return service
+
+
+def _checkOutboundTrust(settings: Settings) -> None:
+    """
+    With a verifying outbound TLS policy, the trust store must load now,
+    not at the first delivery.
+    """
+    from gopherpost import tls
+
+    if settings.outboundTLS not in ("verify", "require"):
+        return
+    try:
+        tls.clientContextFor(settings.outboundTLS, settings.hostname)
+    except Exception as e:
+        variable = "SSL_CERT_DIR" if "SSL_CERT_DIR" in str(e) else "SSL_CERT_FILE"
+        raise ConfigError(variable, f"the outbound TLS trust store does not load: {e}") from None
 
 
 def _buildRelay(settings, spool, auditLog, resolver, reactor, service) -> Any:

@@ -52,6 +52,8 @@ from twisted.internet._sslverify import IOpenSSLTrustRoot
 from gopherpost.config import OUTBOUND_TLS_POLICIES, ConfigError, Settings
 
 __all__ = [
+    "SELF_SIGNED_CERT",
+    "SELF_SIGNED_KEY",
     "CONTINUE_CLEARTEXT",
     "DEFER_HOST",
     "TLSPolicyError",
@@ -145,9 +147,9 @@ def _readPrivateKey(path: str, variable: str):
         raise ConfigError(
             variable, f"{path!r} is encrypted; a passphrase-protected key is not supported"
         ) from None
-    except (ValueError, crypto.Error) as e:
+    except ValueError as e:
         raise ConfigError(variable, f"{path!r} is not a PEM private key ({e})") from None
-    except Exception as e:  # cryptography raises UnsupportedAlgorithm, etc.
+    except Exception as e:  # e.g. cryptography's UnsupportedAlgorithm
         raise ConfigError(variable, f"{path!r} does not load: {e}") from None
 
 
@@ -187,17 +189,36 @@ def loadServerContextFactory(
             date=_notValidAfter(leaf).isoformat(),
         )
     try:
+        return _certificateOptions(key, leaf, certificates[1:])
+    except (SSL.Error, crypto.Error, ValueError, TypeError) as e:
+        raise ConfigError(certVariable, f"{certPath!r} cannot be used with {keyPath!r}: {e}") from None
+
+
+def _certificateOptions(key, leaf: x509.Certificate, chain: Sequence[x509.Certificate]) -> CertificateOptions:
+    """
+    Server options for a key, its certificate and intermediates, TLS 1.2 at
+    least, with the OpenSSL context already built so any problem surfaces
+    at start-up rather than at the first STARTTLS.
+
+    Current pyOpenSSL takes C{cryptography} objects (and deprecates its own);
+    older releases (Debian's 23.0) only take their own.
+    """
+    try:
+        options = CertificateOptions(
+            privateKey=key,
+            certificate=leaf,
+            extraCertChain=list(chain),
+            raiseMinimumTo=TLSVersion.TLSv1_2,
+        )
+        options.getContext()
+    except TypeError:
         options = CertificateOptions(
             privateKey=crypto.PKey.from_cryptography_key(key),
             certificate=crypto.X509.from_cryptography(leaf),
-            extraCertChain=[crypto.X509.from_cryptography(c) for c in certificates[1:]],
+            extraCertChain=[crypto.X509.from_cryptography(c) for c in chain],
             raiseMinimumTo=TLSVersion.TLSv1_2,
         )
-        # Build the OpenSSL context now, so any remaining problem surfaces
-        # at start-up rather than at the first STARTTLS.
         options.getContext()
-    except (SSL.Error, crypto.Error, ValueError, TypeError) as e:
-        raise ConfigError(certVariable, f"{certPath!r} cannot be used with {keyPath!r}: {e}") from None
     return options
 
 
@@ -476,7 +497,7 @@ class _VerifyLocations:
         return f"<trust root file={self.caFile!r} dir={self.caPath!r}>"
 
 
-def platformTrustRoot(environ: Optional[Mapping[str, str]] = None) -> object:
+def platformTrustRoot(environ: Optional[Mapping[str, str]] = None) -> IOpenSSLTrustRoot:
     """
     The trust root for verifying remote servers: C{SSL_CERT_FILE} and/or
     C{SSL_CERT_DIR} when set (non-empty), else the system's default store.

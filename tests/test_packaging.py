@@ -19,6 +19,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import gopherpost
 from gopherpost import config, tap
+from gopherpost.inbound.factory import SHUTDOWN_GRACE
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -171,3 +172,13 @@ class ConfigurationDocumentationTests(SynchronousTestCase):
             _unitValues(self.unit, "ExecStart"),
             ["/usr/bin/twistd3 --nodaemon --pidfile= gopherpost"],
         )
+
+    def test_stopTimeoutCoversGrace(self) -> None:
+        """
+        systemd waits longer after SIGTERM (C{TimeoutStopSec=}) than
+        GopherPost lets transactions in progress finish, so a stop never ends
+        in SIGKILL.
+        """
+        [timeout] = _unitValues(self.unit, "TimeoutStopSec")
+        self.assertEqual(_unitValues(self.unit, "KillSignal"), ["SIGTERM"])
+        self.assertGreater(int(timeout), SHUTDOWN_GRACE + 5)

@@ -841,7 +841,7 @@ class _SMTPClientProtocol(LineReceiver):
                 f"cannot start TLS with {self._host}: {_clean(str(e)) or type(e).__name__}",
                 False, abort=True,
             )
-        yield self._hello(afterTLS=True)
+        yield self._hello()
         self._handshaking = False
         self.tlsUsed = True
         self._recordTLSDetails()
@@ -857,7 +857,7 @@ class _SMTPClientProtocol(LineReceiver):
         self.cipher = cipher if isinstance(cipher, str) else None
 
     @inlineCallbacks
-    def _hello(self, afterTLS: bool = False) -> Generator[Deferred, object, None]:
+    def _hello(self) -> Generator[Deferred, object, None]:
         self.extensions = {}
         reply = yield self._command(f"EHLO {self._heloName}", "EHLO")
         if reply.code // 100 == 2:

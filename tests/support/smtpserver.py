@@ -244,15 +244,11 @@ class _ScriptedESMTP(ESMTP):
         if verb == "MAIL":
             self._mailArgument = argument
         if verb == "DATA" and self._from is not None and self._to:
-            self._transaction.wire = b""
-            self._transaction.data = b""
+            self._wire: List[bytes] = []
         return ESMTP.lineReceived(self, line)
 
     def state_DATA(self, line: bytes) -> None:
-        transaction = self._transaction
-        transaction.wire += line + b"\r\n"
-        if line != b".":
-            transaction.data += (line[1:] if line.startswith(b".") else line) + b"\r\n"
+        self._wire.append(line)
         return self.dataLineReceived(line)
 
     def validateFrom(self, helo, origin):
@@ -272,6 +268,10 @@ class _ScriptedESMTP(ESMTP):
 
     def _messageHandled(self, resultList) -> None:
         transaction, self._transaction = self._transaction, None
+        transaction.wire = b"".join(line + b"\r\n" for line in self._wire)
+        transaction.data = b"".join(
+            (line[1:] if line.startswith(b".") else line) + b"\r\n" for line in self._wire[:-1]
+        )
         spec = self._scripted("dataEnd", "")
         if spec is None:
             self.server.queued += 1

@@ -1,0 +1,92 @@
+"""
+A loopback authoritative DNS server for the relay benchmark (twisted.names).
+
+Serves one C{.test} zone on UDP and TCP at 127.0.0.1:C{--port}: an MX for
+C{--domain} pointing at C{--mx}, whose A record is C{--address}.  Every other
+name in the zone answers NXDOMAIN (names with records of another type answer
+an empty NOERROR), names outside it are refused.  Prints C{ready} once
+listening; stops on SIGTERM.
+
+Run with the benchmark's virtual environment (it needs Twisted)::
+
+    python dnszone.py --port 5353 --domain relay.test --mx mx.relay.test --address 127.0.0.2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Dict, List, Tuple, Union
+
+from twisted.internet import defer, reactor
+from twisted.names import common, dns, error, server
+
+__all__ = ["Zone", "main"]
+
+
+def _key(name: Union[str, bytes]) -> bytes:
+    if isinstance(name, str):
+        name = name.encode("ascii")
+    return name.rstrip(b".").lower()
+
+
+class Zone(common.ResolverBase):
+    """
+    An in-memory zone: C{records[(name, type)]} is a list of payloads.
+    """
+
+    def __init__(self, origin: str, records: Dict[Tuple[bytes, int], List]) -> None:
+        common.ResolverBase.__init__(self)
+        self.origin = _key(origin)
+        self.records = records
+
+    def _lookup(self, name, cls, type, timeout=None):
+        key = _key(name)
+        if key != self.origin and not key.endswith(b"." + self.origin):
+            return defer.fail(error.DomainError(name))
+        answers = [
+            dns.RRHeader(name=key, type=type, cls=cls, ttl=60, payload=payload, auth=True)
+            for payload in self.records.get((key, type), [])
+        ]
+        additional = []
+        if type == dns.MX:
+            for answer in answers:
+                exchange = _key(answer.payload.name.name)
+                for payload in self.records.get((exchange, dns.A), []):
+                    additional.append(
+                        dns.RRHeader(name=exchange, type=dns.A, ttl=60, payload=payload, auth=True)
+                    )
+        if answers or any(k[0] == key for k in self.records):
+            return defer.succeed((answers, [], additional))
+        return defer.fail(error.AuthoritativeDomainError(name))
+
+
+def main(argv=None) -> int:
+    """
+    Serve the zone until SIGTERM.
+    """
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--domain", default="relay.test")
+    parser.add_argument("--mx", default="mx.relay.test")
+    parser.add_argument("--address", default="127.0.0.2")
+    args = parser.parse_args(argv)
+    if not args.domain.endswith(".test"):
+        parser.error("only .test domains are served")
+    mx, domain = _key(args.mx), _key(args.domain)
+    records = {
+        (domain, dns.MX): [dns.Record_MX(10, mx, ttl=60)],
+        (mx, dns.A): [dns.Record_A(args.address, ttl=60)],
+    }
+    zone = Zone(domain.decode(), records)
+    factory = server.DNSServerFactory(authorities=[zone])
+    protocol = dns.DNSDatagramProtocol(factory)
+    reactor.listenUDP(args.port, protocol, interface="127.0.0.1")
+    reactor.listenTCP(args.port, factory, interface="127.0.0.1")
+    reactor.callWhenRunning(lambda: print("ready", flush=True))
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

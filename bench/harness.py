@@ -1,0 +1,777 @@
+"""
+GopherPost's side-by-side benchmark (issue 6).  Run it through C{bench/run},
+which makes the work directory and cleans up after it whatever happens.
+
+Measures, on loopback only, every run bounded in count and time:
+  - throughput with C{smtp-source} at 1, 20 and 100 sessions, 1 KiB and
+    100 KiB messages, against GopherPost, Postfix, aiosmtpd and smtp-sink,
+    each server on a fresh ext4 image, runs interleaved round-robin,
+    medians reported: messages/s, server CPU seconds, peak RSS/PSS;
+  - memory per idle session (thousands held open);
+  - relay throughput: GopherPost delivering to smtp-sink through a loopback
+    DNS server;
+  - optionally (C{--profile}) a py-spy profile of GopherPost.
+Prints tables and GopherPost's ratios, and writes everything as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any, Dict, List, Optional
+
+import procfs
+from servers import (
+    BENCH,
+    LOCAL_RECIPIENT,
+    SENDER,
+    Aiosmtpd,
+    Bench,
+    GopherPost,
+    Postfix,
+    Server,
+    SmtpSink,
+    freePort,
+    run,
+)
+
+REPOSITORY = os.path.dirname(BENCH)
+ALL_SERVERS = ("gopherpost", "postfix", "aiosmtpd", "smtp-sink")
+IDLE_SERVERS = ("gopherpost", "aiosmtpd", "postfix")
+SIZES = {"1k": 1024, "100k": 102400}
+
+
+def log(message: str) -> None:
+    """
+    Progress on standard error, timestamped.
+    """
+    print(time.strftime("%H:%M:%S ") + message, file=sys.stderr, flush=True)
+
+
+# Installation
+
+
+def install(args: argparse.Namespace) -> None:
+    """
+    Debian's postfix (smtp-source, smtp-sink, the peer) without starting
+    its daemon; a virtual environment with aiosmtpd and this checkout.
+    """
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    needed = [
+        package
+        for package, tool in (("postfix", "smtp-source"), ("e2fsprogs", "mkfs.ext4"), ("bsdutils", "script"))
+        if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool)
+    ]
+    if needed:
+        log(f"installing {' '.join(needed)} with apt-get")
+        run(["apt-get", "update", "-qq"], env=env)
+        subprocess.run(
+            ["debconf-set-selections"],
+            input=b"postfix postfix/main_mailer_type select No configuration\n",
+            check=True,
+        )
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends"] + needed, env=env)
+    python = os.path.join(args.venv, "bin", "python")
+    fresh = not os.path.exists(python)
+    if fresh:
+        log(f"creating the virtual environment {args.venv}")
+        result = subprocess.run([args.python, "-m", "venv", args.venv])
+        if result.returncode != 0:
+            run(["apt-get", "install", "-y", "-q", "python3-venv"], env=env)
+            shutil.rmtree(args.venv, ignore_errors=True)
+            run([args.python, "-m", "venv", args.venv])
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    if fresh or subprocess.run([python, "-c", "import aiosmtpd, twisted"]).returncode != 0:
+        log("installing aiosmtpd and GopherPost's dependencies from PyPI")
+        run(pip + ["aiosmtpd", REPOSITORY])
+    log("installing GopherPost from this checkout (pip install .)")
+    run(pip + ["--no-deps", "--force-reinstall", REPOSITORY])
+    if args.profile and not os.path.exists(os.path.join(args.venv, "bin", "py-spy")):
+        log("installing py-spy")
+        run(pip + ["py-spy"])
+
+
+def versions(venv: str) -> Dict[str, str]:
+    """
+    What is being compared.
+    """
+    python = os.path.join(venv, "bin", "python")
+    code = (
+        "import json, sys, twisted, aiosmtpd, gopherpost;"
+        "print(json.dumps({'python': sys.version.split()[0], 'twisted': twisted.__version__,"
+        "'aiosmtpd': aiosmtpd.__version__, 'gopherpost': gopherpost.__version__}))"
+    )
+    found = json.loads(run([python, "-c", code]).stdout)
+    found["postfix"] = run(["postconf", "-dh", "mail_version"]).stdout.decode().strip()
+    head = subprocess.run(["git", "-C", REPOSITORY, "rev-parse", "--short", "HEAD"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    dirty = subprocess.run(["git", "-C", REPOSITORY, "status", "--porcelain", "--", "gopherpost", "twisted"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    found["commit"] = head.stdout.decode().strip() + ("+changes" if dirty.stdout.strip() else "")
+    return found
+
+
+# One smtp-source run
+
+
+def smtpSource(server: Server, sessions: int, messages: int, size: int, recipient: str,
+               timeout: float) -> Dict[str, Any]:
+    """
+    Send C{messages} with C{smtp-source}; return wall time, client CPU and
+    outcome.
+    """
+    args = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size),
+            "-M", "client.bench.test", "-f", SENDER, "-t", recipient,
+            f"{server.host}:{server.port}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        status = "ok" if process.returncode == 0 else f"exit {process.returncode}"
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        status = "timeout"
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "status": status,
+        "seconds": elapsed,
+        "client_cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "output": output.decode(errors="replace").strip()[-500:],
+    }
+
+
+def measuredRun(server: Server, sessions: int, size: int, messages: int,
+                args: argparse.Namespace, recipient: str = LOCAL_RECIPIENT) -> Dict[str, Any]:
+    """
+    One measured throughput run against one server.
+    """
+    root = server.root()
+    storedBefore = server.stored()
+    cpuBefore = procfs.cpuSeconds(procfs.tree(root))
+    machineBefore = procfs.machineCpu()
+    sampler = procfs.PeakSampler(root).start()
+    result = smtpSource(server, sessions, messages, size, recipient, args.run_timeout)
+    machineAfter = procfs.machineCpu()
+    cpuWindow = procfs.cpuSeconds(procfs.tree(root)) - cpuBefore
+    expected = None if storedBefore is None else storedBefore + messages
+    settled = server.settle(expected, args.settle_timeout)
+    memory = sampler.stop()
+    cpu = procfs.cpuSeconds(procfs.tree(root)) - cpuBefore
+    storedAfter = server.stored()
+    stored = None if storedBefore is None else storedAfter - storedBefore
+    busy = machineAfter[0] - machineBefore[0]
+    ok = result["status"] == "ok" and settled and (stored is None or stored == messages)
+    record = {
+        "server": server.name,
+        "sessions": sessions,
+        "size": size,
+        "messages": messages,
+        "ok": ok,
+        "status": result["status"],
+        "seconds": round(result["seconds"], 4),
+        "msgs_per_s": round(messages / result["seconds"], 1),
+        "cpu_s": round(cpu, 3),
+        "cpu_window_s": round(cpuWindow, 3),
+        "client_cpu_s": round(result["client_cpu"], 3),
+        "other_load": round(max(0.0, busy - cpuWindow - result["client_cpu"]) / result["seconds"], 2),
+        "stored": stored,
+        "settled": settled,
+        **memory,
+    }
+    if not ok:
+        record["output"] = result["output"]
+    server.syncStorage()
+    return record
+
+
+# Throughput
+
+
+def configurations(args: argparse.Namespace) -> List[tuple]:
+    """
+    (sessions, size name) pairs in the order they are run.
+    """
+    return [(sessions, size) for size in args.sizes for sessions in args.sessions]
+
+
+def throughput(servers: List[Server], args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """
+    Every configuration, C{--reps} times, servers round-robin (the order
+    rotates so none is always first).
+    """
+    runs = []
+    total = len(servers) * len(configurations(args)) * args.reps
+    done = 0
+    for rep in range(args.reps):
+        for index, (sessions, sizeName) in enumerate(configurations(args)):
+            size = SIZES[sizeName]
+            messages = args.messages_large if size > 10000 else args.messages_small
+            shift = (rep + index) % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                record = measuredRun(server, sessions, size, messages, args)
+                record["rep"] = rep
+                runs.append(record)
+                done += 1
+                log(f"[{done}/{total}] {sizeName} x{sessions} {server.name}: "
+                    f"{record['msgs_per_s']} msgs/s, cpu {record['cpu_s']} s, "
+                    f"other load {record['other_load']}"
+                    + ("" if record["ok"] else f"  FAILED: {record['status']} stored={record['stored']}"
+                       f" {record.get('output', '')[-200:]!r}"))
+                time.sleep(args.pause)
+    return runs
+
+
+def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """
+    Medians per configuration and server (failed runs left out).
+    """
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for record in runs:
+        groups.setdefault((record["size"], record["sessions"], record["server"]), []).append(record)
+    summary: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for (size, sessions, server), records in groups.items():
+        good = [r for r in records if r["ok"]]
+        key = f"{size // 1024}k x{sessions}"
+        entry: Dict[str, Any] = {"runs": len(records), "failed": len(records) - len(good)}
+        if good:
+            rates = [r["msgs_per_s"] for r in good]
+            entry.update(
+                msgs_per_s=statistics.median(rates),
+                min=min(rates),
+                max=max(rates),
+                cpu_s=statistics.median(r["cpu_s"] for r in good),
+                cpu_ms_per_msg=round(1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3),
+                peak_rss_mib=round(max(r["peak_rss"] for r in good) / 2**20, 1),
+                peak_pss_mib=round(max(r["peak_pss"] for r in good) / 2**20, 1),
+                peak_processes=max(r["peak_processes"] for r in good),
+                other_load=statistics.median(r["other_load"] for r in good),
+            )
+        summary.setdefault(key, {})[server] = entry
+    return summary
+
+
+def ratios(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, float]]:
+    """
+    GopherPost's median msgs/s divided by each peer's, per configuration.
+    """
+    result: Dict[str, Dict[str, float]] = {}
+    for key, entries in summary.items():
+        ours = entries.get("gopherpost", {}).get("msgs_per_s")
+        for peer, entry in entries.items():
+            if peer != "gopherpost" and ours and entry.get("msgs_per_s"):
+                result.setdefault(key, {})[peer] = round(ours / entry["msgs_per_s"], 2)
+    return result
+
+
+# Idle sessions
+
+
+def idleSessions(server: Server, count: int, port: int, args: argparse.Namespace) -> Dict[str, Any]:
+    """
+    Hold C{count} greeted (EHLO) sessions open; memory delta per session.
+    """
+    root = server.root()
+    idle = [sys.executable, os.path.join(BENCH, "idle.py"), "--port", str(port), "--ehlo",
+            "--connect-timeout", str(args.run_timeout)]
+    # Warm up: a few messages and sessions, so one-time costs are not counted.
+    smtpSource(server, 5, 20, 1024, LOCAL_RECIPIENT, args.run_timeout)
+    run(idle + ["--count", "50", "--hold", "0"], timeout=args.run_timeout + 30)
+    time.sleep(2)
+    pidsBefore = procfs.tree(root)
+    rssBefore, pssBefore = procfs.memory(pidsBefore)
+    holder = server.bench.spawn(f"idle-{server.name}", idle + ["--count", str(count), "--hold",
+                                str(args.run_timeout + 120)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([holder.stdout], [], [], args.run_timeout + 30)
+        line = holder.stdout.readline() if ready else b"{}"
+        report = json.loads(line or b"{}")
+        time.sleep(3)
+        samples = []
+        for _ in range(3):
+            pids = procfs.tree(root)
+            samples.append((procfs.memory(pids), len(pids)))
+            time.sleep(1)
+        (rssAfter, pssAfter), processes = max(samples, key=lambda s: s[0][1])
+    finally:
+        try:
+            holder.stdin.write(b"done\n")
+            holder.stdin.close()
+        except OSError:
+            pass
+        Bench.terminate(holder, grace=60)
+    held = report.get("ready", 0) or 1
+    return {
+        "server": server.name,
+        "requested": count,
+        "held": report.get("ready", 0),
+        "failed": report.get("failed"),
+        "connect_seconds": report.get("seconds"),
+        "rss_before_mib": round(rssBefore / 2**20, 1),
+        "rss_after_mib": round(rssAfter / 2**20, 1),
+        "pss_before_mib": round(pssBefore / 2**20, 1),
+        "pss_after_mib": round(pssAfter / 2**20, 1),
+        "kib_per_session_rss": round((rssAfter - rssBefore) / held / 1024, 2),
+        "kib_per_session_pss": round((pssAfter - pssBefore) / held / 1024, 2),
+        "processes_before": len(pidsBefore),
+        "processes_after": processes,
+    }
+
+
+# Relay
+
+
+def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
+    """
+    GopherPost relaying to smtp-sink on 127.0.0.2 found through a loopback
+    DNS server (MX relay.test -> mx.relay.test -> 127.0.0.2).
+    """
+    sink = SmtpSink(bench, "relay-sink", host="127.0.0.2")
+    sink.start()
+    dnsPort = freePort(udp=True)
+    dnsServer = bench.spawn("relay-dns", [bench.python(), os.path.join(BENCH, "dnszone.py"), "--port",
+                            str(dnsPort), "--domain", "relay.test", "--mx", "mx.relay.test",
+                            "--address", "127.0.0.2"], stdout=subprocess.PIPE)
+    ready, _, _ = select.select([dnsServer.stdout], [], [], 30)
+    if not ready or dnsServer.stdout.readline().strip() != b"ready":
+        raise RuntimeError("the relay benchmark's DNS server did not start")
+    server = GopherPost(
+        bench, "gopherpost-relay",
+        SMTP_DNS_SERVERS=f"127.0.0.1:{dnsPort}",
+        SMTP_OUTBOUND_PORT=str(sink.port),
+        SMTP_OUTBOUND_TLS="none",
+    )
+    server.start()
+    recipient = "user@relay.test"
+    runs = []
+    try:
+        for rep in range(args.reps + 1):
+            count = 50 if rep == 0 else args.relay_messages
+            root = server.root()
+            before = server.relayed()
+            cpuBefore = procfs.cpuSeconds(procfs.tree(root))
+            sampler = procfs.PeakSampler(root).start()
+            started = time.monotonic()
+            result = smtpSource(server, args.relay_sessions, count, 1024, recipient, args.run_timeout)
+            accepted = time.monotonic()
+            deadline = started + args.run_timeout
+            while server.relayed() < before + count and time.monotonic() < deadline:
+                time.sleep(0.02)
+            finished = time.monotonic()
+            memory = sampler.stop()
+            relayed = server.relayed() - before
+            record = {
+                "rep": rep - 1,
+                "messages": count,
+                "sessions": args.relay_sessions,
+                "relayed": relayed,
+                "ok": result["status"] == "ok" and relayed == count,
+                "status": result["status"],
+                "accept_msgs_per_s": round(count / (accepted - started), 1),
+                "msgs_per_s": round(relayed / (finished - started), 1),
+                "seconds": round(finished - started, 3),
+                "cpu_s": round(procfs.cpuSeconds(procfs.tree(root)) - cpuBefore, 3),
+                **memory,
+            }
+            if rep == 0:
+                log(f"relay warm-up: {relayed}/{count} relayed")
+                continue
+            runs.append(record)
+            log(f"relay run {rep}: {record['msgs_per_s']} msgs/s delivered "
+                f"(accepted at {record['accept_msgs_per_s']}), {relayed}/{count}")
+            server.syncStorage()
+            time.sleep(args.pause)
+        delivered, failed = _relayOutcomes(server.spool)
+    finally:
+        server.stop()
+        Bench.terminate(dnsServer)
+        sink.stop()
+    good = [r for r in runs if r["ok"]]
+    return {
+        "runs": runs,
+        "msgs_per_s": statistics.median(r["msgs_per_s"] for r in good) if good else None,
+        "accept_msgs_per_s": statistics.median(r["accept_msgs_per_s"] for r in good) if good else None,
+        "cpu_ms_per_msg": round(1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3)
+        if good else None,
+        "recipients_delivered": delivered,
+        "recipients_failed": failed,
+        "settings": {k: v for k, v in server.environ().items() if k.startswith("SMTP_OUT") or k == "SMTP_DNS_SERVERS"},
+    }
+
+
+def _relayOutcomes(spool: str) -> tuple:
+    delivered = failed = 0
+    for date in os.listdir(spool):
+        directory = os.path.join(spool, date)
+        if not date[:1].isdigit():
+            continue
+        for name in os.listdir(directory):
+            if name.endswith(".relayed"):
+                with open(os.path.join(directory, name), "rb") as f:
+                    state = json.loads(f.read())
+                for recipient in state.get("recipients", []):
+                    if recipient.get("status") == "delivered":
+                        delivered += 1
+                    else:
+                        failed += 1
+    return delivered, failed
+
+
+# Profile
+
+
+def profile(bench: Bench, server: GopherPost, args: argparse.Namespace,
+            results: str, stamp: str) -> Dict[str, Any]:
+    """
+    py-spy (raw collapsed stacks) on GopherPost at 20 sessions, 1 KiB and
+    100 KiB; top functions by own and total samples.
+    """
+    pyspy = os.path.join(bench.venv, "bin", "py-spy")
+    out: Dict[str, Any] = {}
+    for sizeName in ("1k", "100k"):
+        size = SIZES[sizeName]
+        messages = 3 * (args.messages_large if size > 10000 else args.messages_small)
+        path = os.path.join(results, f"{stamp}-profile-{sizeName}.txt")
+        spy = bench.spawn("py-spy", [pyspy, "record", "--pid", str(server.root()), "--rate", "100",
+                          "--format", "raw", "--threads", "--output", path])
+        time.sleep(2)
+        result = smtpSource(server, 20, messages, size, LOCAL_RECIPIENT, args.run_timeout)
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(60)
+        except subprocess.TimeoutExpired:
+            Bench.terminate(spy)
+        server.syncStorage()
+        if not os.path.exists(path):
+            out[sizeName] = {"error": "py-spy wrote nothing (see logs/py-spy.log)"}
+            continue
+        entry = _collapse(path)
+        entry.update(file=path, msgs_per_s_under_profiler=round(messages / result["seconds"], 1),
+                     seconds=round(result["seconds"], 2))
+        out[sizeName] = entry
+    return out
+
+
+def _shortFrame(frame: str) -> str:
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", "python3.11/", "lib/python3/dist-packages/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})"
+
+
+def _collapse(path: str, top: int = 20) -> Dict[str, Any]:
+    own: Counter = Counter()
+    total: Counter = Counter()
+    threads: Counter = Counter()
+    samples = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            frames = stack.split(";")
+            if frames and frames[0].startswith(("thread ", "process ")):
+                threads[frames[0]] += n
+                frames = frames[1:]
+            while frames and frames[0].startswith(("thread ", "process ")):
+                frames = frames[1:]
+            if not frames:
+                continue
+            samples += n
+            short = [_shortFrame(f) for f in frames]
+            own[short[-1]] += n
+            for name in set(short):
+                total[name] += n
+    pct = lambda n: round(100.0 * n / samples, 1) if samples else 0.0  # noqa: E731
+    return {
+        "samples": samples,
+        "threads": {k: pct(v) for k, v in threads.most_common(6)},
+        "own": [(name, pct(n)) for name, n in own.most_common(top)],
+        "total": [(name, pct(n)) for name, n in total.most_common(top + 10)],
+    }
+
+
+# Output
+
+
+def table(summary, order: List[str], args) -> str:
+    lines = [
+        "Throughput (smtp-source, 1 message per connection; median of "
+        f"{args.reps}; CPU = server process tree, user+sys, per run)",
+        f"{'config':<11} {'server':<11} {'msgs/s':>8} {'(min-max)':>15} {'CPU s':>7} "
+        f"{'ms/msg':>7} {'RSS MiB':>8} {'PSS MiB':>8} {'procs':>5} {'other':>5}",
+    ]
+    for sizeName in args.sizes:
+        for sessions in args.sessions:
+            key = f"{SIZES[sizeName] // 1024}k x{sessions}"
+            for server in order:
+                entry = summary.get(key, {}).get(server)
+                if not entry:
+                    continue
+                if "msgs_per_s" not in entry:
+                    lines.append(f"{key:<11} {server:<11} {'failed':>8}")
+                    continue
+                failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
+                lines.append(
+                    f"{key:<11} {server:<11} {entry['msgs_per_s']:>8.0f} "
+                    f"{'(%d-%d)' % (entry['min'], entry['max']):>15} {entry['cpu_s']:>7.2f} "
+                    f"{entry['cpu_ms_per_msg']:>7.3f} {entry['peak_rss_mib']:>8.1f} "
+                    f"{entry['peak_pss_mib']:>8.1f} {entry['peak_processes']:>5} "
+                    f"{entry['other_load']:>5.2f}{failed}"
+                )
+    lines.append("(other = average cores busy with processes that are neither the server nor smtp-source)")
+    return "\n".join(lines)
+
+
+def ratioTable(ratio, args) -> str:
+    keys = [f"{SIZES[s] // 1024}k x{n}" for s in args.sizes for n in args.sessions]
+    peers = sorted({p for v in ratio.values() for p in v}, key=lambda p: ALL_SERVERS.index(p)
+                   if p in ALL_SERVERS else 99)
+    lines = ["GopherPost msgs/s / peer msgs/s (same run)",
+             f"{'':<14}" + "".join(f"{k:>10}" for k in keys)]
+    for peer in peers:
+        cells = "".join(f"{ratio.get(k, {}).get(peer, float('nan')):>10.2f}" for k in keys)
+        lines.append(f"{'vs ' + peer:<14}{cells}")
+    return "\n".join(lines)
+
+
+def targets(summary, ratio, idle, relay) -> List[str]:
+    """
+    The issue's targets, each marked met or not.
+    """
+    lines = []
+    for key in ("1k x20", "100k x20"):
+        for peer, goal in (("postfix", 1.2), ("aiosmtpd", 2.0)):
+            value = ratio.get(key, {}).get(peer)
+            if value is not None:
+                lines.append(f"{key} GopherPost/{peer} = {value:.2f} (target >= {goal}): "
+                             + ("met" if value >= goal else "NOT met"))
+    for entry in idle:
+        if entry["server"] == "gopherpost":
+            value = entry["kib_per_session_pss"]
+            lines.append(f"idle session cost {value:.1f} KiB at {entry['held']} sessions (target <= 16): "
+                         + ("met" if value <= 16 else "NOT met"))
+    if relay and relay.get("msgs_per_s") is not None:
+        value = relay["msgs_per_s"]
+        lines.append(f"relay {value:.0f} msgs/s (target >= 1000): " + ("met" if value >= 1000 else "NOT met"))
+    return lines
+
+
+# Main
+
+
+def parseArguments(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", required=True, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 repetition, few messages, 500 idle sessions")
+    parser.add_argument("--servers", default=",".join(ALL_SERVERS),
+                        help="comma-separated, from: " + ", ".join(ALL_SERVERS))
+    parser.add_argument("--sizes", default="1k,100k", help="comma-separated: 1k, 100k")
+    parser.add_argument("--sessions", default="1,20,100", help="comma-separated session counts")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each configuration")
+    parser.add_argument("--messages-small", type=int, default=2000, help="messages per 1 KiB run")
+    parser.add_argument("--messages-large", type=int, default=500, help="messages per 100 KiB run")
+    parser.add_argument("--run-timeout", type=float, default=120.0, help="seconds per run at most")
+    parser.add_argument("--settle-timeout", type=float, default=60.0,
+                        help="seconds to wait for a queue to drain after a run")
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds between runs")
+    parser.add_argument("--idle", type=int, default=5000, help="idle sessions to hold (0: skip)")
+    parser.add_argument("--idle-servers", default=",".join(IDLE_SERVERS))
+    parser.add_argument("--relay-messages", type=int, default=2000,
+                        help="messages per relay run (0: skip the relay benchmark)")
+    parser.add_argument("--relay-sessions", type=int, default=20)
+    parser.add_argument("--no-throughput", action="store_true", help="skip the throughput matrix")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile GopherPost with py-spy at 20 sessions")
+    parser.add_argument("--no-install", action="store_true", help="use what is installed")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the venv")
+    parser.add_argument("--venv", default=os.path.join(BENCH, ".venv"))
+    parser.add_argument("--results", default=os.path.join(BENCH, "results"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps = 1
+        args.messages_small = min(args.messages_small, 300)
+        args.messages_large = min(args.messages_large, 100)
+        args.idle = min(args.idle, 500)
+        args.relay_messages = min(args.relay_messages, 300)
+    args.servers = [s for s in args.servers.split(",") if s]
+    args.idle_servers = [s for s in args.idle_servers.split(",") if s]
+    args.sizes = [s.lower() for s in args.sizes.split(",") if s]
+    args.sessions = [int(s) for s in args.sessions.split(",") if s]
+    for name in args.servers + args.idle_servers:
+        if name not in ALL_SERVERS:
+            parser.error(f"unknown server {name!r}")
+    for size in args.sizes:
+        if size not in SIZES:
+            parser.error(f"unknown size {size!r}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parseArguments(argv)
+    if os.geteuid() != 0:
+        print("bench/run: must run as root (loop mounts, postfix, apt-get)", file=sys.stderr)
+        return 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.idle and hard < args.idle + 200:
+        log(f"warning: file limit {hard} < {args.idle} idle sessions")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    if not args.no_install:
+        install(args)
+    bench = Bench(args.work, args.venv)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    os.makedirs(args.results, exist_ok=True)
+    result: Dict[str, Any] = {
+        "started": stamp,
+        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                    "loadavg_before": open("/proc/loadavg").read().split()[:3]},
+        "versions": versions(args.venv),
+        "options": {k: v for k, v in vars(args).items() if k not in ("work",)},
+    }
+    factories = {"gopherpost": GopherPost, "postfix": Postfix, "aiosmtpd": Aiosmtpd,
+                 "smtp-sink": SmtpSink}
+    servers: Dict[str, Server] = {}
+    try:
+        wanted = list(dict.fromkeys(args.servers + [s for s in args.idle_servers if args.idle]))
+        for name in wanted:
+            log(f"starting {name} (fresh ext4 image for its storage)" if name != "smtp-sink"
+                else f"starting {name}")
+            servers[name] = factories[name](bench)
+            servers[name].start()
+        result["servers"] = {n: {"description": s.description, "port": s.port} for n, s in servers.items()}
+        result["servers"].get("gopherpost", {})["environment"] = (
+            servers["gopherpost"].environ() if "gopherpost" in servers else None)
+        measured = [servers[n] for n in args.servers]
+        if not args.no_throughput:
+            for server in measured:
+                smtpSource(server, 10, 200, 1024, LOCAL_RECIPIENT, args.run_timeout)  # warm-up
+                server.settle(None, args.settle_timeout)
+                server.syncStorage()
+            runs = throughput(measured, args)
+            result["runs"] = runs
+            result["summary"] = summary = summarize(runs)
+            result["ratios"] = ratio = ratios(summary)
+        else:
+            summary, ratio = {}, {}
+        if args.profile and "gopherpost" in servers:
+            log("profiling GopherPost with py-spy at 20 sessions")
+            result["profile"] = profile(bench, servers["gopherpost"], args, args.results, stamp)
+        idle = []
+        if args.idle:
+            for name in args.idle_servers:
+                old = servers[name]
+                if name == "postfix":
+                    fresh, port = old, old.idlePort
+                else:
+                    # A fresh process, so freed memory from the throughput
+                    # runs does not hide the sessions' cost.
+                    old.stop()
+                    fresh = (GopherPost(bench, "gopherpost-idle", mount=old.mount, spoolName="spool-idle")
+                             if name == "gopherpost" else
+                             Aiosmtpd(bench, "aiosmtpd-idle", mount=old.mount, maildirName="Maildir-idle"))
+                    fresh.start()
+                    servers[name + "-idle"] = fresh
+                    port = fresh.port
+                log(f"holding {args.idle} idle sessions against {name}")
+                entry = idleSessions(fresh, args.idle, port, args)
+                entry["server"] = name
+                idle.append(entry)
+                log(f"idle {name}: {entry['held']} held, {entry['kib_per_session_pss']} KiB/session (PSS), "
+                    f"{entry['kib_per_session_rss']} KiB/session (RSS)")
+                fresh.stop()
+        result["idle"] = idle
+        for server in servers.values():
+            server.stop()
+        relay = None
+        if args.relay_messages:
+            log("relay benchmark")
+            relay = relayBenchmark(bench, args)
+        result["relay"] = relay
+        result["targets"] = targets(summary, ratio, idle, relay)
+        result["machine"]["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    finally:
+        for server in servers.values():
+            try:
+                server.stop()
+            except Exception as e:  # keep cleaning up
+                print(f"stopping {server.name}: {e}", file=sys.stderr)
+        bench.stopAll()
+        bench.unmountAll()
+        path = os.path.join(args.results, f"{stamp}.json")
+        with open(path, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+    report(result, args, path)
+    return 0
+
+
+def report(result: Dict[str, Any], args, path: str) -> None:
+    """
+    Print the tables.
+    """
+    v = result["versions"]
+    print(f"\nGopherPost {v['gopherpost']} ({v['commit']}), Twisted {v['twisted']}, Python {v['python']}; "
+          f"Postfix {v['postfix']}; aiosmtpd {v['aiosmtpd']}; {result['machine']['cpus']} CPUs, "
+          f"load {' '.join(result['machine']['loadavg_before'])} before, "
+          f"{' '.join(result['machine'].get('loadavg_after', []))} after")
+    if result.get("summary"):
+        print()
+        print(table(result["summary"], args.servers, args))
+        print()
+        print(ratioTable(result["ratios"], args))
+    if result.get("idle"):
+        print("\nIdle sessions (greeted with EHLO, held open; delta of the server's process tree)")
+        print(f"{'server':<11} {'held':>6} {'KiB/sess PSS':>13} {'KiB/sess RSS':>13} {'procs':>11}")
+        for e in result["idle"]:
+            print(f"{e['server']:<11} {e['held']:>6} {e['kib_per_session_pss']:>13.2f} "
+                  f"{e['kib_per_session_rss']:>13.2f} {e['processes_before']:>5}->{e['processes_after']:<5}")
+    relay = result.get("relay")
+    if relay:
+        print(f"\nRelay (GopherPost -> loopback DNS MX -> smtp-sink on 127.0.0.2, 1 KiB, "
+              f"{args.relay_sessions} sessions in, {args.relay_messages} messages, median of {args.reps}): "
+              f"{relay['msgs_per_s']} msgs/s first accept to last delivery "
+              f"(accepted at {relay['accept_msgs_per_s']} msgs/s; {relay['cpu_ms_per_msg']} ms CPU/msg; "
+              f"{relay['recipients_delivered']} delivered, {relay['recipients_failed']} failed)")
+    if result.get("profile"):
+        for sizeName, entry in result["profile"].items():
+            if "own" not in entry:
+                print(f"\nprofile {sizeName}: {entry}")
+                continue
+            print(f"\nProfile, 20 sessions {sizeName} ({entry['samples']} samples, "
+                  f"{entry['msgs_per_s_under_profiler']} msgs/s under py-spy); threads: {entry['threads']}")
+            print("  own time:")
+            for name, pct in entry["own"][:15]:
+                print(f"    {pct:5.1f}%  {name}")
+    if result.get("targets"):
+        print("\nTargets (issue 6):")
+        for line in result["targets"]:
+            print("  " + line)
+    print(f"\nJSON: {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,544 @@
+"""
+The servers under test, each started on a loopback port with its storage on
+its own fresh ext4 image, and the bookkeeping that guarantees every process
+and mount the benchmark makes is undone at the end.
+
+L{Bench} owns the work directory, the images and the processes (it writes
+them to C{pids} and C{mounts} files there, so C{bench/run}'s EXIT trap can
+clean up even if Python is killed).  Each server class knows how to start,
+stop, count what it stored, and wait until its queue has drained.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import procfs
+
+__all__ = [
+    "BENCH",
+    "Bench",
+    "Server",
+    "GopherPost",
+    "Postfix",
+    "Aiosmtpd",
+    "SmtpSink",
+    "freePort",
+    "SENDER",
+    "LOCAL_RECIPIENT",
+]
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+
+#: Sender and recipient used by every throughput run: a local domain for
+#: GopherPost, so nothing is relayed.
+SENDER = "bench@bench.test"
+LOCAL_RECIPIENT = "user@bench.test"
+
+#: A loopback port where no DNS server listens.
+DEAD_DNS = "127.0.0.1:9"
+
+
+def freePort(host: str = "127.0.0.1", udp: bool = False) -> int:
+    """
+    A TCP port (and, with C{udp}, the same UDP port) free a moment ago.
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if not udp:
+            return port
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind((host, port))
+            return port
+        except OSError:
+            continue
+
+
+def waitPort(port: int, timeout: float, host: str = "127.0.0.1", alive=None) -> None:
+    """
+    Wait until C{host:port} accepts a connection.
+
+    @param alive: called while waiting; returns false if the server died.
+    @raise RuntimeError: on time-out or death.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return
+        except OSError:
+            if alive is not None and not alive():
+                raise RuntimeError(f"server for {host}:{port} exited during start-up")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+            time.sleep(0.1)
+
+
+def run(args: List[str], **kwargs) -> subprocess.CompletedProcess:
+    """
+    Run a short command, raising on failure, with its output captured.
+    """
+    kwargs.setdefault("timeout", 600)
+    result = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args)} failed ({result.returncode}): "
+            + result.stdout.decode(errors="replace")[-2000:]
+        )
+    return result
+
+
+class Bench:
+    """
+    The work directory, images and processes of one benchmark run.
+
+    @param work: a fresh directory (made by C{bench/run}).
+    @param venv: the virtual environment with GopherPost and aiosmtpd.
+    """
+
+    def __init__(self, work: str, venv: str) -> None:
+        self.work = work
+        self.venv = venv
+        self.logs = os.path.join(work, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.processes: List[subprocess.Popen] = []
+        self.mounts: List[str] = []
+
+    def python(self) -> str:
+        """
+        The virtual environment's interpreter.
+        """
+        return os.path.join(self.venv, "bin", "python")
+
+    # Images
+
+    def image(self, name: str, size: str = "3G") -> str:
+        """
+        Make, format and loop-mount a fresh ext4 image; return the mount
+        point.
+        """
+        path = os.path.join(self.work, f"{name}.img")
+        mountPoint = os.path.join(self.work, "mnt", name)
+        os.makedirs(mountPoint)
+        run(["truncate", "-s", size, path])
+        run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", path])
+        with open(os.path.join(self.work, "mounts"), "a") as f:
+            f.write(mountPoint + "\n")
+        run(["mount", "-o", "loop", path, mountPoint])
+        self.mounts.append(mountPoint)
+        return mountPoint
+
+    def unmountAll(self) -> None:
+        """
+        Unmount every image (lazily if busy) and delete the image files.
+        """
+        for mountPoint in reversed(self.mounts):
+            for attempt in range(10):
+                if subprocess.run(["umount", mountPoint], stderr=subprocess.DEVNULL).returncode == 0:
+                    break
+                time.sleep(0.5)
+            else:
+                subprocess.run(["umount", "-l", mountPoint])
+        self.mounts = []
+        for name in os.listdir(self.work):
+            if name.endswith(".img"):
+                os.unlink(os.path.join(self.work, name))
+
+    # Processes
+
+    def register(self, pid: int, name: str) -> None:
+        """
+        Remember a process (by id and start time) for the EXIT trap.
+        """
+        with open(os.path.join(self.work, "pids"), "a") as f:
+            f.write(f"{pid} {procfs.startTime(pid)} {name}\n")
+
+    def spawn(
+        self,
+        name: str,
+        args: List[str],
+        env: Optional[Dict[str, str]] = None,
+        cwd: Optional[str] = None,
+        stdin=subprocess.DEVNULL,
+        stdout=None,
+    ) -> subprocess.Popen:
+        """
+        Start a long-running process in its own session, output to
+        C{logs/NAME.log} unless C{stdout} is given.
+        """
+        if stdout is None:
+            stdout = open(os.path.join(self.logs, f"{name}.log"), "ab")
+        process = subprocess.Popen(
+            args,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout is not subprocess.PIPE else None,
+            start_new_session=True,
+        )
+        self.register(process.pid, name)
+        self.processes.append(process)
+        return process
+
+    @staticmethod
+    def terminate(process: subprocess.Popen, grace: float = 15.0) -> None:
+        """
+        SIGTERM one process we started, SIGKILL after C{grace} seconds.
+        """
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(30)
+
+    def stopAll(self) -> None:
+        """
+        Stop every process still running that this object started.
+        """
+        for process in reversed(self.processes):
+            self.terminate(process)
+
+    def environment(self, **extra: str) -> Dict[str, str]:
+        """
+        A minimal environment for a child process.
+        """
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": self.work}
+        env.update(extra)
+        return env
+
+
+class Server:
+    """
+    One server under test.
+
+    @ivar name: short name used in tables and JSON.
+    @ivar port: its SMTP port on 127.0.0.1.
+    @ivar mount: the mount point of its image, or L{None}.
+    """
+
+    name = "server"
+    description = ""
+    host = "127.0.0.1"
+
+    def __init__(self, bench: Bench, name: Optional[str] = None) -> None:
+        self.bench = bench
+        if name:
+            self.name = name
+        self.port = freePort()
+        self.mount: Optional[str] = None
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        """
+        Start the server and wait until it accepts connections.
+        """
+        raise NotImplementedError
+
+    def root(self) -> int:
+        """
+        The process whose tree is measured.
+        """
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """
+        Whether the server's root process still runs.
+        """
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """
+        Stop the server and everything it started.
+        """
+        if self.process is not None:
+            self.bench.terminate(self.process)
+
+    def stored(self) -> Optional[int]:
+        """
+        How many messages it has stored (or handled) so far; L{None} if it
+        cannot tell.
+        """
+        return None
+
+    def settle(self, expected: Optional[int], timeout: float) -> bool:
+        """
+        Wait until the work caused by accepted mail is finished.
+
+        @return: whether it finished in time.
+        """
+        return True
+
+    def syncStorage(self) -> None:
+        """
+        Write back whatever the server left dirty on its image (outside the
+        measured time), so it does not slow the next server's run.
+        """
+        if self.mount:
+            subprocess.run(["sync", "-f", self.mount], timeout=120)
+
+
+def _countSuffix(directory: str, suffix: str) -> int:
+    count = 0
+    try:
+        dates = [e.path for e in os.scandir(directory) if e.is_dir() and e.name[:1].isdigit()]
+    except FileNotFoundError:
+        return 0
+    for date in dates:
+        with os.scandir(date) as entries:
+            count += sum(1 for e in entries if e.name.endswith(suffix))
+    return count
+
+
+class GopherPost(Server):
+    """
+    C{twistd -n gopherpost} from the benchmark's virtual environment, spool
+    on its own image.
+    """
+
+    name = "gopherpost"
+    description = "GopherPost (twistd -n gopherpost, spool fsynced per message)"
+
+    def __init__(self, bench: Bench, name: Optional[str] = None, mount: Optional[str] = None,
+                 spoolName: str = "spool", **overrides: str) -> None:
+        Server.__init__(self, bench, name)
+        self.mount = mount or bench.image(self.name)
+        self.spool = os.path.join(self.mount, spoolName)
+        self.overrides = overrides
+
+    def environ(self) -> Dict[str, str]:
+        """
+        The C{SMTP_*} variables it runs with.
+        """
+        env = {
+            "SMTP_PORT": str(self.port),
+            "SMTP_LISTEN_ADDR": "127.0.0.1",
+            "SMTP_HOSTNAME": "mx.bench.test",
+            "SMTP_LOCAL_DOMAINS": "bench.test",
+            "SMTP_ALLOW_NETWORKS": "127.0.0.1/32",
+            "SMTP_QUEUE_PATH": self.spool,
+            "SMTP_HEALTH_DISABLE": "true",
+            "SMTP_TLS_DISABLE": "true",
+            "SMTP_DNS_SERVERS": DEAD_DNS,
+            # 100 sessions and 5,000 idle ones all come from 127.0.0.1.
+            "SMTP_MAX_CONNECTIONS": "10000",
+            "SMTP_MAX_CONNECTIONS_PER_IP": "10000",
+        }
+        env.update(self.overrides)
+        return env
+
+    def start(self) -> None:
+        cwd = os.path.join(self.bench.work, self.name)
+        os.makedirs(cwd, exist_ok=True)  # no .env here
+        self.process = self.bench.spawn(
+            self.name,
+            [os.path.join(self.bench.venv, "bin", "twistd"), "--nodaemon", "--pidfile=", "gopherpost"],
+            env=self.bench.environment(**self.environ()),
+            cwd=cwd,
+        )
+        waitPort(self.port, 60, alive=self.alive)
+
+    def stored(self) -> int:
+        return _countSuffix(self.spool, ".envelope")
+
+    def relayed(self) -> int:
+        """
+        How many messages the relay has finished (C{.relayed} state files).
+        """
+        return _countSuffix(self.spool, ".relayed")
+
+
+class Aiosmtpd(Server):
+    """
+    C{python -m aiosmtpd} with its own Maildir handler
+    (C{aiosmtpd.handlers.Mailbox}: C{mailbox.Maildir.add}, which fsyncs
+    each message file inline), Maildir on its own image.
+    """
+
+    name = "aiosmtpd"
+    description = "aiosmtpd 1.4 -c aiosmtpd.handlers.Mailbox (Maildir, fsync inline)"
+
+    def __init__(self, bench: Bench, name: Optional[str] = None, mount: Optional[str] = None,
+                 maildirName: str = "Maildir") -> None:
+        Server.__init__(self, bench, name)
+        self.mount = mount or bench.image(self.name)
+        self.maildir = os.path.join(self.mount, maildirName)
+
+    def start(self) -> None:
+        self.process = self.bench.spawn(
+            self.name,
+            [self.bench.python(), "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}",
+             "-c", "aiosmtpd.handlers.Mailbox", self.maildir],
+            env=self.bench.environment(),
+            cwd=self.mount,
+        )
+        waitPort(self.port, 60, alive=self.alive)
+
+    def stored(self) -> int:
+        try:
+            return len(os.listdir(os.path.join(self.maildir, "new")))
+        except FileNotFoundError:
+            return 0
+
+
+class SmtpSink(Server):
+    """
+    Postfix's C{smtp-sink}: speaks SMTP, stores nothing.  The upper bound of
+    what the client and the loopback can do.
+    """
+
+    name = "smtp-sink"
+    description = "smtp-sink (no storage: protocol upper bound)"
+
+    def __init__(self, bench: Bench, name: Optional[str] = None, host: str = "127.0.0.1",
+                 backlog: int = 100) -> None:
+        Server.__init__(self, bench, name)
+        self.host = host
+        self.port = freePort(host)
+        self.backlog = backlog
+
+    def start(self) -> None:
+        self.process = self.bench.spawn(
+            self.name,
+            ["smtp-sink", "-u", "nobody", f"{self.host}:{self.port}", str(self.backlog)],
+            env=self.bench.environment(),
+        )
+        waitPort(self.port, 30, host=self.host, alive=self.alive)
+
+
+class Postfix(Server):
+    """
+    A private Postfix instance (bench/postfix/*.cf): smtpd on a loopback
+    port with Postfix's default process limit, the real queue on its own
+    image (cleanup fsyncs every queue file before the 250), then delivery to
+    the discard transport.  A second smtpd service, with room for one
+    process per session, serves the idle-connection test.
+    """
+
+    name = "postfix"
+    description = "Postfix 3.7 (real queue, fsync, discard transport)"
+
+    def __init__(self, bench: Bench, name: Optional[str] = None, idleProcesses: int = 5100) -> None:
+        Server.__init__(self, bench, name)
+        self.idlePort = freePort()
+        self.mount = bench.image(self.name)
+        self.config = os.path.join(bench.work, "postfix-etc")
+        self.queue = os.path.join(self.mount, "queue")
+        self.data = os.path.join(self.mount, "data")
+        self.logDirectory = os.path.join(bench.logs, "postfix")
+        self.maillog = os.path.join(self.logDirectory, "maillog")
+        self._logOffset = 0
+        self._sent = 0
+        values = {
+            "@QUEUE@": self.queue,
+            "@DATA@": self.data,
+            "@LOG@": self.maillog,
+            "@LOGDIR@": self.logDirectory,
+            "@PORT@": f"127.0.0.1:{self.port}",
+            "@IDLE_PORT@": f"127.0.0.1:{self.idlePort}",
+            "@IDLE_MAXPROC@": str(idleProcesses),
+        }
+        os.makedirs(self.config)
+        os.makedirs(self.logDirectory)
+        os.makedirs(self.queue)
+        os.makedirs(self.data)
+        shutil.chown(self.data, "postfix")
+        for name in ("main.cf", "master.cf"):
+            with open(os.path.join(BENCH, "postfix", name)) as f:
+                text = f.read()
+            for key, value in values.items():
+                text = text.replace(key, value)
+            with open(os.path.join(self.config, name), "w") as f:
+                f.write(text)
+        self._master: Optional[int] = None
+
+    def _postfix(self, command: str) -> None:
+        # postfix(1) fails silently without a terminal: give it one.
+        run(["script", "-qc", f"postfix -c {self.config} {command}", "/dev/null"],
+            env=self.bench.environment(), timeout=120)
+
+    def start(self) -> None:
+        self._postfix("start")
+        pidFile = os.path.join(self.queue, "pid", "master.pid")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with open(pidFile) as f:
+                    self._master = int(f.read().strip())
+                break
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("Postfix did not start: see " + self.maillog)
+                time.sleep(0.1)
+        self.bench.register(self._master, "postfix-master")
+        waitPort(self.port, 30, alive=self.alive)
+
+    def root(self) -> int:
+        assert self._master is not None
+        return self._master
+
+    def alive(self) -> bool:
+        return self._master is not None and os.path.exists(f"/proc/{self._master}")
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        pids = [(pid, procfs.startTime(pid)) for pid in procfs.tree(self._master)]
+        try:
+            self._postfix("stop")
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            print(f"postfix stop: {e}", file=sys.stderr)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(
+            procfs.startTime(pid) == start for pid, start in pids
+        ):
+            time.sleep(0.2)
+        for pid, start in pids:
+            if procfs.startTime(pid) == start:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def stored(self) -> int:
+        """
+        Messages delivered to the discard transport (C{status=sent} lines).
+        """
+        try:
+            with open(self.maillog, "rb") as f:
+                f.seek(self._logOffset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return 0
+        end = chunk.rfind(b"\n") + 1
+        self._sent += chunk[:end].count(b"status=sent")
+        self._logOffset += end
+        return self._sent
+
+    def _queueEmpty(self) -> bool:
+        for sub in ("maildrop", "incoming", "active", "deferred", "hold"):
+            for _, _, files in os.walk(os.path.join(self.queue, sub)):
+                if files:
+                    return False
+        return True
+
+    def settle(self, expected: Optional[int], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queueEmpty() and (expected is None or self.stored() >= expected):
+                return True
+            time.sleep(0.1)
+        return False
