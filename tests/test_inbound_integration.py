@@ -323,6 +323,77 @@ class DaemonTests(TestCase):
         return deferToThread(scenario).addCallback(check)
 
 
+class ShutdownTests(TestCase):
+    """
+    SIGTERM stops accepting, lets a message in DATA finish, then exits.
+    """
+
+    timeout = 120
+
+    def test_sigtermFinishesData(self) -> None:
+        """
+        A client in the middle of DATA when SIGTERM arrives still gets its
+        250 (and the message is stored), then 421; new connections are
+        refused and the process exits with a clean status.
+        """
+        import socket
+
+        path = os.path.abspath(self.mktemp())
+        port = freePort()
+        server = TwistdProcess(serverEnvironment(path, port))
+        self.addCleanup(server.kill)
+
+        def scenario():
+            waitForPort(port, time.monotonic() + 60)
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                reader = sock.makefile("rb")
+
+                def reply():
+                    lines = []
+                    while True:
+                        line = reader.readline()
+                        lines.append(line)
+                        if not line or line[3:4] != b"-":
+                            return lines
+
+                reply()
+                sock.sendall(b"EHLO c.test\r\n")
+                reply()
+                sock.sendall(
+                    b"MAIL FROM:<a@gopherpost.test>\r\nRCPT TO:<b@gopherpost.test>\r\nDATA\r\n"
+                )
+                reply(), reply(), reply()
+                sock.sendall(b"Subject: shutdown\r\n\r\nfirst half\r\n")
+                os.kill(server.process.pid, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                refused = False
+                while time.monotonic() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    except OSError:
+                        refused = True
+                        break
+                    time.sleep(0.05)
+                sock.sendall(b"second half\r\n.\r\n")
+                final = reply()
+                after = reply()
+            code, out, err = server.finish(timeout=60)
+            return refused, final, after, code
+
+        def check(result):
+            refused, final, after, code = result
+            self.assertTrue(refused, "still accepting connections after SIGTERM")
+            self.assertTrue(final[0].startswith(b"250 2.0.0 Ok: queued as"), final)
+            self.assertTrue(after[0].startswith(b"421 4.3.2"), after)
+            # twistd re-raises SIGTERM after a clean shutdown; systemd
+            # counts death by SIGTERM as a successful stop.
+            self.assertIn(code, (0, -signal.SIGTERM))
+            [contents] = storedMessages(path)["messages"].values()
+            self.assertTrue(contents[0].endswith(b"first half\r\nsecond half\r\n"))
+
+        return deferToThread(scenario).addCallback(check)
+
+
 class socket_free:
     """
     Context manager asserting nothing listens on a port (start-up failed
