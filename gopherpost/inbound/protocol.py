@@ -87,7 +87,7 @@ class GopherESMTP(smtp.ESMTP):
         # TimeoutMixin schedules on this; use the injected clock.
         self.callLater = factory.clock.callLater
         self._state = _COMMAND
-        self._buffer = b""
+        self._buffer = bytearray()
         self._waiting = False
         self._paused = False
         self._discarding = 0
@@ -178,7 +178,7 @@ class GopherESMTP(smtp.ESMTP):
             self._message = None
         wasAdmitted = self._admitted
         self._state = _CLOSED
-        self._buffer = b""
+        self._buffer = bytearray()
         smtp.ESMTP.connectionLost(self, reason)
         self.factory.release(self)
         if wasAdmitted:
@@ -223,7 +223,7 @@ class GopherESMTP(smtp.ESMTP):
 
     def _close(self) -> None:
         self._state = _CLOSED
-        self._buffer = b""
+        self._buffer = bytearray()
         self.setTimeout(None)
         self.transport.loseConnection()
 
@@ -281,9 +281,12 @@ class GopherESMTP(smtp.ESMTP):
             if end < 0:
                 if len(self._buffer) >= COMMAND_LINE_LIMIT:
                     self._discarding = len(self._buffer)
-                    self._buffer = b""
+                    self._buffer = bytearray()
                 break
-            line, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+            # bytearray: deleting from the front is cheap, so a long
+            # pipelined burst is not copied once per line.
+            line = bytes(self._buffer[:end])
+            del self._buffer[: end + 1]
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) + 2 > COMMAND_LINE_LIMIT:
@@ -537,7 +540,8 @@ class GopherESMTP(smtp.ESMTP):
             end = buf.find(b"\r\n.\r\n")
             bodyEnd = end + 2
         if end >= 0:
-            body, self._buffer = buf[:bodyEnd], buf[end + 5 :]
+            body = bytes(buf[:bodyEnd])
+            del buf[: end + 5]
         else:
             last = buf.rfind(b"\r\n")
             if last < 0:
@@ -545,11 +549,12 @@ class GopherESMTP(smtp.ESMTP):
                     # A line without CRLF: keep a trailing CR (half a CRLF),
                     # drop the rest, and fail the message at its end.
                     self._failData(500, "5.5.2 Error: line too long", "line-length")
-                    self._buffer = b"\r" if buf.endswith(b"\r") else b""
+                    self._buffer = bytearray(b"\r" if buf.endswith(b"\r") else b"")
                     self._midLine = True
                     return True
                 return False
-            body, self._buffer = buf[: last + 2], buf[last + 2 :]
+            body = bytes(buf[: last + 2])
+            del buf[: last + 2]
         if body:
             self._storeData(body)
             self._midLine = False
@@ -665,7 +670,7 @@ class GopherESMTP(smtp.ESMTP):
                 count=len(self._buffer),
                 client=self.clientAddress,
             )
-        self._buffer = b""
+        self._buffer = bytearray()
         self._helo = None
         self._ehlo = False
         self._resetTransaction()
