@@ -13,22 +13,29 @@ C{token} is 16 hex digits of HMAC-SHA256(secret, lowercased recipient), so
 no address appears in any path and names cannot be reversed by hashing a
 list of addresses without the secret.
 
-A message is committed in this order: data written and fsynced under
-C{tmp/}; linked into its date directory once per recipient; directory
-fsynced; envelope written, fsynced and renamed into place; directory
-fsynced again.  Only then is the commit's L{Deferred} fired (and the client
-told 250).  The envelope is the commit record: at start-up, C{.eml} files
-without one were never acknowledged and are removed, as is everything left
-in C{tmp/}.  The spool knows nothing of SMTP.
+A message is committed in this order: its content is written under
+C{tmp/} and made durable; it is linked into its date directory once per
+recipient, and its envelope is written and renamed into place; that is made
+durable.  Only then is the commit's L{Deferred} fired (and the client told
+250).  The envelope is the commit record: at start-up, C{.eml} files without
+one were never acknowledged and are removed, as is everything left in
+C{tmp/}.
+
+Commits are grouped: messages that become ready while a batch is being
+written go together in the next one, and each step is made durable for the
+whole batch at once, with one C{syncfs(2)} on Linux 5.8+ (else an fsync of
+every file and directory).  The spool knows nothing of SMTP.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import IO, Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -37,6 +44,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 __all__ = ["Envelope", "Recipient", "Spool", "MessageWriter", "SpoolError"]
 
@@ -44,6 +52,8 @@ _log = Logger()
 
 #: Bytes kept in memory per message before the writer spills to a file.
 SPILL_THRESHOLD = 256 * 1024
+#: Messages made durable together at most.
+MAX_BATCH = 64
 
 _ENVELOPE_SUFFIX = ".envelope"
 _MESSAGE_SUFFIX = ".eml"
@@ -123,16 +133,67 @@ def _fsyncDirectory(path: str) -> None:
         os.close(fd)
 
 
-def _writeDurably(path: str, data: bytes, mode: int = 0o640) -> None:
+def _writeFile(path: str, data: bytes, mode: int = 0o640, sync: bool = True) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
             view = view[written:]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writeDurably(path: str, data: bytes, mode: int = 0o640) -> None:
+    _writeFile(path, data, mode, sync=True)
+
+
+def _fsyncFile(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _loadSyncfs() -> Optional[Callable[[str], None]]:
+    """
+    C{syncfs(2)} for the file system holding a path, or L{None}.
+
+    Only on Linux 5.8 and later: before that, C{syncfs} did not report
+    write-back errors, and durability needs them reported.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+
+    def syncfs(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if function(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error))
+        finally:
+            os.close(fd)
+
+    return syncfs
+
+
+_syncfs = _loadSyncfs()
 
 
 class MessageWriter:
@@ -172,16 +233,18 @@ class MessageWriter:
             self._file.write(self._buffer)
             self._buffer = bytearray()
 
-    def _finishInThread(self) -> None:
+    def _finishInThread(self, sync: bool = True) -> None:
         """
-        Write what is left, fsync and close.  Runs in a thread.
+        Write what is left, fsync (unless the caller syncs the whole file
+        system) and close.  Runs in a thread.
         """
         if self._file is None:
-            _writeDurably(self._tmpPath, bytes(self._buffer))
+            _writeFile(self._tmpPath, bytes(self._buffer), sync=sync)
         else:
             self._file.write(self._buffer)
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if sync:
+                os.fsync(self._file.fileno())
             self._file.close()
         self._buffer = bytearray()
         self.closed = True
@@ -230,6 +293,10 @@ class Spool:
         self._stateDirectory = os.path.join(self.path, ".gopherpost")
         self._secret = b""
         self._knownDateDirectories: set = set()
+        self._pendingCommits: List[Tuple[MessageWriter, Envelope, Deferred]] = []
+        self._batchRunning = False
+        #: Syncs a whole file system per batch (None: fsync file by file).
+        self.syncfs = _syncfs
 
     @property
     def stateDirectory(self) -> str:
@@ -371,7 +438,9 @@ class Spool:
             size=writer.size,
             tls=tls,
         )
-        d = self._runInThread(self._commitInThread, writer, envelope)
+        d: Deferred = Deferred()
+        self._pendingCommits.append((writer, envelope, d))
+        self._startBatch()
 
         def failed(failure):
             writer.abort()
@@ -397,8 +466,88 @@ class Spool:
         writer.write(content)
         return self.commit(writer, sender, recipients, clientAddress, helo, False)
 
-    def _commitInThread(self, writer: MessageWriter, envelope: Envelope) -> Envelope:
-        writer._finishInThread()
+    def _startBatch(self) -> None:
+        """
+        Group commit: one batch at a time takes every message that became
+        ready meanwhile, and makes them all durable together.
+        """
+        if self._batchRunning or not self._pendingCommits:
+            return
+        batch = self._pendingCommits[:MAX_BATCH]
+        del self._pendingCommits[:MAX_BATCH]
+        self._batchRunning = True
+        d = self._runInThread(self._commitBatchInThread, [(w, e) for w, e, _ in batch])
+        d.addBoth(self._batchFinished, batch)
+
+    def _batchFinished(
+        self, results: object, batch: List[Tuple[MessageWriter, Envelope, Deferred]]
+    ) -> None:
+        self._batchRunning = False
+        self._startBatch()
+        if not isinstance(results, list):
+            results = [results] * len(batch)
+        for (_, _, d), result in zip(batch, results):
+            if isinstance(result, Envelope):
+                d.callback(result)
+            else:
+                d.errback(result if isinstance(result, Failure) else Failure(result))
+
+    def _commitBatchInThread(
+        self, batch: List[Tuple[MessageWriter, Envelope]]
+    ) -> List[object]:
+        """
+        Commit several messages: write every content file; make them
+        durable; link them into their date directories and write their
+        envelopes; make that durable.  Runs in a thread.
+
+        @return: per message, its L{Envelope} or the exception that failed it.
+        """
+        results: List[object] = [None] * len(batch)
+        syncfs = self.syncfs
+        for i, (writer, _) in enumerate(batch):
+            try:
+                writer._finishInThread(sync=syncfs is None)
+            except OSError as e:
+                results[i] = e
+        try:
+            if syncfs is not None:
+                syncfs(self.path)
+            touched = set()
+            for i, (writer, envelope) in enumerate(batch):
+                if results[i] is None:
+                    try:
+                        touched.add(self._nameInThread(writer, envelope, sync=syncfs is None))
+                    except OSError as e:
+                        self._unname(envelope)
+                        results[i] = e
+            if syncfs is not None:
+                syncfs(self.path)
+            else:
+                for directory in touched:
+                    _fsyncDirectory(directory)
+        except OSError as e:
+            for i, (_, envelope) in enumerate(batch):
+                if results[i] is None:
+                    self._unname(envelope)
+                    results[i] = e
+        finally:
+            for writer, _ in batch:
+                try:
+                    os.unlink(writer.path)
+                except OSError:
+                    pass
+        return [
+            envelope if result is None else result
+            for (_, envelope), result in zip(batch, results)
+        ]
+
+    def _nameInThread(self, writer: MessageWriter, envelope: Envelope, sync: bool) -> str:
+        """
+        Link the content under each recipient's name and write the envelope
+        (the commit record) beside it.
+
+        @return: the date directory touched.
+        """
         directory = os.path.join(self.path, envelope.dateDirectory)
         if envelope.dateDirectory not in self._knownDateDirectories:
             try:
@@ -407,27 +556,28 @@ class Spool:
             except FileExistsError:
                 pass
             self._knownDateDirectories.add(envelope.dateDirectory)
-        try:
-            for recipient in envelope.recipients:
-                os.link(writer.path, self._messagePath(envelope, recipient.token))
+        for recipient in envelope.recipients:
+            os.link(writer.path, self._messagePath(envelope, recipient.token))
+        if sync:
+            # Without syncfs: the links must be durable before the envelope
+            # that makes them count.
             _fsyncDirectory(directory)
-            base = os.path.join(directory, envelope.queueId)
-            _writeDurably(base + ".tmp", envelope.toJSON())
-            os.rename(base + ".tmp", base + _ENVELOPE_SUFFIX)
-            _fsyncDirectory(directory)
-        except BaseException:
-            for recipient in envelope.recipients:
-                try:
-                    os.unlink(self._messagePath(envelope, recipient.token))
-                except OSError:
-                    pass
-            raise
-        finally:
+        base = os.path.join(directory, envelope.queueId)
+        _writeFile(base + ".tmp", envelope.toJSON(), sync=sync)
+        os.rename(base + ".tmp", base + _ENVELOPE_SUFFIX)
+        return directory
+
+    def _unname(self, envelope: Envelope) -> None:
+        """
+        Remove whatever L{_nameInThread} made of a failed message.
+        """
+        paths = [self._messagePath(envelope, r.token) for r in envelope.recipients]
+        base = os.path.join(self.path, envelope.dateDirectory, envelope.queueId)
+        for path in [base + _ENVELOPE_SUFFIX, base + ".tmp"] + paths:
             try:
-                os.unlink(writer.path)
+                os.unlink(path)
             except OSError:
                 pass
-        return envelope
 
     def _messagePath(self, envelope: Envelope, token: str) -> str:
         return self.contentPath(envelope.dateDirectory, envelope.queueId, token)

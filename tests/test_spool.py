@@ -186,6 +186,51 @@ class SpoolTests(SynchronousTestCase):
             pass
         self.assertRaises(SpoolError, Spool(path, self.clock).open)
 
+    def test_withoutSyncfs(self) -> None:
+        """
+        Where syncfs is not available, every file and directory is fsynced
+        and the result is the same.
+        """
+        self.spool.syncfs = None
+        envelope = self.store()
+        with open(self.spool.messagePath(envelope), "rb") as f:
+            self.assertEqual(f.read(), b"Subject: x\r\n\r\nbody\r\n")
+        self.assertEqual(self.spool.envelopeIn(envelope.dateDirectory, envelope.queueId), envelope)
+
+    def test_groupCommit(self) -> None:
+        """
+        Messages that become ready while a batch is being written are
+        committed together in the next batch, each with its own result.
+        """
+        work = []
+
+        def deferred(f, *args):
+            from twisted.internet.defer import Deferred
+
+            d = Deferred()
+            work.append((d, f, args))
+            return d
+
+        self.spool._runInThread = deferred
+        results = []
+        for n in range(4):
+            writer = self.spool.newWriter()
+            writer.write(b"message %d\r\n" % n)
+            self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addCallback(results.append)
+        self.assertEqual(len(work), 1)
+        self.assertEqual(len(work[0][2][0]), 1)
+        d, f, args = work.pop()
+        maybeDeferred(f, *args).chainDeferred(d)
+        self.assertEqual(len(results), 1)
+        self.assertEqual(len(work), 1)
+        self.assertEqual(len(work[0][2][0]), 3)
+        d, f, args = work.pop()
+        maybeDeferred(f, *args).chainDeferred(d)
+        self.assertEqual(len({e.queueId for e in results}), 4)
+        for n, envelope in enumerate(results):
+            with open(self.spool.messagePath(envelope), "rb") as f:
+                self.assertEqual(f.read(), b"message %d\r\n" % n)
+
     def test_queueIdsOrdered(self) -> None:
         """
         Queue ids are unique and sort by time.
