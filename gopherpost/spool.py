@@ -29,13 +29,11 @@ every file and directory).  The spool knows nothing of SMTP.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import hmac
 import json
 import os
 import secrets
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import IO, Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -45,6 +43,8 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from gopherpost.durable import fsyncDirectory, loadSyncfs, replaceFile, writeFile
 
 __all__ = ["Envelope", "Recipient", "Spool", "MessageWriter", "SpoolError"]
 
@@ -125,75 +125,7 @@ class Envelope:
         return tuple(r for r in self.recipients if not r.local)
 
 
-def _fsyncDirectory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _writeFile(path: str, data: bytes, mode: int = 0o640, sync: bool = True) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _writeDurably(path: str, data: bytes, mode: int = 0o640) -> None:
-    _writeFile(path, data, mode, sync=True)
-
-
-def _fsyncFile(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _loadSyncfs() -> Optional[Callable[[str], None]]:
-    """
-    C{syncfs(2)} for the file system holding a path, or L{None}.
-
-    Only on Linux 5.8 and later: before that, C{syncfs} did not report
-    write-back errors, and durability needs them reported.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    except ValueError:
-        return None
-    if (major, minor) < (5, 8):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int]
-    function.restype = ctypes.c_int
-
-    def syncfs(path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if function(fd) != 0:
-                error = ctypes.get_errno()
-                raise OSError(error, os.strerror(error))
-        finally:
-            os.close(fd)
-
-    return syncfs
-
-
-_syncfs = _loadSyncfs()
+_syncfs = loadSyncfs()
 
 
 class MessageWriter:
@@ -239,7 +171,7 @@ class MessageWriter:
         system) and close.  Runs in a thread.
         """
         if self._file is None:
-            _writeFile(self._tmpPath, bytes(self._buffer), sync=sync)
+            writeFile(self._tmpPath, bytes(self._buffer), sync=sync)
         else:
             self._file.write(self._buffer)
             self._file.flush()
@@ -322,7 +254,7 @@ class Spool:
             self._secret = self._loadSecret()
             self.recover()
             probe = os.path.join(self._tmp, ".probe")
-            _writeDurably(probe, b"")
+            writeFile(probe, b"")
             os.unlink(probe)
         except OSError as e:
             raise SpoolError(f"{self.path}: {e.strerror or e}") from e
@@ -339,10 +271,7 @@ class Spool:
         except ValueError:
             raise SpoolError(f"{secretPath} is corrupt; restore it from backup") from None
         secret = secrets.token_bytes(32)
-        temporary = secretPath + ".tmp"
-        _writeDurably(temporary, secret.hex().encode("ascii") + b"\n", 0o600)
-        os.rename(temporary, secretPath)
-        _fsyncDirectory(self._stateDirectory)
+        replaceFile(secretPath, secret.hex().encode("ascii") + b"\n", 0o600)
         return secret
 
     def recover(self) -> None:
@@ -524,7 +453,7 @@ class Spool:
                 syncfs(self.path)
             else:
                 for directory in touched:
-                    _fsyncDirectory(directory)
+                    fsyncDirectory(directory)
         except OSError as e:
             for i, (_, envelope) in enumerate(batch):
                 if results[i] is None:
@@ -552,7 +481,7 @@ class Spool:
         if envelope.dateDirectory not in self._knownDateDirectories:
             try:
                 os.mkdir(directory, 0o750)
-                _fsyncDirectory(self.path)
+                fsyncDirectory(self.path)
             except FileExistsError:
                 pass
             self._knownDateDirectories.add(envelope.dateDirectory)
@@ -561,9 +490,9 @@ class Spool:
         if sync:
             # Without syncfs: the links must be durable before the envelope
             # that makes them count.
-            _fsyncDirectory(directory)
+            fsyncDirectory(directory)
         base = os.path.join(directory, envelope.queueId)
-        _writeFile(base + ".tmp", envelope.toJSON(), sync=sync)
+        writeFile(base + ".tmp", envelope.toJSON(), sync=sync)
         os.rename(base + ".tmp", base + _ENVELOPE_SUFFIX)
         return directory
 

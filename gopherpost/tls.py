@@ -50,6 +50,7 @@ from zope.interface import implementer
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 from gopherpost.config import OUTBOUND_TLS_POLICIES, ConfigError, Settings
+from gopherpost.durable import replaceFile
 
 __all__ = [
     "SELF_SIGNED_CERT",
@@ -250,26 +251,6 @@ def _generateSelfSigned(
     return cert.public_bytes(serialization.Encoding.PEM), keyPEM
 
 
-def _writeAtomically(path: str, data: bytes, mode: int) -> None:
-    temporary = f"{path}.tmp{os.getpid()}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
-
-
-def _fsyncDirectory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _reusable(certPath: str, keyPath: str, hostname: str, now: datetime.datetime) -> Optional[str]:
     """
     Why the generated certificate cannot be reused, or L{None} if it can.
@@ -330,9 +311,8 @@ def ensureSelfSignedCertificate(
     certPEM, keyPEM = _generateSelfSigned(hostname, now)
     # Key first: a crash between the two renames leaves a mismatched pair,
     # which the next start-up regenerates.
-    _writeAtomically(keyPath, keyPEM, 0o600)
-    _writeAtomically(certPath, certPEM, 0o644)
-    _fsyncDirectory(stateDirectory)
+    replaceFile(keyPath, keyPEM, 0o600)
+    replaceFile(certPath, certPEM, 0o644)
     return certPath, keyPath
 
 

@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+from gopherpost.durable import replaceFile
 from gopherpost.spool import Envelope
 
 __all__ = ["PENDING", "DELIVERED", "FAILED", "RecipientState", "MessageState", "StateStore"]
@@ -109,14 +110,6 @@ class MessageState:
         return cls(**data)
 
 
-def _fsyncDirectory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StateStore:
     """
     Reads and writes L{MessageState} files in the spool.  Every method
@@ -140,7 +133,9 @@ class StateStore:
         The saved state, or L{None} if there is none yet.
         """
         base = self._base(dateDirectory, queueId)
-        for suffix in (".relay", ".relayed"):
+        # A crash between writing .relayed and removing .relay leaves both:
+        # the finished one wins.
+        for suffix in (".relayed", ".relay"):
             try:
                 with open(base + suffix, "rb") as f:
                     return MessageState.fromJSON(f.read())
@@ -153,22 +148,11 @@ class StateStore:
         Write C{state} durably; a finished message is renamed C{.relayed}.
         """
         base = self._base(state.dateDirectory, state.queueId)
-        temporary = base + ".relay.tmp"
-        data = state.toJSON()
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        if not state.done:
+            replaceFile(base + ".relay", state.toJSON())
+            return
+        replaceFile(base + ".relayed", state.toJSON())
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if state.done:
-            os.rename(temporary, base + ".relayed")
-            try:
-                os.unlink(base + ".relay")
-            except FileNotFoundError:
-                pass
-        else:
-            os.rename(temporary, base + ".relay")
-        _fsyncDirectory(os.path.dirname(base))
+            os.unlink(base + ".relay")
+        except FileNotFoundError:
+            pass

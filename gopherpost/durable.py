@@ -1,0 +1,88 @@
+# -*- test-case-name: tests.test_durable -*-
+"""
+Small blocking helpers for writing files that survive a crash: write,
+fsync, rename, fsync the directory.  Call them from a thread or at
+start-up, never on the reactor's hot path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from typing import Callable, Optional
+
+__all__ = ["writeFile", "replaceFile", "fsyncDirectory", "loadSyncfs"]
+
+
+def writeFile(path: str, data: bytes, mode: int = 0o640, sync: bool = True) -> None:
+    """
+    Create (or truncate) C{path} with C{data}, fsynced unless C{sync} is
+    false (the caller then makes it durable some other way).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsyncDirectory(path: str) -> None:
+    """
+    Make the entries of directory C{path} (creations, renames) durable.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replaceFile(path: str, data: bytes, mode: int = 0o640) -> None:
+    """
+    Atomically and durably make C{path} hold C{data}: a reader sees the old
+    content or the new, never a mix, also after a crash.
+    """
+    temporary = f"{path}.tmp"
+    writeFile(temporary, data, mode)
+    os.replace(temporary, path)
+    fsyncDirectory(os.path.dirname(os.path.abspath(path)))
+
+
+def loadSyncfs() -> Optional[Callable[[str], None]]:
+    """
+    C{syncfs(2)} for the file system holding a directory, or L{None}.
+
+    Only on Linux 5.8 and later: before that, C{syncfs} did not report
+    write-back errors, and durability needs them reported.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+
+    def syncfs(directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if function(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error))
+        finally:
+            os.close(fd)
+
+    return syncfs

@@ -1,0 +1,51 @@
+"""
+Tests for L{gopherpost.durable}.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from gopherpost.durable import fsyncDirectory, loadSyncfs, replaceFile, writeFile
+
+
+class DurableTests(SynchronousTestCase):
+    """
+    Writing files that survive a crash.
+    """
+
+    def test_replaceFile(self) -> None:
+        """
+        C{replaceFile} leaves the new content with the given mode and no
+        temporary file.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "f")
+        replaceFile(path, b"one", 0o600)
+        replaceFile(path, b"two", 0o600)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"two")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(os.listdir(directory), ["f"])
+
+    def test_writeFileAndSync(self) -> None:
+        """
+        C{writeFile} writes all of the data; directories and file systems
+        can be synced.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "big")
+        data = os.urandom(3 * 1024 * 1024)
+        writeFile(path, data, sync=False)
+        fsyncDirectory(directory)
+        syncfs = loadSyncfs()
+        if syncfs is not None:
+            syncfs(directory)
+            self.assertRaises(OSError, syncfs, path)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data)
