@@ -165,9 +165,11 @@ def measuredRun(server: Server, sessions: int, size: int, messages: int,
     storedBefore = server.stored()
     cpuBefore = procfs.cpuSeconds(procfs.tree(root))
     machineBefore = procfs.machineCpu()
+    overflowsBefore = procfs.listenOverflows()
     sampler = procfs.PeakSampler(root).start()
     result = smtpSource(server, sessions, messages, size, recipient, args.run_timeout)
     machineAfter = procfs.machineCpu()
+    overflows = procfs.listenOverflows() - overflowsBefore
     cpuWindow = procfs.cpuSeconds(procfs.tree(root)) - cpuBefore
     expected = None if storedBefore is None else storedBefore + messages
     settled = server.settle(expected, args.settle_timeout)
@@ -192,12 +194,25 @@ def measuredRun(server: Server, sessions: int, size: int, messages: int,
         "other_load": round(max(0.0, busy - cpuWindow - result["client_cpu"]) / result["seconds"], 2),
         "stored": stored,
         "settled": settled,
+        "listen_overflows": overflows,
         **memory,
     }
     if not ok:
         record["output"] = result["output"]
     server.syncStorage()
     return record
+
+
+def listenBacklog(host: str, port: int) -> Optional[int]:
+    """
+    The backlog of the socket listening on C{host:port} (ss's Send-Q).
+    """
+    out = subprocess.run(["ss", "-Hltn", f"src {host}:{port}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL).stdout.decode().split()
+    try:
+        return int(out[2])
+    except (IndexError, ValueError):
+        return None
 
 
 # Throughput
@@ -231,6 +246,7 @@ def throughput(servers: List[Server], args: argparse.Namespace) -> List[Dict[str
                 log(f"[{done}/{total}] {sizeName} x{sessions} {server.name}: "
                     f"{record['msgs_per_s']} msgs/s, cpu {record['cpu_s']} s, "
                     f"other load {record['other_load']}"
+                    + (f", {record['listen_overflows']} listen overflows" if record["listen_overflows"] else "")
                     + ("" if record["ok"] else f"  FAILED: {record['status']} stored={record['stored']}"
                        f" {record.get('output', '')[-200:]!r}"))
                 time.sleep(args.pause)
@@ -261,6 +277,7 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]
                 peak_pss_mib=round(max(r["peak_pss"] for r in good) / 2**20, 1),
                 peak_processes=max(r["peak_processes"] for r in good),
                 other_load=statistics.median(r["other_load"] for r in good),
+                listen_overflows=sum(r["listen_overflows"] for r in records),
             )
         summary.setdefault(key, {})[server] = entry
     return summary
@@ -287,8 +304,10 @@ def idleSessions(server: Server, count: int, port: int, args: argparse.Namespace
     Hold C{count} greeted (EHLO) sessions open; memory delta per session.
     """
     root = server.root()
-    idle = [sys.executable, os.path.join(BENCH, "idle.py"), "--port", str(port), "--ehlo",
-            "--connect-timeout", str(args.run_timeout)]
+    # At most 32 greetings pending at once, so a small listen backlog does
+    # not turn the memory measurement into an accept-queue test.
+    idle = [sys.executable, os.path.join(BENCH, "idle.py"), "--port", str(port), "--ehlo", "--batch", "32",
+            "--connect-timeout", str(args.idle_timeout)]
     # Warm up: a few messages and sessions, so one-time costs are not counted.
     smtpSource(server, 5, 20, 1024, LOCAL_RECIPIENT, args.run_timeout)
     run(idle + ["--count", "50", "--hold", "0"], timeout=args.run_timeout + 30)
@@ -296,10 +315,10 @@ def idleSessions(server: Server, count: int, port: int, args: argparse.Namespace
     pidsBefore = procfs.tree(root)
     rssBefore, pssBefore = procfs.memory(pidsBefore)
     holder = server.bench.spawn(f"idle-{server.name}", idle + ["--count", str(count), "--hold",
-                                str(args.run_timeout + 120)], stdin=subprocess.PIPE,
+                                str(args.idle_timeout + 120)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE)
     try:
-        ready, _, _ = select.select([holder.stdout], [], [], args.run_timeout + 30)
+        ready, _, _ = select.select([holder.stdout], [], [], args.idle_timeout + 30)
         line = holder.stdout.readline() if ready else b"{}"
         report = json.loads(line or b"{}")
         time.sleep(3)
@@ -309,6 +328,11 @@ def idleSessions(server: Server, count: int, port: int, args: argparse.Namespace
             samples.append((procfs.memory(pids), len(pids)))
             time.sleep(1)
         (rssAfter, pssAfter), processes = max(samples, key=lambda s: s[0][1])
+        service = getattr(server, "idleService", None)
+        if service:
+            # Postfix: the smtpd processes serving the idle sessions.
+            smtpds = [pid for pid in procfs.tree(root) if service in _cmdline(pid)]
+            smtpdRSS, smtpdPSS = procfs.memory(smtpds)
     finally:
         try:
             holder.stdin.write(b"done\n")
@@ -317,6 +341,13 @@ def idleSessions(server: Server, count: int, port: int, args: argparse.Namespace
             pass
         Bench.terminate(holder, grace=60)
     held = report.get("ready", 0) or 1
+    extra = {}
+    if service:
+        extra = {
+            "smtpd_processes": len(smtpds),
+            "smtpd_kib_per_session_rss": round(smtpdRSS / held / 1024, 2),
+            "smtpd_kib_per_session_pss": round(smtpdPSS / held / 1024, 2),
+        }
     return {
         "server": server.name,
         "requested": count,
@@ -331,7 +362,16 @@ def idleSessions(server: Server, count: int, port: int, args: argparse.Namespace
         "kib_per_session_pss": round((pssAfter - pssBefore) / held / 1024, 2),
         "processes_before": len(pidsBefore),
         "processes_after": processes,
+        **extra,
     }
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 # Relay
@@ -397,6 +437,23 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
                 f"(accepted at {record['accept_msgs_per_s']}), {relayed}/{count}")
             server.syncStorage()
             time.sleep(args.pause)
+        profileEntry = None
+        if args.profile:
+            # An extra, unmeasured run under py-spy.
+            path = os.path.join(args.results, f"{args.stamp}-profile-relay.txt")
+            before = server.relayed()
+
+            def relayRun() -> float:
+                started = time.monotonic()
+                smtpSource(server, args.relay_sessions, args.relay_messages, 1024, recipient,
+                           args.run_timeout)
+                while (server.relayed() < before + args.relay_messages
+                       and time.monotonic() < started + args.run_timeout):
+                    time.sleep(0.02)
+                return time.monotonic() - started
+
+            seconds = profiled(bench, server.root(), path, relayRun)
+            profileEntry = profileSummary(path, args.relay_messages, seconds)
         delivered, failed = _relayOutcomes(server.spool)
     finally:
         server.stop()
@@ -409,6 +466,7 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
         "accept_msgs_per_s": statistics.median(r["accept_msgs_per_s"] for r in good) if good else None,
         "cpu_ms_per_msg": round(1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3)
         if good else None,
+        "profile": profileEntry,
         "recipients_delivered": delivered,
         "recipients_failed": failed,
         "settings": {k: v for k, v in server.environ().items() if k.startswith("SMTP_OUT") or k == "SMTP_DNS_SERVERS"},
@@ -436,53 +494,75 @@ def _relayOutcomes(spool: str) -> tuple:
 # Profile
 
 
-def profile(bench: Bench, server: GopherPost, args: argparse.Namespace,
-            results: str, stamp: str) -> Dict[str, Any]:
+def profiled(bench: Bench, pid: int, path: str, action) -> Any:
     """
-    py-spy (raw collapsed stacks) on GopherPost at 20 sessions, 1 KiB and
-    100 KiB; top functions by own and total samples.
+    Run C{action()} while py-spy records C{pid} into C{path} (raw collapsed
+    stacks, 100 Hz, per thread); return what C{action} returned.
     """
-    pyspy = os.path.join(bench.venv, "bin", "py-spy")
-    out: Dict[str, Any] = {}
-    for sizeName in ("1k", "100k"):
-        size = SIZES[sizeName]
-        messages = 3 * (args.messages_large if size > 10000 else args.messages_small)
-        path = os.path.join(results, f"{stamp}-profile-{sizeName}.txt")
-        spy = bench.spawn("py-spy", [pyspy, "record", "--pid", str(server.root()), "--rate", "100",
-                          "--format", "raw", "--threads", "--output", path])
-        time.sleep(2)
-        result = smtpSource(server, 20, messages, size, LOCAL_RECIPIENT, args.run_timeout)
+    spy = bench.spawn("py-spy", [os.path.join(bench.venv, "bin", "py-spy"), "record", "--pid", str(pid),
+                      "--rate", "100", "--format", "raw", "--threads", "--output", path])
+    time.sleep(2)
+    try:
+        return action()
+    finally:
         spy.send_signal(signal.SIGINT)
         try:
             spy.wait(60)
         except subprocess.TimeoutExpired:
             Bench.terminate(spy)
+
+
+def profileSummary(path: str, messages: int, seconds: float) -> Dict[str, Any]:
+    """
+    L{_collapse} of a py-spy file, with the rate achieved under the profiler.
+    """
+    if not os.path.exists(path):
+        return {"error": "py-spy wrote nothing (see logs/py-spy.log)"}
+    entry = _collapse(path)
+    entry.update(file=path, msgs_per_s_under_profiler=round(messages / seconds, 1), seconds=round(seconds, 2))
+    return entry
+
+
+def profile(bench: Bench, server: GopherPost, args: argparse.Namespace,
+            results: str, stamp: str) -> Dict[str, Any]:
+    """
+    py-spy on GopherPost during extra runs (3 times the usual messages) at
+    20 sessions, 1 KiB and 100 KiB.
+    """
+    out: Dict[str, Any] = {}
+    for sizeName in ("1k", "100k"):
+        size = SIZES[sizeName]
+        messages = 3 * (args.messages_large if size > 10000 else args.messages_small)
+        path = os.path.join(results, f"{stamp}-profile-{sizeName}.txt")
+        result = profiled(bench, server.root(), path, lambda: smtpSource(
+            server, 20, messages, size, LOCAL_RECIPIENT, args.run_timeout))
         server.syncStorage()
-        if not os.path.exists(path):
-            out[sizeName] = {"error": "py-spy wrote nothing (see logs/py-spy.log)"}
-            continue
-        entry = _collapse(path)
-        entry.update(file=path, msgs_per_s_under_profiler=round(messages / result["seconds"], 1),
-                     seconds=round(result["seconds"], 2))
-        out[sizeName] = entry
+        out[sizeName] = profileSummary(path, messages, result["seconds"])
     return out
 
 
-def _shortFrame(frame: str) -> str:
+def _shortFrame(frame: str, line: bool = False) -> str:
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
-    path = where.rsplit(":", 1)[0]
+    path, _, number = where.rpartition(":")
     for marker in ("site-packages/", "python3.11/", "lib/python3/dist-packages/"):
         if marker in path:
             path = path.split(marker, 1)[1]
             break
-    return f"{name} ({path})"
+    return f"{name} ({path}:{number})" if line else f"{name} ({path})"
 
 
 def _collapse(path: str, top: int = 20) -> Dict[str, Any]:
-    own: Counter = Counter()
-    total: Counter = Counter()
+    """
+    Summarise py-spy's raw output (one "thread;frame;...;frame COUNT" line
+    per distinct stack).  Percentages are of all samples; the reactor
+    (MainThread) and the thread pool are reported apart, since pool threads
+    mostly wait in fsync or for work rather than burn CPU.
+    """
+    own: Dict[str, Counter] = {"reactor": Counter(), "pool": Counter()}
+    total: Dict[str, Counter] = {"reactor": Counter(), "pool": Counter()}
     threads: Counter = Counter()
+    ownLines: Counter = Counter()
     samples = 0
     with open(path) as f:
         for line in f:
@@ -491,24 +571,33 @@ def _collapse(path: str, top: int = 20) -> Dict[str, Any]:
                 continue
             n = int(count)
             frames = stack.split(";")
-            if frames and frames[0].startswith(("thread ", "process ")):
-                threads[frames[0]] += n
-                frames = frames[1:]
+            kind = "pool"
             while frames and frames[0].startswith(("thread ", "process ")):
+                if frames[0].startswith("thread "):
+                    kind = "reactor" if "MainThread" in frames[0] else "pool"
                 frames = frames[1:]
             if not frames:
                 continue
             samples += n
+            threads[kind] += n
             short = [_shortFrame(f) for f in frames]
-            own[short[-1]] += n
+            own[kind][short[-1]] += n
+            if kind == "reactor":
+                ownLines[_shortFrame(frames[-1], line=True)] += n
             for name in set(short):
-                total[name] += n
-    pct = lambda n: round(100.0 * n / samples, 1) if samples else 0.0  # noqa: E731
+                if "gopherpost/" in name:
+                    total[kind][name] += n
+
+    def pct(n: int) -> float:
+        return round(100.0 * n / samples, 1) if samples else 0.0
+
     return {
         "samples": samples,
-        "threads": {k: pct(v) for k, v in threads.most_common(6)},
-        "own": [(name, pct(n)) for name, n in own.most_common(top)],
-        "total": [(name, pct(n)) for name, n in total.most_common(top + 10)],
+        "threads": {k: pct(v) for k, v in threads.items()},
+        "reactor_own": [(name, pct(n)) for name, n in own["reactor"].most_common(top)],
+        "reactor_own_lines": [(name, pct(n)) for name, n in ownLines.most_common(10)],
+        "reactor_gopherpost_total": [(name, pct(n)) for name, n in total["reactor"].most_common(top)],
+        "pool_own": [(name, pct(n)) for name, n in own["pool"].most_common(10)],
     }
 
 
@@ -520,7 +609,7 @@ def table(summary, order: List[str], args) -> str:
         "Throughput (smtp-source, 1 message per connection; median of "
         f"{args.reps}; CPU = server process tree, user+sys, per run)",
         f"{'config':<11} {'server':<11} {'msgs/s':>8} {'(min-max)':>15} {'CPU s':>7} "
-        f"{'ms/msg':>7} {'RSS MiB':>8} {'PSS MiB':>8} {'procs':>5} {'other':>5}",
+        f"{'ms/msg':>7} {'RSS MiB':>8} {'PSS MiB':>8} {'procs':>5} {'other':>5} {'ovfl':>5}",
     ]
     for sizeName in args.sizes:
         for sessions in args.sessions:
@@ -535,12 +624,13 @@ def table(summary, order: List[str], args) -> str:
                 failed = f" ({entry['failed']} failed)" if entry["failed"] else ""
                 lines.append(
                     f"{key:<11} {server:<11} {entry['msgs_per_s']:>8.0f} "
-                    f"{'(%d-%d)' % (entry['min'], entry['max']):>15} {entry['cpu_s']:>7.2f} "
+                    f"{'(%.0f-%.0f)' % (entry['min'], entry['max']):>15} {entry['cpu_s']:>7.2f} "
                     f"{entry['cpu_ms_per_msg']:>7.3f} {entry['peak_rss_mib']:>8.1f} "
                     f"{entry['peak_pss_mib']:>8.1f} {entry['peak_processes']:>5} "
-                    f"{entry['other_load']:>5.2f}{failed}"
+                    f"{entry['other_load']:>5.2f} {entry['listen_overflows']:>5}{failed}"
                 )
-    lines.append("(other = average cores busy with processes that are neither the server nor smtp-source)")
+    lines.append("(other = average cores busy with processes that are neither the server nor smtp-source;\n"
+                 " ovfl = connections dropped by a full listen queue during its runs, machine-wide)")
     return "\n".join(lines)
 
 
@@ -600,12 +690,16 @@ def parseArguments(argv) -> argparse.Namespace:
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between runs")
     parser.add_argument("--idle", type=int, default=5000, help="idle sessions to hold (0: skip)")
     parser.add_argument("--idle-servers", default=",".join(IDLE_SERVERS))
+    parser.add_argument("--idle-timeout", type=float, default=300.0,
+                        help="seconds to open the idle sessions at most")
     parser.add_argument("--relay-messages", type=int, default=2000,
                         help="messages per relay run (0: skip the relay benchmark)")
     parser.add_argument("--relay-sessions", type=int, default=20)
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput matrix")
     parser.add_argument("--profile", action="store_true",
                         help="also profile GopherPost with py-spy at 20 sessions")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="copy the servers' logs to the results directory")
     parser.add_argument("--no-install", action="store_true", help="use what is installed")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the venv")
     parser.add_argument("--venv", default=os.path.join(BENCH, ".venv"))
@@ -644,7 +738,7 @@ def main(argv=None) -> int:
     if not args.no_install:
         install(args)
     bench = Bench(args.work, args.venv)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = args.stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     os.makedirs(args.results, exist_ok=True)
     result: Dict[str, Any] = {
         "started": stamp,
@@ -656,6 +750,7 @@ def main(argv=None) -> int:
     factories = {"gopherpost": GopherPost, "postfix": Postfix, "aiosmtpd": Aiosmtpd,
                  "smtp-sink": SmtpSink}
     servers: Dict[str, Server] = {}
+    completed = False
     try:
         wanted = list(dict.fromkeys(args.servers + [s for s in args.idle_servers if args.idle]))
         for name in wanted:
@@ -663,7 +758,9 @@ def main(argv=None) -> int:
                 else f"starting {name}")
             servers[name] = factories[name](bench)
             servers[name].start()
-        result["servers"] = {n: {"description": s.description, "port": s.port} for n, s in servers.items()}
+        result["servers"] = {n: {"description": s.description, "port": s.port,
+                                 "listen_backlog": listenBacklog(s.host, s.port)}
+                             for n, s in servers.items()}
         result["servers"].get("gopherpost", {})["environment"] = (
             servers["gopherpost"].environ() if "gopherpost" in servers else None)
         measured = [servers[n] for n in args.servers]
@@ -714,6 +811,7 @@ def main(argv=None) -> int:
         result["relay"] = relay
         result["targets"] = targets(summary, ratio, idle, relay)
         result["machine"]["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+        completed = True
     finally:
         for server in servers.values():
             try:
@@ -722,6 +820,10 @@ def main(argv=None) -> int:
                 print(f"stopping {server.name}: {e}", file=sys.stderr)
         bench.stopAll()
         bench.unmountAll()
+        if not completed or args.keep_logs:
+            kept = os.path.join(args.results, f"{stamp}-logs")
+            shutil.copytree(bench.logs, kept, dirs_exist_ok=True)
+            log(("" if completed else "failed: ") + f"the servers' logs are kept in {kept}")
         path = os.path.join(args.results, f"{stamp}.json")
         with open(path, "w") as f:
             json.dump(result, f, indent=1, default=str)
@@ -738,6 +840,7 @@ def report(result: Dict[str, Any], args, path: str) -> None:
           f"Postfix {v['postfix']}; aiosmtpd {v['aiosmtpd']}; {result['machine']['cpus']} CPUs, "
           f"load {' '.join(result['machine']['loadavg_before'])} before, "
           f"{' '.join(result['machine'].get('loadavg_after', []))} after")
+    print("Listen backlogs: " + ", ".join(f"{n} {s.get('listen_backlog')}" for n, s in result.get("servers", {}).items()))
     if result.get("summary"):
         print()
         print(table(result["summary"], args.servers, args))
@@ -749,6 +852,9 @@ def report(result: Dict[str, Any], args, path: str) -> None:
         for e in result["idle"]:
             print(f"{e['server']:<11} {e['held']:>6} {e['kib_per_session_pss']:>13.2f} "
                   f"{e['kib_per_session_rss']:>13.2f} {e['processes_before']:>5}->{e['processes_after']:<5}")
+            if "smtpd_processes" in e:
+                print(f"{'  (smtpd)':<11} {e['smtpd_processes']:>6} {e['smtpd_kib_per_session_pss']:>13.2f} "
+                      f"{e['smtpd_kib_per_session_rss']:>13.2f}   sum of the idle service's smtpd processes")
     relay = result.get("relay")
     if relay:
         print(f"\nRelay (GopherPost -> loopback DNS MX -> smtp-sink on 127.0.0.2, 1 KiB, "
@@ -756,15 +862,28 @@ def report(result: Dict[str, Any], args, path: str) -> None:
               f"{relay['msgs_per_s']} msgs/s first accept to last delivery "
               f"(accepted at {relay['accept_msgs_per_s']} msgs/s; {relay['cpu_ms_per_msg']} ms CPU/msg; "
               f"{relay['recipients_delivered']} delivered, {relay['recipients_failed']} failed)")
-    if result.get("profile"):
-        for sizeName, entry in result["profile"].items():
-            if "own" not in entry:
+    profiles = dict(result.get("profile") or {})
+    if relay and relay.get("profile"):
+        profiles["relay 1k"] = relay["profile"]
+    if profiles:
+        for sizeName, entry in profiles.items():
+            if "reactor_own" not in entry:
                 print(f"\nprofile {sizeName}: {entry}")
                 continue
-            print(f"\nProfile, 20 sessions {sizeName} ({entry['samples']} samples, "
-                  f"{entry['msgs_per_s_under_profiler']} msgs/s under py-spy); threads: {entry['threads']}")
-            print("  own time:")
-            for name, pct in entry["own"][:15]:
+            print(f"\nProfile, 20 sessions, {sizeName} ({entry['samples']} samples at 100 Hz, "
+                  f"{entry['msgs_per_s_under_profiler']} msgs/s under py-spy); % of samples by thread: "
+                  f"{entry['threads']}")
+            print("  reactor thread, own time:")
+            for name, pct in entry["reactor_own"][:12]:
+                print(f"    {pct:5.1f}%  {name}")
+            print("  reactor thread, own time by line:")
+            for name, pct in entry["reactor_own_lines"][:5]:
+                print(f"    {pct:5.1f}%  {name}")
+            print("  reactor thread, total time in GopherPost functions:")
+            for name, pct in entry["reactor_gopherpost_total"][:10]:
+                print(f"    {pct:5.1f}%  {name}")
+            print("  thread pool, own time:")
+            for name, pct in entry["pool_own"][:5]:
                 print(f"    {pct:5.1f}%  {name}")
     if result.get("targets"):
         print("\nTargets (issue 6):")

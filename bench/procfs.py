@@ -22,6 +22,7 @@ __all__ = [
     "cpuSeconds",
     "memory",
     "machineCpu",
+    "listenOverflows",
     "PeakSampler",
 ]
 
@@ -125,6 +126,21 @@ def machineCpu() -> Tuple[float, float]:
     idle = values[3] + values[4]
     total = sum(values[:8])
     return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+def listenOverflows() -> int:
+    """
+    The machine's count of connections dropped because a listen queue was
+    full (C{TcpExtListenOverflows}): a server whose backlog is too small for
+    its clients makes them wait for SYN(-ACK) retransmissions (1 s, 2 s, ...).
+    """
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:]))
+            return int(table.get("ListenOverflows", 0))
+    return 0
 
 
 class PeakSampler:

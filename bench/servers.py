@@ -111,6 +111,9 @@ class Bench:
         self.venv = venv
         self.logs = os.path.join(work, "logs")
         os.makedirs(self.logs, exist_ok=True)
+        # mktemp -d makes it 0700: Postfix's unprivileged daemons must reach
+        # their queue and data directories below it.
+        os.chmod(work, 0o755)
         self.processes: List[subprocess.Popen] = []
         self.mounts: List[str] = []
 
@@ -434,6 +437,8 @@ class Postfix(Server):
     def __init__(self, bench: Bench, name: Optional[str] = None, idleProcesses: int = 5100) -> None:
         Server.__init__(self, bench, name)
         self.idlePort = freePort()
+        #: How the idle service's smtpd processes are named (smtpd -n NAME).
+        self.idleService = f"-n 127.0.0.1:{self.idlePort} "
         self.mount = bench.image(self.name)
         self.config = os.path.join(bench.work, "postfix-etc")
         self.queue = os.path.join(self.mount, "queue")

@@ -26,6 +26,9 @@ __all__ = ["Options", "makeService", "GopherPostService", "ThreadPoolService", "
 
 #: Threads for DNS lookups (each may block for the lookup's timeout).
 DNS_THREADS = 10
+#: Pending connections the kernel queues for us (Twisted's default of 50
+#: overflows under bursts; the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
 
 
 class Options(usage.Options):
@@ -105,8 +108,8 @@ def _listenEndpoint(reactor: Any, settings: Settings) -> Any:
     if not address:
         address = "::" if _ipv6Available() else "0.0.0.0"
     if ":" in address:
-        return TCP6ServerEndpoint(reactor, settings.port, interface=address)
-    return TCP4ServerEndpoint(reactor, settings.port, interface=address)
+        return TCP6ServerEndpoint(reactor, settings.port, LISTEN_BACKLOG, address)
+    return TCP4ServerEndpoint(reactor, settings.port, LISTEN_BACKLOG, address)
 
 
 def _ipv6Available() -> bool:

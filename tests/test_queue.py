@@ -47,11 +47,26 @@ class StateStoreTests(SynchronousTestCase):
         A saved state loads back equal; once every recipient is final the
         file becomes C{.relayed}.
         """
+        self.roundTrip(StateStore)
+
+    def test_withoutSyncfs(self) -> None:
+        """
+        The same where each file is fsynced instead.
+        """
+
+        def store(path):
+            made = StateStore(path)
+            made.syncfs = None
+            return made
+
+        self.roundTrip(store)
+
+    def roundTrip(self, makeStore) -> None:
         import os
 
         path = self.mktemp()
         os.makedirs(os.path.join(path, "2026-11-22"))
-        store = StateStore(path)
+        store = makeStore(path)
         state = MessageState(
             "ABC", "2026-11-22", 1.5, "a@gopherpost.test",
             [RecipientState("b@example.test", "0123456789abcdef", attempts=2, lastError="451 4.3.0 x")],

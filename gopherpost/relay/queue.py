@@ -190,8 +190,7 @@ class RelayQueue(Service):
 
     def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
         """
-        Take on a newly spooled message: sign it once, save its state,
-        schedule it now.
+        Take on a newly spooled message: sign it once and schedule it now.
         """
         if queueId in self._messages or self._stopping:
             return
@@ -204,7 +203,8 @@ class RelayQueue(Service):
             state = MessageState.forEnvelope(envelope, now)
             if self._signer is not None:
                 state.dkimHeader = self._dkimHeader(envelope)
-            self._store.save(state)
+            # Not saved yet: until the first attempt, "no state file" means
+            # exactly this, and start-up rebuilds it.
             return state
 
         def prepared(state: Optional[MessageState]) -> None:
@@ -502,8 +502,7 @@ class RelayQueue(Service):
         return d
 
     def _saveAll(self, states: Sequence[MessageState]) -> None:
-        for state in states:
-            self._store.save(state)
+        self._store.saveAll(states)
 
     def _bounce(self, state: MessageState, content: bytes, failures: List[RecipientState]) -> Deferred:
         """

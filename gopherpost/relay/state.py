@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
-from gopherpost.durable import replaceFile
+from gopherpost.durable import loadSyncfs, replaceFile, writeFile
 from gopherpost.spool import Envelope
 
 __all__ = ["PENDING", "DELIVERED", "FAILED", "RecipientState", "MessageState", "StateStore"]
@@ -118,6 +118,8 @@ class StateStore:
 
     def __init__(self, spoolPath: str) -> None:
         self.path = spoolPath
+        #: Syncs the whole file system per batch (None: fsync each file).
+        self.syncfs = loadSyncfs()
 
     def _base(self, dateDirectory: str, queueId: str) -> str:
         return os.path.join(self.path, dateDirectory, queueId)
@@ -147,6 +149,34 @@ class StateStore:
         """
         Write C{state} durably; a finished message is renamed C{.relayed}.
         """
+        self.saveAll([state])
+
+    def saveAll(self, states: Sequence[MessageState]) -> None:
+        """
+        Write several states durably, with two file-system syncs in all
+        where C{syncfs} is available.
+        """
+        if self.syncfs is None:
+            for state in states:
+                self._saveOne(state)
+            return
+        written = []
+        for state in states:
+            base = self._base(state.dateDirectory, state.queueId)
+            final = base + (".relayed" if state.done else ".relay")
+            writeFile(final + ".tmp", state.toJSON(), sync=False)
+            written.append((state, base, final))
+        self.syncfs(self.path)
+        for state, base, final in written:
+            os.replace(final + ".tmp", final)
+            if state.done:
+                try:
+                    os.unlink(base + ".relay")
+                except FileNotFoundError:
+                    pass
+        self.syncfs(self.path)
+
+    def _saveOne(self, state: MessageState) -> None:
         base = self._base(state.dateDirectory, state.queueId)
         if not state.done:
             replaceFile(base + ".relay", state.toJSON())
