@@ -144,6 +144,25 @@ class DeliveryTests(RelayTestCase):
         yield eventually(lambda: server.messages)
 
     @inlineCallbacks
+    def test_smarthost(self):
+        """
+        With SMTP_RELAY_HOST every domain goes to the smarthost, without MX
+        lookups, in one transaction per message.
+        """
+        smarthost = self.server("127.0.0.5")
+        h = self.harness(relayHost=("127.0.0.5", self.port))
+        h.startQueue()
+        yield h.spoolMessage(["bob@example.test", "eve@nullmx.test", "x@nonexistent.test"])
+        yield eventually(lambda: smarthost.messages)
+        self.assertEqual(
+            sorted(smarthost.messages[0].recipients),
+            ["bob@example.test", "eve@nullmx.test", "x@nonexistent.test"],
+        )
+        self.assertEqual(
+            [q for q in self.dns.authority.queries if q[0].endswith(b"example.test")], []
+        )
+
+    @inlineCallbacks
     def test_perRecipientReplies(self):
         """
         One recipient refused with 550 fails (and is bounced), the other is
