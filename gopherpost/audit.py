@@ -302,8 +302,9 @@ class AuditLog:
                     audit=eventDict,
                     auditLine=formatAuditLine(eventDict, includeTime=False),
                 )
-            else:
-                self._log.emit(LogLevel.info, None, audit=eventDict)
+            # Without SMTP_DEBUG nothing would print them, and publishing a
+            # handful of events per message to every log observer costs
+            # more than the rest of the audit path: only subscribers get them.
             for subscriber in self._subscribers:
                 try:
                     subscriber.deliver(eventDict)

@@ -346,13 +346,16 @@ class RelayQueue(Service):
     @inlineCallbacks
     def _deliverBatch(self, domain: str, batch: List[_Work]):
         settings = self._settings
+        paths = []
         for work in batch:
             for recipient in work.recipients:
                 recipient.attempts += 1
             state = work.state
-            content = yield self._spool.readContent(
+            paths.append(
                 self._spool.contentPath(state.dateDirectory, state.queueId, state.recipients[0].token)
             )
+        contents = yield self._runInThread(_readAll, paths)
+        for work, content in zip(batch, contents):
             work.content = work.state.dkimHeader.encode("ascii") + content
         try:
             exchanges = yield self._destinations.resolveDestination(domain)
@@ -542,6 +545,17 @@ class RelayQueue(Service):
         d.addCallback(stored)
         d.addErrback(lambda f: _log.failure("Could not store a bounce for {queueId}", f, queueId=state.queueId))
         return d
+
+
+def _readAll(paths: Sequence[str]) -> List[bytes]:
+    """
+    Read several spool files (in a thread).
+    """
+    contents = []
+    for path in paths:
+        with open(path, "rb") as f:
+            contents.append(f.read())
+    return contents
 
 
 def _diagnosticOf(error: str) -> Optional[str]:
