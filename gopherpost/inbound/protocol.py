@@ -568,12 +568,16 @@ class GopherESMTP(smtp.ESMTP):
         # its first dot.  Every CRLF in the body is a line end.
         if body.startswith(b".") and not self._midLine:
             body = body[1:]
-        body = body.replace(b"\r\n.", b"\r\n")
+        if b"\r\n." in body:
+            body = body.replace(b"\r\n.", b"\r\n")
+        lines = body.split(b"\r\n")
         # Store only unambiguous CRLF: a bare CR or LF becomes CRLF.
-        if body.count(b"\n") != body.count(b"\r\n") or body.count(b"\r") != body.count(b"\r\n"):
+        crlf = len(lines) - 1
+        if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
             body = _LINE_BREAKS.sub(b"\r\n", body)
+            lines = body.split(b"\r\n")
         # RFC 5321 4.5.3.1.6: at most 998 octets before each CRLF.
-        if len(body) > TEXT_LINE_LIMIT - 2 and max(map(len, body.split(b"\r\n"))) > TEXT_LINE_LIMIT - 2:
+        if len(body) > TEXT_LINE_LIMIT - 2 and max(map(len, lines)) > TEXT_LINE_LIMIT - 2:
             self._failData(500, "5.5.2 Error: line too long", "line-length")
             return
         assert self._message is not None
