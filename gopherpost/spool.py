@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure

@@ -10,7 +10,6 @@ import json
 import os
 
 from twisted.internet.defer import Deferred
-from twisted.mail.smtp import SMTPServerError
 from twisted.trial.unittest import SynchronousTestCase
 
 from gopherpost.inbound.delivery import SpoolDelivery

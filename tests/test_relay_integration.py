@@ -19,7 +19,7 @@ from tests.support.certs import makeTestPKI
 from tests.support.dnsserver import DNSTestServer
 from tests.support.relay import RelayHarness, eventually
 from tests.support.server import freePort
-from tests.support.smtpserver import DROP, SMTPTestServer, firstTimes, forRecipients
+from tests.support.smtpserver import SMTPTestServer, firstTimes, forRecipients
 
 
 class RelayTestCase(TestCase):
@@ -300,6 +300,25 @@ class RetryTests(RelayTestCase):
         yield eventually(lambda: h.state(envelope).recipients and h.state(envelope).done)
         yield eventually(lambda: not h.queue._tasks)
         self.assertEqual([e for e in h.bounces() if e.queueId != envelope.queueId], [])
+
+    @inlineCallbacks
+    def test_localErrorBacksOff(self):
+        """
+        A message whose content vanished from the spool is retried with
+        back-off, not in a loop.
+        """
+        self.server("127.0.0.2")
+        h = self.harness(retryInitial=60.0)
+        queue = h.startQueue()
+        envelope = yield h.spool.store(b"Subject: x\r\n\r\ny\r\n", "alice@gopherpost.test", [("bob@example.test", False)])
+        os.unlink(h.spool.messagePath(envelope))
+        queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+        yield eventually(lambda: queue._messages and not queue._inFlight and not queue._tasks)
+        [recipient] = queue._messages[envelope.queueId].recipients
+        self.assertEqual(recipient.attempts, 1)
+        self.assertGreaterEqual(recipient.nextAttempt - h.clock.seconds(), 45)
+        self.assertIn("4.3.0", recipient.lastError)
+        self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)
 
     @inlineCallbacks
     def test_quitFailureIsSuccess(self):

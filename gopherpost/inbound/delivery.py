@@ -11,7 +11,7 @@ import email.utils
 import re
 import time
 from datetime import datetime, timezone
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger

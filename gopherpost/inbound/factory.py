@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Set, Tuple
 
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger

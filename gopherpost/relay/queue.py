@@ -29,8 +29,6 @@ from twisted.internet.defer import (
     Deferred,
     DeferredList,
     inlineCallbacks,
-    maybeDeferred,
-    succeed,
 )
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -320,11 +318,29 @@ class RelayQueue(Service):
                 self._activePerDestination[key] += 1
                 d = self._deliverBatch(self._domains[key], batch)
                 d.addErrback(lambda f: f.trap(CancelledError) and None)
-                d.addErrback(lambda f: _log.failure("Relay batch failed", f))
+                d.addErrback(self._batchFailed, batch)
                 d.addBoth(self._batchFinished, key, batch)
                 self._track(d)
             if not due:
                 self._due.pop(key, None)
+
+    def _batchFailed(self, failure: Any, batch: List[_Work]) -> None:
+        """
+        Something unexpected went wrong (a spool file gone, a bug): log it
+        and back off like a temporary failure, never retry in a loop.
+        """
+        _log.failure("Relay batch failed", failure)
+        now = self._reactor.seconds()
+        for work in batch:
+            for recipient in work.recipients:
+                if recipient.status == PENDING:
+                    recipient.lastError = f"4.3.0 Local error: {failure.getErrorMessage()}"
+                    recipient.nextAttempt = now + retryDelay(
+                        max(1, recipient.attempts),
+                        self._settings.retryInitial,
+                        self._settings.retryMax,
+                        self._random,
+                    )
 
     def _batchFinished(self, result: object, key: str, batch: List[_Work]) -> None:
         self._active -= 1

@@ -6,7 +6,6 @@ L{Clock}, and a relay queue wired to a loopback DNS server.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any, List, Optional
 
 from twisted.internet import reactor as globalReactor

@@ -13,7 +13,6 @@ import time
 from typing import Dict, List, Optional
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 
 from gopherpost.tap import GopherPostService, Options, makeService
 
