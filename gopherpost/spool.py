@@ -238,11 +238,13 @@ class Spool:
         """
         return self._stateDirectory
 
-    def open(self) -> None:
+    def open(self, recover: bool = True) -> None:
         """
         Create the layout, load or create the secret, and recover from a
         crash.  Called once at start-up, before the reactor runs.
 
+        @param recover: clean up after a crash; an inbound worker process
+            passes C{False}, since its siblings are writing already.
         @raise SpoolError: if the directory cannot be used.
         """
         if os.path.exists(self.path) and not os.path.isdir(self.path):
@@ -252,8 +254,9 @@ class Spool:
                 os.makedirs(directory, mode=0o750, exist_ok=True)
             os.makedirs(self._stateDirectory, mode=0o700, exist_ok=True)
             self._secret = self._loadSecret()
-            self.recover()
-            probe = os.path.join(self._tmp, ".probe")
+            if recover:
+                self.recover()
+            probe = os.path.join(self._tmp, f".probe{os.getpid()}")
             writeFile(probe, b"")
             os.unlink(probe)
         except OSError as e:

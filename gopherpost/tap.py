@@ -20,15 +20,14 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+from gopherpost.inbound.factory import LISTEN_BACKLOG
 from gopherpost.config import ConfigError, Settings, loadEnvironment, settingsFromEnvironment
 
 __all__ = ["Options", "makeService", "GopherPostService", "ThreadPoolService", "DNS_THREADS"]
 
 #: Threads for DNS lookups (each may block for the lookup's timeout).
 DNS_THREADS = 10
-#: Pending connections the kernel queues for us (Twisted's default of 50
-#: overflows under bursts; the kernel caps it at net.core.somaxconn).
-LISTEN_BACKLOG = 1024
+
 
 
 class Options(usage.Options):
@@ -89,7 +88,7 @@ class GopherPostService(MultiService):
 
     settings: Settings
     spool: Any
-    smtpFactory: Any
+    inbound: Any
     audit: Any
     metrics: Any
     relayQueue: Any = None
@@ -98,15 +97,23 @@ class GopherPostService(MultiService):
         """
         Ready when the SMTP listener is bound and the spool is writable.
         """
-        if not getattr(self.smtpFactory, "listening", False):
+        if not self.inbound.listening:
             return (False, "SMTP listener is not bound")
         return self.spool.isWritable()
 
 
+def _listenAddress(settings: Settings) -> str:
+    """
+    The address SMTP listens on: C{SMTP_LISTEN_ADDR}, else every address
+    (IPv6 and IPv4 where the host has IPv6).
+    """
+    if settings.listenAddress:
+        return settings.listenAddress
+    return "::" if _ipv6Available() else "0.0.0.0"
+
+
 def _listenEndpoint(reactor: Any, settings: Settings) -> Any:
-    address = settings.listenAddress
-    if not address:
-        address = "::" if _ipv6Available() else "0.0.0.0"
+    address = _listenAddress(settings)
     if ":" in address:
         return TCP6ServerEndpoint(reactor, settings.port, LISTEN_BACKLOG, address)
     return TCP4ServerEndpoint(reactor, settings.port, LISTEN_BACKLOG, address)
@@ -144,9 +151,8 @@ def makeService(
 
 def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     from gopherpost import audit as _audit, dns, metrics as _metrics, tls, web
-    from gopherpost.inbound.access import makePortal
-    from gopherpost.inbound.delivery import SpoolDelivery
-    from gopherpost.inbound.factory import SMTPFactory, SMTPService
+    from gopherpost.inbound.factory import SMTPService, makeSMTPFactory
+    from gopherpost.inbound.workers import WorkerPool
     from gopherpost.spool import Spool, SpoolError
 
     settings = settingsFromEnvironment(environ)
@@ -174,16 +180,18 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
 
     relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
 
-    def deliveryFor(clientAddress: str) -> SpoolDelivery:
-        return SpoolDelivery(settings, spool, clientAddress, auditLog, relayQueue)
-
-    portal = makePortal(deliveryFor, settings.allowNetworks, settings.allowHosts, resolver)
-    factory = SMTPFactory(settings, portal, auditLog, reactor, contextFactory)
-    service.smtpFactory = factory
-    listener = StreamServerEndpointService(_listenEndpoint(reactor, settings), factory)
-    # Fail start-up (not just log) when the port cannot be bound.
-    listener._raiseSynchronously = True
-    SMTPService(listener, factory).setServiceParent(service)
+    if settings.workers > 1:
+        inbound = WorkerPool(settings, environ, auditLog, relayQueue, reactor, _listenAddress(settings))
+    else:
+        factory = makeSMTPFactory(
+            settings, spool, auditLog, relayQueue, resolver, reactor, contextFactory
+        )
+        listener = StreamServerEndpointService(_listenEndpoint(reactor, settings), factory)
+        # Fail start-up (not just log) when the port cannot be bound.
+        listener._raiseSynchronously = True
+        inbound = SMTPService(listener, factory)
+    service.inbound = inbound
+    inbound.setServiceParent(service)
 
     if not settings.healthDisable:
         resource = web.makeWebResource(settings, auditLog, service.metrics, service.ready)

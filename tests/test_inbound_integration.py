@@ -260,9 +260,18 @@ class DaemonTests(TestCase):
         acknowledged message is on disk, complete; every visible message is
         complete; after the restart's recovery every message has an envelope.
         """
+        return self.killNine(workers=1)
+
+    def test_killNineWorkers(self) -> None:
+        """
+        The same for a parent and two inbound workers killed together.
+        """
+        return self.killNine(workers=2)
+
+    def killNine(self, workers: int):
         path = os.path.abspath(self.mktemp())
         port = freePort()
-        server = TwistdProcess(serverEnvironment(path, port))
+        server = TwistdProcess(serverEnvironment(path, port, SMTP_WORKERS=str(workers)))
         self.addCleanup(server.kill)
         acknowledged = []
         lock = threading.Lock()
@@ -295,7 +304,7 @@ class DaemonTests(TestCase):
             deadline = time.monotonic() + 60
             while len(acknowledged) < 40 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            os.kill(server.process.pid, signal.SIGKILL)
+            server.killGroup()
             server.process.wait(timeout=30)
             stop.set()
             for t in threads:
@@ -336,11 +345,20 @@ class ShutdownTests(TestCase):
         250 (and the message is stored), then 421; new connections are
         refused and the process exits with a clean status.
         """
+        return self.sigterm(workers=1)
+
+    def test_sigtermFinishesDataWorkers(self) -> None:
+        """
+        The same with two inbound worker processes.
+        """
+        return self.sigterm(workers=2)
+
+    def sigterm(self, workers: int):
         import socket
 
         path = os.path.abspath(self.mktemp())
         port = freePort()
-        server = TwistdProcess(serverEnvironment(path, port))
+        server = TwistdProcess(serverEnvironment(path, port, SMTP_WORKERS=str(workers)))
         self.addCleanup(server.kill)
 
         def scenario():

@@ -20,12 +20,15 @@ from gopherpost.config import Settings
 from gopherpost.inbound.protocol import GopherESMTP
 from gopherpost.interfaces import IAuditLog
 
-__all__ = ["SMTPFactory", "SMTPService", "SHUTDOWN_GRACE"]
+__all__ = ["SMTPFactory", "SMTPService", "SHUTDOWN_GRACE", "LISTEN_BACKLOG", "makeSMTPFactory"]
 
 _log = Logger()
 
 #: Seconds a stopping server waits for messages in flight.
 SHUTDOWN_GRACE = 30.0
+#: Pending connections the kernel queues for us (Twisted's default of 50
+#: overflows under bursts; the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
 
 
 class SMTPFactory(ServerFactory):
@@ -167,6 +170,13 @@ class SMTPService(MultiService):
         self.grace = grace
         listener.setServiceParent(self)
 
+    @property
+    def listening(self) -> bool:
+        """
+        Whether the SMTP port is bound.
+        """
+        return self.factory.listening
+
     def stopService(self) -> Deferred:
         """
         Stop listening, then wait for the sessions to drain.
@@ -174,3 +184,27 @@ class SMTPService(MultiService):
         d = MultiService.stopService(self)
         d.addCallback(lambda _: self.factory.drain(self.grace))
         return d
+
+
+def makeSMTPFactory(
+    settings: Settings,
+    spool: Any,
+    audit: IAuditLog,
+    relayQueue: Any,
+    resolver: Any,
+    clock: IReactorTime,
+    contextFactory: Any,
+) -> SMTPFactory:
+    """
+    The SMTP factory as wired in production: the allow-list portal gives
+    each admitted client a L{SpoolDelivery} that spools into C{spool} and
+    tells C{relayQueue}.
+    """
+    from gopherpost.inbound.access import makePortal
+    from gopherpost.inbound.delivery import SpoolDelivery
+
+    def deliveryFor(clientAddress: str) -> SpoolDelivery:
+        return SpoolDelivery(settings, spool, clientAddress, audit, relayQueue)
+
+    portal = makePortal(deliveryFor, settings.allowNetworks, settings.allowHosts, resolver)
+    return SMTPFactory(settings, portal, audit, clock, contextFactory)

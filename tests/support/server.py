@@ -6,6 +6,7 @@ Running a whole GopherPost server for integration tests: in this process
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def serverEnvironment(queuePath: str, port: int, **overrides: str) -> Dict[str, 
         "SMTP_HEALTH_DISABLE": "true",
         "SMTP_DNS_SERVERS": NO_DNS,
         "SMTP_TLS_DISABLE": "true",
+        "SMTP_WORKERS": "1",
     }
     environ.update(overrides)
     return environ
@@ -109,6 +111,8 @@ class TwistdProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # Its own process group: a test can kill it with its workers.
+            start_new_session=True,
         )
 
     def finish(self, timeout: float = 60) -> "tuple[int, bytes, bytes]":
@@ -118,10 +122,18 @@ class TwistdProcess:
         out, err = self.process.communicate(timeout=timeout)
         return self.process.returncode, out, err
 
+    def killGroup(self) -> None:
+        """
+        SIGKILL the process and its workers at once, like a crash.
+        """
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def kill(self) -> None:
         """
-        Make sure the process is gone.
+        Make sure the process and its workers are gone.
         """
-        if self.process.poll() is None:
-            self.process.kill()
+        self.killGroup()
         self.process.communicate(timeout=30)

@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+What inbound worker processes tell the parent process, over AMP on the
+worker's standard input and output.
+
+A worker stores messages in the spool itself; it tells the parent (which runs
+the relay queue, metrics and the audit stream) that a message was spooled,
+and forwards its audit events in small batches.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, List, Optional
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.protocols import amp
+from zope.interface import implementer
+
+from gopherpost.interfaces import IAuditLog, IAuditSubscription, IRelayQueue
+
+__all__ = [
+    "MessageSpooled",
+    "AuditEvents",
+    "ParentChannel",
+    "QuietAMP",
+    "ForwardingAuditLog",
+    "ForwardingRelayQueue",
+]
+
+_log = Logger()
+
+#: Events sent to the parent in one AMP message at most.
+MAX_EVENTS_PER_BATCH = 100
+#: Seconds a worker holds audit events before sending them.
+FLUSH_INTERVAL = 0.05
+
+
+class MessageSpooled(amp.Command):
+    """
+    Worker to parent: a message is durably in the spool.
+    """
+
+    arguments = [(b"queueId", amp.Unicode()), (b"dateDirectory", amp.Unicode())]
+    response: List[Any] = []
+    requiresAnswer = False
+
+
+class AuditEvents(amp.Command):
+    """
+    Worker to parent: audit events, a JSON list of C{[name, fields]}.
+    """
+
+    arguments = [(b"events", amp.Unicode())]
+    response: List[Any] = []
+    requiresAnswer = False
+
+
+class QuietAMP(amp.AMP):
+    """
+    L{amp.AMP} without its log lines for every connection made and lost.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
+    def connectionLost(self, reason: Any) -> None:
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+
+
+class ParentChannel(QuietAMP):
+    """
+    The parent's end of one worker's channel.
+
+    @param audit: where forwarded audit events are emitted again.
+    @param relayQueue: told about spooled messages (L{None}: nobody).
+    """
+
+    def __init__(self, audit: IAuditLog, relayQueue: Optional[IRelayQueue]) -> None:
+        QuietAMP.__init__(self)
+        self._audit = audit
+        self._relayQueue = relayQueue
+
+    @MessageSpooled.responder
+    def messageSpooled(self, queueId: str, dateDirectory: str) -> dict:
+        if self._relayQueue is not None:
+            self._relayQueue.messageSpooled(queueId, dateDirectory)
+        return {}
+
+    @AuditEvents.responder
+    def auditEvents(self, events: str) -> dict:
+        for name, fields in json.loads(events):
+            fields.pop("time", None)
+            self._audit.emit(name, **fields)
+        return {}
+
+
+@implementer(IAuditLog)
+class ForwardingAuditLog:
+    """
+    A worker's audit log: events go to the parent in small batches (at most
+    L{FLUSH_INTERVAL} seconds late), where subscribers and metrics live.
+
+    @param send: C{send(command, **arguments)}, e.g. C{AMP.callRemote}.
+    """
+
+    def __init__(self, clock: IReactorTime, send: Callable[..., Any]) -> None:
+        self._clock = clock
+        self._send = send
+        self._pending: List[list] = []
+        self._timer: Any = None
+
+    def emit(self, event: str, **fields: object) -> None:
+        """
+        Queue one event for the parent.
+        """
+        self._pending.append([event, fields])
+        if len(self._pending) >= MAX_EVENTS_PER_BATCH:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self._clock.callLater(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        """
+        Send what is queued now.
+        """
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        if pending:
+            try:
+                self._send(AuditEvents, events=json.dumps(pending))
+            except Exception:
+                _log.failure("Could not forward {count} audit events", count=len(pending))
+
+    def subscribe(self, callback: object) -> IAuditSubscription:
+        """
+        Subscribers live in the parent process.
+        """
+        raise NotImplementedError("subscribe to the parent's audit log")
+
+
+@implementer(IRelayQueue)
+class ForwardingRelayQueue:
+    """
+    A worker's view of the relay queue, which runs in the parent.
+
+    @param send: C{send(command, **arguments)}, e.g. C{AMP.callRemote}.
+    @param beforeSend: called first (flushes audit events, so that the
+        parent sees C{message.queued} before the delivery events).
+    """
+
+    def __init__(self, send: Callable[..., Any], beforeSend: Callable[[], None]) -> None:
+        self._send = send
+        self._beforeSend = beforeSend
+
+    def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
+        """
+        Tell the parent.
+        """
+        self._beforeSend()
+        self._send(MessageSpooled, queueId=queueId, dateDirectory=dateDirectory)

@@ -1,0 +1,222 @@
+"""
+Tests for inbound worker processes: L{gopherpost.inbound.ipc} and
+L{gopherpost.inbound.workers}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import threading
+import time
+import urllib.request
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from gopherpost.inbound.ipc import (
+    MAX_EVENTS_PER_BATCH,
+    FLUSH_INTERVAL,
+    AuditEvents,
+    ForwardingAuditLog,
+    ForwardingRelayQueue,
+    ParentChannel,
+    QuietAMP,
+)
+from gopherpost.inbound.worker import _share
+from tests.support.dnsserver import DNSTestServer
+from tests.support.inbound import RecordingAudit
+from tests.support.relay import eventually
+from tests.support.server import TwistdProcess, freePort, serverEnvironment, waitForPort
+from tests.support.smtpserver import SMTPTestServer
+
+
+class RecordingRelay:
+    def __init__(self):
+        self.spooled = []
+
+    def messageSpooled(self, queueId, dateDirectory):
+        self.spooled.append((queueId, dateDirectory))
+
+
+class ChannelTests(SynchronousTestCase):
+    """
+    What a worker sends reaches the parent's audit log and relay queue.
+    """
+
+    def setUp(self) -> None:
+        self.audit = RecordingAudit()
+        self.relay = RecordingRelay()
+        self.parent = ParentChannel(self.audit, self.relay)
+        self.parentTransport = StringTransport()
+        self.parent.makeConnection(self.parentTransport)
+        self.child = QuietAMP()
+        self.childTransport = StringTransport()
+        self.child.makeConnection(self.childTransport)
+        self.clock = Clock()
+        self.forwardingAudit = ForwardingAuditLog(self.clock, self.child.callRemote)
+        self.forwardingRelay = ForwardingRelayQueue(self.child.callRemote, self.forwardingAudit.flush)
+
+    def pump(self) -> None:
+        self.parent.dataReceived(self.childTransport.value())
+        self.childTransport.clear()
+
+    def test_auditBatched(self) -> None:
+        """
+        Events wait at most L{FLUSH_INTERVAL} and go in one message, and the
+        parent emits each again with its fields.
+        """
+        self.forwardingAudit.emit("session.start", client="192.0.2.1")
+        self.forwardingAudit.emit("smtp.helo", client="192.0.2.1", helo="c.test")
+        self.assertEqual(self.childTransport.value(), b"")
+        self.clock.advance(FLUSH_INTERVAL)
+        self.pump()
+        self.assertEqual(
+            self.audit.events,
+            [
+                ("session.start", {"client": "192.0.2.1"}),
+                ("smtp.helo", {"client": "192.0.2.1", "helo": "c.test"}),
+            ],
+        )
+
+    def test_fullBatchGoesAtOnce(self) -> None:
+        """
+        A full batch does not wait for the timer.
+        """
+        for n in range(MAX_EVENTS_PER_BATCH):
+            self.forwardingAudit.emit("x", n=n)
+        self.pump()
+        self.assertEqual(len(self.audit.events), MAX_EVENTS_PER_BATCH)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_messageSpooled(self) -> None:
+        """
+        A spooled message reaches the parent's relay queue, after the audit
+        events that came before it.
+        """
+        self.forwardingAudit.emit("message.queued", queueId="Q1", client="192.0.2.1", size=1, recipients=1, tls=False)
+        self.forwardingRelay.messageSpooled("Q1", "2026-11-22")
+        self.pump()
+        self.assertEqual(self.relay.spooled, [("Q1", "2026-11-22")])
+        self.assertEqual([name for name, _ in self.audit.events], ["message.queued"])
+
+    def test_wireFormat(self) -> None:
+        """
+        Audit events travel as a JSON list of C{[name, fields]}.
+        """
+        self.child.callRemote(AuditEvents, events=json.dumps([["a", {"k": 1}]]))
+        self.pump()
+        self.assertEqual(self.audit.events, [("a", {"k": 1})])
+
+    def test_share(self) -> None:
+        """
+        Connection limits are divided between workers, rounding up; 0 stays
+        unlimited.
+        """
+        self.assertEqual(_share(1000, 2), 500)
+        self.assertEqual(_share(5, 2), 3)
+        self.assertEqual(_share(1, 4), 1)
+        self.assertEqual(_share(0, 2), 0)
+
+
+class WorkerPoolTests(TestCase):
+    """
+    A real C{twistd gopherpost} with two inbound workers.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_group(self):
+        """
+        Mail accepted by the workers is stored, relayed by the parent through
+        the loopback DNS to the MX, and counted in the parent's metrics; a
+        worker killed with SIGKILL is replaced and mail keeps flowing.
+        """
+        dns = DNSTestServer(reactor)
+        dns.start()
+        self.addCleanup(dns.stop)
+        dns.addMX("example.test", 10, "mx.example.test")
+        dns.addA("mx.example.test", "127.0.0.2")
+        receiver = SMTPTestServer(reactor).start("127.0.0.2")
+        self.addCleanup(receiver.stop)
+        path = os.path.abspath(self.mktemp())
+        port, httpPort = freePort(), freePort()
+        server = TwistdProcess(
+            serverEnvironment(
+                path,
+                port,
+                SMTP_WORKERS="2",
+                SMTP_DNS_SERVERS="%s:%d" % dns.address,
+                SMTP_OUTBOUND_PORT=str(receiver.port),
+                SMTP_OUTBOUND_TLS="none",
+                SMTP_HEALTH_DISABLE="false",
+                SMTP_HEALTH_ADDR="127.0.0.1:%d" % httpPort,
+            )
+        )
+        self.addCleanup(server.kill)
+        sent = []
+
+        def send(count, tag):
+            def one(n):
+                with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                    client.sendmail(
+                        "alice@gopherpost.test",
+                        ["bob@example.test", "carol@gopherpost.test"],
+                        b"Subject: %s %d\r\n\r\nhello\r\n" % (tag, n),
+                    )
+                    sent.append((tag, n))
+
+            threads = [threading.Thread(target=one, args=(n,)) for n in range(count)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+
+        def metrics():
+            with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % httpPort, timeout=10) as r:
+                return json.load(r)
+
+        def workerPIDs():
+            out = os.popen("pgrep -f gopherpost.inbound.worker -P %d" % server.process.pid).read()
+            return sorted(int(pid) for pid in out.split())
+
+        def first():
+            waitForPort(port, time.monotonic() + 60)
+            deadline = time.monotonic() + 30
+            while len(workerPIDs()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            pids = workerPIDs()
+            send(10, b"first")
+            return pids
+
+        pids = yield deferToThread(first)
+        self.assertEqual(len(pids), 2)
+        yield eventually(lambda: len(receiver.messages) == 10, timeout=60)
+        counted = yield deferToThread(metrics)
+        self.assertEqual(counted["smtp_messages_queued_total"], 10)
+
+        def killOne():
+            os.kill(pids[0], signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                now = workerPIDs()
+                if len(now) == 2 and pids[0] not in now:
+                    break
+                time.sleep(0.05)
+            replaced = workerPIDs()
+            send(10, b"second")
+            return replaced
+
+        replaced = yield deferToThread(killOne)
+        self.assertEqual(len(replaced), 2)
+        self.assertNotIn(pids[0], replaced)
+        self.assertEqual(len(sent), 20)
+        yield eventually(lambda: len(receiver.messages) == 20, timeout=60)
+        self.assertEqual(sorted(m.recipients[0] for m in receiver.messages), ["bob@example.test"] * 20)
