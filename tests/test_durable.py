@@ -49,3 +49,41 @@ class DurableTests(SynchronousTestCase):
             self.assertRaises(OSError, syncfs, path)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), data)
+
+
+class CoalescingSyncTests(SynchronousTestCase):
+    """
+    One sync serves every request made while the previous one ran.
+    """
+
+    def test_coalesce(self) -> None:
+        """
+        The first request starts a sync; requests during it share the next
+        one; each fires only after a sync that started after it.
+        """
+        from twisted.internet.defer import Deferred
+
+        from gopherpost.durable import CoalescingSync
+
+        started = []
+
+        def runSync():
+            d = Deferred()
+            started.append(d)
+            return d
+
+        syncer = CoalescingSync(runSync)
+        first = syncer.sync()
+        second, third = syncer.sync(), syncer.sync()
+        self.assertEqual(len(started), 1)
+        started[0].callback(None)
+        self.successResultOf(first)
+        self.assertNoResult(second)
+        self.assertEqual(len(started), 2)
+        started[1].callback(None)
+        self.successResultOf(second)
+        self.successResultOf(third)
+        fourth = syncer.sync()
+        self.assertEqual(len(started), 3)
+        started[2].errback(OSError(5, "EIO"))
+        self.failureResultOf(fourth, OSError)
