@@ -340,9 +340,6 @@ class GopherPost(Server):
             "SMTP_MAX_CONNECTIONS": "10000",
             "SMTP_MAX_CONNECTIONS_PER_IP": "10000",
         }
-        # e.g. SMTP_WORKERS=1 bench/run ... compares the process models.
-        if os.environ.get("SMTP_WORKERS"):
-            env["SMTP_WORKERS"] = os.environ["SMTP_WORKERS"]
         env.update(self.overrides)
         return env
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Callable, Optional
 
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
-
-__all__ = ["writeFile", "replaceFile", "fsyncDirectory", "loadSyncfs", "CoalescingSync"]
+__all__ = ["writeFile", "replaceFile", "fsyncDirectory", "loadSyncfs"]
 
 
 def writeFile(path: str, data: bytes, mode: int = 0o640, sync: bool = True) -> None:
@@ -89,47 +86,3 @@ def loadSyncfs() -> Optional[Callable[[str], None]]:
             os.close(fd)
 
     return syncfs
-
-
-class CoalescingSync:
-    """
-    Share file-system syncs between everyone who needs one.
-
-    L{sync} fires once a sync that started after the call has finished; a
-    request made while a sync runs waits for the next one, which then serves
-    every request made meanwhile.
-
-    @param runSync: starts one sync, C{runSync() -> Deferred}.
-    """
-
-    def __init__(self, runSync: Callable[[], Deferred]) -> None:
-        self._runSync = runSync
-        self._running = False
-        self._waiting: List[Deferred] = []
-
-    def sync(self) -> Deferred:
-        """
-        A L{Deferred} that fires when everything written before this call
-        is durable.
-        """
-        d: Deferred = Deferred()
-        self._waiting.append(d)
-        if not self._running:
-            self._start()
-        return d
-
-    def _start(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        self._running = True
-        d = self._runSync()
-        d.addBoth(self._finished, waiting)
-
-    def _finished(self, result: Any, waiting: List[Deferred]) -> None:
-        self._running = False
-        for d in waiting:
-            if isinstance(result, Failure):
-                d.errback(result)
-            else:
-                d.callback(None)
-        if self._waiting:
-            self._start()

@@ -23,7 +23,6 @@ from gopherpost.interfaces import IAuditLog, IAuditSubscription, IRelayQueue
 __all__ = [
     "MessageSpooled",
     "AuditEvents",
-    "SyncSpool",
     "ParentChannel",
     "QuietAMP",
     "ForwardingAuditLog",
@@ -46,17 +45,6 @@ class MessageSpooled(amp.Command):
     arguments = [(b"queueId", amp.Unicode()), (b"dateDirectory", amp.Unicode())]
     response: List[Any] = []
     requiresAnswer = False
-
-
-class SyncSpool(amp.Command):
-    """
-    Worker to parent: make everything written to the spool so far durable.
-    The parent shares one C{syncfs} between all workers' requests.
-    """
-
-    arguments: List[Any] = []
-    response: List[Any] = []
-    errors = {OSError: b"SYNC_FAILED"}
 
 
 class AuditEvents(amp.Command):
@@ -89,17 +77,10 @@ class ParentChannel(QuietAMP):
     @param relayQueue: told about spooled messages (L{None}: nobody).
     """
 
-    def __init__(
-        self, audit: IAuditLog, relayQueue: Optional[IRelayQueue], syncer: Any = None
-    ) -> None:
+    def __init__(self, audit: IAuditLog, relayQueue: Optional[IRelayQueue]) -> None:
         QuietAMP.__init__(self)
         self._audit = audit
         self._relayQueue = relayQueue
-        self._syncer = syncer
-
-    @SyncSpool.responder
-    def syncSpool(self) -> Any:
-        return self._syncer.sync().addCallback(lambda _: {})
 
     @MessageSpooled.responder
     def messageSpooled(self, queueId: str, dateDirectory: str) -> dict:

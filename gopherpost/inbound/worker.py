@@ -20,20 +20,17 @@ from typing import Any
 
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.stdio import StandardIO
-from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.threadpool import ThreadPool
 
 from gopherpost.inbound.ipc import QuietAMP
 
-__all__ = ["LISTEN_FD", "FAMILY_VARIABLE", "SHARED_SYNC_VARIABLE", "main"]
+__all__ = ["LISTEN_FD", "FAMILY_VARIABLE", "main"]
 
 #: The file descriptor of the shared listening socket.
 LISTEN_FD = 3
 #: Environment variable naming the socket's address family ("4" or "6").
 FAMILY_VARIABLE = "GOPHERPOST_LISTEN_FAMILY"
-#: Environment variable: "1" when the parent shares file-system syncs.
-SHARED_SYNC_VARIABLE = "GOPHERPOST_SHARED_SYNC"
 
 _log = Logger()
 
@@ -69,7 +66,7 @@ def main(reactor: Any = None) -> None:
     from gopherpost import dns, tls
     from gopherpost.config import settingsFromEnvironment
     from gopherpost.inbound.factory import makeSMTPFactory
-    from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingRelayQueue, SyncSpool
+    from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingRelayQueue
     from gopherpost.spool import Spool
 
     globalLogBeginner.beginLoggingTo(
@@ -88,13 +85,6 @@ def main(reactor: Any = None) -> None:
     )
     channel = _ChildChannel(reactor)
     StandardIO(channel, reactor=reactor)
-    if os.environ.get(SHARED_SYNC_VARIABLE) == "1":
-        # One syncfs in the parent serves every worker's batch: ask it, from
-        # the spool's commit thread, and wait.
-        def sharedSync(path: str) -> None:
-            blockingCallFromThread(reactor, channel.callRemote, SyncSpool)
-
-        spool.syncfs = sharedSync
     audit = ForwardingAuditLog(reactor, channel.callRemote)
     relayQueue = ForwardingRelayQueue(channel.callRemote, audit.flush)
     dnsThreads = ThreadPool(minthreads=0, maxthreads=10, name="gopherpost-dns")

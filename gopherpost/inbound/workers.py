@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.threads import deferToThread
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -28,8 +27,7 @@ from twisted.internet.interfaces import ITransport
 from gopherpost.config import ConfigError, Settings
 from gopherpost.inbound.factory import LISTEN_BACKLOG, SHUTDOWN_GRACE
 from gopherpost.inbound.ipc import ParentChannel
-from gopherpost.durable import CoalescingSync, loadSyncfs
-from gopherpost.inbound.worker import FAMILY_VARIABLE, LISTEN_FD, SHARED_SYNC_VARIABLE
+from gopherpost.inbound.worker import FAMILY_VARIABLE, LISTEN_FD
 from gopherpost.interfaces import IAuditLog, IRelayQueue
 
 __all__ = ["WorkerPool", "RESTART_DELAY"]
@@ -73,7 +71,7 @@ class _WorkerProcess(ProcessProtocol):
     def __init__(self, pool: "WorkerPool", index: int) -> None:
         self.pool = pool
         self.index = index
-        self.channel = ParentChannel(pool.audit, pool.relayQueue, pool.syncer)
+        self.channel = ParentChannel(pool.audit, pool.relayQueue)
         self.ended: Deferred = Deferred()
 
     def connectionMade(self) -> None:
@@ -121,12 +119,6 @@ class WorkerPool(Service):
         self._workers: Dict[int, _WorkerProcess] = {}
         self._restarts: Dict[int, Any] = {}
         self._stopping = False
-        syncfs = loadSyncfs()
-        #: Shares one syncfs between the workers' commits (None: they fsync).
-        self.syncer = None
-        if syncfs is not None:
-            path = settings.queuePath
-            self.syncer = CoalescingSync(lambda: deferToThread(syncfs, path))
 
     @property
     def listening(self) -> bool:
@@ -184,7 +176,6 @@ class WorkerPool(Service):
         env = dict(os.environ)
         env.update(self._environ)
         env[FAMILY_VARIABLE] = "6" if self._socket.family == socket.AF_INET6 else "4"
-        env[SHARED_SYNC_VARIABLE] = "1" if self.syncer is not None else ""
         self._reactor.spawnProcess(
             worker,
             sys.executable,
