@@ -340,6 +340,9 @@ class GopherPost(Server):
             "SMTP_MAX_CONNECTIONS": "10000",
             "SMTP_MAX_CONNECTIONS_PER_IP": "10000",
         }
+        # e.g. SMTP_WORKERS=2 bench/run ... compares the process models.
+        if os.environ.get("SMTP_WORKERS"):
+            env["SMTP_WORKERS"] = os.environ["SMTP_WORKERS"]
         env.update(self.overrides)
         return env
 

@@ -458,7 +458,7 @@ def settingsFromEnvironment(
         commandTimeout=get("SMTP_COMMAND_TIMEOUT", lambda n, r: _seconds(n, r, 1), 300.0),
         maxConnections=get("SMTP_MAX_CONNECTIONS", _int, 1000),
         maxConnectionsPerIP=get("SMTP_MAX_CONNECTIONS_PER_IP", _int, 50),
-        workers=get("SMTP_WORKERS", lambda n, r: _int(n, r, 1, 64), os.cpu_count() or 1),
+        workers=get("SMTP_WORKERS", lambda n, r: _int(n, r, 1, 64), 1),
         tlsDisable=tlsDisable,
         tlsCert=tlsCert,
         tlsKey=tlsKey,
