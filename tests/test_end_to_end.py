@@ -17,10 +17,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from tests.support.dnsserver import DNSTestServer
-from tests.support.relay import eventually
+from tests.support.relay import eventually, startRemoteDomain
 from tests.support.server import freePort, serverEnvironment, startInProcess
-from tests.support.smtpserver import SMTPTestServer
 
 
 class EndToEndTests(TestCase):
@@ -37,13 +35,7 @@ class EndToEndTests(TestCase):
         relayed to the remote domain's MX only; /healthz says OK and
         /metrics counts it, in JSON and in Prometheus text.
         """
-        dns = DNSTestServer(reactor)
-        dns.start()
-        self.addCleanup(dns.stop)
-        dns.addMX("example.test", 10, "mx.example.test")
-        dns.addA("mx.example.test", "127.0.0.2")
-        receiver = SMTPTestServer(reactor).start("127.0.0.2")
-        self.addCleanup(receiver.stop)
+        dns, receiver = startRemoteDomain(self)
         path = os.path.abspath(self.mktemp())
         port, httpPort = freePort(), freePort()
         startInProcess(

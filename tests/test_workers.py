@@ -13,7 +13,6 @@ import threading
 import time
 import urllib.request
 
-from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
@@ -30,11 +29,9 @@ from gopherpost.inbound.ipc import (
     QuietAMP,
 )
 from gopherpost.inbound.worker import _share
-from tests.support.dnsserver import DNSTestServer
 from tests.support.inbound import RecordingAudit
-from tests.support.relay import eventually
+from tests.support.relay import eventually, startRemoteDomain
 from tests.support.server import TwistdProcess, freePort, serverEnvironment, waitForPort
-from tests.support.smtpserver import SMTPTestServer
 
 
 class RecordingRelay:
@@ -139,13 +136,7 @@ class WorkerPoolTests(TestCase):
         the loopback DNS to the MX, and counted in the parent's metrics; a
         worker killed with SIGKILL is replaced and mail keeps flowing.
         """
-        dns = DNSTestServer(reactor)
-        dns.start()
-        self.addCleanup(dns.stop)
-        dns.addMX("example.test", 10, "mx.example.test")
-        dns.addA("mx.example.test", "127.0.0.2")
-        receiver = SMTPTestServer(reactor).start("127.0.0.2")
-        self.addCleanup(receiver.stop)
+        dns, receiver = startRemoteDomain(self)
         path = os.path.abspath(self.mktemp())
         port, httpPort = freePort(), freePort()
         server = TwistdProcess(

@@ -18,7 +18,7 @@ from gopherpost.relay.queue import RelayQueue
 from gopherpost.spool import Spool
 from tests.support.inbound import RecordingAudit, testSettings
 
-__all__ = ["SteppedReactor", "RelayHarness", "eventually"]
+__all__ = ["SteppedReactor", "RelayHarness", "eventually", "startRemoteDomain"]
 
 
 class SteppedReactor:
@@ -150,3 +150,24 @@ class RelayHarness:
         Envelopes of messages from the null sender (our DSNs).
         """
         return [e for e in self.spool.envelopes() if e.sender == ""]
+
+
+def startRemoteDomain(testCase: Any) -> Any:
+    """
+    A loopback DNS server whose zone gives C{example.test} the MX
+    C{mx.example.test} (127.0.0.2), and a receiving SMTP server there; both
+    stopped at cleanup.
+
+    @return: C{(dnsServer, receiver)}.
+    """
+    from tests.support.dnsserver import DNSTestServer
+    from tests.support.smtpserver import SMTPTestServer
+
+    dns = DNSTestServer(globalReactor)
+    dns.start()
+    testCase.addCleanup(dns.stop)
+    dns.addMX("example.test", 10, "mx.example.test")
+    dns.addA("mx.example.test", "127.0.0.2")
+    receiver = SMTPTestServer(globalReactor).start("127.0.0.2")
+    testCase.addCleanup(receiver.stop)
+    return dns, receiver
