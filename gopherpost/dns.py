@@ -36,6 +36,7 @@ except ImportError:  # pragma: no cover - depends on the installed dnspython
     _dnsNameserver = None  # type: ignore[assignment]
 
 __all__ = [
+    "DNS_THREADS",
     "DNSError",
     "PermanentDNSError",
     "TemporaryDNSError",
@@ -46,6 +47,10 @@ __all__ = [
     "DEFAULT_FCRDNS_TIMEOUT",
     "MAX_PTR_NAMES",
 ]
+
+#: Threads for DNS lookups, kept apart from the reactor's pool (each lookup
+#: may block its thread for the lookup's timeout).
+DNS_THREADS = 10
 
 #: Seconds one lookup may take in total, all servers and retries included.
 DEFAULT_TIMEOUT = 10.0

@@ -23,10 +23,8 @@ from twisted.python.threadpool import ThreadPool
 from gopherpost.inbound.factory import LISTEN_BACKLOG
 from gopherpost.config import ConfigError, Settings, loadEnvironment, settingsFromEnvironment
 
-__all__ = ["Options", "makeService", "GopherPostService", "ThreadPoolService", "DNS_THREADS"]
+__all__ = ["Options", "makeService", "GopherPostService", "ThreadPoolService"]
 
-#: Threads for DNS lookups (each may block for the lookup's timeout).
-DNS_THREADS = 10
 
 
 
@@ -174,7 +172,7 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     service.metrics = _metrics.Metrics(clock=reactor, audit=auditLog)
     # DNS gets its own threads: a slow resolver must never hold up the
     # fsyncs that stand between a client and its 250.
-    dnsThreads = ThreadPool(minthreads=0, maxthreads=DNS_THREADS, name="gopherpost-dns")
+    dnsThreads = ThreadPool(minthreads=0, maxthreads=dns.DNS_THREADS, name="gopherpost-dns")
     ThreadPoolService(dnsThreads).setServiceParent(service)
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
 

@@ -87,7 +87,7 @@ def main(reactor: Any = None) -> None:
     StandardIO(channel, reactor=reactor)
     audit = ForwardingAuditLog(reactor, channel.callRemote)
     relayQueue = ForwardingRelayQueue(channel.callRemote, audit.flush)
-    dnsThreads = ThreadPool(minthreads=0, maxthreads=10, name="gopherpost-dns")
+    dnsThreads = ThreadPool(minthreads=0, maxthreads=dns.DNS_THREADS, name="gopherpost-dns")
     dnsThreads.start()
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
     factory = makeSMTPFactory(
