@@ -7,6 +7,14 @@ of C{SMTP_DNS_SERVERS} when set, else to those of C{/etc/resolv.conf}.
 dnspython is synchronous, so each query runs in a thread pool (by default the
 reactor's) via L{deferToThreadPool}; the reactor thread never waits.
 
+Answers are cached as a caching resolver would (RFC 1035, RFC 2308): records
+for their TTL (at most L{MAX_CACHE_TTL} seconds), "no such name" and "no
+records of this type" for the SOA's negative TTL (at most
+L{MAX_NEGATIVE_CACHE_TTL}); temporary failures never.  Identical lookups in
+flight at the same time share one query.  A relay delivering a burst of mail
+to one domain thus asks for its MX and addresses once, not once per
+connection.
+
 Failures are L{DNSError}s, split into L{PermanentDNSError} (the name does
 not exist: retrying will not help) and L{TemporaryDNSError} (SERVFAIL,
 timeouts, no reachable nameserver: try again later).  A name that exists
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections import OrderedDict
 from typing import Callable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import dns.exception
@@ -46,6 +55,9 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DEFAULT_FCRDNS_TIMEOUT",
     "MAX_PTR_NAMES",
+    "MAX_CACHE_TTL",
+    "MAX_NEGATIVE_CACHE_TTL",
+    "MAX_CACHE_ENTRIES",
 ]
 
 #: Threads for DNS lookups, kept apart from the reactor's pool (each lookup
@@ -60,6 +72,15 @@ DEFAULT_FCRDNS_TIMEOUT = 5.0
 
 #: At most this many PTR names of one address are checked forward.
 MAX_PTR_NAMES = 10
+
+#: Seconds an answer is cached at most, whatever its TTL.
+MAX_CACHE_TTL = 3600.0
+
+#: Seconds "no such name" or "no records" is cached at most (RFC 2308).
+MAX_NEGATIVE_CACHE_TTL = 600.0
+
+#: Cached answers kept at most; the least recently used go first.
+MAX_CACHE_ENTRIES = 10000
 
 # dnspython's per-server wait for one UDP answer.
 _PER_SERVER_TIMEOUT = 2.0
@@ -76,9 +97,11 @@ class DNSError(Exception):
     @ivar reason: what went wrong, one line.
     @ivar status: the RFC 3463 enhanced status code that fits a delivery
         failing because of this.
+    @ivar cacheSeconds: how long the answer may be cached (0: not at all).
     """
 
     status = "4.4.3"
+    cacheSeconds = 0.0
 
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(name, reason)
@@ -252,6 +275,17 @@ def _mapException(name: str, e: Exception, lifetime: float) -> DNSError:
     return TemporaryDNSError(name, f"DNS failure: {type(e).__name__}: {e}")
 
 
+def _negativeTTL(response: object) -> float:
+    """
+    How long a negative answer may be cached (RFC 2308, section 5): the
+    lesser of the SOA record's TTL and its MINIMUM field; 0 without a SOA.
+    """
+    for rrset in getattr(response, "authority", None) or ():
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+            return float(min(rrset.ttl, rrset[0].minimum))
+    return 0.0
+
+
 @implementer(IDNSResolver)
 class Resolver:
     """
@@ -287,6 +321,9 @@ class Resolver:
         self._reactor = reactor
         self._threadpool = threadpool
         self._resolvers = _buildResolvers(list(self.servers), timeout)
+        #: (name, type) -> (expiry on the reactor's clock, rdatas or error)
+        self._cache: "OrderedDict[Tuple[dns.name.Name, int], Tuple[float, object]]" = OrderedDict()
+        self._inFlight: dict = {}
 
     # Plumbing
 
@@ -298,12 +335,14 @@ class Resolver:
 
     def _resolve(
         self, name: str, qname: dns.name.Name, rdtype: int, lifetime: float
-    ) -> list:
+    ) -> Tuple[list, float]:
         """
         Blocking: ask every resolver in turn until one gives a final answer.
 
-        @return: the rdatas; empty for NODATA.
-        @raise DNSError: on failure.
+        @return: the rdatas (empty for NODATA) and the seconds the answer
+            may be cached.
+        @raise DNSError: on failure; a L{PermanentDNSError} carries the
+            seconds it may be cached as C{cacheSeconds}.
         """
         if not self._resolvers:
             raise TemporaryDNSError(name, "no nameservers configured")
@@ -317,16 +356,22 @@ class Resolver:
                 answer = resolver.resolve(
                     qname, rdtype, search=False, lifetime=remaining
                 )
-            except dns.resolver.NoAnswer:
-                return []
+            except dns.resolver.NoAnswer as e:
+                return [], _negativeTTL(e.kwargs.get("response"))
             except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
                 lastError = e
                 continue
             except dns.exception.DNSException as e:
-                raise _mapException(name, e, lifetime) from None
+                error = _mapException(name, e, lifetime)
+                if isinstance(e, dns.resolver.NXDOMAIN):
+                    responses = e.kwargs.get("responses") or {}
+                    error.cacheSeconds = min(
+                        (_negativeTTL(r) for r in responses.values()), default=0.0
+                    )
+                raise error from None
             except OSError as e:
                 raise TemporaryDNSError(name, f"DNS failure: {e}") from None
-            return list(answer)
+            return list(answer), max(0.0, answer.expiration - time.time())
         if lastError is None:
             lastError = dns.exception.Timeout()
         raise _mapException(name, lastError, lifetime) from None
@@ -334,13 +379,59 @@ class Resolver:
     def _query(
         self, name: str, rdtype: int, lifetime: Optional[float] = None
     ) -> defer.Deferred:
+        """
+        The rdatas of C{name}'s records of C{rdtype}: from the cache, from a
+        lookup of the same already in flight, or from a new lookup.
+        """
         if lifetime is None:
             lifetime = self.timeout
         try:
             qname = dns.name.from_text(name.strip())
         except (dns.exception.DNSException, UnicodeError, ValueError) as e:
             return defer.fail(PermanentDNSError(name, f"not a valid domain name ({e})"))
-        return self._inThread(self._resolve, name, qname, rdtype, lifetime)
+        key = (qname.canonicalize(), rdtype)
+        now = self._reactor.seconds()  # type: ignore[attr-defined]
+        cached = self._cache.get(key)
+        if cached is not None:
+            expires, outcome = cached
+            if expires > now:
+                self._cache.move_to_end(key)
+                if isinstance(outcome, DNSError):
+                    return defer.fail(outcome)
+                return defer.succeed(list(outcome))
+            del self._cache[key]
+        waiting: defer.Deferred = defer.Deferred()
+        if key in self._inFlight:
+            self._inFlight[key].append(waiting)
+            return waiting
+        self._inFlight[key] = [waiting]
+
+        def answered(result: Tuple[list, float]) -> None:
+            rdatas, ttl = result
+            self._remember(key, min(ttl, MAX_CACHE_TTL), tuple(rdatas))
+            for d in self._inFlight.pop(key, []):
+                d.callback(list(rdatas))
+
+        def failed(failure: Failure) -> None:
+            error = failure.value
+            if isinstance(error, PermanentDNSError):
+                seconds = getattr(error, "cacheSeconds", 0.0)
+                self._remember(key, min(seconds, MAX_NEGATIVE_CACHE_TTL), error)
+            for d in self._inFlight.pop(key, []):
+                d.errback(failure)
+
+        self._inThread(self._resolve, name, qname, rdtype, lifetime).addCallbacks(
+            answered, failed
+        )
+        return waiting
+
+    def _remember(self, key: Tuple[dns.name.Name, int], seconds: float, outcome: object) -> None:
+        if seconds <= 0:
+            return
+        self._cache[key] = (self._reactor.seconds() + seconds, outcome)  # type: ignore[attr-defined]
+        self._cache.move_to_end(key)
+        while len(self._cache) > MAX_CACHE_ENTRIES:
+            self._cache.popitem(last=False)
 
     # IDNSResolver
 

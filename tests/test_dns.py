@@ -9,11 +9,12 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from gopherpost import dns as gopherdns
 from gopherpost.config import settingsFromEnvironment
 from gopherpost.dns import (
     IDNSResolver,
@@ -374,6 +375,158 @@ class ResolverTests(unittest.TestCase):
         )
 
 
+class _ClockedReactor:
+    """
+    The global reactor's threads with a L{task.Clock}'s time, so that a
+    test can let cached answers expire.
+    """
+
+    def __init__(self) -> None:
+        self.clock = task.Clock()
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def getThreadPool(self) -> ThreadPool:
+        return reactor.getThreadPool()
+
+    def callFromThread(self, f, *args, **kwargs) -> None:
+        reactor.callFromThread(f, *args, **kwargs)
+
+
+class CacheTests(unittest.TestCase):
+    """
+    L{Resolver} remembers answers for their TTL, negative answers for the
+    SOA's negative TTL, temporary failures not at all, and shares lookups
+    in flight.  The test server gives every record, and its SOA, a TTL of
+    60 seconds.
+    """
+
+    def setUp(self) -> None:
+        self.server = startDNSServer(self)
+        self.reactor = _ClockedReactor()
+        self.resolver = Resolver([self.server.address], self.reactor, timeout=5.0)
+
+    def queriesFor(self, name: str) -> int:
+        """
+        How many queries the server answered for C{name}.
+        """
+        return sum(1 for key, _ in self.server.authority.queries if key == name.encode())
+
+    @defer.inlineCallbacks
+    def test_answerCachedForItsTTL(self) -> defer.Generator:
+        """
+        An answer is served from the cache, names compared case-blind,
+        until its TTL has passed; then the server is asked again.
+        """
+        self.server.addMX("cached.test", 10, "mx.cached.test")
+        self.assertEqual((yield self.resolver.lookupMX("cached.test")), [(10, "mx.cached.test")])
+        self.server.removeName("cached.test")
+        self.server.addMX("cached.test", 20, "other.cached.test")
+        self.reactor.clock.advance(59)
+        self.assertEqual((yield self.resolver.lookupMX("Cached.TEST.")), [(10, "mx.cached.test")])
+        self.assertEqual(self.queriesFor("cached.test"), 1)
+        self.reactor.clock.advance(2)
+        self.assertEqual((yield self.resolver.lookupMX("cached.test")), [(20, "other.cached.test")])
+        self.assertEqual(self.queriesFor("cached.test"), 2)
+
+    @defer.inlineCallbacks
+    def test_ttlCapped(self) -> defer.Generator:
+        """
+        No answer is kept longer than L{gopherdns.MAX_CACHE_TTL}, whatever
+        its TTL.
+        """
+        self.patch(gopherdns, "MAX_CACHE_TTL", 10.0)
+        self.server.addA("capped.test", "127.0.0.7")
+        yield self.resolver.lookupAddresses("capped.test")
+        self.reactor.clock.advance(11)
+        self.server.removeName("capped.test")
+        self.server.addA("capped.test", "127.0.0.8")
+        self.assertEqual((yield self.resolver.lookupAddresses("capped.test")), ["127.0.0.8"])
+
+    @defer.inlineCallbacks
+    def test_nxdomainCached(self) -> defer.Generator:
+        """
+        "No such domain" is remembered for the SOA's negative TTL.
+        """
+        yield self.assertFailure(self.resolver.lookupMX("new.test"), PermanentDNSError)
+        self.server.addMX("new.test", 10, "mx.new.test")
+        yield self.assertFailure(self.resolver.lookupMX("new.test"), PermanentDNSError)
+        self.assertEqual(self.queriesFor("new.test"), 1)
+        self.reactor.clock.advance(61)
+        self.assertEqual((yield self.resolver.lookupMX("new.test")), [(10, "mx.new.test")])
+
+    @defer.inlineCallbacks
+    def test_noDataCached(self) -> defer.Generator:
+        """
+        "No records of this type" is remembered like "no such domain", and
+        only for that type.
+        """
+        self.server.addA("host.test", "127.0.0.9")
+        self.assertEqual((yield self.resolver.lookupMX("host.test")), [])
+        self.server.addMX("host.test", 10, "host.test")
+        self.assertEqual((yield self.resolver.lookupMX("host.test")), [])
+        self.assertEqual((yield self.resolver.lookupTXT("host.test")), [])
+        self.assertEqual(self.queriesFor("host.test"), 2)
+        self.reactor.clock.advance(61)
+        self.assertEqual((yield self.resolver.lookupMX("host.test")), [(10, "host.test")])
+
+    @defer.inlineCallbacks
+    def test_temporaryFailureNotCached(self) -> defer.Generator:
+        """
+        SERVFAIL is not remembered: the next lookup asks again.
+        """
+        self.server.failWithServFail("flaky.test")
+        yield self.assertFailure(self.resolver.lookupMX("flaky.test"), TemporaryDNSError)
+        self.server.removeName("flaky.test")
+        self.server.addMX("flaky.test", 10, "mx.flaky.test")
+        self.assertEqual((yield self.resolver.lookupMX("flaky.test")), [(10, "mx.flaky.test")])
+
+    @defer.inlineCallbacks
+    def test_sharedInFlight(self) -> defer.Generator:
+        """
+        Lookups of the same name and type made while one is in flight wait
+        for it instead of asking the server again; each gets its own list.
+        """
+        self.server.addMX("busy.test", 10, "mx.busy.test")
+        first = self.resolver.lookupMX("busy.test")
+        second = self.resolver.lookupMX("BUSY.test")
+        results = yield defer.gatherResults([first, second])
+        self.assertEqual(results, [[(10, "mx.busy.test")]] * 2)
+        self.assertIsNot(results[0], results[1])
+        self.assertEqual(self.queriesFor("busy.test"), 1)
+
+    @defer.inlineCallbacks
+    def test_sharedFailure(self) -> defer.Generator:
+        """
+        A failure of a shared lookup reaches every waiter.
+        """
+        self.server.failWithServFail("down.test")
+        lookups = [self.resolver.lookupMX("down.test") for _ in range(3)]
+        for d in lookups:
+            yield self.assertFailure(d, TemporaryDNSError)
+        self.assertEqual(self.queriesFor("down.test"), 1)
+
+    @defer.inlineCallbacks
+    def test_bounded(self) -> defer.Generator:
+        """
+        At most L{gopherdns.MAX_CACHE_ENTRIES} answers are kept; the least
+        recently used is forgotten first.
+        """
+        self.patch(gopherdns, "MAX_CACHE_ENTRIES", 2)
+        for name in ("one.test", "two.test", "three.test"):
+            self.server.addMX(name, 10, "mx." + name)
+        yield self.resolver.lookupMX("one.test")
+        yield self.resolver.lookupMX("two.test")
+        yield self.resolver.lookupMX("one.test")
+        yield self.resolver.lookupMX("three.test")
+        yield self.resolver.lookupMX("one.test")
+        yield self.resolver.lookupMX("two.test")
+        self.assertEqual(
+            [self.queriesFor(n) for n in ("one.test", "two.test", "three.test")], [1, 2, 1]
+        )
+
+
 class ForwardConfirmedNamesTests(unittest.TestCase):
     """
     L{Resolver.forwardConfirmedNames}, the FCrDNS check behind
@@ -429,7 +582,9 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         names = yield self.resolver.forwardConfirmedNames("127.0.0.2")
         self.assertEqual(names, {"good.example.test"})
         self.server.removeName("good.example.test")
-        names = yield self.resolver.forwardConfirmedNames("127.0.0.2")
+        # A new resolver: this one remembers the answers for their TTL.
+        fresh = Resolver([self.server.address], reactor, timeout=5.0)
+        names = yield fresh.forwardConfirmedNames("127.0.0.2")
         self.assertEqual(names, set())
 
     @defer.inlineCallbacks

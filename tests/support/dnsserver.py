@@ -211,6 +211,7 @@ class _ServerFactory(server.DNSServerFactory):
 
     def __init__(self, authority: TestAuthority) -> None:
         server.DNSServerFactory.__init__(self, authorities=[authority])
+        self._authority = authority
         self._lostWaiters: List[defer.Deferred] = []
         self.tcpConnections = 0
 
@@ -223,6 +224,19 @@ class _ServerFactory(server.DNSServerFactory):
             response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
             self.sendReply(protocol, response, address)
             return
+        if failure.check(AuthoritativeDomainError) and message.queries:
+            # NXDOMAIN with the zone's SOA, whose TTL and MINIMUM say how
+            # long the answer may be cached (RFC 2308, section 3).
+            zone = self._authority._zoneOf(_key(message.queries[0].name.name))
+            if zone is not None:
+                response = self._responseFromMessage(
+                    message=message,
+                    rCode=dns.ENAME,
+                    authority=[self._authority._soa(zone)],
+                )
+                response.auth = True
+                self.sendReply(protocol, response, address)
+                return
         server.DNSServerFactory.gotResolverError(
             self, failure, protocol, message, address
         )
