@@ -196,6 +196,13 @@ class MessageWriter:
                 pass
 
 
+def _unlinkQuietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class Spool:
     """
     The on-disk store of accepted messages.
@@ -226,6 +233,8 @@ class Spool:
         self._secret = b""
         self._knownDateDirectories: set = set()
         self._pendingCommits: List[Tuple[MessageWriter, Envelope, Deferred]] = []
+        #: Messages whose content is durable, to be named in the next step.
+        self._contentDurable: List[Tuple[MessageWriter, Envelope, Deferred]] = []
         self._batchRunning = False
         #: Syncs a whole file system per batch (None: fsync file by file).
         self.syncfs = _syncfs
@@ -400,78 +409,112 @@ class Spool:
 
     def _startBatch(self) -> None:
         """
-        Group commit: one batch at a time takes every message that became
-        ready meanwhile, and makes them all durable together.
+        Group commit, pipelined: one step at a time takes every message that
+        became ready meanwhile (at most L{MAX_BATCH}) and writes its content;
+        the same step links the messages whose content the previous step
+        made durable and writes their envelopes; then one file-system sync
+        makes both durable.  A message is thus acknowledged after two syncs,
+        its content's and its name's, as write-fsync-rename-fsync requires,
+        while under load each sync serves two batches.
         """
-        if self._batchRunning or not self._pendingCommits:
+        if self._batchRunning or not (self._pendingCommits or self._contentDurable):
             return
-        batch = self._pendingCommits[:MAX_BATCH]
+        fresh = self._pendingCommits[:MAX_BATCH]
         del self._pendingCommits[:MAX_BATCH]
+        naming, self._contentDurable = self._contentDurable, []
         self._batchRunning = True
-        d = self._runInThread(self._commitBatchInThread, [(w, e) for w, e, _ in batch])
-        d.addBoth(self._batchFinished, batch)
+        d = self._runInThread(
+            self._commitStepInThread,
+            [(w, e) for w, e, _ in fresh],
+            [(w, e) for w, e, _ in naming],
+        )
+        d.addBoth(self._stepFinished, fresh, naming)
 
-    def _batchFinished(
-        self, results: object, batch: List[Tuple[MessageWriter, Envelope, Deferred]]
+    def _stepFinished(
+        self,
+        results: object,
+        fresh: List[Tuple[MessageWriter, Envelope, Deferred]],
+        naming: List[Tuple[MessageWriter, Envelope, Deferred]],
     ) -> None:
         self._batchRunning = False
+        if isinstance(results, tuple):
+            freshResults, namingResults = results
+        else:
+            freshResults = [results] * len(fresh)
+            namingResults = [results] * len(naming)
+        finished = []
+        for entry, result in zip(fresh, freshResults):
+            if result is None:
+                self._contentDurable.append(entry)
+            else:
+                finished.append((entry[2], result))
+        finished.extend((entry[2], result) for entry, result in zip(naming, namingResults))
         self._startBatch()
-        if not isinstance(results, list):
-            results = [results] * len(batch)
-        for (_, _, d), result in zip(batch, results):
+        for d, result in finished:
             if isinstance(result, Envelope):
                 d.callback(result)
             else:
                 d.errback(result if isinstance(result, Failure) else Failure(result))
 
-    def _commitBatchInThread(
-        self, batch: List[Tuple[MessageWriter, Envelope]]
-    ) -> List[object]:
+    def _commitStepInThread(
+        self,
+        fresh: List[Tuple[MessageWriter, Envelope]],
+        naming: List[Tuple[MessageWriter, Envelope]],
+    ) -> Tuple[List[object], List[object]]:
         """
-        Commit several messages: write every content file; make them
-        durable; link them into their date directories and write their
-        envelopes; make that durable.  Runs in a thread.
+        One step of the pipelined group commit (see L{_startBatch}): write
+        the content of C{fresh}; link C{naming} (whose content is already
+        durable) and write their envelopes; make all of it durable.  Runs in
+        a thread.
 
-        @return: per message, its L{Envelope} or the exception that failed it.
+        Without C{syncfs} every file is fsynced on its own, so C{fresh}
+        messages are named in the same step, right after their content.
+
+        @return: per C{fresh} message, L{None} (content durable, to be named
+            in the next step), its L{Envelope} (named in this step) or the
+            exception that failed it; per C{naming} message, its L{Envelope}
+            or the exception.
         """
-        results: List[object] = [None] * len(batch)
         syncfs = self.syncfs
-        for i, (writer, _) in enumerate(batch):
+        freshResults: List[object] = [None] * len(fresh)
+        for i, (writer, _) in enumerate(fresh):
             try:
                 writer._finishInThread(sync=syncfs is None)
             except OSError as e:
-                results[i] = e
+                freshResults[i] = e
+                _unlinkQuietly(writer.path)
+        sameStep = [i for i, r in enumerate(freshResults) if r is None] if syncfs is None else []
+        toName = naming + [fresh[i] for i in sameStep]
+        namedResults: List[object] = []
+        for writer, envelope in toName:
+            try:
+                namedResults.append(self._nameInThread(writer, envelope, sync=syncfs is None))
+            except OSError as e:
+                self._unname(envelope)
+                namedResults.append(e)
         try:
             if syncfs is not None:
                 syncfs(self.path)
-            touched = set()
-            for i, (writer, envelope) in enumerate(batch):
-                if results[i] is None:
-                    try:
-                        touched.add(self._nameInThread(writer, envelope, sync=syncfs is None))
-                    except OSError as e:
-                        self._unname(envelope)
-                        results[i] = e
-            if syncfs is not None:
-                syncfs(self.path)
             else:
-                for directory in touched:
+                for directory in {r for r in namedResults if isinstance(r, str)}:
                     fsyncDirectory(directory)
         except OSError as e:
-            for i, (_, envelope) in enumerate(batch):
-                if results[i] is None:
+            for (_, envelope), result in zip(toName, namedResults):
+                if isinstance(result, str):
                     self._unname(envelope)
-                    results[i] = e
-        finally:
-            for writer, _ in batch:
-                try:
-                    os.unlink(writer.path)
-                except OSError:
-                    pass
-        return [
-            envelope if result is None else result
-            for (_, envelope), result in zip(batch, results)
+            namedResults = [e] * len(toName)
+            freshResults = [e if r is None else r for r in freshResults]
+            for (writer, _) in fresh:
+                _unlinkQuietly(writer.path)
+        for writer, _ in toName:
+            _unlinkQuietly(writer.path)
+        outcomes = [
+            envelope if isinstance(result, str) else result
+            for (_, envelope), result in zip(toName, namedResults)
         ]
+        for i, outcome in zip(sameStep, outcomes[len(naming) :]):
+            freshResults[i] = outcome
+        return freshResults, outcomes[: len(naming)]
 
     def _nameInThread(self, writer: MessageWriter, envelope: Envelope, sync: bool) -> str:
         """

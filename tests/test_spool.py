@@ -9,7 +9,7 @@ import hmac
 import os
 import stat
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -197,39 +197,127 @@ class SpoolTests(SynchronousTestCase):
             self.assertEqual(f.read(), b"Subject: x\r\n\r\nbody\r\n")
         self.assertEqual(self.spool.envelopeIn(envelope.dateDirectory, envelope.queueId), envelope)
 
-    def test_groupCommit(self) -> None:
+    def _deferredSteps(self) -> list:
         """
-        Messages that become ready while a batch is being written are
-        committed together in the next batch, each with its own result.
+        Make the spool's thread hops wait: the returned list receives
+        C{(deferred, f, args)} for each, to be run with L{_runStep}.
         """
         work = []
 
         def deferred(f, *args):
-            from twisted.internet.defer import Deferred
-
             d = Deferred()
             work.append((d, f, args))
             return d
 
         self.spool._runInThread = deferred
+        return work
+
+    def _runStep(self, work: list) -> tuple:
+        """
+        Run the one waiting commit step; return its (fresh, naming) lists.
+        """
+        self.assertEqual(len(work), 1)
+        d, f, args = work.pop()
+        maybeDeferred(f, *args).chainDeferred(d)
+        return args
+
+    def _commitMessages(self, count: int) -> list:
         results = []
-        for n in range(4):
+        for n in range(count):
             writer = self.spool.newWriter()
             writer.write(b"message %d\r\n" % n)
             self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addCallback(results.append)
-        self.assertEqual(len(work), 1)
-        self.assertEqual(len(work[0][2][0]), 1)
-        d, f, args = work.pop()
-        maybeDeferred(f, *args).chainDeferred(d)
+        return results
+
+    def test_groupCommit(self) -> None:
+        """
+        Messages that become ready while a step runs are written together
+        in the next step, and named together in the step after it, each
+        with its own result; one step both names the previous batch and
+        writes the next.
+        """
+        work = self._deferredSteps()
+        results = self._commitMessages(4)
+        fresh, naming = self._runStep(work)
+        self.assertEqual((len(fresh), len(naming)), (1, 0))
+        self.assertEqual(results, [])
+        fresh, naming = self._runStep(work)
+        self.assertEqual((len(fresh), len(naming)), (3, 1))
         self.assertEqual(len(results), 1)
-        self.assertEqual(len(work), 1)
-        self.assertEqual(len(work[0][2][0]), 3)
-        d, f, args = work.pop()
-        maybeDeferred(f, *args).chainDeferred(d)
+        fresh, naming = self._runStep(work)
+        self.assertEqual((len(fresh), len(naming)), (0, 3))
+        self.assertEqual(work, [])
         self.assertEqual(len({e.queueId for e in results}), 4)
         for n, envelope in enumerate(results):
             with open(self.spool.messagePath(envelope), "rb") as f:
                 self.assertEqual(f.read(), b"message %d\r\n" % n)
+        self.assertEqual(os.listdir(os.path.join(self.path, "tmp")), [])
+
+    def test_contentDurableBeforeName(self) -> None:
+        """
+        With syncfs, a message's content is written and synced in one step
+        and only linked under its name, with its envelope, in the next: at
+        no sync is a name visible whose content was not synced before.
+        """
+        seen = []
+
+        def syncfs(path):
+            self.assertEqual(path, self.spool.path)
+            seen.append(
+                (len(os.listdir(os.path.join(self.path, "tmp"))), [e.queueId for e in self.spool.envelopes()])
+            )
+
+        self.spool.syncfs = syncfs
+        work = self._deferredSteps()
+        results = self._commitMessages(1)
+        self._runStep(work)
+        self.assertEqual(seen, [(1, [])])
+        self.assertEqual(results, [])
+        self._runStep(work)
+        self.assertEqual(seen, [(1, []), (1, [results[0].queueId])])
+        self.assertEqual(work, [])
+        self.assertEqual(os.listdir(os.path.join(self.path, "tmp")), [])
+
+    def test_withoutSyncfsOneStep(self) -> None:
+        """
+        Without syncfs each file is fsynced on its own, so a message is
+        written and named in one step.
+        """
+        self.spool.syncfs = None
+        work = self._deferredSteps()
+        results = self._commitMessages(2)
+        self._runStep(work)
+        self.assertEqual(len(results), 1)
+        self._runStep(work)
+        self.assertEqual(len(results), 2)
+        self.assertEqual(work, [])
+        self.assertEqual(len(list(self.spool.envelopes())), 2)
+
+    def test_syncFailureFailsStep(self) -> None:
+        """
+        When the sync fails, the messages being named fail and leave nothing
+        visible, and so do those whose content was being written.
+        """
+
+        def syncfs(path):
+            raise OSError(5, "Input/output error")
+
+        work = self._deferredSteps()
+        failures = []
+        for n in range(2):
+            writer = self.spool.newWriter()
+            writer.write(b"message %d\r\n" % n)
+            self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addErrback(failures.append)
+        self._runStep(work)
+        self.spool.syncfs = syncfs
+        self._runStep(work)
+        self.assertEqual(len(failures), 2)
+        for failure in failures:
+            failure.trap(SpoolError)
+        self.assertEqual(work, [])
+        self.assertEqual(list(self.spool.envelopes()), [])
+        self.assertEqual(os.listdir(os.path.join(self.path, "tmp")), [])
+        self.flushLoggedErrors()
 
     def test_queueIdsOrdered(self) -> None:
         """
