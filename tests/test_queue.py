@@ -47,26 +47,11 @@ class StateStoreTests(SynchronousTestCase):
         A saved state loads back equal; once every recipient is final the
         file becomes C{.relayed}.
         """
-        self.roundTrip(StateStore)
-
-    def test_withoutSyncfs(self) -> None:
-        """
-        The same where each file is fsynced instead.
-        """
-
-        def store(path):
-            made = StateStore(path)
-            made.syncfs = None
-            return made
-
-        self.roundTrip(store)
-
-    def roundTrip(self, makeStore) -> None:
         import os
 
         path = self.mktemp()
         os.makedirs(os.path.join(path, "2026-11-22"))
-        store = makeStore(path)
+        store = StateStore(path)
         state = MessageState(
             "ABC", "2026-11-22", 1.5, "a@gopherpost.test",
             [RecipientState("b@example.test", "0123456789abcdef", attempts=2, lastError="451 4.3.0 x")],
@@ -80,3 +65,19 @@ class StateStoreTests(SynchronousTestCase):
         self.assertTrue(store.isFinished("2026-11-22", "ABC"))
         self.assertEqual(sorted(os.listdir(os.path.join(path, "2026-11-22"))), ["ABC.relayed"])
         self.assertEqual(store.load("2026-11-22", "ABC"), state)
+
+    def test_unreadableIsMissing(self) -> None:
+        """
+        A state file a crash left empty or cut short loads as no state (the
+        message starts again from its envelope), with a warning.
+        """
+        import os
+
+        path = self.mktemp()
+        os.makedirs(os.path.join(path, "2026-11-22"))
+        store = StateStore(path)
+        for raw in (b"", b'{"queueId": "ABC", "recip', b'{"version": 1}'):
+            with open(os.path.join(path, "2026-11-22", "ABC.relay"), "wb") as f:
+                f.write(raw)
+            self.assertIsNone(store.load("2026-11-22", "ABC"))
+        self.assertEqual(len(self.flushLoggedErrors()), 0)

@@ -108,6 +108,36 @@ class DeliveryTests(RelayTestCase):
         self.assertEqual(mx1.connectionsMade, 1)
 
     @inlineCallbacks
+    def test_spooledTogetherOneConnection(self):
+        """
+        Messages spooled in the same reactor turn (one group commit) are
+        read in one go and share one connection, and a message announced
+        twice is queued once.
+        """
+        from twisted.internet.defer import gatherResults
+
+        mx1 = self.server("127.0.0.2")
+        h = self.harness()
+        queue = h.startQueue()
+        envelopes = yield gatherResults(
+            [
+                h.spool.store(
+                    b"Subject: %d\r\n\r\nx\r\n" % n,
+                    "alice@gopherpost.test",
+                    [("bob%d@example.test" % n, False)],
+                )
+                for n in range(4)
+            ]
+        )
+        for envelope in envelopes + envelopes[:1]:
+            queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+        yield eventually(lambda: len(mx1.messages) == 4)
+        self.assertEqual(mx1.connectionsMade, 1)
+        yield eventually(lambda: queue.queueDepth() == 0)
+        h.clock.advance(10000)
+        self.assertEqual(len(mx1.messages), 4)
+
+    @inlineCallbacks
     def test_failover(self):
         """
         When the best MX refuses connections, the next preference gets it.
@@ -244,6 +274,31 @@ class RetryTests(RelayTestCase):
         self.assertEqual(third.queueDepth(), 0)
         h.clock.advance(10000)
         self.assertEqual(len(mx1.messages), 1)
+
+    @inlineCallbacks
+    def test_restartWithUnreadableState(self):
+        """
+        A state file a crash left unreadable does not stop the queue: the
+        message starts again from its envelope and is delivered.
+        """
+        import os
+
+        self.dns.removeName("example.test")
+        self.dns.addMX("example.test", 10, "mx1.example.test")
+        mx1 = self.server("127.0.0.2", replies={"MAIL": firstTimes(1, (421, "4.3.2 shutting down"))})
+        h = self.harness()
+        first = h.startQueue()
+        envelope = yield h.spoolMessage(["bob@example.test"])
+        yield eventually(lambda: h.settled(envelope))
+        yield first.stopService()
+        path = os.path.join(h.path, envelope.dateDirectory, envelope.queueId + ".relay")
+        with open(path, "wb") as f:
+            f.write(b'{"queueId": "')
+        second = h.startQueue()
+        yield eventually(lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done)
+        self.assertEqual(len(mx1.messages), 1)
+        yield second.stopService()
+        self.flushLoggedErrors()
 
     @inlineCallbacks
     def test_lifetimeExpiry(self):

@@ -32,6 +32,7 @@ from twisted.internet.defer import (
 )
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gopherpost.config import Settings
@@ -139,6 +140,11 @@ class RelayQueue(Service):
         self._tasks: Set[Deferred] = set()
         self._stopping = False
         self._pumpCall: Any = None
+        #: queue id -> date directory of messages spooled but not yet read
+        self._arriving: Dict[str, str] = {}
+        #: queue ids of messages being read
+        self._reading: Set[str] = set()
+        self._arrivalCall: Any = None
 
     # Service
 
@@ -173,11 +179,14 @@ class RelayQueue(Service):
         """
         Service.stopService(self)
         self._stopping = True
-        for timer in list(self._timers.values()) + [self._pumpCall]:
+        for timer in list(self._timers.values()) + [self._pumpCall, self._arrivalCall]:
             if timer is not None and timer.active():
                 timer.cancel()
         self._timers.clear()
         self._pumpCall = None
+        self._arrivalCall = None
+        self._arriving.clear()
+        self._reading.clear()
         self._due.clear()
         tasks = list(self._tasks)
         for task in tasks:
@@ -189,36 +198,67 @@ class RelayQueue(Service):
     def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
         """
         Take on a newly spooled message: sign it once and schedule it now.
+
+        Messages spooled in the same reactor turn (one group commit) are
+        read together in one thread hop and become due together, so that
+        they can share connections.
         """
-        if queueId in self._messages or self._stopping:
+        if (
+            queueId in self._messages
+            or queueId in self._arriving
+            or queueId in self._reading
+            or self._stopping
+        ):
             return
+        self._arriving[queueId] = dateDirectory
+        if self._arrivalCall is None:
+            self._arrivalCall = self._reactor.callLater(0, self._takeArrivals)
+
+    def _takeArrivals(self) -> None:
+        self._arrivalCall = None
+        arrivals = list(self._arriving.items())
+        self._arriving.clear()
+        self._reading.update(queueId for queueId, _ in arrivals)
         now = self._reactor.seconds()
 
-        def prepare() -> Optional[MessageState]:
-            envelope = self._spool.envelopeIn(dateDirectory, queueId)
-            if not envelope.relayRecipients:
-                return None
-            state = MessageState.forEnvelope(envelope, now)
-            if self._signer is not None:
-                state.dkimHeader = self._dkimHeader(envelope)
-            # Not saved yet: until the first attempt, "no state file" means
-            # exactly this, and start-up rebuilds it.
-            return state
+        def prepare() -> List[Tuple[str, object]]:
+            prepared: List[Tuple[str, object]] = []
+            for queueId, dateDirectory in arrivals:
+                try:
+                    envelope = self._spool.envelopeIn(dateDirectory, queueId)
+                    if not envelope.relayRecipients:
+                        prepared.append((queueId, None))
+                        continue
+                    state = MessageState.forEnvelope(envelope, now)
+                    if self._signer is not None:
+                        state.dkimHeader = self._dkimHeader(envelope)
+                except Exception:
+                    prepared.append((queueId, Failure()))
+                    continue
+                # Not saved yet: until the first attempt, "no state file"
+                # means exactly this, and start-up rebuilds it.
+                prepared.append((queueId, state))
+            return prepared
 
-        def prepared(state: Optional[MessageState]) -> None:
-            if state is None or self._stopping:
-                return
-            self._audit.emit(
-                "delivery.queued", queueId=queueId, recipients=len(state.recipients)
-            )
-            self._register(state)
+        def registered(prepared: List[Tuple[str, object]]) -> None:
+            for queueId, outcome in prepared:
+                self._reading.discard(queueId)
+                if isinstance(outcome, Failure):
+                    _log.failure("Could not queue {queueId} for relay", outcome, queueId=queueId)
+                elif isinstance(outcome, MessageState) and not self._stopping:
+                    self._audit.emit(
+                        "delivery.queued", queueId=queueId, recipients=len(outcome.recipients)
+                    )
+                    self._register(outcome)
+
+        def failed(failure: Failure) -> None:
+            for queueId, _ in arrivals:
+                self._reading.discard(queueId)
+            if not failure.check(CancelledError):
+                _log.failure("Could not queue {count} messages for relay", failure, count=len(arrivals))
 
         d = self._runInThread(prepare)
-        d.addCallback(prepared)
-        d.addErrback(lambda f: f.trap(CancelledError) and None)
-        d.addErrback(
-            lambda f: _log.failure("Could not queue {queueId} for relay", f, queueId=queueId)
-        )
+        d.addCallbacks(registered, failed)
         self._track(d)
 
     def _dkimHeader(self, envelope: Envelope) -> str:

@@ -5,9 +5,19 @@ still pending, how often it was tried, when it is due next, and why it last
 failed.
 
 It lives beside the spooled message as C{<date>/<queueid>.relay} (JSON,
-written to a temporary name, fsynced, renamed, directory fsynced).  When
-every recipient is final the file becomes C{<queueid>.relayed}, so start-up
-skips finished messages without reading them.
+written to a temporary name and renamed, so that a reader sees a whole
+state or none).  When every recipient is final the file becomes
+C{<queueid>.relayed}, so start-up skips finished messages without reading
+them.
+
+States are not fsynced, as Postfix does not sync the marks of delivered
+recipients: the message itself is durable, and the state only records
+progress.  A power failure can forget the last seconds of progress (the
+spool's next group commit syncs the whole file system, so under load it is
+milliseconds); what is forgotten is tried again, so the price is a
+duplicate delivery, never a lost message.  A state file that a crash left
+unreadable counts as missing, and the message starts again from its
+envelope.
 """
 
 from __future__ import annotations
@@ -17,10 +27,14 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Sequence
 
-from gopherpost.durable import loadSyncfs, replaceFile, writeFile
+from twisted.logger import Logger
+
+from gopherpost.durable import writeFile
 from gopherpost.spool import Envelope
 
 __all__ = ["PENDING", "DELIVERED", "FAILED", "RecipientState", "MessageState", "StateStore"]
+
+_log = Logger()
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -118,8 +132,6 @@ class StateStore:
 
     def __init__(self, spoolPath: str) -> None:
         self.path = spoolPath
-        #: Syncs the whole file system per batch (None: fsync each file).
-        self.syncfs = loadSyncfs()
 
     def _base(self, dateDirectory: str, queueId: str) -> str:
         return os.path.join(self.path, dateDirectory, queueId)
@@ -132,7 +144,8 @@ class StateStore:
 
     def load(self, dateDirectory: str, queueId: str) -> Optional[MessageState]:
         """
-        The saved state, or L{None} if there is none yet.
+        The saved state, or L{None} if there is none yet (or only one a
+        crash left unreadable).
         """
         base = self._base(dateDirectory, queueId)
         # A crash between writing .relayed and removing .relay leaves both:
@@ -140,49 +153,37 @@ class StateStore:
         for suffix in (".relayed", ".relay"):
             try:
                 with open(base + suffix, "rb") as f:
-                    return MessageState.fromJSON(f.read())
+                    raw = f.read()
             except FileNotFoundError:
                 continue
+            try:
+                return MessageState.fromJSON(raw)
+            except (ValueError, KeyError, TypeError) as e:
+                _log.warn(
+                    "Unreadable relay state {path} ({error}): starting the message again",
+                    path=base + suffix,
+                    error=e,
+                )
         return None
 
     def save(self, state: MessageState) -> None:
         """
-        Write C{state} durably; a finished message is renamed C{.relayed}.
+        Write C{state}; a finished message is renamed C{.relayed}.
         """
         self.saveAll([state])
 
     def saveAll(self, states: Sequence[MessageState]) -> None:
         """
-        Write several states durably, with two file-system syncs in all
-        where C{syncfs} is available.
+        Write several states, each atomically (temporary file, rename), not
+        synced (see the module's docstring).
         """
-        if self.syncfs is None:
-            for state in states:
-                self._saveOne(state)
-            return
-        written = []
         for state in states:
             base = self._base(state.dateDirectory, state.queueId)
             final = base + (".relayed" if state.done else ".relay")
             writeFile(final + ".tmp", state.toJSON(), sync=False)
-            written.append((state, base, final))
-        self.syncfs(self.path)
-        for state, base, final in written:
             os.replace(final + ".tmp", final)
             if state.done:
                 try:
                     os.unlink(base + ".relay")
                 except FileNotFoundError:
                     pass
-        self.syncfs(self.path)
-
-    def _saveOne(self, state: MessageState) -> None:
-        base = self._base(state.dateDirectory, state.queueId)
-        if not state.done:
-            replaceFile(base + ".relay", state.toJSON())
-            return
-        replaceFile(base + ".relayed", state.toJSON())
-        try:
-            os.unlink(base + ".relay")
-        except FileNotFoundError:
-            pass
