@@ -273,6 +273,42 @@ class LoopbackTests(TestCase):
         self.assertEqual(server.connectionsMade, 1)
 
     @inlineCallbacks
+    def test_pipelining(self):
+        """
+        A server offering PIPELINING gets MAIL, RCPT... and DATA as one
+        group per message; refused recipients, a DATA refused for want of
+        recipients (then RSET) and accepted messages all come out right.
+        """
+        server = self.server(
+            extensions={"SIZE": "10485760", "8BITMIME": None, "PIPELINING": None},
+            replies={"RCPT": forRecipients({"gone@example.test": (550, "5.1.1 no such user")})},
+        )
+        results = yield deliverMany(
+            reactor, HOST, server.host, server.port, HELO,
+            [
+                Envelope(SENDER, ("gone@example.test", "a@example.test"), b"1\r\n"),
+                Envelope(SENDER, ("gone@example.test",), b"2\r\n"),
+                Envelope("", ("b@example.test",), b"3\r\n"),
+            ],
+            "verify", contextFactoryFor=self.trusting,
+        )
+        self.assertEqual(
+            [[(o.status, o.code) for o in r.outcomes] for r in results],
+            [[(FAILED, 550), (SENT, 250)], [(FAILED, 550)], [(SENT, 250)]],
+        )
+        self.assertEqual(
+            [m.recipients for m in server.messages], [["a@example.test"], ["b@example.test"]]
+        )
+        self.assertEqual([m.data for m in server.messages], [b"1\r\n", b"3\r\n"])
+        verbs = [line.split(b" ")[0].split(b":")[0] for line in server.commands]
+        self.assertEqual(
+            verbs,
+            [b"EHLO", b"MAIL", b"RCPT", b"RCPT", b"DATA", b"MAIL", b"RCPT", b"DATA", b"RSET",
+             b"MAIL", b"RCPT", b"DATA", b"QUIT"],
+        )
+        self.assertEqual(server.connectionsMade, 1)
+
+    @inlineCallbacks
     def test_connectionRefused(self):
         """
         Nothing listening: every recipient deferred with the reason.

@@ -15,9 +15,11 @@ per the outbound TLS policy (see L{gopherpost.tls}) and EHLO again, then for
 each message MAIL FROM (with C{SIZE=} and C{BODY=8BITMIME} when the server
 supports them), one RCPT per recipient, DATA when at least one recipient was
 accepted, the body (CRLF line ends, dot-stuffed, sent in chunks with flow
-control) and QUIT.  Once the server answered 2xx to the final dot, the
-message is delivered to the accepted recipients, whatever happens to QUIT
-or the connection afterwards.
+control) and QUIT.  When the server advertises C{PIPELINING} (RFC 2920),
+MAIL, every RCPT and DATA go out in one write and their replies are read in
+order; the body still waits for C{354}.  Once the server answered 2xx to the
+final dot, the message is delivered to the accepted recipients, whatever
+happens to QUIT or the connection afterwards.
 
 Timeouts follow RFC 5321 section 4.5.3.2 (see L{TIMEOUTS}), multiplied by
 C{timeoutScale}, on the injected reactor's clock.
@@ -26,10 +28,12 @@ C{timeoutScale}, on the injected reactor's clock.
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import (
     Callable,
+    Deque,
     Dict,
     Generator,
     List,
@@ -538,6 +542,22 @@ class _Transaction:
 ContextFactoryFor = Callable[[str, str], object]
 
 
+@dataclass(frozen=True)
+class _Awaited:
+    """
+    A reply the client waits for.
+
+    @ivar stage: the stage it answers (L{TIMEOUTS} key, named in errors).
+    @ivar timed: whether the stage timer starts when it becomes the first
+        reply awaited (the final reply's starts once the body is written).
+    @ivar deferred: fires with the L{Reply}, or fails when the session ends.
+    """
+
+    stage: str
+    timed: bool
+    deferred: Deferred
+
+
 class _SMTPClientProtocol(LineReceiver):
     """
     The client side of one SMTP session; see the module docstring.
@@ -570,8 +590,8 @@ class _SMTPClientProtocol(LineReceiver):
         self._policy = tlsPolicy
         self._scale = timeoutScale
         self._contextFactoryFor = contextFactoryFor
-        self._pending: Optional[Deferred] = None
-        self._pendingStage = "greeting"
+        self._awaiting: Deque[_Awaited] = deque()
+        self._lastStage = "greeting"
         self._partial: Optional[Tuple[int, List[str]]] = None
         self._timer = None
         self._lost: Optional[Failure] = None
@@ -606,37 +626,70 @@ class _SMTPClientProtocol(LineReceiver):
 
     def _abort(self, why: Exception) -> None:
         """
-        Fail whatever we wait for and drop the connection.
+        Fail every reply we wait for and drop the connection.
         """
         if self._body is not None:
             self._body.stop()
-        pending, self._pending = self._pending, None
+        awaiting, self._awaiting = self._awaiting, deque()
         if self.transport is not None and self._lost is None and not self._aborted:
             self._aborted = True
             self.transport.abortConnection()
-        if pending is not None:
-            pending.errback(why)
+        for awaited in awaiting:
+            awaited.deferred.errback(why)
 
     # -- replies ----------------------------------------------------------
 
+    @property
+    def _pendingStage(self) -> str:
+        """
+        The stage of the first reply awaited, else of the last one received.
+        """
+        return self._awaiting[0].stage if self._awaiting else self._lastStage
+
+    def _timeHead(self) -> None:
+        """
+        Run the stage timer of the first reply awaited, if it is timed.
+        """
+        if self._awaiting and self._awaiting[0].timed:
+            self._arm(self._awaiting[0].stage)
+        else:
+            self._disarm()
+
     def _awaitReply(self, stage: str, timed: bool = True) -> Deferred:
-        if self._pending is not None:
-            raise RuntimeError(f"already waiting for the reply to {self._pendingStage}")
+        """
+        Wait for the reply after the ones already awaited.
+
+        @param stage: what it answers (for timeouts and errors).
+        @param timed: start the stage timer when it becomes the first
+            reply awaited.
+        @return: a Deferred firing with the L{Reply}.
+        """
         d: Deferred = Deferred()
         if self._lost is not None or self._aborted:
             d.errback(_Lost(stage, self._lost or Failure(ConnectionDone("aborted"))))
             return d
-        self._pending = d
-        self._pendingStage = stage
-        if timed:
-            self._arm(stage)
+        self._awaiting.append(_Awaited(stage, timed, d))
+        if len(self._awaiting) == 1:
+            self._timeHead()
         return d
 
+    def _commands(
+        self, commands: Sequence[Tuple[str, str]], encoding: str = "ascii"
+    ) -> List[Tuple[str, Deferred]]:
+        """
+        Send command lines in one write (several make an RFC 2920 group)
+        and wait for their replies, in order.
+
+        @param commands: C{(line, stage)} pairs.
+        @return: C{(stage, Deferred)} pairs, in the same order.
+        """
+        awaited = [(stage, self._awaitReply(stage)) for _, stage in commands]
+        if self._lost is None and not self._aborted:
+            self.transport.write(b"".join(line.encode(encoding) + b"\r\n" for line, _ in commands))
+        return awaited
+
     def _command(self, line: str, stage: str, encoding: str = "ascii") -> Deferred:
-        d = self._awaitReply(stage)
-        if self._pending is d:
-            self.transport.write(line.encode(encoding) + b"\r\n")
-        return d
+        return self._commands([(line, stage)], encoding)[0][1]
 
     def lineReceived(self, line: bytes) -> None:
         if self._aborted or self._lost is not None:
@@ -659,12 +712,13 @@ class _SMTPClientProtocol(LineReceiver):
             return
         reply = Reply(code, tuple(self._partial[1]))
         self._partial = None
-        pending, self._pending = self._pending, None
-        if pending is None:
+        if not self._awaiting:
             self._abort(_Violation(self._pendingStage, f"unexpected reply {reply}"))
             return
-        self._disarm()
-        pending.callback(reply)
+        awaited = self._awaiting.popleft()
+        self._lastStage = awaited.stage
+        self._timeHead()
+        awaited.deferred.callback(reply)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self._abort(_Violation(self._pendingStage, "reply line too long"))
@@ -682,9 +736,9 @@ class _SMTPClientProtocol(LineReceiver):
             self._closeTimer.cancel()
         if self._body is not None:
             self._body.stop()
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.errback(_Lost(self._pendingStage, reason))
+        awaiting, self._awaiting = self._awaiting, deque()
+        for awaited in awaiting:
+            awaited.deferred.errback(_Lost(awaited.stage, reason))
         self._maybeFinish()
 
     def _ranToEnd(self, results: List[DeliveryResult]) -> None:
@@ -935,28 +989,44 @@ class _SMTPClientProtocol(LineReceiver):
             parameters.append("SMTPUTF8")
         encoding = "utf-8" if smtputf8 else "ascii"
         mail = " ".join([f"MAIL FROM:<{envelope.sender}>"] + parameters)
-        reply = yield self._command(mail, "MAIL", encoding)
-        if reply.code == 421:
-            raise _SessionFailure.fromReply("MAIL", reply)
-        if reply.code // 100 != 2:
-            tx.settleReply(candidates, reply, "MAIL")
-            return False
+        rcpts = [(f"RCPT TO:<{r}>", "RCPT") for r in candidates]
+        # With PIPELINING (RFC 2920 section 3.1) MAIL, RCPT... and DATA go
+        # out at once; otherwise each command waits for the previous reply.
+        group: List[Tuple[str, Deferred]] = []
+        if "PIPELINING" in self.extensions:
+            group = self._commands([(mail, "MAIL")] + rcpts + [("DATA", "DATA")], encoding)
 
-        accepted = []
-        for r in candidates:
-            reply = yield self._command(f"RCPT TO:<{r}>", "RCPT", encoding)
+        def send(line: str, stage: str) -> Deferred:
+            return group.pop(0)[1] if group else self._command(line, stage, encoding)
+
+        try:
+            reply = yield send(mail, "MAIL")
             if reply.code == 421:
-                raise _SessionFailure.fromReply("RCPT", reply)
-            if reply.code // 100 == 2:
-                accepted.append(r)
-            elif reply.code // 100 in (4, 5):
-                tx.settleReply([r], reply, "RCPT")
-            else:
-                raise _Violation("RCPT", f"unexpected reply {reply}")
-        if not accepted:
-            return True
+                raise _SessionFailure.fromReply("MAIL", reply)
+            if reply.code // 100 != 2:
+                tx.settleReply(candidates, reply, "MAIL")
+                return (yield self._skipReplies(group))
 
-        reply = yield self._command("DATA", "DATA")
+            accepted = []
+            for r, (line, stage) in zip(candidates, rcpts):
+                reply = yield send(line, stage)
+                if reply.code == 421:
+                    raise _SessionFailure.fromReply("RCPT", reply)
+                if reply.code // 100 == 2:
+                    accepted.append(r)
+                elif reply.code // 100 in (4, 5):
+                    tx.settleReply([r], reply, "RCPT")
+                else:
+                    raise _Violation("RCPT", f"unexpected reply {reply}")
+            if not accepted:
+                yield self._skipReplies(group)
+                return True
+
+            reply = yield send("DATA", "DATA")
+        finally:
+            # Replies nobody will read once the session has failed.
+            for _, d in group:
+                d.addErrback(lambda _: None)
         if reply.code == 421:
             raise _SessionFailure.fromReply("DATA", reply)
         if reply.code != 354:
@@ -969,10 +1039,10 @@ class _SMTPClientProtocol(LineReceiver):
         # wait for it from the start; its timer starts once all is written.
         final = self._awaitReply("end of data", timed=False)
         body = _BodySender(self, payload)
-        if self._pending is final:
+        if not final.called:
             self._body = body
             body.start().addCallback(
-                lambda _: self._arm("end of data") if self._pending is final else None
+                lambda _: self._arm("end of data") if not final.called else None
             )
         try:
             reply = yield final
@@ -997,6 +1067,29 @@ class _SMTPClientProtocol(LineReceiver):
         tx.settleReply(accepted, reply, "end of data")
         tx.accepted = reply.code // 100 == 2
         return False
+
+    @inlineCallbacks
+    def _skipReplies(self, group: List[Tuple[str, Deferred]]) -> Generator[Deferred, object, bool]:
+        """
+        Read the replies left in a pipelined group once the transaction has
+        failed, ignoring them.  A C{354} to DATA gets a lone dot (RFC 2920
+        section 3.1: the server may accept DATA without recipients), whose
+        reply is ignored too.
+
+        @param group: C{(stage, Deferred)} pairs, consumed as they are read.
+        @return: (via Deferred) whether there were any (RSET is then needed).
+        @raise _SessionFailure: a reply was 421.
+        """
+        skipped = bool(group)
+        while group:
+            stage, d = group.pop(0)
+            reply = yield d
+            if reply.code == 354 and stage == "DATA":
+                stage = "end of data"
+                reply = yield self._command(".", stage)
+            if reply.code == 421:
+                raise _SessionFailure.fromReply(stage, reply)
+        return skipped
 
 
 def _describeStage(stage: str) -> str:
