@@ -20,6 +20,7 @@ __all__ = [
     "tree",
     "startTime",
     "cpuSeconds",
+    "threadCpu",
     "memory",
     "machineCpu",
     "listenOverflows",
@@ -93,6 +94,30 @@ def cpuSeconds(pids: List[int]) -> float:
             # utime, stime, cutime, cstime are fields 14-17 (index 11-14 here).
             ticks += sum(int(x) for x in fields[11:15])
     return ticks / CLOCK_TICKS
+
+
+def threadCpu(pid: int) -> Dict[str, float]:
+    """
+    CPU seconds of process C{pid} split by thread kind: the main thread (the
+    reactor, in a Twisted server) and all other threads, each as user and
+    system time.  Threads that have already exited are not counted.
+    """
+    split = {"main_user": 0.0, "main_system": 0.0, "threads_user": 0.0, "threads_system": 0.0}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return split
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(b")") + 2 :].decode("ascii").split()
+        kind = "main" if int(task) == pid else "threads"
+        split[kind + "_user"] += int(fields[11]) / CLOCK_TICKS
+        split[kind + "_system"] += int(fields[12]) / CLOCK_TICKS
+    return split
 
 
 def memory(pids: List[int]) -> Tuple[int, int]:
