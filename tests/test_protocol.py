@@ -13,7 +13,12 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from gopherpost.inbound.delivery import SpoolDelivery
-from gopherpost.inbound.protocol import COMMAND_LINE_LIMIT, DISCARD_LIMIT, HARD_ERROR_LIMIT
+from gopherpost.inbound.protocol import (
+    COMMAND_LINE_LIMIT,
+    DISCARD_LIMIT,
+    HARD_ERROR_LIMIT,
+    _hasLongLine,
+)
 from tests.support.inbound import InboundHarness, replies
 
 GREETING = b"220 mx.gopherpost.test ESMTP GopherPost ready"
@@ -292,6 +297,25 @@ class TransactionTests(SynchronousTestCase):
         content = self.harness.read(self.harness.storedFiles()[0])
         self.assertTrue(content.endswith(b"\r\n\r\nline\r\ndot\r\n"))
 
+    def test_dotStuffingInPieces(self) -> None:
+        """
+        Dot-unstuffing is the same wherever the client's writes split the
+        content, also next to the end of data.
+        """
+        body = b"Subject: x\r\n\r\n..a\r\nb\r\n...\r\n..\r\n.c.\r\n"
+        data = transaction(body=body)
+        for size in range(1, 24):
+            for i in range(0, len(data), size):
+                self.proto.dataReceived(data[i : i + size])
+            lines = replies(self.transport)
+            self.assertTrue(lines[-1].startswith(b"250 2.0.0 Ok: queued as"), (size, lines))
+        stored = self.harness.storedFiles()
+        self.assertEqual(len(stored), 23)
+        for path in stored:
+            self.assertTrue(
+                self.harness.read(path).endswith(b"\r\n\r\n.a\r\nb\r\n..\r\n.\r\nc.\r\n")
+            )
+
     def test_storageFailure(self) -> None:
         """
         If the spool cannot store the message the client gets 451 4.3.0 (not
@@ -505,6 +529,38 @@ class LineLengthTests(SynchronousTestCase):
         """
         self.proto.dataReceived(transaction(body=b"Subject: x\r\n\r\n" + b"B" * 998 + b"\r\n"))
         self.assertTrue(replies(self.transport)[-1].startswith(b"250 2.0.0 Ok: queued as"))
+
+
+class LongLineCheckTests(SynchronousTestCase):
+    """
+    L{_hasLongLine}, the 998-octet check on stored content, against the
+    obvious definition.
+    """
+
+    def reference(self, body: bytes) -> bool:
+        return any(len(line) > 998 for line in body.split(b"\r\n"))
+
+    def test_boundaries(self) -> None:
+        """
+        998 octets pass, 999 fail, wherever the line is.
+        """
+        for before in (b"", b"short\r\n", b"x" * 997 + b"\r\n", b"y\r\n" * 400):
+            for length, long in ((0, False), (998, False), (999, True), (5000, True)):
+                body = before + b"z" * length + b"\r\nend\r\n"
+                self.assertEqual(_hasLongLine(body), long, (len(before), length))
+                self.assertEqual(self.reference(body), long)
+
+    def test_random(self) -> None:
+        """
+        Random mixes of line lengths agree with the reference.
+        """
+        import random
+
+        rng = random.Random(5321)
+        for _ in range(300):
+            lengths = [rng.choice((0, 1, 80, 500, 997, 998, 999, 1000, 1500)) for _ in range(rng.randint(1, 12))]
+            body = b"".join(b"a" * n + b"\r\n" for n in lengths)
+            self.assertEqual(_hasLongLine(body), self.reference(body), lengths)
 
 
 class SmugglingTests(SynchronousTestCase):

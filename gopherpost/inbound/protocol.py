@@ -67,6 +67,27 @@ _HELP = (
 )
 
 
+def _hasLongLine(body: bytes) -> bool:
+    """
+    Whether C{body}, whole lines ending in CRLF, has a line of more than
+    998 octets before its CRLF (RFC 5321 4.5.3.1.6).
+
+    Every line of at most 998 octets puts its LF within L{TEXT_LINE_LIMIT}
+    octets of the line's start, so the last LF in each such window starts
+    the next one: a few C{rfind}s per 100 KiB instead of a look at every
+    line.
+    """
+    rfind = body.rfind
+    end = len(body)
+    start = 0
+    while end - start >= TEXT_LINE_LIMIT:
+        lf = rfind(b"\n", start, start + TEXT_LINE_LIMIT)
+        if lf < 0:
+            return True
+        start = lf + 1
+    return False
+
+
 @implementer(IHandshakeListener)
 class GopherESMTP(smtp.ESMTP):
     """
@@ -533,10 +554,16 @@ class GopherESMTP(smtp.ESMTP):
         @return: whether anything was consumed.
         """
         buf = self._buffer
+        # One scan finds both the end of data (CRLF.CRLF) and whether any
+        # line starts with a dot (to be unstuffed in _storeData).
+        stuffed = False
         if not self._midLine and buf.startswith(b".\r\n"):
             end, bodyEnd = 0, 0
         else:
-            end = buf.find(b"\r\n.\r\n")
+            end = buf.find(b"\r\n.")
+            while end >= 0 and buf[end + 3 : end + 5] != b"\r\n":
+                stuffed = True
+                end = buf.find(b"\r\n.", end + 3)
             bodyEnd = end + 2
         if end >= 0:
             body = bytes(buf[:bodyEnd])
@@ -555,29 +582,33 @@ class GopherESMTP(smtp.ESMTP):
             body = bytes(buf[: last + 2])
             del buf[: last + 2]
         if body:
-            self._storeData(body)
+            self._storeData(body, stuffed)
             self._midLine = False
         if end >= 0:
             self._endOfData()
         return True
 
-    def _storeData(self, body: bytes) -> None:
+    def _storeData(self, body: bytes, stuffed: bool = True) -> None:
+        """
+        Check and store whole lines of content.
+
+        @param stuffed: whether a line after the first may start with a dot
+            (L{False}: the caller's scan found none).
+        """
         if self._dataFailure is not None:
             return
         # Dot-unstuffing (RFC 5321 4.5.2): every line starting with "." lost
         # its first dot.  Every CRLF in the body is a line end.
         if body.startswith(b".") and not self._midLine:
             body = body[1:]
-        if b"\r\n." in body:
+        if stuffed and b"\r\n." in body:
             body = body.replace(b"\r\n.", b"\r\n")
-        lines = body.split(b"\r\n")
         # Store only unambiguous CRLF: a bare CR or LF becomes CRLF.
-        crlf = len(lines) - 1
+        crlf = body.count(b"\r\n")
         if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
             body = _LINE_BREAKS.sub(b"\r\n", body)
-            lines = body.split(b"\r\n")
         # RFC 5321 4.5.3.1.6: at most 998 octets before each CRLF.
-        if len(body) > TEXT_LINE_LIMIT - 2 and max(map(len, lines)) > TEXT_LINE_LIMIT - 2:
+        if _hasLongLine(body):
             self._failData(500, "5.5.2 Error: line too long", "line-length")
             return
         assert self._message is not None
