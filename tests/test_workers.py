@@ -58,7 +58,13 @@ class ChannelTests(SynchronousTestCase):
         self.child.makeConnection(self.childTransport)
         self.clock = Clock()
         self.forwardingAudit = ForwardingAuditLog(self.clock, self.child.callRemote)
-        self.forwardingRelay = ForwardingRelayQueue(self.child.callRemote, self.forwardingAudit.flush)
+        self.sent = []
+
+        def send(command, **arguments):
+            self.sent.append(command)
+            return self.child.callRemote(command, **arguments)
+
+        self.forwardingRelay = ForwardingRelayQueue(self.clock, send, self.forwardingAudit.flush)
 
     def pump(self) -> None:
         self.parent.dataReceived(self.childTransport.value())
@@ -99,9 +105,32 @@ class ChannelTests(SynchronousTestCase):
         """
         self.forwardingAudit.emit("message.queued", queueId="Q1", client="192.0.2.1", size=1, recipients=1, tls=False)
         self.forwardingRelay.messageSpooled("Q1", "2026-11-22")
+        self.clock.advance(0)
         self.pump()
         self.assertEqual(self.relay.spooled, [("Q1", "2026-11-22")])
         self.assertEqual([name for name, _ in self.audit.events], ["message.queued"])
+
+    def test_messagesSpooledTogether(self) -> None:
+        """
+        Messages spooled in one reactor turn go to the parent in one AMP
+        message at the end of the turn, in order; a large turn is split.
+        """
+        from gopherpost.inbound.ipc import MAX_MESSAGES_PER_NOTICE, MessagesSpooled
+
+        for n in range(3):
+            self.forwardingRelay.messageSpooled(f"Q{n}", "2026-11-22")
+        self.assertEqual(self.childTransport.value(), b"")
+        self.clock.advance(0)
+        self.pump()
+        self.assertEqual(self.relay.spooled, [(f"Q{n}", "2026-11-22") for n in range(3)])
+        self.assertEqual(self.sent, [MessagesSpooled])
+        for n in range(MAX_MESSAGES_PER_NOTICE + 1):
+            self.forwardingRelay.messageSpooled(f"R{n}", "2026-11-23")
+        self.forwardingRelay.flush()
+        self.pump()
+        self.assertEqual(len(self.relay.spooled), 3 + MAX_MESSAGES_PER_NOTICE + 1)
+        self.assertEqual(self.sent, [MessagesSpooled] * 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_wireFormat(self) -> None:
         """

@@ -21,7 +21,7 @@ from zope.interface import implementer
 from gopherpost.interfaces import IAuditLog, IAuditSubscription, IRelayQueue
 
 __all__ = [
-    "MessageSpooled",
+    "MessagesSpooled",
     "AuditEvents",
     "ParentChannel",
     "QuietAMP",
@@ -33,16 +33,22 @@ _log = Logger()
 
 #: Events sent to the parent in one AMP message at most.
 MAX_EVENTS_PER_BATCH = 100
+#: Messages announced to the parent in one AMP message at most.
+MAX_MESSAGES_PER_NOTICE = 200
+
 #: Seconds a worker holds audit events before sending them.
 FLUSH_INTERVAL = 0.05
 
 
-class MessageSpooled(amp.Command):
+class MessagesSpooled(amp.Command):
     """
-    Worker to parent: a message is durably in the spool.
+    Worker to parent: messages are durably in the spool (those of one
+    reactor turn, usually one group commit, together).
     """
 
-    arguments = [(b"queueId", amp.Unicode()), (b"dateDirectory", amp.Unicode())]
+    arguments = [
+        (b"messages", amp.AmpList([(b"queueId", amp.Unicode()), (b"dateDirectory", amp.Unicode())])),
+    ]
     response: List[Any] = []
     requiresAnswer = False
 
@@ -82,10 +88,11 @@ class ParentChannel(QuietAMP):
         self._audit = audit
         self._relayQueue = relayQueue
 
-    @MessageSpooled.responder
-    def messageSpooled(self, queueId: str, dateDirectory: str) -> dict:
+    @MessagesSpooled.responder
+    def messagesSpooled(self, messages: List[dict]) -> dict:
         if self._relayQueue is not None:
-            self._relayQueue.messageSpooled(queueId, dateDirectory)
+            for message in messages:
+                self._relayQueue.messageSpooled(message["queueId"], message["dateDirectory"])
         return {}
 
     @AuditEvents.responder
@@ -148,18 +155,41 @@ class ForwardingRelayQueue:
     """
     A worker's view of the relay queue, which runs in the parent.
 
+    Messages spooled in one reactor turn go to the parent in one
+    L{MessagesSpooled} at the end of the turn.
+
+    @param clock: schedules the end-of-turn send.
     @param send: C{send(command, **arguments)}, e.g. C{AMP.callRemote}.
     @param beforeSend: called first (flushes audit events, so that the
         parent sees C{message.queued} before the delivery events).
     """
 
-    def __init__(self, send: Callable[..., Any], beforeSend: Callable[[], None]) -> None:
+    def __init__(
+        self, clock: IReactorTime, send: Callable[..., Any], beforeSend: Callable[[], None]
+    ) -> None:
+        self._clock = clock
         self._send = send
         self._beforeSend = beforeSend
+        self._pending: List[dict] = []
+        self._timer: Any = None
 
     def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
         """
-        Tell the parent.
+        Tell the parent at the end of this reactor turn.
         """
+        self._pending.append({"queueId": queueId, "dateDirectory": dateDirectory})
+        if self._timer is None:
+            self._timer = self._clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Tell the parent about every message spooled since the last flush.
+        """
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
         self._beforeSend()
-        self._send(MessageSpooled, queueId=queueId, dateDirectory=dateDirectory)
+        for start in range(0, len(pending), MAX_MESSAGES_PER_NOTICE):
+            self._send(MessagesSpooled, messages=pending[start : start + MAX_MESSAGES_PER_NOTICE])

@@ -86,7 +86,7 @@ def main(reactor: Any = None) -> None:
     channel = _ChildChannel(reactor)
     StandardIO(channel, reactor=reactor)
     audit = ForwardingAuditLog(reactor, channel.callRemote)
-    relayQueue = ForwardingRelayQueue(channel.callRemote, audit.flush)
+    relayQueue = ForwardingRelayQueue(reactor, channel.callRemote, audit.flush)
     dnsThreads = ThreadPool(minthreads=0, maxthreads=dns.DNS_THREADS, name="gopherpost-dns")
     dnsThreads.start()
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
@@ -100,7 +100,7 @@ def main(reactor: Any = None) -> None:
     def drain() -> Any:
         d = maybeDeferred(port.stopListening)
         d.addCallback(lambda _: factory.drain())
-        d.addBoth(lambda _: audit.flush())
+        d.addBoth(lambda _: relayQueue.flush())
         d.addBoth(lambda _: dnsThreads.stop())
         return d
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import List, Optional, Sequence
 
 from twisted.logger import Logger
@@ -109,7 +109,10 @@ class MessageState:
         """
         Serialise.
         """
-        data = asdict(self)
+        # Built by hand: dataclasses.asdict deep-copies, and this runs for
+        # every relayed message.
+        data = {name: getattr(self, name) for name in _MESSAGE_FIELDS}
+        data["recipients"] = [vars(r) for r in self.recipients]
         data["version"] = 1
         return json.dumps(data, sort_keys=True).encode("utf-8")
 
@@ -122,6 +125,9 @@ class MessageState:
         data.pop("version", None)
         data["recipients"] = [RecipientState(**r) for r in data["recipients"]]
         return cls(**data)
+
+
+_MESSAGE_FIELDS = tuple(f.name for f in fields(MessageState))
 
 
 class StateStore:
