@@ -252,10 +252,12 @@ class RetryTests(RelayTestCase):
         self.assertIn("delivery.deferral", [name for name, _ in h.audit.events])
 
     @inlineCallbacks
-    def test_restartKeepsQueue(self):
+    def deferredThenStopped(self):
         """
-        A message deferred before a restart is found again and delivered by
-        the next queue; a later restart sends nothing twice.
+        Spool a message whose first attempt gets a 421, then stop the queue.
+
+        @return: (via Deferred) the harness, the receiving server and the
+            message's envelope.
         """
         self.dns.removeName("example.test")
         self.dns.addMX("example.test", 10, "mx1.example.test")
@@ -265,6 +267,15 @@ class RetryTests(RelayTestCase):
         envelope = yield h.spoolMessage(["bob@example.test"])
         yield eventually(lambda: h.settled(envelope))
         yield first.stopService()
+        return h, mx1, envelope
+
+    @inlineCallbacks
+    def test_restartKeepsQueue(self):
+        """
+        A message deferred before a restart is found again and delivered by
+        the next queue; a later restart sends nothing twice.
+        """
+        h, mx1, envelope = yield self.deferredThenStopped()
         second = h.startQueue()
         self.assertEqual(second.queueDepth(), 1)
         h.clock.advance(3840)
@@ -283,14 +294,7 @@ class RetryTests(RelayTestCase):
         """
         import os
 
-        self.dns.removeName("example.test")
-        self.dns.addMX("example.test", 10, "mx1.example.test")
-        mx1 = self.server("127.0.0.2", replies={"MAIL": firstTimes(1, (421, "4.3.2 shutting down"))})
-        h = self.harness()
-        first = h.startQueue()
-        envelope = yield h.spoolMessage(["bob@example.test"])
-        yield eventually(lambda: h.settled(envelope))
-        yield first.stopService()
+        h, mx1, envelope = yield self.deferredThenStopped()
         path = os.path.join(h.path, envelope.dateDirectory, envelope.queueId + ".relay")
         with open(path, "wb") as f:
             f.write(b'{"queueId": "')
