@@ -30,12 +30,14 @@ __all__ = [
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _statFields(pid: int) -> Optional[List[str]]:
+def _statFields(pid: int, task: Optional[str] = None) -> Optional[List[str]]:
     """
-    The fields of C{/proc/PID/stat} after the command name (field 3 on).
+    The fields of C{/proc/PID/stat} (or of one thread's,
+    C{/proc/PID/task/TASK/stat}) after the command name (field 3 on).
     """
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(path, "rb") as f:
             raw = f.read()
     except OSError:
         return None
@@ -108,12 +110,9 @@ def threadCpu(pid: int) -> Dict[str, float]:
     except OSError:
         return split
     for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
+        fields = _statFields(pid, task)
+        if fields is None:
             continue
-        fields = raw[raw.rindex(b")") + 2 :].decode("ascii").split()
         kind = "main" if int(task) == pid else "threads"
         split[kind + "_user"] += int(fields[11]) / CLOCK_TICKS
         split[kind + "_system"] += int(fields[12]) / CLOCK_TICKS
