@@ -9,6 +9,8 @@ from __future__ import annotations
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from gopherpost.relay.client import DEFERRED, FAILED, SENT, Envelope, deliver, deliverMany
@@ -271,6 +273,24 @@ class LoopbackTests(TestCase):
         self.assertEqual([r.sent for r in results], [("a@example.test",), ("b@example.test",)])
         self.assertEqual([m.sender for m in server.messages], [SENDER, ""])
         self.assertEqual(server.connectionsMade, 1)
+
+    @inlineCallbacks
+    def test_noFactoryLogLines(self):
+        """
+        An outbound connection writes no "Starting factory" or "Stopping
+        factory" line to the log: an administrator sees one line per
+        message, not three.
+        """
+        server = self.server()
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        result = yield self.deliver(server, policy="none")
+        self.assertEqual(result.sent, ("bob@example.test",))
+        yield deferLater(reactor, 0, lambda: None)  # the factory stops after the loss
+        text = [formatEvent(e) for e in events]
+        self.assertTrue(text, "no log events were captured at all")
+        self.assertEqual([t for t in text if "factory" in t.lower()], [])
 
     @inlineCallbacks
     def test_pipelining(self):

@@ -45,14 +45,10 @@ from typing import (
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import (
-    TCP4ClientEndpoint,
-    TCP6ClientEndpoint,
-    connectProtocol,
-)
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.error import ConnectionDone, TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import connectionDone
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -1104,6 +1100,23 @@ def _describeStage(stage: str) -> str:
 # Entry points
 
 
+class _QuietOneShotFactory(Factory):
+    """
+    Builds the one protocol instance of one outbound connection, without
+    the "Starting factory" and "Stopping factory" log lines that
+    L{twisted.internet.endpoints.connectProtocol}'s factory writes for
+    every connection.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: "_SMTPClientProtocol") -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: object) -> "_SMTPClientProtocol":
+        return self._protocol
+
+
 class _Attempt:
     """
     Connect, run the session, and fire C{result} exactly once: with the
@@ -1134,7 +1147,7 @@ class _Attempt:
         self.result: Deferred = Deferred(self._cancel)
 
     def start(self, endpoint) -> Deferred:
-        self._connecting = connectProtocol(endpoint, self._protocol)
+        self._connecting = endpoint.connect(_QuietOneShotFactory(self._protocol))
         self._timer = self._reactor.callLater(self._connectTimeout, self._connectTimedOut)
         self._connecting.addCallbacks(self._connected, self._notConnected)
         return self.result
