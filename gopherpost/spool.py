@@ -35,10 +35,10 @@ import json
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -165,10 +165,10 @@ class MessageWriter:
             self._file.write(self._buffer)
             self._buffer = bytearray()
 
-    def _finishInThread(self, sync: bool = True) -> None:
+    def _finish(self, sync: bool = True) -> None:
         """
         Write what is left, fsync (unless the caller syncs the whole file
-        system) and close.  Runs in a thread.
+        system) and close.
         """
         if self._file is None:
             writeFile(self._tmpPath, bytes(self._buffer), sync=sync)
@@ -201,6 +201,33 @@ def _unlinkQuietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+@dataclass
+class _CommitStep:
+    """
+    One step of the group commit (see L{Spool._startBatch}).
+
+    @ivar fresh: messages whose content this step writes.
+    @ivar naming: messages whose content is durable, named in this step.
+    @ivar freshResults: per C{fresh} message, L{None} or the error that
+        failed its write.
+    @ivar sameStep: indexes of C{fresh} messages also named in this step
+        (without syncfs).
+    @ivar toName: the messages named in this step.
+    @ivar namedResults: per C{toName} message, the date directory it was
+        named in, or the error that failed it.
+    """
+
+    fresh: List[Tuple[MessageWriter, Envelope]]
+    naming: List[Tuple[MessageWriter, Envelope]]
+    freshResults: List[object] = field(default_factory=list)
+    sameStep: List[int] = field(default_factory=list)
+    toName: List[Tuple[MessageWriter, Envelope]] = field(default_factory=list)
+    namedResults: List[object] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.freshResults = [None] * len(self.fresh)
 
 
 class Spool:
@@ -416,6 +443,14 @@ class Spool:
         makes both durable.  A message is thus acknowledged after two syncs,
         its content's and its name's, as write-fsync-rename-fsync requires,
         while under load each sync serves two batches.
+
+        With syncfs, the writes, links and renames of a step are made on the
+        reactor thread (they are small: a message's content is in memory
+        only up to L{SPILL_THRESHOLD}, beyond that it was written while it
+        arrived) and only the sync goes to the thread pool: one thread hop
+        per step instead of a few system calls each passing the GIL between
+        the reactor and a pool thread.  Without syncfs, every file is
+        fsynced, so the whole step runs in the thread pool.
         """
         if self._batchRunning or not (self._pendingCommits or self._contentDurable):
             return
@@ -423,11 +458,17 @@ class Spool:
         del self._pendingCommits[:MAX_BATCH]
         naming, self._contentDurable = self._contentDurable, []
         self._batchRunning = True
-        d = self._runInThread(
-            self._commitStepInThread,
-            [(w, e) for w, e, _ in fresh],
-            [(w, e) for w, e, _ in naming],
-        )
+        step = _CommitStep([(w, e) for w, e, _ in fresh], [(w, e) for w, e, _ in naming])
+        if self.syncfs is None:
+            d = self._runInThread(self._commitStepInThread, step)
+        else:
+            try:
+                self._writeStep(step, sync=False)
+            except Exception:
+                d = fail()
+            else:
+                d = self._runInThread(self._syncInThread, step)
+            d.addBoth(self._settleAfterSync, step)
         d.addBoth(self._stepFinished, fresh, naming)
 
     def _stepFinished(
@@ -456,70 +497,100 @@ class Spool:
             else:
                 d.errback(result if isinstance(result, Failure) else Failure(result))
 
-    def _commitStepInThread(
-        self,
-        fresh: List[Tuple[MessageWriter, Envelope]],
-        naming: List[Tuple[MessageWriter, Envelope]],
-    ) -> Tuple[List[object], List[object]]:
+    def _writeStep(self, step: "_CommitStep", sync: bool) -> None:
         """
-        One step of the pipelined group commit (see L{_startBatch}): write
-        the content of C{fresh}; link C{naming} (whose content is already
-        durable) and write their envelopes; make all of it durable.  Runs in
-        a thread.
+        The writing part of a step (see L{_startBatch}): write the content of
+        C{step.fresh}; link C{step.naming} (whose content is already durable)
+        and write their envelopes.  With C{sync} (no syncfs) every file is
+        fsynced on its own, so C{fresh} messages are named in the same step,
+        right after their content.
+        """
+        for i, (writer, _) in enumerate(step.fresh):
+            try:
+                writer._finish(sync=sync)
+            except OSError as e:
+                step.freshResults[i] = e
+                _unlinkQuietly(writer.path)
+        if sync:
+            step.sameStep = [i for i, r in enumerate(step.freshResults) if r is None]
+        step.toName = step.naming + [step.fresh[i] for i in step.sameStep]
+        for writer, envelope in step.toName:
+            try:
+                step.namedResults.append(self._name(writer, envelope, sync=sync))
+            except OSError as e:
+                self._unname(envelope)
+                step.namedResults.append(e)
 
-        Without C{syncfs} every file is fsynced on its own, so C{fresh}
-        messages are named in the same step, right after their content.
+    def _syncInThread(self, step: "_CommitStep") -> None:
+        """
+        Make a step's writes durable with one C{syncfs}.  Runs in a thread.
+        """
+        self.syncfs(self.path)
+
+    def _settleAfterSync(self, result: object, step: "_CommitStep") -> Tuple[List[object], List[object]]:
+        """
+        After the sync (or its failure, which fails the whole step): remove
+        the temporary names and give each message its outcome.
+        """
+        error = None
+        if isinstance(result, Failure):
+            error = result.value
+            if not isinstance(error, OSError):
+                _log.failure("Spool commit step failed", result)
+        return self._settle(step, error)
+
+    def _commitStepInThread(self, step: "_CommitStep") -> Tuple[List[object], List[object]]:
+        """
+        A whole step without syncfs: write, fsync every file and directory,
+        settle.  Runs in a thread.
+        """
+        self._writeStep(step, sync=True)
+        try:
+            for directory in {r for r in step.namedResults if isinstance(r, str)}:
+                fsyncDirectory(directory)
+        except OSError as e:
+            return self._settle(step, e)
+        return self._settle(step, None)
+
+    def _settle(self, step: "_CommitStep", error: Optional[BaseException]) -> Tuple[List[object], List[object]]:
+        """
+        Finish a step once its sync is done (C{error}: it failed, and with it
+        every message of the step).
 
         @return: per C{fresh} message, L{None} (content durable, to be named
             in the next step), its L{Envelope} (named in this step) or the
             exception that failed it; per C{naming} message, its L{Envelope}
             or the exception.
         """
-        syncfs = self.syncfs
-        freshResults: List[object] = [None] * len(fresh)
-        for i, (writer, _) in enumerate(fresh):
-            try:
-                writer._finishInThread(sync=syncfs is None)
-            except OSError as e:
-                freshResults[i] = e
-                _unlinkQuietly(writer.path)
-        sameStep = [i for i, r in enumerate(freshResults) if r is None] if syncfs is None else []
-        toName = naming + [fresh[i] for i in sameStep]
-        namedResults: List[object] = []
-        for writer, envelope in toName:
-            try:
-                namedResults.append(self._nameInThread(writer, envelope, sync=syncfs is None))
-            except OSError as e:
-                self._unname(envelope)
-                namedResults.append(e)
-        try:
-            if syncfs is not None:
-                syncfs(self.path)
-            else:
-                for directory in {r for r in namedResults if isinstance(r, str)}:
-                    fsyncDirectory(directory)
-        except OSError as e:
-            for (_, envelope), result in zip(toName, namedResults):
+        if error is not None:
+            for (_, envelope), result in zip(step.toName, step.namedResults):
                 if isinstance(result, str):
                     self._unname(envelope)
-            namedResults = [e] * len(toName)
-            freshResults = [e if r is None else r for r in freshResults]
-            for (writer, _) in fresh:
+            for writer, _ in step.fresh + step.naming:
                 _unlinkQuietly(writer.path)
-        for writer, _ in toName:
+            own = step.namedResults[: len(step.naming)]
+            own += [None] * (len(step.naming) - len(own))
+            return (
+                [r if isinstance(r, BaseException) else error for r in step.freshResults],
+                [r if isinstance(r, BaseException) else error for r in own],
+            )
+        for writer, _ in step.toName:
             _unlinkQuietly(writer.path)
         outcomes = [
             envelope if isinstance(result, str) else result
-            for (_, envelope), result in zip(toName, namedResults)
+            for (_, envelope), result in zip(step.toName, step.namedResults)
         ]
-        for i, outcome in zip(sameStep, outcomes[len(naming) :]):
+        freshResults = list(step.freshResults)
+        for i, outcome in zip(step.sameStep, outcomes[len(step.naming) :]):
             freshResults[i] = outcome
-        return freshResults, outcomes[: len(naming)]
+        return freshResults, outcomes[: len(step.naming)]
 
-    def _nameInThread(self, writer: MessageWriter, envelope: Envelope, sync: bool) -> str:
+    def _name(self, writer: MessageWriter, envelope: Envelope, sync: bool) -> str:
         """
         Link the content under each recipient's name and write the envelope
-        (the commit record) beside it.
+        (the commit record) beside it.  With C{sync}, fsync as it goes;
+        without, the step's syncfs covers everything, the new date directory
+        included.
 
         @return: the date directory touched.
         """
@@ -527,7 +598,8 @@ class Spool:
         if envelope.dateDirectory not in self._knownDateDirectories:
             try:
                 os.mkdir(directory, 0o750)
-                fsyncDirectory(self.path)
+                if sync:
+                    fsyncDirectory(self.path)
             except FileExistsError:
                 pass
             self._knownDateDirectories.add(envelope.dateDirectory)
@@ -544,7 +616,7 @@ class Spool:
 
     def _unname(self, envelope: Envelope) -> None:
         """
-        Remove whatever L{_nameInThread} made of a failed message.
+        Remove whatever L{_name} made of a failed message.
         """
         paths = [self._messagePath(envelope, r.token) for r in envelope.recipients]
         base = os.path.join(self.path, envelope.dateDirectory, envelope.queueId)

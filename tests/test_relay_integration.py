@@ -138,6 +138,50 @@ class DeliveryTests(RelayTestCase):
         self.assertEqual(len(mx1.messages), 4)
 
     @inlineCallbacks
+    def test_largeContentReadInThread(self):
+        """
+        A batch reads small messages on the reactor thread and leaves those
+        past the inline budget to the thread pool; every message arrives
+        whole, in its order, over one connection.
+        """
+        from twisted.internet.defer import gatherResults
+        from twisted.internet.threads import deferToThreadPool
+
+        from gopherpost.relay import queue as queueModule
+
+        self.patch(queueModule, "INLINE_READ_BUDGET", 200)
+        mx1 = self.server("127.0.0.2")
+        h = self.harness()
+        hops = []
+
+        def runInThread(f, *args):
+            hops.append((f, args))
+            return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+        queue = h.startQueue(runInThread=runInThread)
+        bodies = [b"small one", b"large " * 50, b"small two"]
+        envelopes = yield gatherResults(
+            [
+                h.spool.store(
+                    b"Subject: %d\r\n\r\n%s\r\n" % (n, body),
+                    "alice@gopherpost.test",
+                    [("bob%d@example.test" % n, False)],
+                )
+                for n, body in enumerate(bodies)
+            ]
+        )
+        for envelope in envelopes:
+            queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+        yield eventually(lambda: len(mx1.messages) == 3)
+        self.assertEqual(mx1.connectionsMade, 1)
+        received = sorted(mx1.messages, key=lambda m: m.recipients)
+        for n, (message, body) in enumerate(zip(received, bodies)):
+            self.assertEqual(message.data, b"Subject: %d\r\n\r\n%s\r\n" % (n, body))
+        [(f, (paths,))] = hops
+        self.assertEqual(f, queueModule._readAll)
+        self.assertEqual([os.path.basename(p).split("_")[0] for p in paths], [envelopes[1].queueId])
+
+    @inlineCallbacks
     def test_failover(self):
         """
         When the best MX refuses connections, the next preference gets it.

@@ -214,12 +214,14 @@ class SpoolTests(SynchronousTestCase):
 
     def _runStep(self, work: list) -> tuple:
         """
-        Run the one waiting commit step; return its (fresh, naming) lists.
+        Run the thread part of the one waiting commit step; return the
+        step's (fresh, naming) lists.
         """
         self.assertEqual(len(work), 1)
         d, f, args = work.pop()
+        [step] = args
         maybeDeferred(f, *args).chainDeferred(d)
-        return args
+        return step.fresh, step.naming
 
     def _commitMessages(self, count: int) -> list:
         results = []
@@ -277,6 +279,54 @@ class SpoolTests(SynchronousTestCase):
         self.assertEqual(seen, [(1, []), (1, [results[0].queueId])])
         self.assertEqual(work, [])
         self.assertEqual(os.listdir(os.path.join(self.path, "tmp")), [])
+
+    def test_onlyTheSyncInTheThread(self) -> None:
+        """
+        With syncfs, a step's writes, links and renames are made before its
+        thread hop, which only syncs; a message named by a step is not
+        acknowledged until that step's sync is done.
+        """
+        syncs = []
+        self.spool.syncfs = syncs.append
+        work = self._deferredSteps()
+        results = self._commitMessages(1)
+        [(_, f, _)] = work
+        self.assertEqual(f, self.spool._syncInThread)
+        self.assertEqual(len(os.listdir(os.path.join(self.path, "tmp"))), 1)
+        self.assertEqual(syncs, [])
+        self._runStep(work)
+        self.assertEqual(syncs, [self.spool.path])
+        # The second step named the message before its hop; not yet synced,
+        # so not yet acknowledged.
+        self.assertEqual(len(list(self.spool.envelopes())), 1)
+        self.assertEqual(results, [])
+        self._runStep(work)
+        self.assertEqual(len(syncs), 2)
+        self.assertEqual(len(results), 1)
+
+    def test_unexpectedSyncErrorFailsStep(self) -> None:
+        """
+        A sync that fails with something other than an L{OSError} fails the
+        step's messages too (and is logged), leaving nothing visible.
+        """
+        work = self._deferredSteps()
+        failures = []
+        writer = self.spool.newWriter()
+        writer.write(b"message\r\n")
+        self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addErrback(failures.append)
+        self._runStep(work)
+
+        def syncfs(path):
+            raise RuntimeError("broken")
+
+        self.spool.syncfs = syncfs
+        self._runStep(work)
+        [failure] = failures
+        failure.trap(RuntimeError)
+        self.assertEqual(work, [])
+        self.assertEqual(list(self.spool.envelopes()), [])
+        self.assertEqual(os.listdir(os.path.join(self.path, "tmp")), [])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_withoutSyncfsOneStep(self) -> None:
         """

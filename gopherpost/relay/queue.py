@@ -19,6 +19,7 @@ C{SMTP_DESTINATION_CONCURRENCY} to one destination.
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter, OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -29,6 +30,7 @@ from twisted.internet.defer import (
     Deferred,
     DeferredList,
     inlineCallbacks,
+    maybeDeferred,
 )
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -50,6 +52,10 @@ _log = Logger()
 BATCH_SIZE = 20
 #: Connections tried for one attempt at most (hosts x addresses).
 MAX_CONNECTIONS_PER_ATTEMPT = 6
+#: Bytes of message content one batch reads on the reactor thread at most;
+#: larger messages are read in the thread pool.  A thread hop costs more
+#: than reading a few small files from the page cache.
+INLINE_READ_BUDGET = 1024 * 1024
 
 
 def retryDelay(attempts: int, initial: float, maximum: float, randomSource: random.Random) -> float:
@@ -257,7 +263,9 @@ class RelayQueue(Service):
             if not failure.check(CancelledError):
                 _log.failure("Could not queue {count} messages for relay", failure, count=len(arrivals))
 
-        d = self._runInThread(prepare)
+        # Reading a few small envelopes costs less than a thread hop; DKIM
+        # signing (an RSA signature over each message) goes to the pool.
+        d = maybeDeferred(prepare) if self._signer is None else self._runInThread(prepare)
         d.addCallbacks(registered, failed)
         self._track(d)
 
@@ -410,7 +418,11 @@ class RelayQueue(Service):
             paths.append(
                 self._spool.contentPath(state.dateDirectory, state.queueId, state.recipients[0].token)
             )
-        contents = yield self._runInThread(_readAll, paths)
+        contents = _readSmall(paths, INLINE_READ_BUDGET)
+        large = [path for path, content in zip(paths, contents) if content is None]
+        if large:
+            read = iter((yield self._runInThread(_readAll, large)))
+            contents = [next(read) if content is None else content for content in contents]
         for work, content in zip(batch, contents):
             work.content = work.state.dkimHeader.encode("ascii") + content
         try:
@@ -555,7 +567,8 @@ class RelayQueue(Service):
             ]
             if newlyFailed and dsn.shouldBounce(work.state.sender):
                 bounces.append((work.state, work.content, newlyFailed))
-        d = self._runInThread(self._saveAll, [w.state for w in batch])
+        # Small, unsynced writes: on the reactor thread (see relay.state).
+        d = maybeDeferred(self._saveAll, [w.state for w in batch])
         for state, content, failures in bounces:
             d.addCallback(lambda _, s=state, c=content, f=failures: self._bounce(s, c, f))
         return d
@@ -601,6 +614,23 @@ class RelayQueue(Service):
         d.addCallback(stored)
         d.addErrback(lambda f: _log.failure("Could not store a bounce for {queueId}", f, queueId=state.queueId))
         return d
+
+
+def _readSmall(paths: Sequence[str], budget: int) -> List[Optional[bytes]]:
+    """
+    Read spool files now, on the reactor thread, while their sizes add up
+    to at most C{budget} bytes; L{None} for each file left to L{_readAll}.
+    """
+    contents: List[Optional[bytes]] = []
+    for path in paths:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > budget:
+                contents.append(None)
+                continue
+            budget -= size
+            contents.append(f.read())
+    return contents
 
 
 def _readAll(paths: Sequence[str]) -> List[bytes]:
