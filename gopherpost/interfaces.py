@@ -8,7 +8,12 @@ does so through one of these interfaces.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from gopherpost.spool import Envelope
 
 __all__ = ["IAuditLog", "IAuditSubscription", "IPeerAddress", "IRelayQueue"]
 
@@ -64,8 +69,11 @@ class IRelayQueue(Interface):
     The outbound queue, told about each newly spooled message.
     """
 
-    def messageSpooled(queueId: str, dateDirectory: str) -> None:
+    def messageSpooled(queueId: str, dateDirectory: str, envelope: Optional[Envelope] = None) -> None:
         """
         A message with recipients outside our local domains is durably in the
         spool under C{dateDirectory} (e.g. C{"2026-11-22"}); schedule it.
+
+        @param envelope: its envelope, when the caller has it at hand (in the
+            same process), which spares reading it back from the spool.
         """

@@ -35,7 +35,7 @@ import json
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import IO, Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, fail
@@ -103,7 +103,10 @@ class Envelope:
         """
         Serialise as the C{.envelope} file's content.
         """
-        data = asdict(self)
+        # Built by hand: dataclasses.asdict deep-copies, and this runs for
+        # every message.
+        data = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
+        data["recipients"] = [vars(r) for r in self.recipients]
         data["version"] = 1
         return json.dumps(data, sort_keys=True).encode("utf-8")
 
@@ -124,6 +127,8 @@ class Envelope:
         """
         return tuple(r for r in self.recipients if not r.local)
 
+
+_ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
 
 _syncfs = loadSyncfs()
 

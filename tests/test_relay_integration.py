@@ -138,6 +138,26 @@ class DeliveryTests(RelayTestCase):
         self.assertEqual(len(mx1.messages), 4)
 
     @inlineCallbacks
+    def test_envelopeAtHandNotReadAgain(self):
+        """
+        An envelope handed over with the announcement (as the inbound side
+        does in the same process) is used as it is, not read back from the
+        spool.
+        """
+        mx1 = self.server("127.0.0.2")
+        h = self.harness()
+        queue = h.startQueue()
+        envelope = yield h.spool.store(
+            b"Subject: at hand\r\n\r\nx\r\n", "alice@gopherpost.test", [("bob@example.test", False)]
+        )
+        path = os.path.join(h.path, envelope.dateDirectory, envelope.queueId + ".envelope")
+        with open(path, "wb") as f:
+            f.write(b"not JSON")
+        queue.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
+        yield eventually(lambda: len(mx1.messages) == 1)
+        self.assertEqual(mx1.messages[0].recipients, ["bob@example.test"])
+
+    @inlineCallbacks
     def test_largeContentReadInThread(self):
         """
         A batch reads small messages on the reactor thread and leaves those

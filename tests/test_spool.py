@@ -72,6 +72,20 @@ class SpoolTests(SynchronousTestCase):
         self.assertEqual(loaded, envelope)
         self.assertEqual([r.address for r in envelope.relayRecipients], ["Bob@Example.test"])
 
+    def test_envelopeJSON(self) -> None:
+        """
+        The envelope file holds every field of the L{Envelope} (recipients
+        as objects) and a version, and reads back equal.
+        """
+        import json
+        from dataclasses import asdict
+
+        envelope = self.store()
+        expected = json.loads(json.dumps(asdict(envelope)))
+        expected["version"] = 1
+        self.assertEqual(json.loads(envelope.toJSON()), expected)
+        self.assertEqual(Envelope.fromJSON(envelope.toJSON()), envelope)
+
     def test_tokenIsKeyedHash(self) -> None:
         """
         The token is HMAC-SHA256 of the lowercased address with the

@@ -38,7 +38,7 @@ class RecordingRelay:
     def __init__(self):
         self.spooled = []
 
-    def messageSpooled(self, queueId, dateDirectory):
+    def messageSpooled(self, queueId, dateDirectory, envelope=None):
         self.spooled.append((queueId, dateDirectory))
 
 

@@ -12,6 +12,7 @@ user-name credentials for AUTH.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
 
@@ -33,10 +34,13 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
+@functools.lru_cache(maxsize=4096)
 def unmapAddress(host: str) -> IPAddress:
     """
     Parse an address, turning IPv4-mapped IPv6 (C{::ffff:192.0.2.1}) into
-    IPv4 and dropping an IPv6 zone.
+    IPv4 and dropping an IPv6 zone.  Recent answers are remembered (the
+    address objects are immutable): every connection parses its peer's
+    address a few times.
     """
     address = ipaddress.ip_address(host.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:

@@ -261,7 +261,7 @@ class SpoolDelivery:
                 tls="yes" if envelope.tls else "no",
             )
             if self._relayQueue is not None and envelope.relayRecipients:
-                self._relayQueue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+                self._relayQueue.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
             return envelope
 
         return d.addCallback(stored)

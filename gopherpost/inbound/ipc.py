@@ -19,6 +19,7 @@ from twisted.protocols import amp
 from zope.interface import implementer
 
 from gopherpost.interfaces import IAuditLog, IAuditSubscription, IRelayQueue
+from gopherpost.spool import Envelope
 
 __all__ = [
     "MessagesSpooled",
@@ -173,9 +174,12 @@ class ForwardingRelayQueue:
         self._pending: List[dict] = []
         self._timer: Any = None
 
-    def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
+    def messageSpooled(
+        self, queueId: str, dateDirectory: str, envelope: Optional[Envelope] = None
+    ) -> None:
         """
-        Tell the parent at the end of this reactor turn.
+        Tell the parent at the end of this reactor turn (by name: the parent
+        reads the envelope from the spool).
         """
         self._pending.append({"queueId": queueId, "dateDirectory": dateDirectory})
         if self._timer is None:

@@ -146,8 +146,9 @@ class RelayQueue(Service):
         self._tasks: Set[Deferred] = set()
         self._stopping = False
         self._pumpCall: Any = None
-        #: queue id -> date directory of messages spooled but not yet read
-        self._arriving: Dict[str, str] = {}
+        #: queue id -> (date directory, envelope if known) of messages
+        #: spooled but not yet taken on
+        self._arriving: Dict[str, Tuple[str, Optional[Envelope]]] = {}
         #: queue ids of messages being read
         self._reading: Set[str] = set()
         self._arrivalCall: Any = None
@@ -201,13 +202,15 @@ class RelayQueue(Service):
 
     # IRelayQueue
 
-    def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
+    def messageSpooled(
+        self, queueId: str, dateDirectory: str, envelope: Optional[Envelope] = None
+    ) -> None:
         """
         Take on a newly spooled message: sign it once and schedule it now.
 
         Messages spooled in the same reactor turn (one group commit) are
-        read together in one thread hop and become due together, so that
-        they can share connections.
+        taken on together (read, or signed in one thread hop) and become due
+        together, so that they can share connections.
         """
         if (
             queueId in self._messages
@@ -216,7 +219,7 @@ class RelayQueue(Service):
             or self._stopping
         ):
             return
-        self._arriving[queueId] = dateDirectory
+        self._arriving[queueId] = (dateDirectory, envelope)
         if self._arrivalCall is None:
             self._arrivalCall = self._reactor.callLater(0, self._takeArrivals)
 
@@ -229,9 +232,10 @@ class RelayQueue(Service):
 
         def prepare() -> List[Tuple[str, object]]:
             prepared: List[Tuple[str, object]] = []
-            for queueId, dateDirectory in arrivals:
+            for queueId, (dateDirectory, envelope) in arrivals:
                 try:
-                    envelope = self._spool.envelopeIn(dateDirectory, queueId)
+                    if envelope is None:
+                        envelope = self._spool.envelopeIn(dateDirectory, queueId)
                     if not envelope.relayRecipients:
                         prepared.append((queueId, None))
                         continue

@@ -118,7 +118,7 @@ class InboundHarness:
         testCase.addCleanup(self._cleanUp)
 
     # IRelayQueue, so tests see what would be relayed.
-    def messageSpooled(self, queueId: str, dateDirectory: str) -> None:
+    def messageSpooled(self, queueId: str, dateDirectory: str, envelope: Any = None) -> None:
         self.relayed.append((queueId, dateDirectory))
 
     def _runInThread(self, f: Callable[..., Any], *args: Any) -> Deferred:
