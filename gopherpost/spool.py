@@ -24,7 +24,10 @@ C{tmp/}.
 Commits are grouped: messages that become ready while a batch is being
 written go together in the next one, and each step is made durable for the
 whole batch at once, with one C{syncfs(2)} on Linux 5.8+ (else an fsync of
-every file and directory).  The spool knows nothing of SMTP.
+every file and directory).  With syncfs the writes are made on the reactor
+thread (small: content beyond L{SPILL_THRESHOLD} was written while it
+arrived) and only the sync runs in the thread pool.  The spool knows nothing
+of SMTP.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ _log = Logger()
 SPILL_THRESHOLD = 256 * 1024
 #: Messages made durable together at most.
 MAX_BATCH = 64
+#: Bytes of in-memory content one commit step writes at most (at least one
+#: message): the writes are made on the reactor thread.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 _ENVELOPE_SUFFIX = ".envelope"
 _MESSAGE_SUFFIX = ".eml"
@@ -155,6 +161,13 @@ class MessageWriter:
         Where the content is (or will be) written under C{tmp/}.
         """
         return self._tmpPath
+
+    @property
+    def unwritten(self) -> int:
+        """
+        Bytes still only in memory.
+        """
+        return len(self._buffer)
 
     def write(self, data: bytes) -> None:
         """
@@ -459,8 +472,14 @@ class Spool:
         """
         if self._batchRunning or not (self._pendingCommits or self._contentDurable):
             return
-        fresh = self._pendingCommits[:MAX_BATCH]
-        del self._pendingCommits[:MAX_BATCH]
+        count, size = 0, 0
+        for writer, _, _ in self._pendingCommits[:MAX_BATCH]:
+            size += writer.unwritten
+            if count and size > MAX_BATCH_BYTES:
+                break
+            count += 1
+        fresh = self._pendingCommits[:count]
+        del self._pendingCommits[:count]
         naming, self._contentDurable = self._contentDurable, []
         self._batchRunning = True
         step = _CommitStep([(w, e) for w, e, _ in fresh], [(w, e) for w, e, _ in naming])

@@ -269,6 +269,26 @@ class SpoolTests(SynchronousTestCase):
                 self.assertEqual(f.read(), b"message %d\r\n" % n)
         self.assertEqual(os.listdir(os.path.join(self.path, "tmp")), [])
 
+    def test_stepBytesBounded(self) -> None:
+        """
+        A step writes at most L{spoolModule.MAX_BATCH_BYTES} of in-memory
+        content (but always at least one message); the rest waits for the
+        next step.
+        """
+        self.patch(spoolModule, "MAX_BATCH_BYTES", 250)
+        work = self._deferredSteps()
+        results = []
+        for size in (100, 100, 100, 100, 400):
+            writer = self.spool.newWriter()
+            writer.write(b"x" * size)
+            self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addCallback(results.append)
+        steps = []
+        while work:
+            fresh, naming = self._runStep(work)
+            steps.append((len(fresh), len(naming)))
+        self.assertEqual(steps, [(1, 0), (2, 1), (1, 2), (1, 1), (0, 1)])
+        self.assertEqual(len(results), 5)
+
     def test_contentDurableBeforeName(self) -> None:
         """
         With syncfs, a message's content is written and synced in one step
