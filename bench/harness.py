@@ -701,6 +701,9 @@ def parseArguments(argv) -> argparse.Namespace:
                         help="messages per relay run (0: skip the relay benchmark)")
     parser.add_argument("--relay-sessions", type=int, default=20)
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput matrix")
+    parser.add_argument("--compare", metavar="TREE",
+                        help="also run GopherPost from another source tree (e.g. a git worktree of an "
+                             "older commit) as server gopherpost-b, interleaved with the others")
     parser.add_argument("--profile", action="store_true",
                         help="also profile GopherPost with py-spy at 20 sessions")
     parser.add_argument("--keep-logs", action="store_true",
@@ -726,6 +729,11 @@ def parseArguments(argv) -> argparse.Namespace:
     for size in args.sizes:
         if size not in SIZES:
             parser.error(f"unknown size {size!r}")
+    if args.compare:
+        args.compare = os.path.abspath(args.compare)
+        if not os.path.isfile(os.path.join(args.compare, "gopherpost", "tap.py")):
+            parser.error(f"--compare: {args.compare} is not a GopherPost source tree")
+        args.servers.append("gopherpost-b")
     return args
 
 
@@ -753,7 +761,9 @@ def main(argv=None) -> int:
         "options": {k: v for k, v in vars(args).items() if k not in ("work",)},
     }
     factories = {"gopherpost": GopherPost, "postfix": Postfix, "aiosmtpd": Aiosmtpd,
-                 "smtp-sink": SmtpSink}
+                 "smtp-sink": SmtpSink,
+                 # The same installed dependencies, the other tree's code first on the path.
+                 "gopherpost-b": lambda bench: GopherPost(bench, "gopherpost-b", PYTHONPATH=args.compare)}
     servers: Dict[str, Server] = {}
     completed = False
     try:
