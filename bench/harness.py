@@ -701,6 +701,9 @@ def parseArguments(argv) -> argparse.Namespace:
                         help="messages per relay run (0: skip the relay benchmark)")
     parser.add_argument("--relay-sessions", type=int, default=20)
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput matrix")
+    parser.add_argument("--no-direct-io", action="store_true",
+                        help="loop devices through the page cache of the file system holding the "
+                             "images (mount -o loop's default) instead of direct I/O")
     parser.add_argument("--compare", metavar="TREE",
                         help="also run GopherPost from another source tree (e.g. a git worktree of an "
                              "older commit) as server gopherpost-b, interleaved with the others")
@@ -750,7 +753,7 @@ def main(argv=None) -> int:
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     if not args.no_install:
         install(args)
-    bench = Bench(args.work, args.venv)
+    bench = Bench(args.work, args.venv, directIO=not args.no_direct_io)
     stamp = args.stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     os.makedirs(args.results, exist_ok=True)
     result: Dict[str, Any] = {

@@ -104,10 +104,13 @@ class Bench:
 
     @param work: a fresh directory (made by C{bench/run}).
     @param venv: the virtual environment with GopherPost and aiosmtpd.
+    @param directIO: whether the loop devices under the images use direct
+        I/O (see L{image}).
     """
 
-    def __init__(self, work: str, venv: str) -> None:
+    def __init__(self, work: str, venv: str, directIO: bool = True) -> None:
         self.work = work
+        self.directIO = directIO
         self.venv = venv
         self.logs = os.path.join(work, "logs")
         os.makedirs(self.logs, exist_ok=True)
@@ -129,16 +132,29 @@ class Bench:
         """
         Make, format and loop-mount a fresh ext4 image; return the mount
         point.
+
+        The image file is allocated up front, and (with C{directIO}) its loop
+        device reads and writes it with direct I/O, so the image behaves like
+        a disk of its own: its writes and syncs go to the machine's disk
+        without passing through the page cache and journal of the file
+        system holding the image files.  Through that file system (the
+        default of C{mount -o loop}) every sync of the image also syncs
+        there, and that file system slows down as the benchmark churns it
+        (see BENCHMARKING.md), so results drifted with the order of runs.
         """
         path = os.path.join(self.work, f"{name}.img")
         mountPoint = os.path.join(self.work, "mnt", name)
         os.makedirs(mountPoint)
-        run(["truncate", "-s", size, path])
+        run(["fallocate", "-l", size, path])
         run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", path])
         with open(os.path.join(self.work, "mounts"), "a") as f:
             f.write(mountPoint + "\n")
         run(["mount", "-o", "loop", path, mountPoint])
         self.mounts.append(mountPoint)
+        if self.directIO:
+            device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", mountPoint],
+                                    stdout=subprocess.PIPE, text=True).stdout.strip()
+            run(["losetup", "--direct-io=on", device])
         return mountPoint
 
     def unmountAll(self) -> None:
