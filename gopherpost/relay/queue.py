@@ -171,7 +171,7 @@ class RelayQueue(Service):
             if state is None:
                 # Spooled, but the crash came before the relay saved its
                 # state: start it as new.
-                self.messageSpooled(envelope.queueId, envelope.dateDirectory)
+                self.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
                 continue
             if not state.done:
                 self._register(state)
@@ -613,7 +613,7 @@ class RelayQueue(Service):
                 bounceId=envelope.queueId,
             )
             if envelope.relayRecipients:
-                self.messageSpooled(envelope.queueId, envelope.dateDirectory)
+                self.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
 
         d.addCallback(stored)
         d.addErrback(lambda f: _log.failure("Could not store a bounce for {queueId}", f, queueId=state.queueId))
