@@ -140,7 +140,8 @@ class Bench:
         system holding the image files.  Through that file system (the
         default of C{mount -o loop}) every sync of the image also syncs
         there, and that file system slows down as the benchmark churns it
-        (see BENCHMARKING.md), so results drifted with the order of runs.
+        (see BENCHMARKING.md), so results drifted more with the order of
+        runs.
         """
         path = os.path.join(self.work, f"{name}.img")
         mountPoint = os.path.join(self.work, "mnt", name)
