@@ -1,8 +1,11 @@
 # -*- test-case-name: tests.test_durable -*-
 """
 Small blocking helpers for writing files that survive a crash: write,
-fsync, rename, fsync the directory.  Call them from a thread or at
-start-up, never on the reactor's hot path.
+fsync, rename, fsync the directory.  Whatever fsyncs waits for the disk:
+call it from a thread or at start-up, never on the reactor's hot path.
+L{writeFile} with C{sync=False} only copies into the page cache (a later
+C{syncfs} makes it durable), which the spool and the relay do on the
+reactor thread for small files.
 """
 
 from __future__ import annotations
