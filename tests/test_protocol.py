@@ -17,6 +17,7 @@ from gopherpost.inbound.protocol import (
     COMMAND_LINE_LIMIT,
     DISCARD_LIMIT,
     HARD_ERROR_LIMIT,
+    _hasBareLineBreak,
     _hasLongLine,
 )
 from tests.support.inbound import InboundHarness, replies
@@ -561,6 +562,47 @@ class LongLineCheckTests(SynchronousTestCase):
             lengths = [rng.choice((0, 1, 80, 500, 997, 998, 999, 1000, 1500)) for _ in range(rng.randint(1, 12))]
             body = b"".join(b"a" * n + b"\r\n" for n in lengths)
             self.assertEqual(_hasLongLine(body), self.reference(body), lengths)
+
+
+class BareLineBreakCheckTests(SynchronousTestCase):
+    """
+    L{_hasBareLineBreak} against the obvious definition.
+    """
+
+    def reference(self, body: bytes) -> bool:
+        crlf = body.count(b"\r\n")
+        return body.count(b"\n") != crlf or body.count(b"\r") != crlf
+
+    def test_cases(self) -> None:
+        """
+        CRLF only is clean; any bare CR or LF, wherever it is, is found,
+        also a bare CR and a bare LF together (equal counts).
+        """
+        for body, bare in (
+            (b"", False),
+            (b"\r\n", False),
+            (b"a\r\nb\r\n", False),
+            (b"a\rb\r\n", True),
+            (b"a\nb\r\n", True),
+            (b"a\rb\nc\r\n", True),
+            (b"a\n\rb\r\n", True),
+            (b"a\r\r\n", True),
+            (b"\n\r\n", True),
+        ):
+            self.assertEqual(_hasBareLineBreak(body), bare, body)
+            self.assertEqual(self.reference(body), bare, body)
+
+    def test_random(self) -> None:
+        """
+        Random bodies of text, CRs and LFs (ending with CRLF) agree with the
+        reference.
+        """
+        import random
+
+        rng = random.Random(5321)
+        for _ in range(2000):
+            body = bytes(rng.choice(b"ab\r\n") for _ in range(rng.randint(0, 12))) + b"\r\n"
+            self.assertEqual(_hasBareLineBreak(body), self.reference(body), body)
 
 
 class SmugglingTests(SynchronousTestCase):
