@@ -248,9 +248,9 @@ def waitQuiet(timeout: float, threshold: float = 0.1, window: float = 1.0) -> Tu
     """
     started = time.monotonic()
     while True:
-        busyBefore, totalBefore = procfs.machineCpu()
+        busyBefore, _ = procfs.machineCpu()
         time.sleep(window)
-        busyAfter, totalAfter = procfs.machineCpu()
+        busyAfter, _ = procfs.machineCpu()
         cores = (busyAfter - busyBefore) / window
         if cores <= threshold or time.monotonic() - started >= timeout:
             return time.monotonic() - started, cores

@@ -237,12 +237,18 @@ class SpoolTests(SynchronousTestCase):
         maybeDeferred(f, *args).chainDeferred(d)
         return step.fresh, step.naming
 
+    def _commit(self, body: bytes) -> Deferred:
+        """
+        Commit one message of C{body} to one remote recipient.
+        """
+        writer = self.spool.newWriter()
+        writer.write(body)
+        return self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False)
+
     def _commitMessages(self, count: int) -> list:
         results = []
         for n in range(count):
-            writer = self.spool.newWriter()
-            writer.write(b"message %d\r\n" % n)
-            self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addCallback(results.append)
+            self._commit(b"message %d\r\n" % n).addCallback(results.append)
         return results
 
     def test_groupCommit(self) -> None:
@@ -279,9 +285,7 @@ class SpoolTests(SynchronousTestCase):
         work = self._deferredSteps()
         results = []
         for size in (100, 100, 100, 100, 400):
-            writer = self.spool.newWriter()
-            writer.write(b"x" * size)
-            self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addCallback(results.append)
+            self._commit(b"x" * size).addCallback(results.append)
         steps = []
         while work:
             fresh, naming = self._runStep(work)
@@ -345,9 +349,7 @@ class SpoolTests(SynchronousTestCase):
         """
         work = self._deferredSteps()
         failures = []
-        writer = self.spool.newWriter()
-        writer.write(b"message\r\n")
-        self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addErrback(failures.append)
+        self._commit(b"message\r\n").addErrback(failures.append)
         self._runStep(work)
 
         def syncfs(path):
@@ -389,9 +391,7 @@ class SpoolTests(SynchronousTestCase):
         work = self._deferredSteps()
         failures = []
         for n in range(2):
-            writer = self.spool.newWriter()
-            writer.write(b"message %d\r\n" % n)
-            self.spool.commit(writer, "", [("b@example.test", False)], "192.0.2.1", "c", False).addErrback(failures.append)
+            self._commit(b"message %d\r\n" % n).addErrback(failures.append)
         self._runStep(work)
         self.spool.syncfs = syncfs
         self._runStep(work)
