@@ -430,10 +430,16 @@ def _cmdline(pid: int) -> str:
 # Relay
 
 
+#: Where the relay benchmark's messages go (the loopback DNS zone's MX).
+RELAY_RECIPIENT = "user@relay.test"
+
+
 def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
     """
     GopherPost relaying to smtp-sink on 127.0.0.2 found through a loopback
-    DNS server (MX relay.test -> mx.relay.test -> 127.0.0.2).
+    DNS server (MX relay.test -> mx.relay.test -> 127.0.0.2).  With
+    C{--compare}, the other tree's GopherPost relays too, run for run
+    interleaved with ours, and its figures are under C{"compare"}.
     """
     sink = SmtpSink(bench, "relay-sink", host="127.0.0.2")
     sink.start()
@@ -444,58 +450,36 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
     ready, _, _ = select.select([dnsServer.stdout], [], [], 30)
     if not ready or dnsServer.stdout.readline().strip() != b"ready":
         raise RuntimeError("the relay benchmark's DNS server did not start")
-    server = GopherPost(
-        bench, "gopherpost-relay",
+    settings = dict(
         SMTP_DNS_SERVERS=f"127.0.0.1:{dnsPort}",
         SMTP_OUTBOUND_PORT=str(sink.port),
         SMTP_OUTBOUND_TLS="none",
     )
-    server.start()
-    recipient = "user@relay.test"
-    runs = []
+    servers = {"gopherpost": GopherPost(bench, "gopherpost-relay", **settings)}
+    if args.compare:
+        servers["gopherpost-b"] = GopherPost(bench, "gopherpost-relay-b", PYTHONPATH=args.compare, **settings)
+    runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in servers}
     try:
+        for server in servers.values():
+            server.start()
         for rep in range(args.reps + 1):
             count = 50 if rep == 0 else args.relay_messages
-            root = server.root()
-            before = server.relayed()
-            cpuBefore = procfs.cpuSeconds(procfs.tree(root))
-            threadsBefore = procfs.threadCpu(root)
-            sampler = procfs.PeakSampler(root).start()
-            started = time.monotonic()
-            result = smtpSource(server, args.relay_sessions, count, 1024, recipient, args.run_timeout)
-            accepted = time.monotonic()
-            deadline = started + args.run_timeout
-            while server.relayed() < before + count and time.monotonic() < deadline:
-                time.sleep(0.02)
-            finished = time.monotonic()
-            memory = sampler.stop()
-            relayed = server.relayed() - before
-            record = {
-                "rep": rep - 1,
-                "messages": count,
-                "sessions": args.relay_sessions,
-                "relayed": relayed,
-                "ok": result["status"] == "ok" and relayed == count,
-                "status": result["status"],
-                "accept_msgs_per_s": round(count / (accepted - started), 1),
-                "msgs_per_s": round(relayed / (finished - started), 1),
-                "seconds": round(finished - started, 3),
-                "cpu_s": round(procfs.cpuSeconds(procfs.tree(root)) - cpuBefore, 3),
-                "main_process_cpu_s": {
-                    k: round(v - threadsBefore[k], 3) for k, v in procfs.threadCpu(root).items()
-                },
-                **memory,
-            }
-            if rep == 0:
-                log(f"relay warm-up: {relayed}/{count} relayed")
-                continue
-            runs.append(record)
-            log(f"relay run {rep}: {record['msgs_per_s']} msgs/s delivered "
-                f"(accepted at {record['accept_msgs_per_s']}), {relayed}/{count}; "
-                f"CPU s: {record['cpu_s']} in all, main process {record['main_process_cpu_s']}")
-            server.syncStorage()
-            time.sleep(args.pause)
+            order = list(servers.items())
+            if rep % 2:
+                order.reverse()
+            for name, server in order:
+                record = _relayRun(server, rep, count, args)
+                if rep == 0:
+                    log(f"relay warm-up {name}: {record['relayed']}/{count} relayed")
+                    continue
+                runs[name].append(record)
+                log(f"relay run {rep} {name}: {record['msgs_per_s']} msgs/s delivered "
+                    f"(accepted at {record['accept_msgs_per_s']}), {record['relayed']}/{count}; "
+                    f"CPU s: {record['cpu_s']} in all, main process {record['main_process_cpu_s']}")
+                server.syncStorage()
+                time.sleep(args.pause)
         profileEntry = None
+        server = servers["gopherpost"]
         if args.profile:
             # An extra, unmeasured run under py-spy.
             path = os.path.join(args.results, f"{args.stamp}-profile-relay.txt")
@@ -503,7 +487,7 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
 
             def relayRun() -> float:
                 started = time.monotonic()
-                smtpSource(server, args.relay_sessions, args.relay_messages, 1024, recipient,
+                smtpSource(server, args.relay_sessions, args.relay_messages, 1024, RELAY_RECIPIENT,
                            args.run_timeout)
                 while (server.relayed() < before + args.relay_messages
                        and time.monotonic() < started + args.run_timeout):
@@ -512,22 +496,74 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
 
             seconds = profiled(bench, server.root(), path, relayRun)
             profileEntry = profileSummary(path, args.relay_messages, seconds)
-        delivered, failed = _relayOutcomes(server.spool)
+        outcomes = {name: _relayOutcomes(s.spool) for name, s in servers.items()}
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
         Bench.terminate(dnsServer)
         sink.stop()
+    results = {name: _relaySummary(runs[name], outcomes[name]) for name in servers}
+    result = results["gopherpost"]
+    result["profile"] = profileEntry
+    result["settings"] = {k: v for k, v in servers["gopherpost"].environ().items()
+                          if k.startswith("SMTP_OUT") or k == "SMTP_DNS_SERVERS"}
+    if "gopherpost-b" in results:
+        result["compare"] = results["gopherpost-b"]
+    return result
+
+
+def _relayRun(server: "GopherPost", rep: int, count: int, args: argparse.Namespace) -> Dict[str, Any]:
+    """
+    One relay run: C{count} messages in through smtp-source, timed until
+    the last is delivered (or the run's time is up).
+    """
+    root = server.root()
+    before = server.relayed()
+    cpuBefore = procfs.cpuSeconds(procfs.tree(root))
+    threadsBefore = procfs.threadCpu(root)
+    sampler = procfs.PeakSampler(root).start()
+    started = time.monotonic()
+    result = smtpSource(server, args.relay_sessions, count, 1024, RELAY_RECIPIENT, args.run_timeout)
+    accepted = time.monotonic()
+    deadline = started + args.run_timeout
+    while server.relayed() < before + count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    finished = time.monotonic()
+    memory = sampler.stop()
+    relayed = server.relayed() - before
+    return {
+        "rep": rep - 1,
+        "messages": count,
+        "sessions": args.relay_sessions,
+        "relayed": relayed,
+        "ok": result["status"] == "ok" and relayed == count,
+        "status": result["status"],
+        "accept_msgs_per_s": round(count / (accepted - started), 1),
+        "msgs_per_s": round(relayed / (finished - started), 1),
+        "seconds": round(finished - started, 3),
+        "cpu_s": round(procfs.cpuSeconds(procfs.tree(root)) - cpuBefore, 3),
+        "main_process_cpu_s": {
+            k: round(v - threadsBefore[k], 3) for k, v in procfs.threadCpu(root).items()
+        },
+        **memory,
+    }
+
+
+def _relaySummary(runs: List[Dict[str, Any]], outcomes: tuple) -> Dict[str, Any]:
+    """
+    Medians over the good runs of one server.
+    """
     good = [r for r in runs if r["ok"]]
+    delivered, failed = outcomes
     return {
         "runs": runs,
-        "msgs_per_s": statistics.median(r["msgs_per_s"] for r in good) if good else None,
-        "accept_msgs_per_s": statistics.median(r["accept_msgs_per_s"] for r in good) if good else None,
+        "msgs_per_s": round(statistics.median(r["msgs_per_s"] for r in good), 1) if good else None,
+        "accept_msgs_per_s": round(statistics.median(r["accept_msgs_per_s"] for r in good), 1)
+        if good else None,
         "cpu_ms_per_msg": round(1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3)
         if good else None,
-        "profile": profileEntry,
         "recipients_delivered": delivered,
         "recipients_failed": failed,
-        "settings": {k: v for k, v in server.environ().items() if k.startswith("SMTP_OUT") or k == "SMTP_DNS_SERVERS"},
     }
 
 
@@ -947,6 +983,11 @@ def report(result: Dict[str, Any], args, path: str) -> None:
               f"{relay['msgs_per_s']} msgs/s first accept to last delivery "
               f"(accepted at {relay['accept_msgs_per_s']} msgs/s; {relay['cpu_ms_per_msg']} ms CPU/msg; "
               f"{relay['recipients_delivered']} delivered, {relay['recipients_failed']} failed)")
+        other = relay.get("compare")
+        if other:
+            print(f"  gopherpost-b ({args.compare}): {other['msgs_per_s']} msgs/s "
+                  f"(accepted at {other['accept_msgs_per_s']} msgs/s; {other['cpu_ms_per_msg']} ms CPU/msg; "
+                  f"{other['recipients_delivered']} delivered, {other['recipients_failed']} failed)")
     profiles = dict(result.get("profile") or {})
     if relay and relay.get("profile"):
         profiles["relay 1k"] = relay["profile"]
