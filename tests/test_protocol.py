@@ -398,6 +398,112 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(transport.producerState, "producing")
 
 
+class ReplyWriteTests(SynchronousTestCase):
+    """
+    Replies leave in as few writes as the protocol allows: one per reply at
+    most, one for all the replies to one read of pipelined commands, and
+    always before the transport changes under them (close, STARTTLS).
+    """
+
+    def test_multiLineReplyOneWrite(self) -> None:
+        """
+        EHLO's many-line reply is one write.
+        """
+        harness = InboundHarness(self)
+        proto, transport = harness.connect()
+        del transport.calls[:]
+        proto.dataReceived(b"EHLO c.test\r\n")
+        writes = transport.writes()
+        self.assertEqual(len(writes), 1)
+        lines = writes[0].split(b"\r\n")
+        self.assertEqual(lines[-1], b"")
+        self.assertTrue(all(line.startswith(b"250-") for line in lines[:-2]), lines)
+        self.assertTrue(lines[-2].startswith(b"250 "))
+
+    def test_emptyReplyText(self) -> None:
+        """
+        A reply without text is the code and a space, as RFC 5321 4.2 allows
+        and Twisted's own C{sendCode} writes.
+        """
+        harness = InboundHarness(self)
+        proto, transport = harness.connect()
+        transport.clear()
+        proto.sendCode(250)
+        self.assertEqual(transport.value(), b"250 \r\n")
+
+    def test_pipelinedGroupOneWrite(self) -> None:
+        """
+        The replies to MAIL, two RCPTs and DATA received in one read go out
+        in one write; the 250 for the message follows in its own once the
+        message is on disk.
+        """
+        harness = InboundHarness(self, synchronousThreads=False)
+        proto, transport = harness.connect()
+        proto.dataReceived(b"EHLO c.test\r\n")
+        del transport.calls[:]
+        proto.dataReceived(
+            transaction(recipients=(b"bob@example.test", b"carol@example.test"))
+        )
+        self.assertEqual(
+            transport.writes(),
+            [
+                b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+                b"354 End data with <CR><LF>.<CR><LF>\r\n"
+            ],
+        )
+        harness.runThreads()
+        writes = transport.writes()
+        self.assertEqual(len(writes), 2)
+        self.assertTrue(writes[1].startswith(b"250 2.0.0 Ok: queued as"))
+
+    def test_repliesWrittenBeforeClose(self) -> None:
+        """
+        Held replies are written before the connection is closed.
+        """
+        harness = InboundHarness(self)
+        proto, transport = harness.connect()
+        del transport.calls[:]
+        proto.dataReceived(b"EHLO c.test\r\nNOOP\r\nQUIT\r\n")
+        self.assertEqual(transport.calls[-1], ("loseConnection",))
+        self.assertEqual(len(transport.calls), 2)
+        self.assertTrue(transport.calls[0][1].endswith(b"250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n"))
+
+    def test_readyWrittenBeforeTLS(self) -> None:
+        """
+        STARTTLS's 220 is written in the clear before TLS starts, even
+        though it is held with the replies before it.
+        """
+        harness = InboundHarness(self, contextFactory=object(), tlsDisable=False)
+        proto, transport = harness.connect(tls=True)
+        del transport.calls[:]
+        proto.dataReceived(b"EHLO c.test\r\nSTARTTLS\r\n")
+        self.assertEqual([call[0] for call in transport.calls], ["write", "startTLS"])
+        self.assertTrue(transport.calls[0][1].endswith(b"220 2.0.0 Ready to start TLS\r\n"))
+
+    def test_laterRepliesNotHeld(self) -> None:
+        """
+        A reply produced outside input processing (here a sender check that
+        answers later) is written at once.
+        """
+        pending = []
+
+        class SlowDelivery(SpoolDelivery):
+            def validateFrom(self, helo, origin):
+                d = Deferred()
+                pending.append(d)
+                return d.addCallback(lambda _: SpoolDelivery.validateFrom(self, helo, origin))
+
+        harness = InboundHarness(self)
+        harness.portal.realm._deliveryFactory = lambda ip: SlowDelivery(
+            harness.settings, harness.spool, ip, harness.audit
+        )
+        proto, transport = harness.connect()
+        proto.dataReceived(b"EHLO c.test\r\nMAIL FROM:<alice@gopherpost.test>\r\n")
+        del transport.calls[:]
+        pending[0].callback(None)
+        self.assertEqual(transport.writes(), [b"250 2.1.0 Ok\r\n"])
+
+
 class StartTLSTests(SynchronousTestCase):
     """
     Hole (b): STARTTLS command injection.

@@ -20,6 +20,8 @@ line handling has holes an MTA cannot have:
     CR or LF are stored as CRLF, so one DATA is one unambiguous message
     (SMTP smuggling, CVE-2023-51764 class).
   - A storage failure answers 451 4.3.0.
+  - Replies to one read's worth of pipelined commands leave in one write,
+    sent at once when nothing is queued (L{gopherpost.sendnow}).
 
 Every reply carries an RFC 3463 enhanced status code.
 """
@@ -38,6 +40,7 @@ from zope.interface import implementer
 
 from gopherpost.inbound.access import PeerAddress
 from gopherpost.inbound.delivery import SpooledMessage, addressText
+from gopherpost.sendnow import writeNow
 
 if TYPE_CHECKING:
     from gopherpost.inbound.factory import SMTPFactory
@@ -134,6 +137,8 @@ class GopherESMTP(smtp.ESMTP):
         self._midLine = False
         self._dataSize = 0
         self._processing = False
+        #: Replies held while input is processed, or None (see L{_send}).
+        self._heldOutput: Optional[List[bytes]] = None
         self._admitted = False
         self.clientAddress = ""
         self.tlsDescription = ""
@@ -255,10 +260,46 @@ class GopherESMTP(smtp.ESMTP):
             return
         self.sendCode(code, text.encode("utf-8"))
 
+    def sendCode(self, code: int, message: bytes = b"") -> None:
+        """
+        Send one reply as one write: each line of C{message} but the last as
+        C{NNN-line}, the last as C{NNN line} (RFC 5321 4.2.1).
+        """
+        lines = message.splitlines() or [b""]
+        last = len(lines) - 1
+        prefix = b"%03d" % (code,)
+        self._send(
+            b"".join(
+                prefix + (b" " if i == last else b"-") + line + b"\r\n"
+                for i, line in enumerate(lines)
+            )
+        )
+
+    def _send(self, data: bytes) -> None:
+        """
+        Write C{data}, or hold it while input is being processed: the replies
+        to a pipelined group of commands then leave in one write (RFC 2920
+        lets a server answer them together) when L{_process} is done.
+        """
+        if self._heldOutput is not None:
+            self._heldOutput.append(data)
+        else:
+            writeNow(self.transport, data)
+
+    def _flushOutput(self) -> None:
+        """
+        Write the held replies now (before the transport changes: TLS, close).
+        """
+        held = self._heldOutput
+        if held:
+            self._heldOutput = []
+            writeNow(self.transport, b"".join(held))
+
     def _close(self) -> None:
         self._state = _CLOSED
         self._buffer = bytearray()
         self.setTimeout(None)
+        self._flushOutput()
         self.transport.loseConnection()
 
     def _error(self, code: int, text: str) -> None:
@@ -300,10 +341,13 @@ class GopherESMTP(smtp.ESMTP):
             # outer loop goes on.
             return
         self._processing = True
+        self._heldOutput = []
         try:
             self._processLines()
         finally:
             self._processing = False
+            self._flushOutput()
+            self._heldOutput = None
 
     def _processLines(self) -> None:
         while not self._waiting and self._state != _CLOSED and self._buffer:
@@ -722,6 +766,7 @@ class GopherESMTP(smtp.ESMTP):
         self._helo = None
         self._ehlo = False
         self._resetTransaction()
+        self._flushOutput()
         self.transport.startTLS(self.ctx)
         self.startedTLS = True
 

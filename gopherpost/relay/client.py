@@ -54,6 +54,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gopherpost.sendnow import writeNow
 from gopherpost.tls import (
     CONTINUE_CLEARTEXT,
     DEFER_HOST,
@@ -453,7 +454,7 @@ class _BodySender:
         while not self._paused and not self.finished and self._offset < len(self._payload):
             chunk = view[self._offset : self._offset + _CHUNK_SIZE]
             self._offset += len(chunk)
-            self._client.transport.write(bytes(chunk))
+            writeNow(self._client.transport, bytes(chunk))
         if not self.finished and self._offset >= len(self._payload):
             self._finish()
             self.done.callback(None)
@@ -681,7 +682,9 @@ class _SMTPClientProtocol(LineReceiver):
         """
         awaited = [(stage, self._awaitReply(stage)) for _, stage in commands]
         if self._lost is None and not self._aborted:
-            self.transport.write(b"".join(line.encode(encoding) + b"\r\n" for line, _ in commands))
+            writeNow(
+                self.transport, b"".join(line.encode(encoding) + b"\r\n" for line, _ in commands)
+            )
         return awaited
 
     def _command(self, line: str, stage: str, encoding: str = "ascii") -> Deferred:

@@ -26,7 +26,13 @@ from gopherpost.inbound.factory import SMTPFactory
 from gopherpost.interfaces import IAuditLog
 from gopherpost.spool import Spool
 
-__all__ = ["RecordingAudit", "InboundHarness", "TLSStringTransport", "testSettings"]
+__all__ = [
+    "RecordingAudit",
+    "InboundHarness",
+    "RecordingTransport",
+    "TLSStringTransport",
+    "testSettings",
+]
 
 
 @implementer(IAuditLog)
@@ -51,15 +57,45 @@ class RecordingAudit:
         return [fields for name, fields in self.events if name == event]
 
 
-@implementer(ITLSTransport)
-class TLSStringTransport(StringTransport):
+class RecordingTransport(StringTransport):
     """
-    A L{StringTransport} that records a STARTTLS.
+    A L{StringTransport} that also records each call that puts bytes on the
+    wire or changes it, in order: C{("write", data)}, C{("loseConnection",)}
+    and (for L{TLSStringTransport}) C{("startTLS",)}.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: List[Tuple[Any, ...]] = []
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(("write", data))
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self.calls.append(("loseConnection",))
+        super().loseConnection()
+
+    def writes(self) -> List[bytes]:
+        """
+        The data of each write so far.
+        """
+        return [call[1] for call in self.calls if call[0] == "write"]
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(RecordingTransport):
+    """
+    A L{RecordingTransport} that records a STARTTLS.
     """
 
     tlsStarted = None
 
     def startTLS(self, contextFactory: Any) -> None:
+        self.calls.append(("startTLS",))
         self.tlsStarted = contextFactory
 
 
@@ -138,7 +174,7 @@ class InboundHarness:
 
     def connect(
         self, host: str = "127.0.0.1", tls: bool = False
-    ) -> Tuple[Any, StringTransport]:
+    ) -> Tuple[Any, RecordingTransport]:
         """
         A new session from C{host}; returns C{(protocol, transport)}.
         """
@@ -146,7 +182,7 @@ class InboundHarness:
             peer: Any = IPv6Address("TCP", host, 40000 + len(self._sessions))
         else:
             peer = IPv4Address("TCP", host, 40000 + len(self._sessions))
-        transport = (TLSStringTransport if tls else StringTransport)(peerAddress=peer)
+        transport = (TLSStringTransport if tls else RecordingTransport)(peerAddress=peer)
         proto = self.factory.buildProtocol(peer)
         proto.makeConnection(transport)
         self._sessions.append((proto, transport))
