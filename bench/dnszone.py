@@ -4,7 +4,7 @@ A loopback authoritative DNS server for the relay benchmark (twisted.names).
 Serves one C{.test} zone on UDP and TCP at 127.0.0.1:C{--port}: an MX for
 C{--domain} pointing at C{--mx}, whose A record is C{--address}.  Every other
 name in the zone answers NXDOMAIN (names with records of another type answer
-an empty NOERROR), names outside it are refused.  Prints C{ready} once
+an empty NOERROR with the zone's SOA), names outside it are refused.  Prints C{ready} once
 listening; stops on SIGTERM.
 
 Run with the benchmark's virtual environment (it needs Twisted)::
@@ -40,6 +40,13 @@ class Zone(common.ResolverBase):
         self.origin = _key(origin)
         self.records = records
 
+    def _soa(self) -> dns.RRHeader:
+        return dns.RRHeader(
+            name=self.origin, type=dns.SOA, ttl=60, auth=True,
+            payload=dns.Record_SOA(mname=b"ns." + self.origin, rname=b"hostmaster." + self.origin,
+                                   serial=1, minimum=60, ttl=60),
+        )
+
     def _lookup(self, name, cls, type, timeout=None):
         key = _key(name)
         if key != self.origin and not key.endswith(b"." + self.origin):
@@ -57,7 +64,11 @@ class Zone(common.ResolverBase):
                         dns.RRHeader(name=exchange, type=dns.A, ttl=60, payload=payload, auth=True)
                     )
         if answers or any(k[0] == key for k in self.records):
-            return defer.succeed((answers, [], additional))
+            # An empty answer carries the zone's SOA, as a real authoritative
+            # server's does: its TTL and MINIMUM say how long resolvers may
+            # cache "no such records" (RFC 2308, section 5).
+            authority = [] if answers else [self._soa()]
+            return defer.succeed((answers, authority, additional))
         return defer.fail(error.AuthoritativeDomainError(name))
 
 
