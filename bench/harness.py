@@ -483,18 +483,8 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
         if args.profile:
             # An extra, unmeasured run under py-spy.
             path = os.path.join(args.results, f"{args.stamp}-profile-relay.txt")
-            before = server.relayed()
-
-            def relayRun() -> float:
-                started = time.monotonic()
-                smtpSource(server, args.relay_sessions, args.relay_messages, 1024, RELAY_RECIPIENT,
-                           args.run_timeout)
-                while (server.relayed() < before + args.relay_messages
-                       and time.monotonic() < started + args.run_timeout):
-                    time.sleep(0.02)
-                return time.monotonic() - started
-
-            seconds = profiled(bench, server.root(), path, relayRun)
+            seconds = profiled(bench, server.root(), path,
+                               lambda: _relayRun(server, 0, args.relay_messages, args)["seconds"])
             profileEntry = profileSummary(path, args.relay_messages, seconds)
         outcomes = {name: _relayOutcomes(s.spool) for name, s in servers.items()}
     finally:

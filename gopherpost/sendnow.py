@@ -15,6 +15,11 @@ error all go through C{transport.write}, so order and error handling are
 Twisted's own.  Callers are expected to coalesce what belongs together into
 one write (the inbound protocol holds its replies while it works through one
 read's worth of pipelined commands).
+
+"Nothing queued" is read from L{twisted.internet.abstract.FileDescriptor}'s
+buffer attributes, two of them private (C{_tempDataLen},
+C{_writeDisconnected}); they are the same from Twisted 22.4 (Debian 12) to
+the current release, and C{tests.test_sendnow} runs on both.
 """
 
 from twisted.internet import tcp

@@ -39,6 +39,28 @@ def transaction(
     return data + b"DATA\r\n" + body + b".\r\n"
 
 
+def slowSenderSession(case: SynchronousTestCase) -> tuple:
+    """
+    A session whose sender validation waits: returns C{(pending, protocol,
+    transport)}, where C{pending} collects one L{Deferred} per MAIL, to be
+    fired by the test.
+    """
+    pending: list = []
+
+    class SlowDelivery(SpoolDelivery):
+        def validateFrom(self, helo, origin):
+            d = Deferred()
+            pending.append(d)
+            return d.addCallback(lambda _: SpoolDelivery.validateFrom(self, helo, origin))
+
+    harness = InboundHarness(case)
+    harness.portal.realm._deliveryFactory = lambda ip: SlowDelivery(
+        harness.settings, harness.spool, ip, harness.audit
+    )
+    proto, transport = harness.connect()
+    return pending, proto, transport
+
+
 class GreetingAndCommandsTests(SynchronousTestCase):
     """
     Greeting, EHLO and the simple commands.
@@ -343,19 +365,7 @@ class PipeliningTests(SynchronousTestCase):
         While MAIL's validation waits, pipelined RCPT and DATA wait too, and
         their replies follow MAIL's in order.
         """
-        pending = []
-
-        class SlowDelivery(SpoolDelivery):
-            def validateFrom(self, helo, origin):
-                d = Deferred()
-                pending.append(d)
-                return d.addCallback(lambda _: SpoolDelivery.validateFrom(self, helo, origin))
-
-        harness = InboundHarness(self)
-        harness.portal.realm._deliveryFactory = lambda ip: SlowDelivery(
-            harness.settings, harness.spool, ip, harness.audit
-        )
-        proto, transport = harness.connect()
+        pending, proto, transport = slowSenderSession(self)
         proto.dataReceived(b"EHLO c.test\r\n")
         replies(transport)
         proto.dataReceived(transaction())
@@ -485,19 +495,7 @@ class ReplyWriteTests(SynchronousTestCase):
         A reply produced outside input processing (here a sender check that
         answers later) is written at once.
         """
-        pending = []
-
-        class SlowDelivery(SpoolDelivery):
-            def validateFrom(self, helo, origin):
-                d = Deferred()
-                pending.append(d)
-                return d.addCallback(lambda _: SpoolDelivery.validateFrom(self, helo, origin))
-
-        harness = InboundHarness(self)
-        harness.portal.realm._deliveryFactory = lambda ip: SlowDelivery(
-            harness.settings, harness.spool, ip, harness.audit
-        )
-        proto, transport = harness.connect()
+        pending, proto, transport = slowSenderSession(self)
         proto.dataReceived(b"EHLO c.test\r\nMAIL FROM:<alice@gopherpost.test>\r\n")
         del transport.calls[:]
         pending[0].callback(None)
