@@ -209,12 +209,19 @@ class WorkerPoolTests(TestCase):
             out = os.popen("pgrep -f gopherpost.inbound.worker -P %d" % server.process.pid).read()
             return sorted(int(pid) for pid in out.split())
 
+        def waitForWorkers(ready):
+            # Polls another process tree, in a thread, bounded.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                now = workerPIDs()
+                if ready(now):
+                    return now
+                time.sleep(0.05)
+            return workerPIDs()
+
         def first():
             waitForPort(port, time.monotonic() + 60)
-            deadline = time.monotonic() + 30
-            while len(workerPIDs()) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            pids = workerPIDs()
+            pids = waitForWorkers(lambda now: len(now) >= 2)
             send(10, b"first")
             return pids
 
@@ -226,13 +233,7 @@ class WorkerPoolTests(TestCase):
 
         def killOne():
             os.kill(pids[0], signal.SIGKILL)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                now = workerPIDs()
-                if len(now) == 2 and pids[0] not in now:
-                    break
-                time.sleep(0.05)
-            replaced = workerPIDs()
+            replaced = waitForWorkers(lambda now: len(now) == 2 and pids[0] not in now)
             send(10, b"second")
             return replaced
 
