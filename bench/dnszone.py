@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Dict, List, Tuple, Union
 
 from twisted.internet import defer, reactor
 from twisted.names import common, dns, error, server
@@ -24,7 +23,7 @@ from twisted.names import common, dns, error, server
 __all__ = ["Zone", "main"]
 
 
-def _key(name: Union[str, bytes]) -> bytes:
+def _key(name: str | bytes) -> bytes:
     if isinstance(name, str):
         name = name.encode("ascii")
     return name.rstrip(b".").lower()
@@ -35,16 +34,24 @@ class Zone(common.ResolverBase):
     An in-memory zone: C{records[(name, type)]} is a list of payloads.
     """
 
-    def __init__(self, origin: str, records: Dict[Tuple[bytes, int], List]) -> None:
+    def __init__(self, origin: str, records: dict[tuple[bytes, int], list]) -> None:
         common.ResolverBase.__init__(self)
         self.origin = _key(origin)
         self.records = records
 
     def _soa(self) -> dns.RRHeader:
         return dns.RRHeader(
-            name=self.origin, type=dns.SOA, ttl=60, auth=True,
-            payload=dns.Record_SOA(mname=b"ns." + self.origin, rname=b"hostmaster." + self.origin,
-                                   serial=1, minimum=60, ttl=60),
+            name=self.origin,
+            type=dns.SOA,
+            ttl=60,
+            auth=True,
+            payload=dns.Record_SOA(
+                mname=b"ns." + self.origin,
+                rname=b"hostmaster." + self.origin,
+                serial=1,
+                minimum=60,
+                ttl=60,
+            ),
         )
 
     def _lookup(self, name, cls, type, timeout=None):

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import procfs
 from servers import (
@@ -71,7 +71,11 @@ def install(args: argparse.Namespace) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     needed = [
         package
-        for package, tool in (("postfix", "smtp-source"), ("e2fsprogs", "mkfs.ext4"), ("bsdutils", "script"))
+        for package, tool in (
+            ("postfix", "smtp-source"),
+            ("e2fsprogs", "mkfs.ext4"),
+            ("bsdutils", "script"),
+        )
         if not shutil.which(tool) and not os.path.exists("/usr/sbin/" + tool)
     ]
     if needed:
@@ -103,7 +107,7 @@ def install(args: argparse.Namespace) -> None:
         run(pip + ["py-spy"])
 
 
-def versions(venv: str) -> Dict[str, str]:
+def versions(venv: str) -> dict[str, str]:
     """
     What is being compared.
     """
@@ -115,10 +119,16 @@ def versions(venv: str) -> Dict[str, str]:
     )
     found = json.loads(run([python, "-c", code]).stdout)
     found["postfix"] = run(["postconf", "-dh", "mail_version"]).stdout.decode().strip()
-    head = subprocess.run(["git", "-C", REPOSITORY, "rev-parse", "--short", "HEAD"],
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    dirty = subprocess.run(["git", "-C", REPOSITORY, "status", "--porcelain", "--", "gopherpost", "twisted"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    head = subprocess.run(
+        ["git", "-C", REPOSITORY, "rev-parse", "--short", "HEAD"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    dirty = subprocess.run(
+        ["git", "-C", REPOSITORY, "status", "--porcelain", "--", "gopherpost", "twisted"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     found["commit"] = head.stdout.decode().strip() + ("+changes" if dirty.stdout.strip() else "")
     return found
 
@@ -126,19 +136,34 @@ def versions(venv: str) -> Dict[str, str]:
 # One smtp-source run
 
 
-def smtpSource(server: Server, sessions: int, messages: int, size: int, recipient: str,
-               timeout: float) -> Dict[str, Any]:
+def smtpSource(
+    server: Server, sessions: int, messages: int, size: int, recipient: str, timeout: float
+) -> dict[str, Any]:
     """
     Send C{messages} with C{smtp-source}; return wall time, client CPU and
     outcome.
     """
-    args = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size),
-            "-M", "client.bench.test", "-f", SENDER, "-t", recipient,
-            f"{server.host}:{server.port}"]
+    args = [
+        "smtp-source",
+        "-s",
+        str(sessions),
+        "-m",
+        str(messages),
+        "-l",
+        str(size),
+        "-M",
+        "client.bench.test",
+        "-f",
+        SENDER,
+        "-t",
+        recipient,
+        f"{server.host}:{server.port}",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
     try:
         output, _ = process.communicate(timeout=timeout)
         status = "ok" if process.returncode == 0 else f"exit {process.returncode}"
@@ -156,8 +181,14 @@ def smtpSource(server: Server, sessions: int, messages: int, size: int, recipien
     }
 
 
-def measuredRun(server: Server, sessions: int, size: int, messages: int,
-                args: argparse.Namespace, recipient: str = LOCAL_RECIPIENT) -> Dict[str, Any]:
+def measuredRun(
+    server: Server,
+    sessions: int,
+    size: int,
+    messages: int,
+    args: argparse.Namespace,
+    recipient: str = LOCAL_RECIPIENT,
+) -> dict[str, Any]:
     """
     One measured throughput run against one server.
     """
@@ -191,7 +222,9 @@ def measuredRun(server: Server, sessions: int, size: int, messages: int,
         "cpu_s": round(cpu, 3),
         "cpu_window_s": round(cpuWindow, 3),
         "client_cpu_s": round(result["client_cpu"], 3),
-        "other_load": round(max(0.0, busy - cpuWindow - result["client_cpu"]) / result["seconds"], 2),
+        "other_load": round(
+            max(0.0, busy - cpuWindow - result["client_cpu"]) / result["seconds"], 2
+        ),
         "stored": stored,
         "settled": settled,
         "listen_overflows": overflows,
@@ -203,7 +236,7 @@ def measuredRun(server: Server, sessions: int, size: int, messages: int,
     return record
 
 
-def warmMemory(gib: float) -> Dict[str, Any]:
+def warmMemory(gib: float) -> dict[str, Any]:
     """
     Touch C{gib} GiB of free memory once (zeros to a file in C{/dev/shm},
     then removed), at most 40% of what is available.
@@ -221,7 +254,7 @@ def warmMemory(gib: float) -> Dict[str, Any]:
         for line in f:
             if line.startswith("MemAvailable:"):
                 available = int(line.split()[1]) * 1024
-    size = int(min(gib * 1024 ** 3, available * 0.4))
+    size = int(min(gib * 1024**3, available * 0.4))
     path = os.path.join("/dev/shm", f"gopherpost-bench-warm-{os.getpid()}")
     started = time.monotonic()
     chunk = bytes(1024 * 1024)
@@ -236,10 +269,10 @@ def warmMemory(gib: float) -> Dict[str, Any]:
             os.unlink(path)
         except FileNotFoundError:
             pass
-    return {"gib": round(size / 1024 ** 3, 1), "seconds": round(time.monotonic() - started, 1)}
+    return {"gib": round(size / 1024**3, 1), "seconds": round(time.monotonic() - started, 1)}
 
 
-def waitQuiet(timeout: float, threshold: float = 0.1, window: float = 1.0) -> Tuple[float, float]:
+def waitQuiet(timeout: float, threshold: float = 0.1, window: float = 1.0) -> tuple[float, float]:
     """
     Wait until the machine keeps at most C{threshold} cores busy over
     C{window} seconds, or C{timeout} seconds have passed.
@@ -256,12 +289,17 @@ def waitQuiet(timeout: float, threshold: float = 0.1, window: float = 1.0) -> Tu
             return time.monotonic() - started, cores
 
 
-def listenBacklog(host: str, port: int) -> Optional[int]:
+def listenBacklog(host: str, port: int) -> int | None:
     """
     The backlog of the socket listening on C{host:port} (ss's Send-Q).
     """
-    out = subprocess.run(["ss", "-Hltn", f"src {host}:{port}"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL).stdout.decode().split()
+    out = (
+        subprocess.run(
+            ["ss", "-Hltn", f"src {host}:{port}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        .stdout.decode()
+        .split()
+    )
     try:
         return int(out[2])
     except (IndexError, ValueError):
@@ -271,14 +309,14 @@ def listenBacklog(host: str, port: int) -> Optional[int]:
 # Throughput
 
 
-def configurations(args: argparse.Namespace) -> List[tuple]:
+def configurations(args: argparse.Namespace) -> list[tuple]:
     """
     (sessions, size name) pairs in the order they are run.
     """
     return [(sessions, size) for size in args.sizes for sessions in args.sessions]
 
 
-def throughput(servers: List[Server], args: argparse.Namespace) -> List[Dict[str, Any]]:
+def throughput(servers: list[Server], args: argparse.Namespace) -> list[dict[str, Any]]:
     """
     Every configuration, C{--reps} times, servers round-robin (the order
     rotates so none is always first).
@@ -296,28 +334,38 @@ def throughput(servers: List[Server], args: argparse.Namespace) -> List[Dict[str
                 record["rep"] = rep
                 runs.append(record)
                 done += 1
-                log(f"[{done}/{total}] {sizeName} x{sessions} {server.name}: "
+                log(
+                    f"[{done}/{total}] {sizeName} x{sessions} {server.name}: "
                     f"{record['msgs_per_s']} msgs/s, cpu {record['cpu_s']} s, "
                     f"other load {record['other_load']}"
-                    + (f", {record['listen_overflows']} listen overflows" if record["listen_overflows"] else "")
-                    + ("" if record["ok"] else f"  FAILED: {record['status']} stored={record['stored']}"
-                       f" {record.get('output', '')[-200:]!r}"))
+                    + (
+                        f", {record['listen_overflows']} listen overflows"
+                        if record["listen_overflows"]
+                        else ""
+                    )
+                    + (
+                        ""
+                        if record["ok"]
+                        else f"  FAILED: {record['status']} stored={record['stored']}"
+                        f" {record.get('output', '')[-200:]!r}"
+                    )
+                )
                 time.sleep(args.pause)
     return runs
 
 
-def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """
     Medians per configuration and server (failed runs left out).
     """
-    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in runs:
         groups.setdefault((record["size"], record["sessions"], record["server"]), []).append(record)
-    summary: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
     for (size, sessions, server), records in groups.items():
         good = [r for r in records if r["ok"]]
         key = f"{size // 1024}k x{sessions}"
-        entry: Dict[str, Any] = {"runs": len(records), "failed": len(records) - len(good)}
+        entry: dict[str, Any] = {"runs": len(records), "failed": len(records) - len(good)}
         if good:
             rates = [r["msgs_per_s"] for r in good]
             entry.update(
@@ -325,7 +373,9 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]
                 min=min(rates),
                 max=max(rates),
                 cpu_s=statistics.median(r["cpu_s"] for r in good),
-                cpu_ms_per_msg=round(1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3),
+                cpu_ms_per_msg=round(
+                    1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3
+                ),
                 peak_rss_mib=round(max(r["peak_rss"] for r in good) / 2**20, 1),
                 peak_pss_mib=round(max(r["peak_pss"] for r in good) / 2**20, 1),
                 peak_processes=max(r["peak_processes"] for r in good),
@@ -336,11 +386,11 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Dict[str, Dict[str, Any]]
     return summary
 
 
-def ratios(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, float]]:
+def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, float]]:
     """
     GopherPost's median msgs/s divided by each peer's, per configuration.
     """
-    result: Dict[str, Dict[str, float]] = {}
+    result: dict[str, dict[str, float]] = {}
     for key, entries in summary.items():
         ours = entries.get("gopherpost", {}).get("msgs_per_s")
         for peer, entry in entries.items():
@@ -352,24 +402,36 @@ def ratios(summary: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str,
 # Idle sessions
 
 
-def idleSessions(server: Server, count: int, port: int, args: argparse.Namespace) -> Dict[str, Any]:
+def idleSessions(server: Server, count: int, port: int, args: argparse.Namespace) -> dict[str, Any]:
     """
     Hold C{count} greeted (EHLO) sessions open; memory delta per session.
     """
     root = server.root()
     # At most 32 greetings pending at once, so a small listen backlog does
     # not turn the memory measurement into an accept-queue test.
-    idle = [sys.executable, os.path.join(BENCH, "idle.py"), "--port", str(port), "--ehlo", "--batch", "32",
-            "--connect-timeout", str(args.idle_timeout)]
+    idle = [
+        sys.executable,
+        os.path.join(BENCH, "idle.py"),
+        "--port",
+        str(port),
+        "--ehlo",
+        "--batch",
+        "32",
+        "--connect-timeout",
+        str(args.idle_timeout),
+    ]
     # Warm up: a few messages and sessions, so one-time costs are not counted.
     smtpSource(server, 5, 20, 1024, LOCAL_RECIPIENT, args.run_timeout)
     run(idle + ["--count", "50", "--hold", "0"], timeout=args.run_timeout + 30)
     time.sleep(2)
     pidsBefore = procfs.tree(root)
     rssBefore, pssBefore = procfs.memory(pidsBefore)
-    holder = server.bench.spawn(f"idle-{server.name}", idle + ["--count", str(count), "--hold",
-                                str(args.idle_timeout + 120)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE)
+    holder = server.bench.spawn(
+        f"idle-{server.name}",
+        idle + ["--count", str(count), "--hold", str(args.idle_timeout + 120)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         ready, _, _ = select.select([holder.stdout], [], [], args.idle_timeout + 30)
         line = holder.stdout.readline() if ready else b"{}"
@@ -434,7 +496,7 @@ def _cmdline(pid: int) -> str:
 RELAY_RECIPIENT = "user@relay.test"
 
 
-def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
+def relayBenchmark(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """
     GopherPost relaying to smtp-sink on 127.0.0.2 found through a loopback
     DNS server (MX relay.test -> mx.relay.test -> 127.0.0.2).  With
@@ -444,9 +506,22 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
     sink = SmtpSink(bench, "relay-sink", host="127.0.0.2")
     sink.start()
     dnsPort = freePort(udp=True)
-    dnsServer = bench.spawn("relay-dns", [bench.python(), os.path.join(BENCH, "dnszone.py"), "--port",
-                            str(dnsPort), "--domain", "relay.test", "--mx", "mx.relay.test",
-                            "--address", "127.0.0.2"], stdout=subprocess.PIPE)
+    dnsServer = bench.spawn(
+        "relay-dns",
+        [
+            bench.python(),
+            os.path.join(BENCH, "dnszone.py"),
+            "--port",
+            str(dnsPort),
+            "--domain",
+            "relay.test",
+            "--mx",
+            "mx.relay.test",
+            "--address",
+            "127.0.0.2",
+        ],
+        stdout=subprocess.PIPE,
+    )
     ready, _, _ = select.select([dnsServer.stdout], [], [], 30)
     if not ready or dnsServer.stdout.readline().strip() != b"ready":
         raise RuntimeError("the relay benchmark's DNS server did not start")
@@ -457,8 +532,10 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
     )
     servers = {"gopherpost": GopherPost(bench, "gopherpost-relay", **settings)}
     if args.compare:
-        servers["gopherpost-b"] = GopherPost(bench, "gopherpost-relay-b", PYTHONPATH=args.compare, **settings)
-    runs: Dict[str, List[Dict[str, Any]]] = {name: [] for name in servers}
+        servers["gopherpost-b"] = GopherPost(
+            bench, "gopherpost-relay-b", PYTHONPATH=args.compare, **settings
+        )
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     try:
         for server in servers.values():
             server.start()
@@ -473,9 +550,11 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
                     log(f"relay warm-up {name}: {record['relayed']}/{count} relayed")
                     continue
                 runs[name].append(record)
-                log(f"relay run {rep} {name}: {record['msgs_per_s']} msgs/s delivered "
+                log(
+                    f"relay run {rep} {name}: {record['msgs_per_s']} msgs/s delivered "
                     f"(accepted at {record['accept_msgs_per_s']}), {record['relayed']}/{count}; "
-                    f"CPU s: {record['cpu_s']} in all, main process {record['main_process_cpu_s']}")
+                    f"CPU s: {record['cpu_s']} in all, main process {record['main_process_cpu_s']}"
+                )
                 server.syncStorage()
                 time.sleep(args.pause)
         profileEntry = None
@@ -483,8 +562,12 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
         if args.profile:
             # An extra, unmeasured run under py-spy.
             path = os.path.join(args.results, f"{args.stamp}-profile-relay.txt")
-            seconds = profiled(bench, server.root(), path,
-                               lambda: _relayRun(server, 0, args.relay_messages, args)["seconds"])
+            seconds = profiled(
+                bench,
+                server.root(),
+                path,
+                lambda: _relayRun(server, 0, args.relay_messages, args)["seconds"],
+            )
             profileEntry = profileSummary(path, args.relay_messages, seconds)
         outcomes = {name: _relayOutcomes(s.spool) for name, s in servers.items()}
     finally:
@@ -495,14 +578,17 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> Dict[str, Any]:
     results = {name: _relaySummary(runs[name], outcomes[name]) for name in servers}
     result = results["gopherpost"]
     result["profile"] = profileEntry
-    result["settings"] = {k: v for k, v in servers["gopherpost"].environ().items()
-                          if k.startswith("SMTP_OUT") or k == "SMTP_DNS_SERVERS"}
+    result["settings"] = {
+        k: v
+        for k, v in servers["gopherpost"].environ().items()
+        if k.startswith("SMTP_OUT") or k == "SMTP_DNS_SERVERS"
+    }
     if "gopherpost-b" in results:
         result["compare"] = results["gopherpost-b"]
     return result
 
 
-def _relayRun(server: "GopherPost", rep: int, count: int, args: argparse.Namespace) -> Dict[str, Any]:
+def _relayRun(server: GopherPost, rep: int, count: int, args: argparse.Namespace) -> dict[str, Any]:
     """
     One relay run: C{count} messages in through smtp-source, timed until
     the last is delivered (or the run's time is up).
@@ -539,7 +625,7 @@ def _relayRun(server: "GopherPost", rep: int, count: int, args: argparse.Namespa
     }
 
 
-def _relaySummary(runs: List[Dict[str, Any]], outcomes: tuple) -> Dict[str, Any]:
+def _relaySummary(runs: list[dict[str, Any]], outcomes: tuple) -> dict[str, Any]:
     """
     Medians over the good runs of one server.
     """
@@ -549,9 +635,13 @@ def _relaySummary(runs: List[Dict[str, Any]], outcomes: tuple) -> Dict[str, Any]
         "runs": runs,
         "msgs_per_s": round(statistics.median(r["msgs_per_s"] for r in good), 1) if good else None,
         "accept_msgs_per_s": round(statistics.median(r["accept_msgs_per_s"] for r in good), 1)
-        if good else None,
-        "cpu_ms_per_msg": round(1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3)
-        if good else None,
+        if good
+        else None,
+        "cpu_ms_per_msg": round(
+            1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3
+        )
+        if good
+        else None,
         "recipients_delivered": delivered,
         "recipients_failed": failed,
     }
@@ -583,8 +673,22 @@ def profiled(bench: Bench, pid: int, path: str, action) -> Any:
     Run C{action()} while py-spy records C{pid} into C{path} (raw collapsed
     stacks, 100 Hz, per thread); return what C{action} returned.
     """
-    spy = bench.spawn("py-spy", [os.path.join(bench.venv, "bin", "py-spy"), "record", "--pid", str(pid),
-                      "--rate", "100", "--format", "raw", "--threads", "--output", path])
+    spy = bench.spawn(
+        "py-spy",
+        [
+            os.path.join(bench.venv, "bin", "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--format",
+            "raw",
+            "--threads",
+            "--output",
+            path,
+        ],
+    )
     time.sleep(2)
     try:
         return action()
@@ -596,30 +700,39 @@ def profiled(bench: Bench, pid: int, path: str, action) -> Any:
             Bench.terminate(spy)
 
 
-def profileSummary(path: str, messages: int, seconds: float) -> Dict[str, Any]:
+def profileSummary(path: str, messages: int, seconds: float) -> dict[str, Any]:
     """
     L{_collapse} of a py-spy file, with the rate achieved under the profiler.
     """
     if not os.path.exists(path):
         return {"error": "py-spy wrote nothing (see logs/py-spy.log)"}
     entry = _collapse(path)
-    entry.update(file=path, msgs_per_s_under_profiler=round(messages / seconds, 1), seconds=round(seconds, 2))
+    entry.update(
+        file=path, msgs_per_s_under_profiler=round(messages / seconds, 1), seconds=round(seconds, 2)
+    )
     return entry
 
 
-def profile(bench: Bench, server: GopherPost, args: argparse.Namespace,
-            results: str, stamp: str) -> Dict[str, Any]:
+def profile(
+    bench: Bench, server: GopherPost, args: argparse.Namespace, results: str, stamp: str
+) -> dict[str, Any]:
     """
     py-spy on GopherPost during extra runs (3 times the usual messages) at
     20 sessions, 1 KiB and 100 KiB.
     """
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for sizeName in ("1k", "100k"):
         size = SIZES[sizeName]
         messages = 3 * (args.messages_large if size > 10000 else args.messages_small)
         path = os.path.join(results, f"{stamp}-profile-{sizeName}.txt")
-        result = profiled(bench, server.root(), path, lambda: smtpSource(
-            server, 20, messages, size, LOCAL_RECIPIENT, args.run_timeout))
+        result = profiled(
+            bench,
+            server.root(),
+            path,
+            lambda messages=messages, size=size: smtpSource(
+                server, 20, messages, size, LOCAL_RECIPIENT, args.run_timeout
+            ),
+        )
         server.syncStorage()
         out[sizeName] = profileSummary(path, messages, result["seconds"])
     return out
@@ -636,15 +749,15 @@ def _shortFrame(frame: str, line: bool = False) -> str:
     return f"{name} ({path}:{number})" if line else f"{name} ({path})"
 
 
-def _collapse(path: str, top: int = 20) -> Dict[str, Any]:
+def _collapse(path: str, top: int = 20) -> dict[str, Any]:
     """
     Summarise py-spy's raw output (one "thread;frame;...;frame COUNT" line
     per distinct stack).  Percentages are of all samples; the reactor
     (MainThread) and the thread pool are reported apart, since pool threads
     mostly wait in fsync or for work rather than burn CPU.
     """
-    own: Dict[str, Counter] = {"reactor": Counter(), "pool": Counter()}
-    total: Dict[str, Counter] = {"reactor": Counter(), "pool": Counter()}
+    own: dict[str, Counter] = {"reactor": Counter(), "pool": Counter()}
+    total: dict[str, Counter] = {"reactor": Counter(), "pool": Counter()}
     threads: Counter = Counter()
     ownLines: Counter = Counter()
     samples = 0
@@ -680,7 +793,9 @@ def _collapse(path: str, top: int = 20) -> Dict[str, Any]:
         "threads": {k: pct(v) for k, v in threads.items()},
         "reactor_own": [(name, pct(n)) for name, n in own["reactor"].most_common(top)],
         "reactor_own_lines": [(name, pct(n)) for name, n in ownLines.most_common(10)],
-        "reactor_gopherpost_total": [(name, pct(n)) for name, n in total["reactor"].most_common(top)],
+        "reactor_gopherpost_total": [
+            (name, pct(n)) for name, n in total["reactor"].most_common(top)
+        ],
         "pool_own": [(name, pct(n)) for name, n in own["pool"].most_common(10)],
     }
 
@@ -688,7 +803,7 @@ def _collapse(path: str, top: int = 20) -> Dict[str, Any]:
 # Output
 
 
-def table(summary, order: List[str], args) -> str:
+def table(summary, order: list[str], args) -> str:
     lines = [
         "Throughput (smtp-source, 1 message per connection; median of "
         f"{args.reps}; CPU = server process tree, user+sys, per run)",
@@ -713,24 +828,30 @@ def table(summary, order: List[str], args) -> str:
                     f"{entry['peak_pss_mib']:>8.1f} {entry['peak_processes']:>5} "
                     f"{entry['other_load']:>5.2f} {entry['listen_overflows']:>5}{failed}"
                 )
-    lines.append("(other = average cores busy with processes that are neither the server nor smtp-source;\n"
-                 " ovfl = connections dropped by a full listen queue during its runs, machine-wide)")
+    lines.append(
+        "(other = average cores busy with processes that are neither the server nor smtp-source;\n"
+        " ovfl = connections dropped by a full listen queue during its runs, machine-wide)"
+    )
     return "\n".join(lines)
 
 
 def ratioTable(ratio, args) -> str:
     keys = [f"{SIZES[s] // 1024}k x{n}" for s in args.sizes for n in args.sessions]
-    peers = sorted({p for v in ratio.values() for p in v}, key=lambda p: ALL_SERVERS.index(p)
-                   if p in ALL_SERVERS else 99)
-    lines = ["GopherPost msgs/s / peer msgs/s (same run)",
-             f"{'':<14}" + "".join(f"{k:>10}" for k in keys)]
+    peers = sorted(
+        {p for v in ratio.values() for p in v},
+        key=lambda p: ALL_SERVERS.index(p) if p in ALL_SERVERS else 99,
+    )
+    lines = [
+        "GopherPost msgs/s / peer msgs/s (same run)",
+        f"{'':<14}" + "".join(f"{k:>10}" for k in keys),
+    ]
     for peer in peers:
         cells = "".join(f"{ratio.get(k, {}).get(peer, float('nan')):>10.2f}" for k in keys)
         lines.append(f"{'vs ' + peer:<14}{cells}")
     return "\n".join(lines)
 
 
-def targets(summary, ratio, idle, relay) -> List[str]:
+def targets(summary, ratio, idle, relay) -> list[str]:
     """
     The issue's targets, each marked met or not.
     """
@@ -739,16 +860,22 @@ def targets(summary, ratio, idle, relay) -> List[str]:
         for peer, goal in (("postfix", 1.2), ("aiosmtpd", 2.0)):
             value = ratio.get(key, {}).get(peer)
             if value is not None:
-                lines.append(f"{key} GopherPost/{peer} = {value:.2f} (target >= {goal}): "
-                             + ("met" if value >= goal else "NOT met"))
+                lines.append(
+                    f"{key} GopherPost/{peer} = {value:.2f} (target >= {goal}): "
+                    + ("met" if value >= goal else "NOT met")
+                )
     for entry in idle:
         if entry["server"] == "gopherpost":
             value = entry["kib_per_session_pss"]
-            lines.append(f"idle session cost {value:.1f} KiB at {entry['held']} sessions (target <= 16): "
-                         + ("met" if value <= 16 else "NOT met"))
+            lines.append(
+                f"idle session cost {value:.1f} KiB at {entry['held']} sessions (target <= 16): "
+                + ("met" if value <= 16 else "NOT met")
+            )
     if relay and relay.get("msgs_per_s") is not None:
         value = relay["msgs_per_s"]
-        lines.append(f"relay {value:.0f} msgs/s (target >= 1000): " + ("met" if value >= 1000 else "NOT met"))
+        lines.append(
+            f"relay {value:.0f} msgs/s (target >= 1000): " + ("met" if value >= 1000 else "NOT met")
+        )
     return lines
 
 
@@ -756,44 +883,80 @@ def targets(summary, ratio, idle, relay) -> List[str]:
 
 
 def parseArguments(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", required=True, help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 1 repetition, few messages, 500 idle sessions")
-    parser.add_argument("--servers", default=",".join(ALL_SERVERS),
-                        help="comma-separated, from: " + ", ".join(ALL_SERVERS))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 repetition, few messages, 500 idle sessions",
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(ALL_SERVERS),
+        help="comma-separated, from: " + ", ".join(ALL_SERVERS),
+    )
     parser.add_argument("--sizes", default="1k,100k", help="comma-separated: 1k, 100k")
     parser.add_argument("--sessions", default="1,20,100", help="comma-separated session counts")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each configuration")
     parser.add_argument("--messages-small", type=int, default=2000, help="messages per 1 KiB run")
     parser.add_argument("--messages-large", type=int, default=500, help="messages per 100 KiB run")
     parser.add_argument("--run-timeout", type=float, default=120.0, help="seconds per run at most")
-    parser.add_argument("--settle-timeout", type=float, default=60.0,
-                        help="seconds to wait for a queue to drain after a run")
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a queue to drain after a run",
+    )
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between runs")
     parser.add_argument("--idle", type=int, default=5000, help="idle sessions to hold (0: skip)")
     parser.add_argument("--idle-servers", default=",".join(IDLE_SERVERS))
-    parser.add_argument("--idle-timeout", type=float, default=300.0,
-                        help="seconds to open the idle sessions at most")
-    parser.add_argument("--relay-messages", type=int, default=2000,
-                        help="messages per relay run (0: skip the relay benchmark)")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to open the idle sessions at most",
+    )
+    parser.add_argument(
+        "--relay-messages",
+        type=int,
+        default=2000,
+        help="messages per relay run (0: skip the relay benchmark)",
+    )
     parser.add_argument("--relay-sessions", type=int, default=20)
-    parser.add_argument("--warm-memory", type=float, default=8.0, metavar="GIB",
-                        help="touch this much free memory once before measuring (0: do not)")
-    parser.add_argument("--quiet-timeout", type=float, default=120.0,
-                        help="seconds to wait at most for a quiet machine before the relay benchmark")
+    parser.add_argument(
+        "--warm-memory",
+        type=float,
+        default=8.0,
+        metavar="GIB",
+        help="touch this much free memory once before measuring (0: do not)",
+    )
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait at most for a quiet machine before the relay benchmark",
+    )
     parser.add_argument("--no-throughput", action="store_true", help="skip the throughput matrix")
-    parser.add_argument("--no-direct-io", action="store_true",
-                        help="loop devices through the page cache of the file system holding the "
-                             "images (mount -o loop's default) instead of direct I/O")
-    parser.add_argument("--compare", metavar="TREE",
-                        help="also run GopherPost from another source tree (e.g. a git worktree of an "
-                             "older commit) as server gopherpost-b, interleaved with the others")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile GopherPost with py-spy at 20 sessions")
-    parser.add_argument("--keep-logs", action="store_true",
-                        help="copy the servers' logs to the results directory")
+    parser.add_argument(
+        "--no-direct-io",
+        action="store_true",
+        help="loop devices through the page cache of the file system holding the "
+        "images (mount -o loop's default) instead of direct I/O",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="TREE",
+        help="also run GopherPost from another source tree (e.g. a git worktree of an "
+        "older commit) as server gopherpost-b, interleaved with the others",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile GopherPost with py-spy at 20 sessions"
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="copy the servers' logs to the results directory"
+    )
     parser.add_argument("--no-install", action="store_true", help="use what is installed")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the venv")
     parser.add_argument("--venv", default=os.path.join(BENCH, ".venv"))
@@ -838,12 +1001,15 @@ def main(argv=None) -> int:
     if not args.no_install:
         install(args)
     bench = Bench(args.work, args.venv, directIO=not args.no_direct_io)
-    stamp = args.stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = args.stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     os.makedirs(args.results, exist_ok=True)
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         "started": stamp,
-        "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
-                    "loadavg_before": open("/proc/loadavg").read().split()[:3]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "loadavg_before": open("/proc/loadavg").read().split()[:3],
+        },
         "versions": versions(args.venv),
         "options": {k: v for k, v in vars(args).items() if k not in ("work",)},
     }
@@ -851,24 +1017,37 @@ def main(argv=None) -> int:
         log(f"touching {args.warm_memory} GiB of free memory once (see warmMemory)")
         result["warm_memory"] = warmMemory(args.warm_memory)
         log(f"... {result['warm_memory']['gib']} GiB in {result['warm_memory']['seconds']} s")
-    factories = {"gopherpost": GopherPost, "postfix": Postfix, "aiosmtpd": Aiosmtpd,
-                 "smtp-sink": SmtpSink,
-                 # The same installed dependencies, the other tree's code first on the path.
-                 "gopherpost-b": lambda bench: GopherPost(bench, "gopherpost-b", PYTHONPATH=args.compare)}
-    servers: Dict[str, Server] = {}
+    factories = {
+        "gopherpost": GopherPost,
+        "postfix": Postfix,
+        "aiosmtpd": Aiosmtpd,
+        "smtp-sink": SmtpSink,
+        # The same installed dependencies, the other tree's code first on the path.
+        "gopherpost-b": lambda bench: GopherPost(bench, "gopherpost-b", PYTHONPATH=args.compare),
+    }
+    servers: dict[str, Server] = {}
     completed = False
     try:
         wanted = list(dict.fromkeys(args.servers + [s for s in args.idle_servers if args.idle]))
         for name in wanted:
-            log(f"starting {name} (fresh ext4 image for its storage)" if name != "smtp-sink"
-                else f"starting {name}")
+            log(
+                f"starting {name} (fresh ext4 image for its storage)"
+                if name != "smtp-sink"
+                else f"starting {name}"
+            )
             servers[name] = factories[name](bench)
             servers[name].start()
-        result["servers"] = {n: {"description": s.description, "port": s.port,
-                                 "listen_backlog": listenBacklog(s.host, s.port)}
-                             for n, s in servers.items()}
+        result["servers"] = {
+            n: {
+                "description": s.description,
+                "port": s.port,
+                "listen_backlog": listenBacklog(s.host, s.port),
+            }
+            for n, s in servers.items()
+        }
         result["servers"].get("gopherpost", {})["environment"] = (
-            servers["gopherpost"].environ() if "gopherpost" in servers else None)
+            servers["gopherpost"].environ() if "gopherpost" in servers else None
+        )
         measured = [servers[n] for n in args.servers]
         if not args.no_throughput:
             for server in measured:
@@ -894,9 +1073,15 @@ def main(argv=None) -> int:
                     # A fresh process, so freed memory from the throughput
                     # runs does not hide the sessions' cost.
                     old.stop()
-                    fresh = (GopherPost(bench, "gopherpost-idle", mount=old.mount, spoolName="spool-idle")
-                             if name == "gopherpost" else
-                             Aiosmtpd(bench, "aiosmtpd-idle", mount=old.mount, maildirName="Maildir-idle"))
+                    fresh = (
+                        GopherPost(
+                            bench, "gopherpost-idle", mount=old.mount, spoolName="spool-idle"
+                        )
+                        if name == "gopherpost"
+                        else Aiosmtpd(
+                            bench, "aiosmtpd-idle", mount=old.mount, maildirName="Maildir-idle"
+                        )
+                    )
                     fresh.start()
                     servers[name + "-idle"] = fresh
                     port = fresh.port
@@ -904,8 +1089,10 @@ def main(argv=None) -> int:
                 entry = idleSessions(fresh, args.idle, port, args)
                 entry["server"] = name
                 idle.append(entry)
-                log(f"idle {name}: {entry['held']} held, {entry['kib_per_session_pss']} KiB/session (PSS), "
-                    f"{entry['kib_per_session_rss']} KiB/session (RSS)")
+                log(
+                    f"idle {name}: {entry['held']} held, {entry['kib_per_session_pss']} KiB/session (PSS), "
+                    f"{entry['kib_per_session_rss']} KiB/session (RSS)"
+                )
                 fresh.stop()
         result["idle"] = idle
         for server in servers.values():
@@ -916,7 +1103,9 @@ def main(argv=None) -> int:
             # smtpd processes: the relay has no peer in the same run, so it
             # starts on a quiet machine.
             waited, busy = waitQuiet(args.quiet_timeout)
-            log(f"relay benchmark (waited {waited:.0f} s for a quiet machine: {busy:.2f} cores busy)")
+            log(
+                f"relay benchmark (waited {waited:.0f} s for a quiet machine: {busy:.2f} cores busy)"
+            )
             relay = relayBenchmark(bench, args)
             relay["quiet_wait_s"] = round(waited, 1)
         result["relay"] = relay
@@ -942,16 +1131,21 @@ def main(argv=None) -> int:
     return 0
 
 
-def report(result: Dict[str, Any], args, path: str) -> None:
+def report(result: dict[str, Any], args, path: str) -> None:
     """
     Print the tables.
     """
     v = result["versions"]
-    print(f"\nGopherPost {v['gopherpost']} ({v['commit']}), Twisted {v['twisted']}, Python {v['python']}; "
-          f"Postfix {v['postfix']}; aiosmtpd {v['aiosmtpd']}; {result['machine']['cpus']} CPUs, "
-          f"load {' '.join(result['machine']['loadavg_before'])} before, "
-          f"{' '.join(result['machine'].get('loadavg_after', []))} after")
-    print("Listen backlogs: " + ", ".join(f"{n} {s.get('listen_backlog')}" for n, s in result.get("servers", {}).items()))
+    print(
+        f"\nGopherPost {v['gopherpost']} ({v['commit']}), Twisted {v['twisted']}, Python {v['python']}; "
+        f"Postfix {v['postfix']}; aiosmtpd {v['aiosmtpd']}; {result['machine']['cpus']} CPUs, "
+        f"load {' '.join(result['machine']['loadavg_before'])} before, "
+        f"{' '.join(result['machine'].get('loadavg_after', []))} after"
+    )
+    print(
+        "Listen backlogs: "
+        + ", ".join(f"{n} {s.get('listen_backlog')}" for n, s in result.get("servers", {}).items())
+    )
     if result.get("summary"):
         print()
         print(table(result["summary"], args.servers, args))
@@ -961,23 +1155,31 @@ def report(result: Dict[str, Any], args, path: str) -> None:
         print("\nIdle sessions (greeted with EHLO, held open; delta of the server's process tree)")
         print(f"{'server':<11} {'held':>6} {'KiB/sess PSS':>13} {'KiB/sess RSS':>13} {'procs':>11}")
         for e in result["idle"]:
-            print(f"{e['server']:<11} {e['held']:>6} {e['kib_per_session_pss']:>13.2f} "
-                  f"{e['kib_per_session_rss']:>13.2f} {e['processes_before']:>5}->{e['processes_after']:<5}")
+            print(
+                f"{e['server']:<11} {e['held']:>6} {e['kib_per_session_pss']:>13.2f} "
+                f"{e['kib_per_session_rss']:>13.2f} {e['processes_before']:>5}->{e['processes_after']:<5}"
+            )
             if "smtpd_processes" in e:
-                print(f"{'  (smtpd)':<11} {e['smtpd_processes']:>6} {e['smtpd_kib_per_session_pss']:>13.2f} "
-                      f"{e['smtpd_kib_per_session_rss']:>13.2f}   sum of the idle service's smtpd processes")
+                print(
+                    f"{'  (smtpd)':<11} {e['smtpd_processes']:>6} {e['smtpd_kib_per_session_pss']:>13.2f} "
+                    f"{e['smtpd_kib_per_session_rss']:>13.2f}   sum of the idle service's smtpd processes"
+                )
     relay = result.get("relay")
     if relay:
-        print(f"\nRelay (GopherPost -> loopback DNS MX -> smtp-sink on 127.0.0.2, 1 KiB, "
-              f"{args.relay_sessions} sessions in, {args.relay_messages} messages, median of {args.reps}): "
-              f"{relay['msgs_per_s']} msgs/s first accept to last delivery "
-              f"(accepted at {relay['accept_msgs_per_s']} msgs/s; {relay['cpu_ms_per_msg']} ms CPU/msg; "
-              f"{relay['recipients_delivered']} delivered, {relay['recipients_failed']} failed)")
+        print(
+            f"\nRelay (GopherPost -> loopback DNS MX -> smtp-sink on 127.0.0.2, 1 KiB, "
+            f"{args.relay_sessions} sessions in, {args.relay_messages} messages, median of {args.reps}): "
+            f"{relay['msgs_per_s']} msgs/s first accept to last delivery "
+            f"(accepted at {relay['accept_msgs_per_s']} msgs/s; {relay['cpu_ms_per_msg']} ms CPU/msg; "
+            f"{relay['recipients_delivered']} delivered, {relay['recipients_failed']} failed)"
+        )
         other = relay.get("compare")
         if other:
-            print(f"  gopherpost-b ({args.compare}): {other['msgs_per_s']} msgs/s "
-                  f"(accepted at {other['accept_msgs_per_s']} msgs/s; {other['cpu_ms_per_msg']} ms CPU/msg; "
-                  f"{other['recipients_delivered']} delivered, {other['recipients_failed']} failed)")
+            print(
+                f"  gopherpost-b ({args.compare}): {other['msgs_per_s']} msgs/s "
+                f"(accepted at {other['accept_msgs_per_s']} msgs/s; {other['cpu_ms_per_msg']} ms CPU/msg; "
+                f"{other['recipients_delivered']} delivered, {other['recipients_failed']} failed)"
+            )
     profiles = dict(result.get("profile") or {})
     if relay and relay.get("profile"):
         profiles["relay 1k"] = relay["profile"]
@@ -986,9 +1188,11 @@ def report(result: Dict[str, Any], args, path: str) -> None:
             if "reactor_own" not in entry:
                 print(f"\nprofile {sizeName}: {entry}")
                 continue
-            print(f"\nProfile, 20 sessions, {sizeName} ({entry['samples']} samples at 100 Hz, "
-                  f"{entry['msgs_per_s_under_profiler']} msgs/s under py-spy); % of samples by thread: "
-                  f"{entry['threads']}")
+            print(
+                f"\nProfile, 20 sessions, {sizeName} ({entry['samples']} samples at 100 Hz, "
+                f"{entry['msgs_per_s_under_profiler']} msgs/s under py-spy); % of samples by thread: "
+                f"{entry['threads']}"
+            )
             print("  reactor thread, own time:")
             for name, pct in entry["reactor_own"][:12]:
                 print(f"    {pct:5.1f}%  {name}")

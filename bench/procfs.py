@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Dict, List, Optional, Tuple
 
 __all__ = [
     "CLOCK_TICKS",
@@ -30,7 +29,7 @@ __all__ = [
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _statFields(pid: int, task: Optional[str] = None) -> Optional[List[str]]:
+def _statFields(pid: int, task: str | None = None) -> list[str] | None:
     """
     The fields of C{/proc/PID/stat} (or of one thread's,
     C{/proc/PID/task/TASK/stat}) after the command name (field 3 on).
@@ -44,11 +43,11 @@ def _statFields(pid: int, task: Optional[str] = None) -> Optional[List[str]]:
     return raw[raw.rindex(b")") + 2 :].decode("ascii").split()
 
 
-def children(pid: int) -> List[int]:
+def children(pid: int) -> list[int]:
     """
     The direct children of C{pid} (all its threads').
     """
-    result: List[int] = []
+    result: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -62,7 +61,7 @@ def children(pid: int) -> List[int]:
     return result
 
 
-def tree(root: int) -> List[int]:
+def tree(root: int) -> list[int]:
     """
     C{root} and all its live descendants.
     """
@@ -76,7 +75,7 @@ def tree(root: int) -> List[int]:
     return seen
 
 
-def startTime(pid: int) -> Optional[int]:
+def startTime(pid: int) -> int | None:
     """
     The start time of C{pid} in clock ticks since boot (identifies it
     against PID reuse), or L{None} if it is gone.
@@ -85,7 +84,7 @@ def startTime(pid: int) -> Optional[int]:
     return int(fields[19]) if fields else None
 
 
-def cpuSeconds(pids: List[int]) -> float:
+def cpuSeconds(pids: list[int]) -> float:
     """
     User + system seconds of C{pids} and their reaped children.
     """
@@ -98,7 +97,7 @@ def cpuSeconds(pids: List[int]) -> float:
     return ticks / CLOCK_TICKS
 
 
-def threadCpu(pid: int) -> Dict[str, float]:
+def threadCpu(pid: int) -> dict[str, float]:
     """
     CPU seconds of process C{pid} split by thread kind: the main thread (the
     reactor, in a Twisted server) and all other threads, each as user and
@@ -119,7 +118,7 @@ def threadCpu(pid: int) -> Dict[str, float]:
     return split
 
 
-def memory(pids: List[int]) -> Tuple[int, int]:
+def memory(pids: list[int]) -> tuple[int, int]:
     """
     (RSS, PSS) in bytes, summed over C{pids}.
 
@@ -141,7 +140,7 @@ def memory(pids: List[int]) -> Tuple[int, int]:
     return rss, pss
 
 
-def machineCpu() -> Tuple[float, float]:
+def machineCpu() -> tuple[float, float]:
     """
     (busy, total) CPU seconds of the whole machine since boot, all cores.
     """
@@ -197,14 +196,14 @@ class PeakSampler:
             if self._stop.wait(self.interval):
                 break
 
-    def start(self) -> "PeakSampler":
+    def start(self) -> PeakSampler:
         """
         Start sampling.
         """
         self._thread.start()
         return self
 
-    def stop(self) -> Dict[str, int]:
+    def stop(self) -> dict[str, int]:
         """
         Take a last sample, stop, and return the peaks.
         """

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
 
 import procfs
 
@@ -78,13 +77,13 @@ def waitPort(port: int, timeout: float, host: str = "127.0.0.1", alive=None) -> 
                 return
         except OSError:
             if alive is not None and not alive():
-                raise RuntimeError(f"server for {host}:{port} exited during start-up")
+                raise RuntimeError(f"server for {host}:{port} exited during start-up") from None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+                raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s") from None
             time.sleep(0.1)
 
 
-def run(args: List[str], **kwargs) -> subprocess.CompletedProcess:
+def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     """
     Run a short command, raising on failure, with its output captured.
     """
@@ -117,8 +116,8 @@ class Bench:
         # mktemp -d makes it 0700: Postfix's unprivileged daemons must reach
         # their queue and data directories below it.
         os.chmod(work, 0o755)
-        self.processes: List[subprocess.Popen] = []
-        self.mounts: List[str] = []
+        self.processes: list[subprocess.Popen] = []
+        self.mounts: list[str] = []
 
     def python(self) -> str:
         """
@@ -153,8 +152,9 @@ class Bench:
         run(["mount", "-o", "loop", path, mountPoint])
         self.mounts.append(mountPoint)
         if self.directIO:
-            device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", mountPoint],
-                                    stdout=subprocess.PIPE, text=True).stdout.strip()
+            device = subprocess.run(
+                ["findmnt", "-n", "-o", "SOURCE", mountPoint], stdout=subprocess.PIPE, text=True
+            ).stdout.strip()
             run(["losetup", "--direct-io=on", device])
         return mountPoint
 
@@ -163,8 +163,11 @@ class Bench:
         Unmount every image (lazily if busy) and delete the image files.
         """
         for mountPoint in reversed(self.mounts):
-            for attempt in range(10):
-                if subprocess.run(["umount", mountPoint], stderr=subprocess.DEVNULL).returncode == 0:
+            for _attempt in range(10):
+                if (
+                    subprocess.run(["umount", mountPoint], stderr=subprocess.DEVNULL).returncode
+                    == 0
+                ):
                     break
                 time.sleep(0.5)
             else:
@@ -186,9 +189,9 @@ class Bench:
     def spawn(
         self,
         name: str,
-        args: List[str],
-        env: Optional[Dict[str, str]] = None,
-        cwd: Optional[str] = None,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
         stdin=subprocess.DEVNULL,
         stdout=None,
     ) -> subprocess.Popen:
@@ -205,8 +208,9 @@ class Bench:
         writer = None
         if stdout is None:
             with open(os.path.join(self.logs, f"{name}.log"), "ab") as logFile:
-                writer = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=logFile,
-                                          start_new_session=True)
+                writer = subprocess.Popen(
+                    ["cat"], stdin=subprocess.PIPE, stdout=logFile, start_new_session=True
+                )
             self.register(writer.pid, f"{name}-log")
             self.processes.append(writer)
             stdout = writer.stdin
@@ -251,7 +255,7 @@ class Bench:
                     pass
             self.terminate(process)
 
-    def environment(self, **extra: str) -> Dict[str, str]:
+    def environment(self, **extra: str) -> dict[str, str]:
         """
         A minimal environment for a child process.
         """
@@ -273,13 +277,13 @@ class Server:
     description = ""
     host = "127.0.0.1"
 
-    def __init__(self, bench: Bench, name: Optional[str] = None) -> None:
+    def __init__(self, bench: Bench, name: str | None = None) -> None:
         self.bench = bench
         if name:
             self.name = name
         self.port = freePort()
-        self.mount: Optional[str] = None
-        self.process: Optional[subprocess.Popen] = None
+        self.mount: str | None = None
+        self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         """
@@ -307,14 +311,14 @@ class Server:
         if self.process is not None:
             self.bench.terminate(self.process)
 
-    def stored(self) -> Optional[int]:
+    def stored(self) -> int | None:
         """
         How many messages it has stored (or handled) so far; L{None} if it
         cannot tell.
         """
         return None
 
-    def settle(self, expected: Optional[int], timeout: float) -> bool:
+    def settle(self, expected: int | None, timeout: float) -> bool:
         """
         Wait until the work caused by accepted mail is finished.
 
@@ -352,14 +356,20 @@ class GopherPost(Server):
     name = "gopherpost"
     description = "GopherPost (twistd -n gopherpost, spool fsynced per message)"
 
-    def __init__(self, bench: Bench, name: Optional[str] = None, mount: Optional[str] = None,
-                 spoolName: str = "spool", **overrides: str) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        name: str | None = None,
+        mount: str | None = None,
+        spoolName: str = "spool",
+        **overrides: str,
+    ) -> None:
         Server.__init__(self, bench, name)
         self.mount = mount or bench.image(self.name)
         self.spool = os.path.join(self.mount, spoolName)
         self.overrides = overrides
 
-    def environ(self) -> Dict[str, str]:
+    def environ(self) -> dict[str, str]:
         """
         The C{SMTP_*} variables it runs with.
         """
@@ -388,7 +398,12 @@ class GopherPost(Server):
         os.makedirs(cwd, exist_ok=True)  # no .env here
         self.process = self.bench.spawn(
             self.name,
-            [os.path.join(self.bench.venv, "bin", "twistd"), "--nodaemon", "--pidfile=", "gopherpost"],
+            [
+                os.path.join(self.bench.venv, "bin", "twistd"),
+                "--nodaemon",
+                "--pidfile=",
+                "gopherpost",
+            ],
             env=self.bench.environment(**self.environ()),
             cwd=cwd,
         )
@@ -414,8 +429,13 @@ class Aiosmtpd(Server):
     name = "aiosmtpd"
     description = "aiosmtpd 1.4 -c aiosmtpd.handlers.Mailbox (Maildir, fsync inline)"
 
-    def __init__(self, bench: Bench, name: Optional[str] = None, mount: Optional[str] = None,
-                 maildirName: str = "Maildir") -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        name: str | None = None,
+        mount: str | None = None,
+        maildirName: str = "Maildir",
+    ) -> None:
         Server.__init__(self, bench, name)
         self.mount = mount or bench.image(self.name)
         self.maildir = os.path.join(self.mount, maildirName)
@@ -423,8 +443,17 @@ class Aiosmtpd(Server):
     def start(self) -> None:
         self.process = self.bench.spawn(
             self.name,
-            [self.bench.python(), "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}",
-             "-c", "aiosmtpd.handlers.Mailbox", self.maildir],
+            [
+                self.bench.python(),
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                f"127.0.0.1:{self.port}",
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+                self.maildir,
+            ],
             env=self.bench.environment(),
             cwd=self.mount,
         )
@@ -446,8 +475,9 @@ class SmtpSink(Server):
     name = "smtp-sink"
     description = "smtp-sink (no storage: protocol upper bound)"
 
-    def __init__(self, bench: Bench, name: Optional[str] = None, host: str = "127.0.0.1",
-                 backlog: int = 100) -> None:
+    def __init__(
+        self, bench: Bench, name: str | None = None, host: str = "127.0.0.1", backlog: int = 100
+    ) -> None:
         Server.__init__(self, bench, name)
         self.host = host
         self.port = freePort(host)
@@ -474,7 +504,7 @@ class Postfix(Server):
     name = "postfix"
     description = "Postfix 3.7 (real queue, fsync, discard transport)"
 
-    def __init__(self, bench: Bench, name: Optional[str] = None, idleProcesses: int = 5100) -> None:
+    def __init__(self, bench: Bench, name: str | None = None, idleProcesses: int = 5100) -> None:
         Server.__init__(self, bench, name)
         self.idlePort = freePort()
         #: How the idle service's smtpd processes are named (smtpd -n NAME).
@@ -508,12 +538,15 @@ class Postfix(Server):
                 text = text.replace(key, value)
             with open(os.path.join(self.config, name), "w") as f:
                 f.write(text)
-        self._master: Optional[int] = None
+        self._master: int | None = None
 
     def _postfix(self, command: str) -> None:
         # postfix(1) fails silently without a terminal: give it one.
-        run(["script", "-qc", f"postfix -c {self.config} {command}", "/dev/null"],
-            env=self.bench.environment(), timeout=120)
+        run(
+            ["script", "-qc", f"postfix -c {self.config} {command}", "/dev/null"],
+            env=self.bench.environment(),
+            timeout=120,
+        )
 
     def start(self) -> None:
         self._postfix("start")
@@ -526,7 +559,7 @@ class Postfix(Server):
                 break
             except (OSError, ValueError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError("Postfix did not start: see " + self.maillog)
+                    raise RuntimeError("Postfix did not start: see " + self.maillog) from None
                 time.sleep(0.1)
         self.bench.register(self._master, "postfix-master")
         waitPort(self.port, 30, alive=self.alive)
@@ -580,7 +613,7 @@ class Postfix(Server):
                     return False
         return True
 
-    def settle(self, expected: Optional[int], timeout: float) -> bool:
+    def settle(self, expected: int | None, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._queueEmpty() and (expected is None or self.stored() >= expected):

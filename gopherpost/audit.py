@@ -27,7 +27,8 @@ import json
 import re
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Mapping, Optional, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger, LogLevel
@@ -57,7 +58,7 @@ _ADDRESS_FIELDS = frozenset(("sender", "recipient", "recipients"))
 # Values made only of these characters are written without quotes.
 _BARE = re.compile(r"[A-Za-z0-9_.:@/+\-]+\Z")
 
-EventDict = Dict[str, Any]
+EventDict = dict[str, Any]
 Callback = Callable[[EventDict], None]
 
 _log = Logger(namespace=_NAMESPACE)
@@ -137,9 +138,7 @@ class AuditSubscription:
     @ivar droppedTotal: how many events this subscriber lost in all.
     """
 
-    def __init__(
-        self, audit: "AuditLog", callback: Callback, maxBuffered: int
-    ) -> None:
+    def __init__(self, audit: AuditLog, callback: Callback, maxBuffered: int) -> None:
         """
         @param audit: the log this subscribes to (for L{cancel}).
         @param callback: called with each event dict; must not mutate it.
@@ -147,10 +146,10 @@ class AuditSubscription:
         """
         if maxBuffered < 1:
             raise ValueError("maxBuffered must be at least 1")
-        self._audit: Optional[AuditLog] = audit
+        self._audit: AuditLog | None = audit
         self._callback = callback
         self._maxBuffered = maxBuffered
-        self._buffer: Deque[EventDict] = deque()
+        self._buffer: deque[EventDict] = deque()
         self._dropped = 0
         self._paused = False
         self._draining = False
@@ -261,7 +260,7 @@ class AuditLog:
         self,
         debug: bool,
         clock: IReactorTime,
-        logger: Optional[Logger] = None,
+        logger: Logger | None = None,
     ) -> None:
         """
         @param debug: C{SMTP_DEBUG}.
@@ -273,10 +272,10 @@ class AuditLog:
         self.debug = debug
         self.clock = clock
         self._log = logger if logger is not None else Logger(namespace=_NAMESPACE)
-        self._subscribers: Tuple[AuditSubscription, ...] = ()
+        self._subscribers: tuple[AuditSubscription, ...] = ()
 
     @property
-    def subscriptions(self) -> Tuple[AuditSubscription, ...]:
+    def subscriptions(self) -> tuple[AuditSubscription, ...]:
         """
         The active subscriptions, oldest first.
         """
@@ -340,7 +339,5 @@ def _dropAddresses(eventDict: EventDict) -> None:
     eventDict.pop("sender", None)
     eventDict.pop("recipient", None)
     recipients = eventDict.get("recipients")
-    if recipients is not None and (
-        isinstance(recipients, bool) or not isinstance(recipients, int)
-    ):
+    if recipients is not None and (isinstance(recipients, bool) or not isinstance(recipients, int)):
         del eventDict["recipients"]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import TypeVar
 
 __all__ = [
     "ConfigError",
@@ -28,8 +29,8 @@ __all__ = [
     "healthAddress",
 ]
 
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-HostPort = Tuple[str, int]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+HostPort = tuple[str, int]
 
 #: The accepted values of C{SMTP_OUTBOUND_TLS}.
 OUTBOUND_TLS_POLICIES = ("verify", "may", "require", "none")
@@ -70,15 +71,15 @@ class Settings:
     banner: str = "GopherPost ready"
     debug: bool = False
     healthAddr: str = ":8080"
-    healthPort: Optional[int] = None
+    healthPort: int | None = None
     healthDisable: bool = False
     queuePath: str = "./data/spool"
 
     # Access control and policy
-    allowNetworks: Tuple[IPNetwork, ...] = ()
-    allowHosts: Tuple[str, ...] = ()
+    allowNetworks: tuple[IPNetwork, ...] = ()
+    allowHosts: tuple[str, ...] = ()
     requireLocalDomain: bool = True
-    localDomains: Tuple[str, ...] = ("localhost",)
+    localDomains: tuple[str, ...] = ("localhost",)
 
     # Limits
     maxMessageSize: int = 10485760
@@ -90,14 +91,14 @@ class Settings:
 
     # TLS (inbound)
     tlsDisable: bool = False
-    tlsCert: Optional[str] = None
-    tlsKey: Optional[str] = None
+    tlsCert: str | None = None
+    tlsKey: str | None = None
 
     # DNS
-    dnsServers: Tuple[HostPort, ...] = ()
+    dnsServers: tuple[HostPort, ...] = ()
 
     # Outbound relay
-    relayHost: Optional[HostPort] = None
+    relayHost: HostPort | None = None
     outboundPort: int = 25
     outboundTLS: str = "verify"
     outboundTimeoutScale: float = 1.0
@@ -108,10 +109,10 @@ class Settings:
     destinationConcurrency: int = 4
 
     # DKIM
-    dkimSelector: Optional[str] = None
-    dkimKeyPath: Optional[str] = None
-    dkimPrivateKey: Optional[str] = None
-    dkimDomain: Optional[str] = None
+    dkimSelector: str | None = None
+    dkimKeyPath: str | None = None
+    dkimPrivateKey: str | None = None
+    dkimDomain: str | None = None
 
     @property
     def dkimEnabled(self) -> bool:
@@ -142,9 +143,7 @@ class Settings:
         return domain.rstrip(".").lower() in self.localDomains
 
 
-def loadEnvironment(
-    environ: Optional[Mapping[str, str]] = None, dotenvPath: str = ".env"
-) -> dict:
+def loadEnvironment(environ: Mapping[str, str] | None = None, dotenvPath: str = ".env") -> dict:
     """
     Merge a C{.env} file under the real environment.
 
@@ -179,7 +178,7 @@ def _bool(name: str, raw: str) -> bool:
     raise ConfigError(name, f"{raw!r} is not a boolean (use true or false)")
 
 
-def _int(name: str, raw: str, minimum: int = 0, maximum: Optional[int] = None) -> int:
+def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         value = int(raw.strip(), 10)
     except ValueError:
@@ -219,9 +218,7 @@ def _size(name: str, raw: str) -> int:
     suffix = text[-1:] if text[-1:] in ("k", "m", "g") else ""
     number = text[: len(text) - len(suffix)]
     if not number.isdigit():
-        raise ConfigError(
-            name, f"{raw!r} is not a size in bytes (e.g. 10485760, 512K, 10M)"
-        )
+        raise ConfigError(name, f"{raw!r} is not a size in bytes (e.g. 10485760, 512K, 10M)")
     value = int(number) * _SIZE_SUFFIXES[suffix]
     if value < 1:
         raise ConfigError(name, f"{raw!r} must be at least 1 byte")
@@ -232,15 +229,13 @@ def _list(raw: str) -> list:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def _networks(name: str, raw: str) -> Tuple[IPNetwork, ...]:
+def _networks(name: str, raw: str) -> tuple[IPNetwork, ...]:
     networks = []
     for item in _list(raw):
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ConfigError(
-                name, f"{item!r} is not an IP address or CIDR network"
-            ) from None
+            raise ConfigError(name, f"{item!r} is not an IP address or CIDR network") from None
     return tuple(networks)
 
 
@@ -263,7 +258,7 @@ def _hostname(name: str, raw: str) -> str:
     return text.lower()
 
 
-def _hosts(name: str, raw: str) -> Tuple[str, ...]:
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
     hosts = []
     for item in _list(raw):
         try:
@@ -275,11 +270,11 @@ def _hosts(name: str, raw: str) -> Tuple[str, ...]:
     return tuple(hosts)
 
 
-def _domains(name: str, raw: str) -> Tuple[str, ...]:
+def _domains(name: str, raw: str) -> tuple[str, ...]:
     return tuple(_hostname(name, item) for item in _list(raw))
 
 
-def parseHostPort(name: str, raw: str, defaultPort: Optional[int]) -> HostPort:
+def parseHostPort(name: str, raw: str, defaultPort: int | None) -> HostPort:
     """
     Parse C{host}, C{host:port}, C{v4:port}, C{[v6]} or C{[v6]:port}.
 
@@ -326,7 +321,7 @@ def parseHostPort(name: str, raw: str, defaultPort: Optional[int]) -> HostPort:
     return (host, _port(name, port))
 
 
-def _dnsServers(name: str, raw: str) -> Tuple[HostPort, ...]:
+def _dnsServers(name: str, raw: str) -> tuple[HostPort, ...]:
     servers = []
     for item in _list(raw):
         host, port = parseHostPort(name, item, 53)
@@ -379,9 +374,9 @@ def healthAddress(settings: Settings) -> HostPort:
 
 
 def settingsFromEnvironment(
-    environ: Optional[Mapping[str, str]] = None,
+    environ: Mapping[str, str] | None = None,
     checkFiles: bool = True,
-    defaultHostname: Optional[Callable[[], str]] = None,
+    defaultHostname: Callable[[], str] | None = None,
 ) -> Settings:
     """
     Build validated L{Settings} from environment variables.
@@ -404,7 +399,7 @@ def settingsFromEnvironment(
             return default
         return parse(name, raw)
 
-    def optional(name: str, parse: Callable[[str, str], _T]) -> Optional[_T]:
+    def optional(name: str, parse: Callable[[str, str], _T]) -> _T | None:
         return get(name, parse, None)  # type: ignore[arg-type]
 
     hostname = optional("SMTP_HOSTNAME", _hostname)
@@ -475,9 +470,7 @@ def settingsFromEnvironment(
         retryMax=retryMax,
         queueLifetime=get("SMTP_QUEUE_LIFETIME", lambda n, r: _seconds(n, r, 1), 432000.0),
         queueWorkers=get("SMTP_QUEUE_WORKERS", lambda n, r: _int(n, r, 1), 16),
-        destinationConcurrency=get(
-            "SMTP_DESTINATION_CONCURRENCY", lambda n, r: _int(n, r, 1), 4
-        ),
+        destinationConcurrency=get("SMTP_DESTINATION_CONCURRENCY", lambda n, r: _int(n, r, 1), 4),
         dkimSelector=optional("SMTP_DKIM_SELECTOR", _dkimSelector),
         dkimKeyPath=optional("SMTP_DKIM_KEY_PATH", fileParser),
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),

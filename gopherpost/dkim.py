@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import List, Optional, Tuple
 
 import dkim as _dkimpy
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -73,7 +72,7 @@ class DKIMSigner:
         self,
         selector: str,
         privateKey: object,
-        domain: Optional[str] = None,
+        domain: str | None = None,
     ) -> None:
         """
         @param selector: see L{DKIMSigner.selector}.
@@ -109,9 +108,7 @@ class DKIMSigner:
             raw = privateKey.public_key().public_bytes(
                 serialization.Encoding.Raw, serialization.PublicFormat.Raw
             )
-            self._publicRecord = (
-                "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode()
-            )
+            self._publicRecord = "v=DKIM1; k=ed25519; p=" + base64.b64encode(raw).decode()
         else:
             raise TypeError(f"not an RSA or Ed25519 private key: {type(privateKey)!r}")
 
@@ -121,7 +118,7 @@ class DKIMSigner:
         """
         return self._publicRecord
 
-    def signingDomain(self, message: bytes, senderDomain: Optional[str]) -> Optional[str]:
+    def signingDomain(self, message: bytes, senderDomain: str | None) -> str | None:
         """
         The C{d=} this signer uses for C{message}: L{domain}, else
         C{senderDomain}, else the domain of the From header.
@@ -131,7 +128,7 @@ class DKIMSigner:
                 return candidate.strip().rstrip(".").lower()
         return None
 
-    def sign(self, message: bytes, senderDomain: Optional[str] = None) -> bytes:
+    def sign(self, message: bytes, senderDomain: str | None = None) -> bytes:
         """
         Sign a message.
 
@@ -176,7 +173,7 @@ class DKIMSigner:
             raise DKIMSignError(f"dkimpy refused to sign: {e}") from e
         return signature + message
 
-    def _alreadySigned(self, headers: List[Tuple[bytes, bytes]], domain: bytes) -> bool:
+    def _alreadySigned(self, headers: list[tuple[bytes, bytes]], domain: bytes) -> bool:
         selector = self.selector.encode("ascii")
         for name, value in headers:
             if name.lower() != b"dkim-signature":
@@ -193,7 +190,7 @@ class DKIMSigner:
         return False
 
 
-def _headers(message: bytes) -> List[Tuple[bytes, bytes]]:
+def _headers(message: bytes) -> list[tuple[bytes, bytes]]:
     try:
         headers, _ = _dkimpy.rfc822_parse(message)
     except Exception:
@@ -201,7 +198,7 @@ def _headers(message: bytes) -> List[Tuple[bytes, bytes]]:
     return headers
 
 
-def _fromDomain(message: bytes) -> Optional[str]:
+def _fromDomain(message: bytes) -> str | None:
     from email.utils import getaddresses
 
     for name, value in _headers(message):
@@ -252,9 +249,7 @@ def parsePrivateKey(data: bytes, variable: str) -> object:
         return key
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key
-    raise ConfigError(
-        variable, f"unsupported key type {type(key).__name__}; use RSA or Ed25519"
-    )
+    raise ConfigError(variable, f"unsupported key type {type(key).__name__}; use RSA or Ed25519")
 
 
 def _oneLine(e: Exception) -> str:
@@ -262,7 +257,7 @@ def _oneLine(e: Exception) -> str:
     return text[:200] or type(e).__name__
 
 
-def loadSigner(settings: object) -> Optional[DKIMSigner]:
+def loadSigner(settings: object) -> DKIMSigner | None:
     """
     The DKIM signer configured by C{SMTP_DKIM_*}, or L{None} when DKIM is
     off.

@@ -27,7 +27,8 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import dns.exception
 import dns.name
@@ -86,7 +87,7 @@ MAX_CACHE_ENTRIES = 10000
 _PER_SERVER_TIMEOUT = 2.0
 
 _T = TypeVar("_T")
-ServerSpec = Union[str, Tuple[str, int]]
+ServerSpec = str | tuple[str, int]
 
 
 class DNSError(Exception):
@@ -169,7 +170,7 @@ class IDNSResolver(Interface):
             record: the record's strings joined.
         """
 
-    def forwardConfirmedNames(address: str, timeout: Optional[float] = None) -> defer.Deferred:
+    def forwardConfirmedNames(address: str, timeout: float | None = None) -> defer.Deferred:
         """
         Forward-confirmed reverse DNS of C{address}.
 
@@ -178,7 +179,7 @@ class IDNSResolver(Interface):
         """
 
 
-def _canonicalAddress(address: str) -> Union[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+def _canonicalAddress(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """
     Parse an IP address; an IPv4-mapped IPv6 address becomes IPv4.
 
@@ -200,7 +201,7 @@ def _nameText(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower()
 
 
-def _normalizeServers(servers: Sequence[ServerSpec]) -> List[Tuple[str, int]]:
+def _normalizeServers(servers: Sequence[ServerSpec]) -> list[tuple[str, int]]:
     normalized = []
     for server in servers:
         host, port = (server, 53) if isinstance(server, str) else server
@@ -208,9 +209,7 @@ def _normalizeServers(servers: Sequence[ServerSpec]) -> List[Tuple[str, int]]:
     return normalized
 
 
-def _buildResolvers(
-    servers: List[Tuple[str, int]], timeout: float
-) -> List[dns.resolver.Resolver]:
+def _buildResolvers(servers: list[tuple[str, int]], timeout: float) -> list[dns.resolver.Resolver]:
     """
     The dnspython resolvers that together ask exactly C{servers}, in order.
 
@@ -239,11 +238,9 @@ def _buildResolvers(
         return [system]
     if _dnsNameserver is not None:
         resolver = fresh()
-        resolver.nameservers = [
-            _dnsNameserver.Do53Nameserver(host, port) for host, port in servers
-        ]
+        resolver.nameservers = [_dnsNameserver.Do53Nameserver(host, port) for host, port in servers]
         return [resolver]
-    groups: List[List[Tuple[str, int]]] = []
+    groups: list[list[tuple[str, int]]] = []
     for host, port in servers:
         for group in groups:
             if all(h != host for h, _ in group):
@@ -301,7 +298,7 @@ class Resolver:
         self,
         servers: Sequence[ServerSpec],
         reactor: object,
-        threadpool: Optional[object] = None,
+        threadpool: object | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         fcrdnsTimeout: float = DEFAULT_FCRDNS_TIMEOUT,
     ) -> None:
@@ -322,7 +319,7 @@ class Resolver:
         self._threadpool = threadpool
         self._resolvers = _buildResolvers(list(self.servers), timeout)
         #: (name, type) -> (expiry on the reactor's clock, rdatas or error)
-        self._cache: "OrderedDict[Tuple[dns.name.Name, int], Tuple[float, object]]" = OrderedDict()
+        self._cache: OrderedDict[tuple[dns.name.Name, int], tuple[float, object]] = OrderedDict()
         self._inFlight: dict = {}
 
     # Plumbing
@@ -335,7 +332,7 @@ class Resolver:
 
     def _resolve(
         self, name: str, qname: dns.name.Name, rdtype: int, lifetime: float
-    ) -> Tuple[list, float]:
+    ) -> tuple[list, float]:
         """
         Blocking: ask every resolver in turn until one gives a final answer.
 
@@ -347,15 +344,13 @@ class Resolver:
         if not self._resolvers:
             raise TemporaryDNSError(name, "no nameservers configured")
         deadline = time.monotonic() + lifetime
-        lastError: Optional[Exception] = None
+        lastError: Exception | None = None
         for resolver in self._resolvers:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                answer = resolver.resolve(
-                    qname, rdtype, search=False, lifetime=remaining
-                )
+                answer = resolver.resolve(qname, rdtype, search=False, lifetime=remaining)
             except dns.resolver.NoAnswer as e:
                 return [], _negativeTTL(e.kwargs.get("response"))
             except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
@@ -376,9 +371,7 @@ class Resolver:
             lastError = dns.exception.Timeout()
         raise _mapException(name, lastError, lifetime) from None
 
-    def _query(
-        self, name: str, rdtype: int, lifetime: Optional[float] = None
-    ) -> defer.Deferred:
+    def _query(self, name: str, rdtype: int, lifetime: float | None = None) -> defer.Deferred:
         """
         The rdatas of C{name}'s records of C{rdtype}: from the cache, from a
         lookup of the same already in flight, or from a new lookup.
@@ -406,7 +399,7 @@ class Resolver:
             return waiting
         self._inFlight[key] = [waiting]
 
-        def answered(result: Tuple[list, float]) -> None:
+        def answered(result: tuple[list, float]) -> None:
             rdatas, ttl = result
             self._remember(key, min(ttl, MAX_CACHE_TTL), tuple(rdatas))
             for d in self._inFlight.pop(key, []):
@@ -420,12 +413,10 @@ class Resolver:
             for d in self._inFlight.pop(key, []):
                 d.errback(failure)
 
-        self._inThread(self._resolve, name, qname, rdtype, lifetime).addCallbacks(
-            answered, failed
-        )
+        self._inThread(self._resolve, name, qname, rdtype, lifetime).addCallbacks(answered, failed)
         return waiting
 
-    def _remember(self, key: Tuple[dns.name.Name, int], seconds: float, outcome: object) -> None:
+    def _remember(self, key: tuple[dns.name.Name, int], seconds: float, outcome: object) -> None:
         if seconds <= 0:
             return
         self._cache[key] = (self._reactor.seconds() + seconds, outcome)  # type: ignore[attr-defined]
@@ -443,7 +434,7 @@ class Resolver:
             lambda rdatas: [(r.preference, _nameText(r.exchange)) for r in rdatas]
         )
 
-    def lookupAddresses(self, name: str, lifetime: Optional[float] = None) -> defer.Deferred:
+    def lookupAddresses(self, name: str, lifetime: float | None = None) -> defer.Deferred:
         """
         See L{IDNSResolver.lookupAddresses}.
 
@@ -454,13 +445,12 @@ class Resolver:
         @param lifetime: seconds the lookup may take (default L{timeout}).
         """
         queries = [
-            self._query(name, rdtype, lifetime)
-            for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
+            self._query(name, rdtype, lifetime) for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA)
         ]
 
-        def combine(results: List[Tuple[bool, object]]) -> List[str]:
-            addresses: List[str] = []
-            errors: List[DNSError] = []
+        def combine(results: list[tuple[bool, object]]) -> list[str]:
+            addresses: list[str] = []
+            errors: list[DNSError] = []
             for ok, value in results:
                 if ok:
                     rdatas: list = value  # type: ignore[assignment]
@@ -478,7 +468,7 @@ class Resolver:
 
         return defer.DeferredList(queries, consumeErrors=True).addCallback(combine)
 
-    def lookupPTR(self, address: str, lifetime: Optional[float] = None) -> defer.Deferred:
+    def lookupPTR(self, address: str, lifetime: float | None = None) -> defer.Deferred:
         """
         See L{IDNSResolver.lookupPTR}.
 
@@ -503,9 +493,7 @@ class Resolver:
             lambda rdatas: [b"".join(r.strings) for r in rdatas]
         )
 
-    def forwardConfirmedNames(
-        self, address: str, timeout: Optional[float] = None
-    ) -> defer.Deferred:
+    def forwardConfirmedNames(self, address: str, timeout: float | None = None) -> defer.Deferred:
         """
         Forward-confirmed reverse DNS (FCrDNS, "iprev" of RFC 8601): the
         PTR names of C{address} whose A/AAAA records include C{address}.
@@ -533,24 +521,22 @@ class Resolver:
         clock = self._reactor
         deadline = clock.seconds() + timeout  # type: ignore[attr-defined]
 
-        def noNames(failure: Failure) -> List[str]:
+        def noNames(failure: Failure) -> list[str]:
             failure.trap(PermanentDNSError)
             return []
 
-        def checkForward(names: List[str]) -> defer.Deferred:
+        def checkForward(names: list[str]) -> defer.Deferred:
             names = [n for n in dict.fromkeys(names) if n != "."][:MAX_PTR_NAMES]
             remaining = max(deadline - clock.seconds(), 0.001)  # type: ignore[attr-defined]
             lookups = [self.lookupAddresses(n, remaining) for n in names]
-            return defer.DeferredList(lookups, consumeErrors=True).addCallback(
-                confirm, names
-            )
+            return defer.DeferredList(lookups, consumeErrors=True).addCallback(confirm, names)
 
-        def confirm(results: List[Tuple[bool, object]], names: List[str]) -> Set[str]:
-            confirmed: Set[str] = set()
-            temporary: Optional[DNSError] = None
+        def confirm(results: list[tuple[bool, object]], names: list[str]) -> set[str]:
+            confirmed: set[str] = set()
+            temporary: DNSError | None = None
             for name, (ok, value) in zip(names, results):
                 if ok:
-                    found: List[str] = value  # type: ignore[assignment]
+                    found: list[str] = value  # type: ignore[assignment]
                     if any(_canonicalAddress(a) == ip for a in found):
                         confirmed.add(name)
                 else:
@@ -573,7 +559,7 @@ class Resolver:
 
 
 def resolverFromSettings(
-    settings: object, reactor: object, threadpool: Optional[object] = None
+    settings: object, reactor: object, threadpool: object | None = None
 ) -> Resolver:
     """
     The L{Resolver} for a server: C{SMTP_DNS_SERVERS} when set, else the

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
 
 __all__ = ["writeFile", "replaceFile", "fsyncDirectory", "loadSyncfs"]
 
@@ -57,7 +57,7 @@ def replaceFile(path: str, data: bytes, mode: int = 0o640) -> None:
     fsyncDirectory(os.path.dirname(os.path.abspath(path)))
 
 
-def loadSyncfs() -> Optional[Callable[[str], None]]:
+def loadSyncfs() -> Callable[[str], None] | None:
     """
     C{syncfs(2)} for the file system holding a directory, or L{None}.
 

@@ -8,7 +8,7 @@ does so through one of these interfaces.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from zope.interface import Attribute, Interface
 
@@ -69,7 +69,7 @@ class IRelayQueue(Interface):
     The outbound queue, told about each newly spooled message.
     """
 
-    def messageSpooled(queueId: str, dateDirectory: str, envelope: Optional[Envelope] = None) -> None:
+    def messageSpooled(queueId: str, dateDirectory: str, envelope: Envelope | None = None) -> None:
         """
         A message with recipients outside our local domains is durably in the
         spool under C{dateDirectory} (e.g. C{"2026-11-22"}); schedule it.

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import sys
 from bisect import bisect_left
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -46,13 +47,22 @@ SESSION_REJECT_REASONS = ("access", "connection-limit", "connection-limit-ip")
 MESSAGE_REJECT_REASONS = ("size", "line-length", "storage", "recipients", "sender")
 
 #: Upper bounds (bytes) of the message size histogram buckets.
-MESSAGE_SIZE_BUCKETS: Tuple[float, ...] = tuple(
+MESSAGE_SIZE_BUCKETS: tuple[float, ...] = tuple(
     float(1024 * 4**i) for i in range(9)
 )  # 1 KiB .. 64 MiB
 
 #: Upper bounds (seconds) of the delivery latency histogram buckets.
-DELIVERY_LATENCY_BUCKETS: Tuple[float, ...] = (
-    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0, 432000.0,
+DELIVERY_LATENCY_BUCKETS: tuple[float, ...] = (
+    1.0,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+    14400.0,
+    86400.0,
+    432000.0,
 )
 
 _OTHER = "other"
@@ -74,7 +84,7 @@ class _Histogram:
         self.sum += value
         self.count += 1
 
-    def cumulative(self) -> List[Tuple[str, int]]:
+    def cumulative(self) -> list[tuple[str, int]]:
         """
         C{[(upperBound, countAtOrBelow), ..., ("+Inf", count)]}.
         """
@@ -90,7 +100,7 @@ def _boundText(bound: float) -> str:
     return str(int(bound)) if bound == int(bound) else repr(bound)
 
 
-def _number(value: object) -> Optional[float]:
+def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     if value != value or value < 0:
@@ -111,7 +121,7 @@ class _ProcessFacts:
         except (AttributeError, ValueError, OSError):
             self._pageSize = 4096
 
-    def residentMemory(self) -> Optional[int]:
+    def residentMemory(self) -> int | None:
         """
         The resident set size in bytes; without C{/proc}, the peak RSS as
         C{getrusage} reports it; L{None} when neither works.
@@ -128,7 +138,7 @@ class _ProcessFacts:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
-    def openFileDescriptors(self) -> Optional[int]:
+    def openFileDescriptors(self) -> int | None:
         """
         How many file descriptors are open; L{None} if unknown.
         """
@@ -155,7 +165,7 @@ class Metrics:
     def __init__(
         self,
         clock: IReactorTime,
-        audit: Optional[IAuditLog] = None,
+        audit: IAuditLog | None = None,
         procRoot: str = "/proc",
     ) -> None:
         """
@@ -166,7 +176,7 @@ class Metrics:
         self._clock = clock
         self._startTime = clock.seconds()
         self._process = _ProcessFacts(procRoot)
-        self._queueDepthSource: Optional[Callable[[], int]] = None
+        self._queueDepthSource: Callable[[], int] | None = None
 
         self.messagesQueued = 0
         self.messagesDelivered = 0
@@ -178,18 +188,14 @@ class Metrics:
         self.sessionsTotal = 0
         self.bytesReceived = 0
         self.tlsSessions = 0
-        self.sessionsRejected: Dict[str, int] = dict.fromkeys(
-            SESSION_REJECT_REASONS + (_OTHER,), 0
-        )
-        self.messagesRejected: Dict[str, int] = dict.fromkeys(
-            MESSAGE_REJECT_REASONS + (_OTHER,), 0
-        )
-        self.mailCommands: Dict[str, int] = {"accepted": 0, "refused": 0}
-        self.rcptCommands: Dict[str, int] = {"accepted": 0, "refused": 0}
+        self.sessionsRejected: dict[str, int] = dict.fromkeys(SESSION_REJECT_REASONS + (_OTHER,), 0)
+        self.messagesRejected: dict[str, int] = dict.fromkeys(MESSAGE_REJECT_REASONS + (_OTHER,), 0)
+        self.mailCommands: dict[str, int] = {"accepted": 0, "refused": 0}
+        self.rcptCommands: dict[str, int] = {"accepted": 0, "refused": 0}
         self.messageSize = _Histogram(MESSAGE_SIZE_BUCKETS)
         self.deliveryLatency = _Histogram(DELIVERY_LATENCY_BUCKETS)
 
-        self._handlers: Dict[str, Callable[[Dict[str, Any]], None]] = {
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session.start": self._sessionStart,
             "session.close": self._sessionClose,
             "session.reject": self._sessionReject,
@@ -208,7 +214,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
 
-        self._subscription: Optional[IAuditSubscription] = None
+        self._subscription: IAuditSubscription | None = None
         if audit is not None:
             self._subscription = audit.subscribe(self.eventReceived)
 
@@ -229,7 +235,7 @@ class Metrics:
 
     # Events
 
-    def eventReceived(self, eventDict: Dict[str, Any]) -> None:
+    def eventReceived(self, eventDict: dict[str, Any]) -> None:
         """
         Count one audit event (the audit log's subscriber callback).
 
@@ -239,61 +245,61 @@ class Metrics:
         if handler is not None:
             handler(eventDict)
 
-    def _sessionStart(self, e: Dict[str, Any]) -> None:
+    def _sessionStart(self, e: dict[str, Any]) -> None:
         self.sessionsActive += 1
         self.sessionsTotal += 1
 
-    def _sessionClose(self, e: Dict[str, Any]) -> None:
+    def _sessionClose(self, e: dict[str, Any]) -> None:
         if self.sessionsActive > 0:
             self.sessionsActive -= 1
 
-    def _sessionReject(self, e: Dict[str, Any]) -> None:
+    def _sessionReject(self, e: dict[str, Any]) -> None:
         reason = e.get("reason")
         key = reason if reason in SESSION_REJECT_REASONS else _OTHER
         self.sessionsRejected[key] += 1  # type: ignore[index]
 
-    def _mail(self, e: Dict[str, Any]) -> None:
+    def _mail(self, e: dict[str, Any]) -> None:
         self.mailCommands["accepted" if e.get("accepted") else "refused"] += 1
 
-    def _rcpt(self, e: Dict[str, Any]) -> None:
+    def _rcpt(self, e: dict[str, Any]) -> None:
         self.rcptCommands["accepted" if e.get("accepted") else "refused"] += 1
 
-    def _messageQueued(self, e: Dict[str, Any]) -> None:
+    def _messageQueued(self, e: dict[str, Any]) -> None:
         self.messagesQueued += 1
         size = _number(e.get("size"))
         if size is not None:
             self.bytesReceived += int(size)
             self.messageSize.observe(size)
 
-    def _messageRejected(self, e: Dict[str, Any]) -> None:
+    def _messageRejected(self, e: dict[str, Any]) -> None:
         reason = e.get("reason")
         key = reason if reason in MESSAGE_REJECT_REASONS else _OTHER
         self.messagesRejected[key] += 1  # type: ignore[index]
 
-    def _tlsEstablished(self, e: Dict[str, Any]) -> None:
+    def _tlsEstablished(self, e: dict[str, Any]) -> None:
         self.tlsSessions += 1
 
-    def _deliveryQueued(self, e: Dict[str, Any]) -> None:
+    def _deliveryQueued(self, e: dict[str, Any]) -> None:
         self.relayQueued += 1
 
-    def _deliveryAttempt(self, e: Dict[str, Any]) -> None:
+    def _deliveryAttempt(self, e: dict[str, Any]) -> None:
         self.deliveryAttempts += 1
 
-    def _deliverySuccess(self, e: Dict[str, Any]) -> None:
+    def _deliverySuccess(self, e: dict[str, Any]) -> None:
         self.messagesDelivered += 1
         latency = _number(e.get("latency"))
         if latency is not None:
             self.deliveryLatency.observe(latency)
 
-    def _deliveryDeferral(self, e: Dict[str, Any]) -> None:
+    def _deliveryDeferral(self, e: dict[str, Any]) -> None:
         self.deliveryDeferrals += 1
 
-    def _deliveryFailure(self, e: Dict[str, Any]) -> None:
+    def _deliveryFailure(self, e: dict[str, Any]) -> None:
         self.deliveryFailures += 1
 
     # Reading
 
-    def queueDepth(self) -> Optional[int]:
+    def queueDepth(self) -> int | None:
         """
         The relay queue's depth: 0 without a source, L{None} if the source
         failed (the failure is logged).
@@ -312,7 +318,7 @@ class Metrics:
         """
         return max(0.0, self._clock.seconds() - self._startTime)
 
-    def asJSON(self) -> Dict[str, Any]:
+    def asJSON(self) -> dict[str, Any]:
         """
         Every number as an expvar-style JSON-able object.
 
@@ -322,7 +328,7 @@ class Metrics:
         cannot be read are C{null}.
         """
 
-        def histogram(h: _Histogram) -> Dict[str, Any]:
+        def histogram(h: _Histogram) -> dict[str, Any]:
             return {
                 "count": h.count,
                 "sum": h.sum,
@@ -400,9 +406,7 @@ class Metrics:
                 self.deliveryLatency,
             ),
         ):
-            yield HistogramMetricFamily(
-                name, doc, buckets=h.cumulative(), sum_value=h.sum
-            )
+            yield HistogramMetricFamily(name, doc, buckets=h.cumulative(), sum_value=h.sum)
 
         yield GaugeMetricFamily(
             "process_start_time_seconds",
@@ -423,7 +427,7 @@ class Metrics:
                 "process_open_fds", "Number of open file descriptors.", value=fds
             )
 
-    def exposition(self, accept: str = "") -> Tuple[bytes, str]:
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """
         Render the metrics in the Prometheus format C{accept} asks for.
 

@@ -38,8 +38,9 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import IO, Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Any
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
@@ -99,7 +100,7 @@ class Envelope:
     dateDirectory: str
     received: float
     sender: str
-    recipients: Tuple[Recipient, ...]
+    recipients: tuple[Recipient, ...]
     clientAddress: str
     helo: str
     size: int
@@ -117,7 +118,7 @@ class Envelope:
         return json.dumps(data, sort_keys=True).encode("utf-8")
 
     @classmethod
-    def fromJSON(cls, raw: bytes) -> "Envelope":
+    def fromJSON(cls, raw: bytes) -> Envelope:
         """
         Parse a C{.envelope} file's content.
         """
@@ -127,7 +128,7 @@ class Envelope:
         return cls(**data)
 
     @property
-    def relayRecipients(self) -> Tuple[Recipient, ...]:
+    def relayRecipients(self) -> tuple[Recipient, ...]:
         """
         The recipients outside our local domains.
         """
@@ -151,7 +152,7 @@ class MessageWriter:
     def __init__(self, tmpPath: str) -> None:
         self._tmpPath = tmpPath
         self._buffer = bytearray()
-        self._file: Optional[IO[bytes]] = None
+        self._file: IO[bytes] | None = None
         self.size = 0
         self.closed = False
 
@@ -237,12 +238,12 @@ class _CommitStep:
         named in, or the error that failed it.
     """
 
-    fresh: List[Tuple[MessageWriter, Envelope]]
-    naming: List[Tuple[MessageWriter, Envelope]]
-    freshResults: List[object] = field(default_factory=list)
-    sameStep: List[int] = field(default_factory=list)
-    toName: List[Tuple[MessageWriter, Envelope]] = field(default_factory=list)
-    namedResults: List[object] = field(default_factory=list)
+    fresh: list[tuple[MessageWriter, Envelope]]
+    naming: list[tuple[MessageWriter, Envelope]]
+    freshResults: list[object] = field(default_factory=list)
+    sameStep: list[int] = field(default_factory=list)
+    toName: list[tuple[MessageWriter, Envelope]] = field(default_factory=list)
+    namedResults: list[object] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.freshResults = [None] * len(self.fresh)
@@ -262,7 +263,7 @@ class Spool:
         self,
         path: str,
         reactor: IReactorTime,
-        runInThread: Optional[Callable[..., Deferred]] = None,
+        runInThread: Callable[..., Deferred] | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
         self._reactor = reactor
@@ -277,9 +278,9 @@ class Spool:
         self._stateDirectory = os.path.join(self.path, ".gopherpost")
         self._secret = b""
         self._knownDateDirectories: set = set()
-        self._pendingCommits: List[Tuple[MessageWriter, Envelope, Deferred]] = []
+        self._pendingCommits: list[tuple[MessageWriter, Envelope, Deferred]] = []
         #: Messages whose content is durable, to be named in the next step.
-        self._contentDurable: List[Tuple[MessageWriter, Envelope, Deferred]] = []
+        self._contentDurable: list[tuple[MessageWriter, Envelope, Deferred]] = []
         self._batchRunning = False
         #: Syncs a whole file system per batch (None: fsync file by file).
         self.syncfs = _syncfs
@@ -341,21 +342,17 @@ class Spool:
         for dateDirectory in self.dateDirectories():
             directory = os.path.join(self.path, dateDirectory)
             names = os.listdir(directory)
-            committed = {
-                n[: -len(_ENVELOPE_SUFFIX)] for n in names if n.endswith(_ENVELOPE_SUFFIX)
-            }
+            committed = {n[: -len(_ENVELOPE_SUFFIX)] for n in names if n.endswith(_ENVELOPE_SUFFIX)}
             for name in names:
                 if name.endswith(_MESSAGE_SUFFIX):
                     queueId = name.split("_", 1)[0]
                     if queueId not in committed:
-                        _log.warn(
-                            "Removing unacknowledged {name} left by a crash", name=name
-                        )
+                        _log.warn("Removing unacknowledged {name} left by a crash", name=name)
                         os.unlink(os.path.join(directory, name))
                 elif name.endswith(".tmp"):
                     os.unlink(os.path.join(directory, name))
 
-    def dateDirectories(self) -> List[str]:
+    def dateDirectories(self) -> list[str]:
         """
         The date directories, oldest first.
         """
@@ -389,12 +386,12 @@ class Spool:
         self,
         writer: MessageWriter,
         sender: str,
-        recipients: Sequence[Tuple[str, bool]],
+        recipients: Sequence[tuple[str, bool]],
         clientAddress: str,
         helo: str,
         tls: bool,
-        queueId: Optional[str] = None,
-    ) -> "Deferred[Envelope]":
+        queueId: str | None = None,
+    ) -> Deferred[Envelope]:
         """
         Store a collected message durably.
 
@@ -441,10 +438,10 @@ class Spool:
         self,
         content: bytes,
         sender: str,
-        recipients: Sequence[Tuple[str, bool]],
+        recipients: Sequence[tuple[str, bool]],
         clientAddress: str = "127.0.0.1",
         helo: str = "localhost",
-    ) -> "Deferred[Envelope]":
+    ) -> Deferred[Envelope]:
         """
         Store a message generated by the server itself (e.g. a bounce).
         """
@@ -498,8 +495,8 @@ class Spool:
     def _stepFinished(
         self,
         results: object,
-        fresh: List[Tuple[MessageWriter, Envelope, Deferred]],
-        naming: List[Tuple[MessageWriter, Envelope, Deferred]],
+        fresh: list[tuple[MessageWriter, Envelope, Deferred]],
+        naming: list[tuple[MessageWriter, Envelope, Deferred]],
     ) -> None:
         self._batchRunning = False
         if isinstance(results, tuple):
@@ -521,7 +518,7 @@ class Spool:
             else:
                 d.errback(result if isinstance(result, Failure) else Failure(result))
 
-    def _writeStep(self, step: "_CommitStep", sync: bool) -> None:
+    def _writeStep(self, step: _CommitStep, sync: bool) -> None:
         """
         The writing part of a step (see L{_startBatch}): write the content of
         C{step.fresh}; link C{step.naming} (whose content is already durable)
@@ -545,13 +542,15 @@ class Spool:
                 self._unname(envelope)
                 step.namedResults.append(e)
 
-    def _syncInThread(self, step: "_CommitStep") -> None:
+    def _syncInThread(self, step: _CommitStep) -> None:
         """
         Make a step's writes durable with one C{syncfs}.  Runs in a thread.
         """
         self.syncfs(self.path)
 
-    def _settleAfterSync(self, result: object, step: "_CommitStep") -> Tuple[List[object], List[object]]:
+    def _settleAfterSync(
+        self, result: object, step: _CommitStep
+    ) -> tuple[list[object], list[object]]:
         """
         After the sync (or its failure, which fails the whole step): remove
         the temporary names and give each message its outcome.
@@ -563,7 +562,7 @@ class Spool:
                 _log.failure("Spool commit step failed", result)
         return self._settle(step, error)
 
-    def _commitStepInThread(self, step: "_CommitStep") -> Tuple[List[object], List[object]]:
+    def _commitStepInThread(self, step: _CommitStep) -> tuple[list[object], list[object]]:
         """
         A whole step without syncfs: write, fsync every file and directory,
         settle.  Runs in a thread.
@@ -576,7 +575,9 @@ class Spool:
             return self._settle(step, e)
         return self._settle(step, None)
 
-    def _settle(self, step: "_CommitStep", error: Optional[BaseException]) -> Tuple[List[object], List[object]]:
+    def _settle(
+        self, step: _CommitStep, error: BaseException | None
+    ) -> tuple[list[object], list[object]]:
         """
         Finish a step once its sync is done (C{error}: it failed, and with it
         every message of the step).
@@ -653,7 +654,7 @@ class Spool:
     def _messagePath(self, envelope: Envelope, token: str) -> str:
         return self.contentPath(envelope.dateDirectory, envelope.queueId, token)
 
-    def messagePath(self, envelope: Envelope, recipient: Optional[Recipient] = None) -> str:
+    def messagePath(self, envelope: Envelope, recipient: Recipient | None = None) -> str:
         """
         The C{.eml} file of one recipient (default: the first); all of a
         message's files hold the same content.
@@ -665,17 +666,15 @@ class Spool:
         """
         The C{.eml} file of the recipient with C{token}.
         """
-        return os.path.join(
-            self.path, dateDirectory, f"{queueId}_{token}{_MESSAGE_SUFFIX}"
-        )
+        return os.path.join(self.path, dateDirectory, f"{queueId}_{token}{_MESSAGE_SUFFIX}")
 
-    def readMessage(self, envelope: Envelope) -> "Deferred[bytes]":
+    def readMessage(self, envelope: Envelope) -> Deferred[bytes]:
         """
         Read a stored message's content in a thread.
         """
         return self.readContent(self.messagePath(envelope))
 
-    def readContent(self, path: str) -> "Deferred[bytes]":
+    def readContent(self, path: str) -> Deferred[bytes]:
         """
         Read a file of the spool in a thread.
         """
@@ -707,7 +706,7 @@ class Spool:
                     except (OSError, ValueError, TypeError, KeyError) as e:
                         _log.error("Unreadable envelope {name}: {error}", name=name, error=e)
 
-    def isWritable(self) -> Tuple[bool, str]:
+    def isWritable(self) -> tuple[bool, str]:
         """
         Whether new messages can be stored now (for health checks).
         """

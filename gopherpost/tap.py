@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -20,12 +21,10 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
-from gopherpost.inbound.factory import LISTEN_BACKLOG
 from gopherpost.config import ConfigError, Settings, loadEnvironment, settingsFromEnvironment
+from gopherpost.inbound.factory import LISTEN_BACKLOG
 
 __all__ = ["Options", "makeService", "GopherPostService", "ThreadPoolService"]
-
-
 
 
 class Options(usage.Options):
@@ -50,7 +49,7 @@ class Options(usage.Options):
         "queue-path": "SMTP_QUEUE_PATH",
     }
 
-    def environment(self, environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    def environment(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
         """
         The environment (with C{.env}) with command-line overrides applied.
         """
@@ -91,7 +90,7 @@ class GopherPostService(MultiService):
     metrics: Any
     relayQueue: Any = None
 
-    def ready(self) -> Tuple[bool, str]:
+    def ready(self) -> tuple[bool, str]:
         """
         Ready when the SMTP listener is bound and the spool is writable.
         """
@@ -130,7 +129,7 @@ def _ipv6Available() -> bool:
 
 def makeService(
     options: Options,
-    environ: Optional[Mapping[str, str]] = None,
+    environ: Mapping[str, str] | None = None,
     reactor: Any = None,
 ) -> GopherPostService:
     """
@@ -148,7 +147,9 @@ def makeService(
 
 
 def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
-    from gopherpost import audit as _audit, dns, metrics as _metrics, tls, web
+    from gopherpost import audit as _audit
+    from gopherpost import dns, tls, web
+    from gopherpost import metrics as _metrics
     from gopherpost.inbound.factory import SMTPService, makeSMTPFactory
     from gopherpost.inbound.workers import WorkerPool
     from gopherpost.spool import Spool, SpoolError
@@ -163,9 +164,7 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     except SpoolError as e:
         raise ConfigError("SMTP_QUEUE_PATH", str(e)) from None
     service.spool = spool
-    contextFactory = tls.serverContextFactory(
-        settings, os.path.join(spool.stateDirectory, "tls")
-    )
+    contextFactory = tls.serverContextFactory(settings, os.path.join(spool.stateDirectory, "tls"))
     _checkOutboundTrust(settings)
 
     service.audit = auditLog = _audit.AuditLog(debug=settings.debug, clock=reactor)
@@ -179,7 +178,9 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
 
     if settings.workers > 1:
-        inbound = WorkerPool(settings, environ, auditLog, relayQueue, reactor, _listenAddress(settings))
+        inbound = WorkerPool(
+            settings, environ, auditLog, relayQueue, reactor, _listenAddress(settings)
+        )
     else:
         factory = makeSMTPFactory(
             settings, spool, auditLog, relayQueue, resolver, reactor, contextFactory

@@ -27,13 +27,17 @@ from __future__ import annotations
 import datetime
 import os
 import re
-from typing import Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
+
+# The trust-root interface is only published in this module; Twisted's own
+# documentation of optionsForClientTLS points at it.
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
@@ -44,10 +48,6 @@ from twisted.internet.ssl import (
 )
 from twisted.logger import Logger
 from zope.interface import implementer
-
-# The trust-root interface is only published in this module; Twisted's own
-# documentation of optionsForClientTLS points at it.
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 from gopherpost.config import OUTBOUND_TLS_POLICIES, ConfigError, Settings
 from gopherpost.durable import replaceFile
@@ -99,7 +99,7 @@ _PEM_CERTIFICATE = re.compile(
 
 
 def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _notValidAfter(cert: x509.Certificate) -> datetime.datetime:
@@ -107,7 +107,7 @@ def _notValidAfter(cert: x509.Certificate) -> datetime.datetime:
     aware = getattr(cert, "not_valid_after_utc", None)
     if aware is not None:
         return aware
-    return cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+    return cert.not_valid_after.replace(tzinfo=datetime.UTC)
 
 
 def _publicKeyBytes(key) -> bytes:
@@ -192,10 +192,14 @@ def loadServerContextFactory(
     try:
         return _certificateOptions(key, leaf, certificates[1:])
     except (SSL.Error, crypto.Error, ValueError, TypeError) as e:
-        raise ConfigError(certVariable, f"{certPath!r} cannot be used with {keyPath!r}: {e}") from None
+        raise ConfigError(
+            certVariable, f"{certPath!r} cannot be used with {keyPath!r}: {e}"
+        ) from None
 
 
-def _certificateOptions(key, leaf: x509.Certificate, chain: Sequence[x509.Certificate]) -> CertificateOptions:
+def _certificateOptions(
+    key, leaf: x509.Certificate, chain: Sequence[x509.Certificate]
+) -> CertificateOptions:
     """
     Server options for a key, its certificate and intermediates, TLS 1.2 at
     least, with the OpenSSL context already built so any problem surfaces
@@ -223,9 +227,7 @@ def _certificateOptions(key, leaf: x509.Certificate, chain: Sequence[x509.Certif
     return options
 
 
-def _generateSelfSigned(
-    hostname: str, now: datetime.datetime
-) -> Tuple[bytes, bytes]:
+def _generateSelfSigned(hostname: str, now: datetime.datetime) -> tuple[bytes, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     cert = (
@@ -238,9 +240,7 @@ def _generateSelfSigned(
         .not_valid_after(now + SELF_SIGNED_LIFETIME)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
     keyPEM = key.private_bytes(
@@ -251,7 +251,7 @@ def _generateSelfSigned(
     return cert.public_bytes(serialization.Encoding.PEM), keyPEM
 
 
-def _reusable(certPath: str, keyPath: str, hostname: str, now: datetime.datetime) -> Optional[str]:
+def _reusable(certPath: str, keyPath: str, hostname: str, now: datetime.datetime) -> str | None:
     """
     Why the generated certificate cannot be reused, or L{None} if it can.
     """
@@ -276,8 +276,8 @@ def _reusable(certPath: str, keyPath: str, hostname: str, now: datetime.datetime
 
 
 def ensureSelfSignedCertificate(
-    stateDirectory: str, hostname: str, now: Optional[datetime.datetime] = None
-) -> Tuple[str, str]:
+    stateDirectory: str, hostname: str, now: datetime.datetime | None = None
+) -> tuple[str, str]:
     """
     Make sure C{stateDirectory} holds a usable self-signed certificate for
     C{hostname}, generating one (RSA 2048, valid ten years) only when it is
@@ -316,9 +316,7 @@ def ensureSelfSignedCertificate(
     return certPath, keyPath
 
 
-def serverContextFactory(
-    settings: Settings, stateDirectory: str
-) -> Optional[CertificateOptions]:
+def serverContextFactory(settings: Settings, stateDirectory: str) -> CertificateOptions | None:
     """
     The TLS context factory for inbound STARTTLS.
 
@@ -455,7 +453,7 @@ class _VerifyLocations:
     OpenSSL's C{SSL_CERT_FILE} / C{SSL_CERT_DIR} name them.
     """
 
-    def __init__(self, caFile: Optional[str], caPath: Optional[str]) -> None:
+    def __init__(self, caFile: str | None, caPath: str | None) -> None:
         self.caFile = caFile
         self.caPath = caPath
 
@@ -477,7 +475,7 @@ class _VerifyLocations:
         return f"<trust root file={self.caFile!r} dir={self.caPath!r}>"
 
 
-def platformTrustRoot(environ: Optional[Mapping[str, str]] = None) -> IOpenSSLTrustRoot:
+def platformTrustRoot(environ: Mapping[str, str] | None = None) -> IOpenSSLTrustRoot:
     """
     The trust root for verifying remote servers: C{SSL_CERT_FILE} and/or
     C{SSL_CERT_DIR} when set (non-empty), else the system's default store.
@@ -525,9 +523,9 @@ class _UnverifiedClientTLS:
 def clientContextFor(
     policy: str,
     hostname: str,
-    trustRoot: Optional[object] = None,
-    environ: Optional[Mapping[str, str]] = None,
-) -> Optional[IOpenSSLClientConnectionCreator]:
+    trustRoot: object | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> IOpenSSLClientConnectionCreator | None:
     """
     The connection creator for outbound STARTTLS to one host.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import fail, succeed
 from twisted.mail.smtp import IMessageDelivery
@@ -14,7 +15,6 @@ from zope.interface.verify import verifyObject
 
 from gopherpost.inbound.access import AllowListChecker, PeerAddress, makePortal
 from gopherpost.interfaces import IPeerAddress
-from twisted.cred.checkers import ICredentialsChecker
 
 
 def networks(*texts):
@@ -61,7 +61,10 @@ class CheckerTests(SynchronousTestCase):
         """
         checker = AllowListChecker(networks("192.0.2.0/24", "2001:db8::/32", "203.0.113.5/32"), [])
         for allowed in ("192.0.2.200", "2001:db8::1", "203.0.113.5", "::ffff:192.0.2.9"):
-            self.assertEqual(self.successResultOf(self.check(checker, allowed)), str(PeerAddress(allowed).host).encode())
+            self.assertEqual(
+                self.successResultOf(self.check(checker, allowed)),
+                str(PeerAddress(allowed).host).encode(),
+            )
         for refused in ("198.51.100.1", "2001:db9::1", "203.0.113.6"):
             self.failureResultOf(self.check(checker, refused), UnauthorizedLogin)
 

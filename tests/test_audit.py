@@ -5,7 +5,7 @@ Tests for L{gopherpost.audit}.
 from __future__ import annotations
 
 import tracemalloc
-from typing import Any, Dict, List
+from typing import Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
@@ -32,7 +32,7 @@ def makeLog(debug: bool = False) -> AuditLog:
     return AuditLog(debug, clock)
 
 
-def auditEvents(observer: EventLoggingObserver) -> List[Dict[str, Any]]:
+def auditEvents(observer: EventLoggingObserver) -> list[dict[str, Any]]:
     return [e for e in observer if e.get("log_namespace") == "gopherpost.audit"]
 
 
@@ -61,8 +61,8 @@ class EmitTests(TestCase):
         Every subscriber gets the event dict: name, clock time, fields.
         """
         audit = makeLog()
-        first: List[dict] = []
-        second: List[dict] = []
+        first: list[dict] = []
+        second: list[dict] = []
         audit.subscribe(first.append)
         audit.subscribe(second.append)
         audit.emit("session.start", client="192.0.2.1")
@@ -76,7 +76,7 @@ class EmitTests(TestCase):
         C{recipients} are dropped; a recipient count is kept.
         """
         audit = makeLog(debug=False)
-        seen: List[dict] = []
+        seen: list[dict] = []
         audit.subscribe(seen.append)
         audit.emit("smtp.mail", client=CLIENT, accepted=True, code=250, sender="a@example.test")
         audit.emit("smtp.rcpt", client=CLIENT, accepted=False, code=550, recipient="b@example.test")
@@ -93,7 +93,7 @@ class EmitTests(TestCase):
         With debugging on, addresses are kept.
         """
         audit = makeLog(debug=True)
-        seen: List[dict] = []
+        seen: list[dict] = []
         audit.subscribe(seen.append)
         audit.emit("smtp.mail", client=CLIENT, accepted=True, code=250, sender="a@example.test")
         audit.emit("x.list", recipients=["b@example.test"])
@@ -107,7 +107,7 @@ class EmitTests(TestCase):
         """
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         audit = makeLog(debug=False)
-        seen: List[dict] = []
+        seen: list[dict] = []
         audit.subscribe(seen.append)
         audit.emit("session.start", client="192.0.2.1")
         self.assertEqual(auditEvents(observer), [])
@@ -131,7 +131,7 @@ class EmitTests(TestCase):
         subscribers still get the event.
         """
         audit = makeLog()
-        seen: List[dict] = []
+        seen: list[dict] = []
 
         def broken(event: dict) -> None:
             raise RuntimeError("subscriber bug")
@@ -163,7 +163,7 @@ class SubscriptionTests(SynchronousTestCase):
         cancelling twice is harmless.
         """
         audit = makeLog()
-        seen: List[dict] = []
+        seen: list[dict] = []
         subscription = audit.subscribe(seen.append)
         subscription.cancel()
         subscription.cancel()
@@ -187,8 +187,8 @@ class SubscriptionTests(SynchronousTestCase):
         the cancelled one does not get that event.
         """
         audit = makeLog()
-        seen: List[dict] = []
-        subscriptions: List[AuditSubscription] = []
+        seen: list[dict] = []
+        subscriptions: list[AuditSubscription] = []
         audit.subscribe(lambda e: subscriptions[0].cancel())
         subscriptions.append(audit.subscribe(seen.append))
         audit.emit("session.start", client="192.0.2.1")
@@ -200,7 +200,7 @@ class SubscriptionTests(SynchronousTestCase):
         A paused subscriber gets buffered events, in order, on resume.
         """
         audit = makeLog()
-        seen: List[dict] = []
+        seen: list[dict] = []
         subscription = audit.subscribe(seen.append, maxBuffered=10)
         subscription.pauseProducing()
         for i in range(3):
@@ -218,7 +218,7 @@ class SubscriptionTests(SynchronousTestCase):
         subscriber is first told how many, then gets the newest ones.
         """
         audit = makeLog()
-        seen: List[dict] = []
+        seen: list[dict] = []
         subscription = audit.subscribe(seen.append, maxBuffered=3)
         subscription.pauseProducing()
         for i in range(10):
@@ -237,8 +237,8 @@ class SubscriptionTests(SynchronousTestCase):
         receiving until resumed again, and keeps the order.
         """
         audit = makeLog()
-        seen: List[dict] = []
-        subscriptions: List[AuditSubscription] = []
+        seen: list[dict] = []
+        subscriptions: list[AuditSubscription] = []
 
         def callback(event: dict) -> None:
             seen.append(event)

@@ -8,8 +8,6 @@ L{tests.test_client_loopback}.
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError
@@ -35,9 +33,7 @@ HOST = "mx.example.test"
 ADDRESS = "192.0.2.25"
 HELO = "gopher.example.test"
 SENDER = "alice@gopher.example.test"
-EHLO_REPLY = (
-    "250-mx.example.test hello\n250-SIZE 1000000\n250-8BITMIME\n250 ENHANCEDSTATUSCODES"
-)
+EHLO_REPLY = "250-mx.example.test hello\n250-SIZE 1000000\n250-8BITMIME\n250 ENHANCEDSTATUSCODES"
 DEFAULT_MESSAGE = b"Subject: test\r\n\r\nHello.\r\n"
 DEFAULT_SIZE = len(DEFAULT_MESSAGE)
 EHLO_TLS_REPLY = EHLO_REPLY.replace("250-8BITMIME", "250-8BITMIME\n250-STARTTLS")
@@ -65,8 +61,8 @@ class _Transport(StringTransport):
     def __init__(self) -> None:
         super().__init__(peerAddress=IPv4Address("TCP", ADDRESS, 25))
         self.writes = 0
-        self.tlsCreator: Optional[object] = None
-        self.pauseAtWrite: Optional[int] = None
+        self.tlsCreator: object | None = None
+        self.pauseAtWrite: int | None = None
         self.aborted = False
 
     def write(self, data: bytes) -> None:
@@ -102,24 +98,40 @@ class _Conversation:
         sender: str = SENDER,
         policy: str = "verify",
         scale: float = 1.0,
-        envelopes: Optional[List[Envelope]] = None,
+        envelopes: list[Envelope] | None = None,
         connect: bool = True,
     ) -> None:
         self.testCase = testCase
         self.reactor = MemoryReactorClock()
         self.creator = object()
         self.contextRequests: list = []
-        self.contextError: Optional[Exception] = None
+        self.contextError: Exception | None = None
         self.transport = _Transport()
         self._seen = 0
         if envelopes is None:
             self.d = deliver(
-                self.reactor, HOST, ADDRESS, 25, HELO, sender, list(recipients), message,
-                policy, scale, self.contextFactoryFor,
+                self.reactor,
+                HOST,
+                ADDRESS,
+                25,
+                HELO,
+                sender,
+                list(recipients),
+                message,
+                policy,
+                scale,
+                self.contextFactoryFor,
             )
         else:
             self.d = deliverMany(
-                self.reactor, HOST, ADDRESS, 25, HELO, envelopes, policy, scale,
+                self.reactor,
+                HOST,
+                ADDRESS,
+                25,
+                HELO,
+                envelopes,
+                policy,
+                scale,
                 self.contextFactoryFor,
             )
         if connect:
@@ -165,8 +177,8 @@ class _Conversation:
         self.reply("220 mx.example.test ESMTP")
         self.step(f"EHLO {HELO}", ehlo)
 
-    def lose(self, reason: Exception = ConnectionDone()) -> None:
-        self.protocol.connectionLost(Failure(reason))
+    def lose(self, reason: Exception | None = None) -> None:
+        self.protocol.connectionLost(Failure(reason or ConnectionDone()))
 
     def result(self):
         """
@@ -259,7 +271,9 @@ class TransactionTests(SynchronousTestCase):
         """
         message = "Subject: caf\u00e9\n\n.leading dot\nend".encode("utf-8")
         payload, size, _ = prepareMessage(message)
-        c = _Conversation(self, recipients=["bob@example.test", "carol@example.test"], message=message)
+        c = _Conversation(
+            self, recipients=["bob@example.test", "carol@example.test"], message=message
+        )
         c.ready()
         c.step(f"MAIL FROM:<{SENDER}> SIZE={size} BODY=8BITMIME", "250 2.1.0 ok")
         c.step("RCPT TO:<bob@example.test>", "250 2.1.5 ok")
@@ -327,7 +341,9 @@ class TransactionTests(SynchronousTestCase):
         c.step("QUIT", "221 bye")
         result = c.result()
         outcome = result.outcomes[0]
-        self.assertEqual((outcome.status, outcome.code, outcome.enhancedCode), (FAILED, 552, "5.3.4"))
+        self.assertEqual(
+            (outcome.status, outcome.code, outcome.enhancedCode), (FAILED, 552, "5.3.4")
+        )
         self.assertFalse(outcome.remote)
         self.assertEqual(result.failureStage, "MAIL")
 
@@ -353,7 +369,9 @@ class TransactionTests(SynchronousTestCase):
             result = c.result()
             self.assertEqual([o.status for o in result.outcomes], [status, status])
             self.assertEqual(result.outcomes[0].enhancedCode, f"{code // 100}.7.1")
-            self.assertEqual(result.outcomes[0].diagnosticCode, f"smtp; {code} {code // 100}.7.1 not from you")
+            self.assertEqual(
+                result.outcomes[0].diagnosticCode, f"smtp; {code} {code // 100}.7.1 not from you"
+            )
             self.assertEqual(result.failureStage, "MAIL")
 
     def test_421AtMail(self) -> None:
@@ -375,7 +393,9 @@ class TransactionTests(SynchronousTestCase):
         Per-recipient replies: the accepted recipient proceeds to DATA even
         though the others got 4xx and 5xx, and each keeps its own reply.
         """
-        c = _Conversation(self, recipients=["ok@example.test", "later@example.test", "gone@example.test"])
+        c = _Conversation(
+            self, recipients=["ok@example.test", "later@example.test", "gone@example.test"]
+        )
         c.ready()
         c.written()
         c.reply("250 ok")
@@ -518,7 +538,9 @@ class TransactionTests(SynchronousTestCase):
         c.lose(ConnectionLost("gone"))
         result = c.result()
         outcome = result.outcomes[0]
-        self.assertEqual((outcome.status, outcome.enhancedCode, outcome.remote), (DEFERRED, "4.4.2", False))
+        self.assertEqual(
+            (outcome.status, outcome.enhancedCode, outcome.remote), (DEFERRED, "4.4.2", False)
+        )
         self.assertIn("connection lost", outcome.text)
         self.assertEqual(result.failureStage, "end of data")
 
@@ -566,7 +588,9 @@ class TransactionTests(SynchronousTestCase):
         c.ready()
         c.step("QUIT", "221 bye")
         result = c.result()
-        self.assertEqual((result.outcomes[0].status, result.outcomes[0].enhancedCode), (FAILED, "5.1.7"))
+        self.assertEqual(
+            (result.outcomes[0].status, result.outcomes[0].enhancedCode), (FAILED, "5.1.7")
+        )
 
     def test_duplicateRecipients(self) -> None:
         """
@@ -676,7 +700,9 @@ class SessionTests(SynchronousTestCase):
         c.reply("HTTP/1.1 400 Bad Request")
         self.assertTrue(c.transport.aborted)
         result = c.result()
-        self.assertEqual((result.outcomes[0].status, result.outcomes[0].enhancedCode), (DEFERRED, "4.5.0"))
+        self.assertEqual(
+            (result.outcomes[0].status, result.outcomes[0].enhancedCode), (DEFERRED, "4.5.0")
+        )
         self.assertIn("malformed reply", result.outcomes[0].text)
 
     def test_mixedCodes(self) -> None:
@@ -718,12 +744,30 @@ class SessionTests(SynchronousTestCase):
         C{address} must be an IP address: names are resolved by the caller.
         """
         self.assertRaises(
-            ValueError, deliver, MemoryReactorClock(), HOST, HOST, 25, HELO,
-            SENDER, ["a@example.test"], b"x", "verify",
+            ValueError,
+            deliver,
+            MemoryReactorClock(),
+            HOST,
+            HOST,
+            25,
+            HELO,
+            SENDER,
+            ["a@example.test"],
+            b"x",
+            "verify",
         )
         self.assertRaises(
-            ValueError, deliver, MemoryReactorClock(), HOST, ADDRESS, 25, HELO,
-            SENDER, ["a@example.test"], b"x", "sometimes",
+            ValueError,
+            deliver,
+            MemoryReactorClock(),
+            HOST,
+            ADDRESS,
+            25,
+            HELO,
+            SENDER,
+            ["a@example.test"],
+            b"x",
+            "sometimes",
         )
 
     def test_ipv6(self) -> None:
@@ -731,7 +775,9 @@ class SessionTests(SynchronousTestCase):
         An IPv6 address is connected to as such.
         """
         reactor = MemoryReactorClock()
-        deliver(reactor, HOST, "2001:db8::25", 2525, HELO, SENDER, ["a@example.test"], b"x", "verify")
+        deliver(
+            reactor, HOST, "2001:db8::25", 2525, HELO, SENDER, ["a@example.test"], b"x", "verify"
+        )
         self.assertEqual(reactor.tcpClients[0][:2], ("2001:db8::25", 2525))
 
     def test_severalMessages(self) -> None:
@@ -760,9 +806,7 @@ class SessionTests(SynchronousTestCase):
         c.lose(ConnectionLost())
         results = c.result()
         self.assertEqual([r.accepted for r in results], [False, True, False])
-        self.assertEqual(
-            [r.outcomes[0].status for r in results], [FAILED, SENT, DEFERRED]
-        )
+        self.assertEqual([r.outcomes[0].status for r in results], [FAILED, SENT, DEFERRED])
         self.assertEqual(results[2].failureStage, "DATA")
 
     def test_severalMessagesSessionFailure(self) -> None:
@@ -800,11 +844,15 @@ class ConnectTests(SynchronousTestCase):
         """
         c = _Conversation(self, recipients=["a@example.test", "b@example.test"], connect=False)
         connector = c.reactor.connectors[0]
-        c.reactor.tcpClients[0][2].clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
+        c.reactor.tcpClients[0][2].clientConnectionFailed(
+            connector, Failure(ConnectionRefusedError())
+        )
         result = c.result()
         self.assertEqual([o.status for o in result.outcomes], [DEFERRED, DEFERRED])
         outcome = result.outcomes[0]
-        self.assertEqual((outcome.code, outcome.enhancedCode, outcome.remote), (421, "4.4.1", False))
+        self.assertEqual(
+            (outcome.code, outcome.enhancedCode, outcome.remote), (421, "4.4.1", False)
+        )
         self.assertIn("refused", outcome.text)
         self.assertIn(ADDRESS, outcome.text)
         self.assertEqual(result.failureStage, "connect")
@@ -1006,7 +1054,9 @@ class TLSPolicyTests(SynchronousTestCase):
         c.ready()
         c.step("QUIT", "221 bye")
         outcome = c.result().outcomes[0]
-        self.assertEqual((outcome.status, outcome.enhancedCode, outcome.remote), (DEFERRED, "4.7.4", False))
+        self.assertEqual(
+            (outcome.status, outcome.enhancedCode, outcome.remote), (DEFERRED, "4.7.4", False)
+        )
 
     def test_notOffered(self) -> None:
         """

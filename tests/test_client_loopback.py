@@ -51,11 +51,21 @@ class LoopbackTests(TestCase):
         """
         return clientContextFor(policy, host, environ={"SSL_CERT_FILE": self.pki.ca.certPath})
 
-    def deliver(self, server: SMTPTestServer, recipients=("bob@example.test",), policy="verify", **kw):
+    def deliver(
+        self, server: SMTPTestServer, recipients=("bob@example.test",), policy="verify", **kw
+    ):
         kw.setdefault("contextFactoryFor", self.trusting)
         return deliver(
-            reactor, HOST, server.host, server.port, HELO, SENDER, list(recipients),
-            MESSAGE, policy, **kw,
+            reactor,
+            HOST,
+            server.host,
+            server.port,
+            HELO,
+            SENDER,
+            list(recipients),
+            MESSAGE,
+            policy,
+            **kw,
         )
 
     @inlineCallbacks
@@ -118,7 +128,9 @@ class LoopbackTests(TestCase):
         STARTTLS: no cleartext fallback.
         """
         server = self.server(certificate=certificate)
-        result = yield self.deliver(server, recipients=["a@example.test", "b@example.test"], policy=policy)
+        result = yield self.deliver(
+            server, recipients=["a@example.test", "b@example.test"], policy=policy
+        )
         self.assertEqual(result.deferred, ("a@example.test", "b@example.test"))
         outcome = result.outcomes[0]
         self.assertEqual((outcome.enhancedCode, outcome.remote), ("4.7.5", False))
@@ -263,12 +275,17 @@ class LoopbackTests(TestCase):
         """
         server = self.server(certificate=self.pki.good)
         results = yield deliverMany(
-            reactor, HOST, server.host, server.port, HELO,
+            reactor,
+            HOST,
+            server.host,
+            server.port,
+            HELO,
             [
                 Envelope(SENDER, ("a@example.test",), b"Subject: one\r\n\r\n1\r\n"),
                 Envelope("", ("b@example.test",), b"Subject: two\r\n\r\n2\r\n"),
             ],
-            "verify", contextFactoryFor=self.trusting,
+            "verify",
+            contextFactoryFor=self.trusting,
         )
         self.assertEqual([r.sent for r in results], [("a@example.test",), ("b@example.test",)])
         self.assertEqual([m.sender for m in server.messages], [SENDER, ""])
@@ -304,13 +321,18 @@ class LoopbackTests(TestCase):
             replies={"RCPT": forRecipients({"gone@example.test": (550, "5.1.1 no such user")})},
         )
         results = yield deliverMany(
-            reactor, HOST, server.host, server.port, HELO,
+            reactor,
+            HOST,
+            server.host,
+            server.port,
+            HELO,
             [
                 Envelope(SENDER, ("gone@example.test", "a@example.test"), b"1\r\n"),
                 Envelope(SENDER, ("gone@example.test",), b"2\r\n"),
                 Envelope("", ("b@example.test",), b"3\r\n"),
             ],
-            "verify", contextFactoryFor=self.trusting,
+            "verify",
+            contextFactoryFor=self.trusting,
         )
         self.assertEqual(
             [[(o.status, o.code) for o in r.outcomes] for r in results],
@@ -323,8 +345,21 @@ class LoopbackTests(TestCase):
         verbs = [line.split(b" ")[0].split(b":")[0] for line in server.commands]
         self.assertEqual(
             verbs,
-            [b"EHLO", b"MAIL", b"RCPT", b"RCPT", b"DATA", b"MAIL", b"RCPT", b"DATA", b"RSET",
-             b"MAIL", b"RCPT", b"DATA", b"QUIT"],
+            [
+                b"EHLO",
+                b"MAIL",
+                b"RCPT",
+                b"RCPT",
+                b"DATA",
+                b"MAIL",
+                b"RCPT",
+                b"DATA",
+                b"RSET",
+                b"MAIL",
+                b"RCPT",
+                b"DATA",
+                b"QUIT",
+            ],
         )
         self.assertEqual(server.connectionsMade, 1)
 

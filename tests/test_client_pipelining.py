@@ -83,7 +83,9 @@ class PipeliningTests(SynchronousTestCase):
             "250 ENHANCEDSTATUSCODES", "250-ENHANCEDSTATUSCODES\n250 SMTPUTF8"
         )
         c = self.start(
-            recipients, ehlo, f"MAIL FROM:<{SENDER}> SIZE={size} BODY=8BITMIME SMTPUTF8",
+            recipients,
+            ehlo,
+            f"MAIL FROM:<{SENDER}> SIZE={size} BODY=8BITMIME SMTPUTF8",
             message=message,
         )
         c.protocol.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
@@ -141,8 +143,11 @@ class PipeliningTests(SynchronousTestCase):
         c.reply("220 mx")
         c.expect(f"EHLO {HELO}")
         self.replyThenGroup(
-            c, EHLO_PIPELINING_REPLY,
-            f"MAIL FROM:<{SENDER}> SIZE={DEFAULT_SIZE}", "RCPT TO:<ok@example.test>", "DATA",
+            c,
+            EHLO_PIPELINING_REPLY,
+            f"MAIL FROM:<{SENDER}> SIZE={DEFAULT_SIZE}",
+            "RCPT TO:<ok@example.test>",
+            "DATA",
         )
 
     def test_mailRefused(self) -> None:
@@ -321,7 +326,9 @@ class PipeliningTests(SynchronousTestCase):
             Envelope(SENDER, ("d@example.test",), b"four"),
         ]
         c = self.start(
-            ["a@example.test"], "250-mx\n250 PIPELINING", f"MAIL FROM:<{SENDER}>",
+            ["a@example.test"],
+            "250-mx\n250 PIPELINING",
+            f"MAIL FROM:<{SENDER}>",
             envelopes=envelopes,
         )
         c.reply("250 ok\n250 ok\n354 go")
@@ -369,6 +376,9 @@ class PipeliningTests(SynchronousTestCase):
         c.step("STARTTLS", "220 go ahead")
         c.expect(f"EHLO {HELO}")
         self.replyThenGroup(
-            c, EHLO_PIPELINING_REPLY,
-            f"MAIL FROM:<{SENDER}> SIZE={DEFAULT_SIZE}", "RCPT TO:<bob@example.test>", "DATA",
+            c,
+            EHLO_PIPELINING_REPLY,
+            f"MAIL FROM:<{SENDER}> SIZE={DEFAULT_SIZE}",
+            "RCPT TO:<bob@example.test>",
+            "DATA",
         )

@@ -76,9 +76,7 @@ class DefaultsTests(SynchronousTestCase):
         )
         self.assertEqual(s.allowHosts, ("relay.example.test", "198.51.100.1"))
         self.assertEqual(s.maxMessageSize, 20 * 1024 * 1024)
-        self.assertEqual(
-            s.dnsServers, (("127.0.0.1", 5353), ("::1", 53), ("192.0.2.53", 53))
-        )
+        self.assertEqual(s.dnsServers, (("127.0.0.1", 5353), ("::1", 53), ("192.0.2.53", 53)))
         self.assertEqual(s.relayHost, ("smarthost.test", 587))
         self.assertTrue(s.debug)
         self.assertFalse(s.requireLocalDomain)
@@ -135,7 +133,9 @@ class InvalidValueTests(SynchronousTestCase):
         """
         A TLS file that does not exist is an error; cert and key go together.
         """
-        self.assertInvalid("SMTP_TLS_CERT", "/nonexistent/cert.pem", SMTP_TLS_KEY="/nonexistent/key.pem")
+        self.assertInvalid(
+            "SMTP_TLS_CERT", "/nonexistent/cert.pem", SMTP_TLS_KEY="/nonexistent/key.pem"
+        )
         path = self.mktemp()
         with open(path, "w") as f:
             f.write("x")
@@ -169,4 +169,6 @@ class DotenvTests(SynchronousTestCase):
         """
         Without a C{.env} file only the environment counts.
         """
-        self.assertEqual(loadEnvironment({"A": "1"}, os.path.join(self.mktemp(), ".env")), {"A": "1"})
+        self.assertEqual(
+            loadEnvironment({"A": "1"}, os.path.join(self.mktemp(), ".env")), {"A": "1"}
+        )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Dict, Optional
 
 import dkim
 from cryptography.hazmat.primitives import serialization
@@ -68,7 +67,7 @@ def _settings(**env: str) -> Settings:
     return settingsFromEnvironment(environ, checkFiles=False)
 
 
-def _tags(signed: bytes) -> Dict[bytes, bytes]:
+def _tags(signed: bytes) -> dict[bytes, bytes]:
     headers, _ = dkim.rfc822_parse(signed)
     name, value = headers[0]
     assert name.lower() == b"dkim-signature", name
@@ -79,7 +78,7 @@ def _verify(signer: DKIMSigner, message: bytes, domain: bytes) -> bool:
     record = signer.publicKeyRecord().encode("ascii")
     expected = signer.selector.encode() + b"._domainkey." + domain + b"."
 
-    def dnsfunc(name: bytes, timeout: int = 5) -> Optional[bytes]:
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
         return record if name == expected else None
 
     return dkim.verify(message, dnsfunc=dnsfunc)
@@ -279,9 +278,7 @@ class SignTests(unittest.TestCase):
             b"X-Other:", b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\nX-Other:"
         )
         tags = _tags(self.signer.sign(message, "sender.test"))
-        self.assertEqual(
-            tags[b"h"], b"from:to:subject:date:mime-version:content-type:message-id"
-        )
+        self.assertEqual(tags[b"h"], b"from:to:subject:date:mime-version:content-type:message-id")
 
     def test_configuredDomain(self) -> None:
         """
@@ -314,9 +311,7 @@ class SignTests(unittest.TestCase):
             _verify(self.signer, signed.replace(b"Hello Bob", b"Hello Eve"), b"sender.test")
         )
         self.assertFalse(
-            _verify(
-                self.signer, signed.replace(b"Subject: Hello", b"Subject: Bye"), b"sender.test"
-            )
+            _verify(self.signer, signed.replace(b"Subject: Hello", b"Subject: Bye"), b"sender.test")
         )
 
     def test_notSignedTwice(self) -> None:
@@ -367,7 +362,7 @@ class DNSVerificationTests(unittest.TestCase):
         resolver = Resolver([server.address], reactor, timeout=5.0)
         asked = []
 
-        def dnsfunc(name: bytes, timeout: int = 5) -> Optional[bytes]:
+        def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
             asked.append(name)
             records = blockingCallFromThread(reactor, resolver.lookupTXT, name.decode())
             return records[0] if records else None

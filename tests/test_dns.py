@@ -57,9 +57,7 @@ class DNSTestServerTests(unittest.TestCase):
         self.server.addA("host.example.test", "127.0.0.9")
         for tcp in (False, True):
             response = yield self._ask("host.example.test", "A", tcp)
-            self.assertEqual(
-                [r.address for rrset in response.answer for r in rrset], ["127.0.0.9"]
-            )
+            self.assertEqual([r.address for rrset in response.answer for r in rrset], ["127.0.0.9"])
             self.assertTrue(response.flags & dns.flags.AA)
 
     @defer.inlineCallbacks
@@ -130,9 +128,7 @@ class ResolverTests(unittest.TestCase):
         self.server.addMX("example.test", 20, "MX2.example.test")
         self.server.addMX("example.test", 10, "mx1.example.test")
         records = yield self.resolver.lookupMX("Example.TEST.")
-        self.assertEqual(
-            sorted(records), [(10, "mx1.example.test"), (20, "mx2.example.test")]
-        )
+        self.assertEqual(sorted(records), [(10, "mx1.example.test"), (20, "mx2.example.test")])
 
     @defer.inlineCallbacks
     def test_lookupNullMX(self) -> defer.Generator:
@@ -165,9 +161,7 @@ class ResolverTests(unittest.TestCase):
             (yield self.resolver.lookupAddresses("host.example.test")),
             ["127.0.0.9", "2001:db8::1"],
         )
-        self.assertEqual(
-            (yield self.resolver.lookupAddresses("v4.example.test")), ["127.0.0.10"]
-        )
+        self.assertEqual((yield self.resolver.lookupAddresses("v4.example.test")), ["127.0.0.10"])
         self.assertEqual((yield self.resolver.lookupAddresses("v6.example.test")), ["::1"])
 
     @defer.inlineCallbacks
@@ -231,9 +225,7 @@ class ResolverTests(unittest.TestCase):
         rather than the other family's NXDOMAIN.
         """
         self.server.failWithServFail("flaky.test", "AAAA")
-        yield self.assertFailure(
-            self.resolver.lookupAddresses("flaky.test"), TemporaryDNSError
-        )
+        yield self.assertFailure(self.resolver.lookupAddresses("flaky.test"), TemporaryDNSError)
 
     @defer.inlineCallbacks
     def test_invalidName(self) -> defer.Generator:
@@ -241,9 +233,7 @@ class ResolverTests(unittest.TestCase):
         A name that is not a valid domain name fails permanently without a
         query.
         """
-        yield self.assertFailure(
-            self.resolver.lookupMX("a" * 64 + ".test"), PermanentDNSError
-        )
+        yield self.assertFailure(self.resolver.lookupMX("a" * 64 + ".test"), PermanentDNSError)
         yield self.assertFailure(self.resolver.lookupMX("a..test"), PermanentDNSError)
         self.assertEqual(self.server.authority.queries, [])
 
@@ -254,12 +244,8 @@ class ResolverTests(unittest.TestCase):
         """
         self.server.addPTR("127.0.0.2", "Mail.Example.TEST.")
         self.server.addPTR("2001:db8::25", "mail6.example.test")
-        self.assertEqual(
-            (yield self.resolver.lookupPTR("127.0.0.2")), ["mail.example.test"]
-        )
-        self.assertEqual(
-            (yield self.resolver.lookupPTR("::ffff:127.0.0.2")), ["mail.example.test"]
-        )
+        self.assertEqual((yield self.resolver.lookupPTR("127.0.0.2")), ["mail.example.test"])
+        self.assertEqual((yield self.resolver.lookupPTR("::ffff:127.0.0.2")), ["mail.example.test"])
         self.assertEqual(
             (yield self.resolver.lookupPTR("2001:db8:0:0::25")), ["mail6.example.test"]
         )
@@ -370,9 +356,7 @@ class ResolverTests(unittest.TestCase):
             checkFiles=False,
         )
         resolver = resolverFromSettings(settings, reactor)
-        self.assertEqual(
-            resolver.servers, (("127.0.0.1", 5300), ("::1", 5301), ("127.0.0.2", 53))
-        )
+        self.assertEqual(resolver.servers, (("127.0.0.1", 5300), ("::1", 5301), ("127.0.0.2", 53)))
 
 
 class _ClockedReactor:

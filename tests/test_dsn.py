@@ -130,9 +130,7 @@ class BuildDSNTests(unittest.SynchronousTestCase):
         )
         text = parts[0].get_payload()
         self.assertIn("mx.example.test", text)
-        self.assertIn(
-            "<bob@example.test>: host mx.example.test said: 550 5.1.1 No such user", text
-        )
+        self.assertIn("<bob@example.test>: host mx.example.test said: 550 5.1.1 No such user", text)
         self.assertIn("<carol@nomail.test>: domain does not accept mail (null MX)", text)
         self.assertIn("Q123", text)
 
@@ -228,9 +226,9 @@ class BuildDSNTests(unittest.SynchronousTestCase):
         """
         8-bit original headers are returned and marked 8bit.
         """
-        original = ORIGINAL.replace(b"Quarterly", "Quartalszahlen für".encode("utf-8"))
+        original = ORIGINAL.replace(b"Quarterly", "Quartalszahlen für".encode())
         dsn = _build(originalMessage=original)
-        self.assertIn("für".encode("utf-8"), dsn)
+        self.assertIn("für".encode(), dsn)
         self.assertIn(
             b"Content-Type: text/rfc822-headers\r\nContent-Transfer-Encoding: 8bit\r\n", dsn
         )

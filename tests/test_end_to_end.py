@@ -72,7 +72,9 @@ class EndToEndTests(TestCase):
         self.assertEqual((response.code, (yield readBody(response))), (200, b"OK"))
 
         def delivered():
-            return agent.request(b"GET", b"http://127.0.0.1:%d/metrics" % httpPort).addCallback(readBody)
+            return agent.request(b"GET", b"http://127.0.0.1:%d/metrics" % httpPort).addCallback(
+                readBody
+            )
 
         body = yield delivered()
         metrics = json.loads(body)

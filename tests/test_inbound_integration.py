@@ -111,7 +111,9 @@ class InProcessTests(TestCase):
                 version = client.sock.version()
                 client.ehlo("client.test")
                 self.assertFalse(client.has_extn("starttls"))
-                client.sendmail("alice@gopherpost.test", ["bob@gopherpost.test"], b"Subject: tls\r\n\r\nx\r\n")
+                client.sendmail(
+                    "alice@gopherpost.test", ["bob@gopherpost.test"], b"Subject: tls\r\n\r\nx\r\n"
+                )
                 return version
 
         def check(version):
@@ -140,7 +142,7 @@ class InProcessTests(TestCase):
                 context.maximum_version = ssl.TLSVersion.TLSv1_1
                 context.minimum_version = ssl.TLSVersion.TLSv1
             except ValueError:
-                raise SkipTest("this OpenSSL cannot offer TLS 1.1 as a client")
+                raise SkipTest("this OpenSSL cannot offer TLS 1.1 as a client") from None
             with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
                 client.ehlo("client.test")
                 try:
@@ -283,7 +285,12 @@ class DaemonTests(TestCase):
                     smtp.ehlo("client%d.test" % number)
                     while not stop.is_set() and sequence < 500:
                         marker = b"END %d-%d" % (number, sequence)
-                        body = b"Subject: kill test\r\n\r\n" + (b"x" * 70 + b"\r\n") * 200 + marker + b"\r\n"
+                        body = (
+                            b"Subject: kill test\r\n\r\n"
+                            + (b"x" * 70 + b"\r\n") * 200
+                            + marker
+                            + b"\r\n"
+                        )
                         smtp.mail("alice@gopherpost.test")
                         smtp.rcpt("bob@gopherpost.test")
                         smtp.rcpt("carol@gopherpost.test")
@@ -319,7 +326,7 @@ class DaemonTests(TestCase):
                 self.assertEqual(len(contents), 2)
                 for content in contents:
                     self.assertTrue(content.endswith(marker + b"\r\n"))
-            for queueId, contents in stored["messages"].items():
+            for _queueId, contents in stored["messages"].items():
                 for content in contents:
                     self.assertTrue(content.startswith(b"Received: "))
                     self.assertTrue(content.endswith(b"\r\n") and b"\r\nEND " in content[-40:])

@@ -5,7 +5,6 @@ Tests for L{gopherpost.metrics}.
 from __future__ import annotations
 
 import os
-from typing import Dict
 
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,7 +21,7 @@ PROMETHEUS_ACCEPT = (
 )
 
 
-def samples(text: bytes) -> Dict[tuple, float]:
+def samples(text: bytes) -> dict[tuple, float]:
     """
     Parse Prometheus text into C{{(name, sortedLabels): value}}.
     """

@@ -8,7 +8,6 @@ go through L{gopherpost.dns.Resolver} to the loopback DNS server.
 from __future__ import annotations
 
 import random
-from typing import Dict, List, Tuple, Union
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -36,7 +35,7 @@ from gopherpost.relay.mx import (
 )
 from tests.support.dnsserver import startDNSServer
 
-Answer = Union[list, DNSError]
+Answer = list | DNSError
 
 
 @implementer(IDNSResolver)
@@ -47,11 +46,11 @@ class FakeDNS:
     """
 
     def __init__(self) -> None:
-        self.mx: Dict[str, Answer] = {}
-        self.addresses: Dict[str, Answer] = {}
-        self.lookups: List[Tuple[str, str]] = []
+        self.mx: dict[str, Answer] = {}
+        self.addresses: dict[str, Answer] = {}
+        self.lookups: list[tuple[str, str]] = []
 
-    def _answer(self, kind: str, table: Dict[str, Answer], name: str) -> defer.Deferred:
+    def _answer(self, kind: str, table: dict[str, Answer], name: str) -> defer.Deferred:
         self.lookups.append((kind, name))
         value = table.get(name)
         if value is None:
@@ -202,18 +201,14 @@ class MXResolverTests(unittest.SynchronousTestCase):
         """
         self.dns.mx["example.test"] = []
         self.dns.addresses["example.test"] = TemporaryDNSError("example.test", "SERVFAIL")
-        self.failureResultOf(
-            self.resolver.resolveDestination("example.test"), TemporaryDNSError
-        )
+        self.failureResultOf(self.resolver.resolveDestination("example.test"), TemporaryDNSError)
 
     def test_nullMX(self) -> None:
         """
         A null MX fails permanently at once, without address lookups.
         """
         self.dns.mx["nomail.test"] = [(0, ".")]
-        failure = self.failureResultOf(
-            self.resolver.resolveDestination("nomail.test"), NullMXError
-        )
+        failure = self.failureResultOf(self.resolver.resolveDestination("nomail.test"), NullMXError)
         self.assertIsInstance(failure.value, PermanentDNSError)
         self.assertEqual(failure.value.status, "5.1.10")
         self.assertEqual(self.dns.lookups, [("MX", "nomail.test")])
@@ -238,9 +233,7 @@ class MXResolverTests(unittest.SynchronousTestCase):
         A temporary MX lookup failure is temporary.
         """
         self.dns.mx["example.test"] = TemporaryDNSError("example.test", "timeout")
-        self.failureResultOf(
-            self.resolver.resolveDestination("example.test"), TemporaryDNSError
-        )
+        self.failureResultOf(self.resolver.resolveDestination("example.test"), TemporaryDNSError)
 
     def test_addressLiterals(self) -> None:
         """
@@ -335,9 +328,7 @@ class SmarthostResolverTests(unittest.SynchronousTestCase):
         A relay host given as an address needs no DNS at all.
         """
         dns = FakeDNS()
-        resolver = destinationResolverFromSettings(
-            self._settings(SMTP_RELAY_HOST="127.0.0.7"), dns
-        )
+        resolver = destinationResolverFromSettings(self._settings(SMTP_RELAY_HOST="127.0.0.7"), dns)
         self.assertEqual(resolver.port, 25)
         [exchange] = self.successResultOf(resolver.resolveDestination("x.test"))
         self.assertEqual(
@@ -402,9 +393,7 @@ class MXIntegrationTests(unittest.TestCase):
         self.server.addTXT("textonly.test", "v=spf1 -all")
         result = yield self.resolver.resolveDestination("plain.test")
         self.assertEqual(result, [MailExchange("plain.test", 0)])
-        yield self.assertFailure(
-            self.resolver.resolveDestination("textonly.test"), NoMailHostError
-        )
+        yield self.assertFailure(self.resolver.resolveDestination("textonly.test"), NoMailHostError)
 
     @defer.inlineCallbacks
     def test_nullMX(self) -> defer.Generator:
@@ -425,6 +414,4 @@ class MXIntegrationTests(unittest.TestCase):
             self.resolver.resolveDestination("missing.test"), PermanentDNSError
         )
         self.assertNotIsInstance(error, NullMXError)
-        yield self.assertFailure(
-            self.resolver.resolveDestination("broken.test"), TemporaryDNSError
-        )
+        yield self.assertFailure(self.resolver.resolveDestination("broken.test"), TemporaryDNSError)

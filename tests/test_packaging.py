@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Set
 
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
@@ -35,7 +34,7 @@ def _sourceFile(*segments: str) -> str:
         return f.read()
 
 
-def _configVariables() -> Set[str]:
+def _configVariables() -> set[str]:
     """
     Every C{SMTP_*} variable that L{gopherpost.config} reads.
     """
@@ -47,7 +46,7 @@ def _unitValues(unit: str, key: str) -> list:
     return re.findall(rf"^{key}=(.*)$", unit, re.M)
 
 
-def _settings(environ: Dict[str, str]) -> config.Settings:
+def _settings(environ: dict[str, str]) -> config.Settings:
     return config.settingsFromEnvironment(
         environ, checkFiles=False, defaultHostname=lambda: "mx.example.test"
     )
@@ -91,9 +90,7 @@ class VersionTests(SynchronousTestCase):
         """
         C{setup.cfg} takes the version from L{gopherpost.__version__}.
         """
-        self.assertRegex(
-            _sourceFile("setup.cfg"), r"(?m)^version = attr: gopherpost\.__version__$"
-        )
+        self.assertRegex(_sourceFile("setup.cfg"), r"(?m)^version = attr: gopherpost\.__version__$")
 
 
 class ConfigurationDocumentationTests(SynchronousTestCase):
@@ -106,9 +103,7 @@ class ConfigurationDocumentationTests(SynchronousTestCase):
         self.variables = _configVariables()
         self.envFile = _sourceFile("debian", "gopherpost.env")
         self.unit = _sourceFile("debian", "gopherpost.service")
-        self.listed = dict(
-            re.findall(r"(?m)^#?(SMTP_[A-Z0-9_]+)=(.*)$", self.envFile)
-        )
+        self.listed = dict(re.findall(r"(?m)^#?(SMTP_[A-Z0-9_]+)=(.*)$", self.envFile))
         self.active = dict(re.findall(r"(?m)^(SMTP_[A-Z0-9_]+)=(.*)$", self.envFile))
         self.unitEnvironment = dict(
             item.split("=", 1) for item in _unitValues(self.unit, "Environment")
@@ -120,9 +115,7 @@ class ConfigurationDocumentationTests(SynchronousTestCase):
         """
         readme = _sourceFile("README.rst")
         self.assertTrue(self.variables)
-        self.assertEqual(
-            {v for v in self.variables if f"``{v}``" not in readme}, set()
-        )
+        self.assertEqual({v for v in self.variables if f"``{v}``" not in readme}, set())
 
     def test_envFileListsEveryVariable(self) -> None:
         """

@@ -107,9 +107,7 @@ class GreetingAndCommandsTests(SynchronousTestCase):
         self.assertEqual(self.send(b"RSET\r\n"), [b"250 2.0.0 Ok"])
         self.assertTrue(self.send(b"VRFY bob\r\n")[0].startswith(b"252 2.0.0 "))
         self.assertTrue(self.send(b"HELP\r\n")[-1].startswith(b"214 2.0.0 "))
-        self.assertEqual(
-            self.send(b"BOGUS\r\n"), [b"502 5.5.2 Error: command not recognized"]
-        )
+        self.assertEqual(self.send(b"BOGUS\r\n"), [b"502 5.5.2 Error: command not recognized"])
         self.assertEqual(self.send(b"AUTH PLAIN\r\n")[0][:3], b"502")
         self.assertEqual(self.send(b"QUIT\r\n"), [b"221 2.0.0 Bye"])
         self.assertTrue(self.transport.disconnecting)
@@ -197,10 +195,16 @@ class TransactionTests(SynchronousTestCase):
         A message to two recipients is stored once per recipient under a
         keyed hash, with a Received: header, and the 250 names the queue id.
         """
-        lines = self.send(
-            transaction(recipients=(b"bob@example.test", b"carol@gopherpost.test"))
+        lines = self.send(transaction(recipients=(b"bob@example.test", b"carol@gopherpost.test")))
+        self.assertEqual(
+            lines[:4],
+            [
+                b"250 2.1.0 Ok",
+                b"250 2.1.5 Ok",
+                b"250 2.1.5 Ok",
+                b"354 End data with <CR><LF>.<CR><LF>",
+            ],
         )
-        self.assertEqual(lines[:4], [b"250 2.1.0 Ok", b"250 2.1.5 Ok", b"250 2.1.5 Ok", b"354 End data with <CR><LF>.<CR><LF>"])
         self.assertTrue(lines[4].startswith(b"250 2.0.0 Ok: queued as "))
         queueId = lines[4].rsplit(b" ", 1)[1].decode()
         files = self.harness.storedFiles()
@@ -372,7 +376,9 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(replies(transport), [])
         pending[0].callback(None)
         lines = replies(transport)
-        self.assertEqual(lines[:3], [b"250 2.1.0 Ok", b"250 2.1.5 Ok", b"354 End data with <CR><LF>.<CR><LF>"])
+        self.assertEqual(
+            lines[:3], [b"250 2.1.0 Ok", b"250 2.1.5 Ok", b"354 End data with <CR><LF>.<CR><LF>"]
+        )
         self.assertTrue(lines[3].startswith(b"250 2.0.0 Ok: queued as"))
 
     def test_commandsWaitForStorage(self) -> None:
@@ -451,9 +457,7 @@ class ReplyWriteTests(SynchronousTestCase):
         proto, transport = harness.connect()
         proto.dataReceived(b"EHLO c.test\r\n")
         del transport.calls[:]
-        proto.dataReceived(
-            transaction(recipients=(b"bob@example.test", b"carol@example.test"))
-        )
+        proto.dataReceived(transaction(recipients=(b"bob@example.test", b"carol@example.test")))
         self.assertEqual(
             transport.writes(),
             [
@@ -528,9 +532,7 @@ class StartTLSTests(SynchronousTestCase):
         self.assertEqual(replies(self.transport), [b"220 2.0.0 Ready to start TLS"])
         self.assertIsNotNone(self.transport.tlsStarted)
         self.proto.dataReceived(b"MAIL FROM:<alice@gopherpost.test>\r\n")
-        self.assertEqual(
-            replies(self.transport), [b"503 5.5.1 Error: send HELO/EHLO first"]
-        )
+        self.assertEqual(replies(self.transport), [b"503 5.5.1 Error: send HELO/EHLO first"])
         self.proto.dataReceived(b"EHLO c.test\r\n")
         lines = replies(self.transport)
         self.assertFalse([line for line in lines if b"STARTTLS" in line])
@@ -663,7 +665,10 @@ class LongLineCheckTests(SynchronousTestCase):
 
         rng = random.Random(5321)
         for _ in range(300):
-            lengths = [rng.choice((0, 1, 80, 500, 997, 998, 999, 1000, 1500)) for _ in range(rng.randint(1, 12))]
+            lengths = [
+                rng.choice((0, 1, 80, 500, 997, 998, 999, 1000, 1500))
+                for _ in range(rng.randint(1, 12))
+            ]
             body = b"".join(b"a" * n + b"\r\n" for n in lengths)
             self.assertEqual(_hasLongLine(body), self.reference(body), lengths)
 
@@ -869,7 +874,9 @@ class DrainTests(SynchronousTestCase):
         harness = InboundHarness(self)
         idle, idleTransport = harness.connect()
         busy, busyTransport = harness.connect()
-        busy.dataReceived(b"EHLO c.test\r\nMAIL FROM:<a@gopherpost.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        busy.dataReceived(
+            b"EHLO c.test\r\nMAIL FROM:<a@gopherpost.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n"
+        )
         replies(idleTransport)
         replies(busyTransport)
         drained = harness.factory.drain(30)
@@ -892,7 +899,9 @@ class DrainTests(SynchronousTestCase):
         """
         harness = InboundHarness(self)
         busy, transport = harness.connect()
-        busy.dataReceived(b"EHLO c.test\r\nMAIL FROM:<a@gopherpost.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+        busy.dataReceived(
+            b"EHLO c.test\r\nMAIL FROM:<a@gopherpost.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n"
+        )
         drained = harness.factory.drain(30)
         harness.clock.advance(30)
         self.assertTrue(transport.disconnecting)

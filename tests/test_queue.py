@@ -53,8 +53,15 @@ class StateStoreTests(SynchronousTestCase):
         os.makedirs(os.path.join(path, "2026-11-22"))
         store = StateStore(path)
         state = MessageState(
-            "ABC", "2026-11-22", 1.5, "a@gopherpost.test",
-            [RecipientState("b@example.test", "0123456789abcdef", attempts=2, lastError="451 4.3.0 x")],
+            "ABC",
+            "2026-11-22",
+            1.5,
+            "a@gopherpost.test",
+            [
+                RecipientState(
+                    "b@example.test", "0123456789abcdef", attempts=2, lastError="451 4.3.0 x"
+                )
+            ],
             "DKIM-Signature: v=1\r\n",
         )
         store.save(state)

@@ -69,7 +69,9 @@ class DeliveryTests(RelayTestCase):
         envelope = yield h.spoolMessage(
             ["bob@example.test", "carol@example.test", "dan@gopherpost.test"]
         )
-        yield eventually(lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done)
+        yield eventually(
+            lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done
+        )
         [message] = mx1.messages
         self.assertEqual(sorted(message.recipients), ["bob@example.test", "carol@example.test"])
         self.assertEqual(message.sender, "alice@gopherpost.test")
@@ -77,7 +79,9 @@ class DeliveryTests(RelayTestCase):
         state = h.state(envelope)
         self.assertEqual({r.status for r in state.recipients}, {DELIVERED})
         self.assertTrue(
-            os.path.exists(os.path.join(h.path, envelope.dateDirectory, envelope.queueId + ".relayed"))
+            os.path.exists(
+                os.path.join(h.path, envelope.dateDirectory, envelope.queueId + ".relayed")
+            )
         )
         self.assertEqual(h.queue.queueDepth(), 0)
         names = [name for name, _ in h.audit.events]
@@ -269,7 +273,9 @@ class DeliveryTests(RelayTestCase):
         h = self.harness()
         h.startQueue()
         envelope = yield h.spoolMessage(["bob@example.test", "nobody@example.test"])
-        yield eventually(lambda: h.state(envelope).recipients and h.state(envelope).done and h.bounces())
+        yield eventually(
+            lambda: h.state(envelope).recipients and h.state(envelope).done and h.bounces()
+        )
         self.assertEqual(mx1.messages[0].recipients, ["bob@example.test"])
         statuses = {r.address: r.status for r in h.state(envelope).recipients}
         self.assertEqual(statuses, {"bob@example.test": DELIVERED, "nobody@example.test": FAILED})
@@ -312,7 +318,9 @@ class RetryTests(RelayTestCase):
         h.clock.advance(delay - 1)
         self.assertEqual(mx1.rcptCount, 1)
         h.clock.advance(1)
-        yield eventually(lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done)
+        yield eventually(
+            lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done
+        )
         self.assertIn("delivery.deferral", [name for name, _ in h.audit.events])
 
     @inlineCallbacks
@@ -325,7 +333,9 @@ class RetryTests(RelayTestCase):
         """
         self.dns.removeName("example.test")
         self.dns.addMX("example.test", 10, "mx1.example.test")
-        mx1 = self.server("127.0.0.2", replies={"MAIL": firstTimes(1, (421, "4.3.2 shutting down"))})
+        mx1 = self.server(
+            "127.0.0.2", replies={"MAIL": firstTimes(1, (421, "4.3.2 shutting down"))}
+        )
         h = self.harness()
         first = h.startQueue()
         envelope = yield h.spoolMessage(["bob@example.test"])
@@ -343,7 +353,9 @@ class RetryTests(RelayTestCase):
         second = h.startQueue()
         self.assertEqual(second.queueDepth(), 1)
         h.clock.advance(3840)
-        yield eventually(lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done)
+        yield eventually(
+            lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done
+        )
         yield second.stopService()
         third = h.startQueue()
         self.assertEqual(third.queueDepth(), 0)
@@ -363,7 +375,9 @@ class RetryTests(RelayTestCase):
         with open(path, "wb") as f:
             f.write(b'{"queueId": "')
         second = h.startQueue()
-        yield eventually(lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done)
+        yield eventually(
+            lambda: mx1.messages and h.state(envelope).recipients and h.state(envelope).done
+        )
         self.assertEqual(len(mx1.messages), 1)
         yield second.stopService()
         self.flushLoggedErrors()
@@ -381,7 +395,13 @@ class RetryTests(RelayTestCase):
         h.startQueue()
         envelope = yield h.spoolMessage(["bob@example.test"])
         for attempt in range(1, 10):
-            yield eventually(lambda: h.settled(envelope, attempt) or h.state(envelope).recipients and h.state(envelope).done)
+            yield eventually(
+                lambda attempt=attempt: (
+                    h.settled(envelope, attempt)
+                    or h.state(envelope).recipients
+                    and h.state(envelope).done
+                )
+            )
             if h.state(envelope).done:
                 break
             h.clock.advance(120)
@@ -398,7 +418,9 @@ class RetryTests(RelayTestCase):
         h = self.harness()
         h.startQueue()
         envelope = yield h.spoolMessage(["x@nullmx.test"])
-        yield eventually(lambda: h.state(envelope).recipients and h.state(envelope).done and h.bounces())
+        yield eventually(
+            lambda: h.state(envelope).recipients and h.state(envelope).done and h.bounces()
+        )
         self.assertEqual(h.state(envelope).recipients[0].status, FAILED)
 
     @inlineCallbacks
@@ -433,7 +455,9 @@ class RetryTests(RelayTestCase):
         self.server("127.0.0.2")
         h = self.harness(retryInitial=60.0)
         queue = h.startQueue()
-        envelope = yield h.spool.store(b"Subject: x\r\n\r\ny\r\n", "alice@gopherpost.test", [("bob@example.test", False)])
+        envelope = yield h.spool.store(
+            b"Subject: x\r\n\r\ny\r\n", "alice@gopherpost.test", [("bob@example.test", False)]
+        )
         os.unlink(h.spool.messagePath(envelope))
         queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
         yield eventually(lambda: queue._messages and not queue._inFlight and not queue._tasks)
@@ -474,7 +498,9 @@ class TLSTests(RelayTestCase):
         from gopherpost.tls import clientContextFor
 
         return h.startQueue(
-            contextFactoryFor=lambda p, host: clientContextFor(p, host, trustRoot=self.pki.ca.trustRoot())
+            contextFactoryFor=lambda p, host: clientContextFor(
+                p, host, trustRoot=self.pki.ca.trustRoot()
+            )
         )
 
     @inlineCallbacks

@@ -7,12 +7,12 @@ from __future__ import annotations
 import select
 import socket
 import struct
-from typing import Any, List
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -44,7 +44,7 @@ class _Collector(Protocol):
     """
 
     def __init__(self, expected: int, done: Deferred) -> None:
-        self.received: List[bytes] = []
+        self.received: list[bytes] = []
         self._count = 0
         self._expected = expected
         self._done = done

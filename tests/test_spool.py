@@ -59,8 +59,7 @@ class SpoolTests(SynchronousTestCase):
         self.assertEqual(
             names,
             sorted(
-                [f"{envelope.queueId}_{t}.eml" for t in tokens]
-                + [f"{envelope.queueId}.envelope"]
+                [f"{envelope.queueId}_{t}.eml" for t in tokens] + [f"{envelope.queueId}.envelope"]
             ),
         )
         first, second = (os.path.join(directory, n) for n in names if n.endswith(".eml"))
@@ -95,9 +94,7 @@ class SpoolTests(SynchronousTestCase):
             secret = bytes.fromhex(f.read().strip())
         expected = hmac.new(secret, b"bob@example.test", hashlib.sha256).hexdigest()[:16]
         self.assertEqual(self.spool.tokenFor("Bob@Example.TEST"), expected)
-        self.assertNotEqual(
-            expected, hashlib.sha256(b"bob@example.test").hexdigest()[:16]
-        )
+        self.assertNotEqual(expected, hashlib.sha256(b"bob@example.test").hexdigest()[:16])
 
     def test_secretKept(self) -> None:
         """
@@ -304,7 +301,10 @@ class SpoolTests(SynchronousTestCase):
         def syncfs(path):
             self.assertEqual(path, self.spool.path)
             seen.append(
-                (len(os.listdir(os.path.join(self.path, "tmp"))), [e.queueId for e in self.spool.envelopes()])
+                (
+                    len(os.listdir(os.path.join(self.path, "tmp"))),
+                    [e.queueId for e in self.spool.envelopes()],
+                )
             )
 
         self.spool.syncfs = syncfs

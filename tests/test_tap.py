@@ -26,7 +26,16 @@ class OptionsTests(SynchronousTestCase):
         """
         options = Options()
         options.parseOptions(
-            ["--port", "2626", "--interface", "127.0.0.1", "--hostname", "mx.test", "--queue-path", "/srv/q"]
+            [
+                "--port",
+                "2626",
+                "--interface",
+                "127.0.0.1",
+                "--hostname",
+                "mx.test",
+                "--queue-path",
+                "/srv/q",
+            ]
         )
         environ = options.environment({"SMTP_PORT": "25", "SMTP_BANNER": "hi"})
         self.assertEqual(environ["SMTP_PORT"], "2626")

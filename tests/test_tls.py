@@ -136,7 +136,7 @@ def _validity(cert: x509.Certificate):
     """
     if hasattr(cert, "not_valid_after_utc"):
         return cert.not_valid_before_utc, cert.not_valid_after_utc
-    utc = datetime.timezone.utc
+    utc = datetime.UTC
     return (
         cert.not_valid_before.replace(tzinfo=utc),
         cert.not_valid_after.replace(tzinfo=utc),
@@ -246,9 +246,7 @@ class ServerContextFactoryTests(SynchronousTestCase):
         """
         A PEM block that is not a certificate names C{SMTP_TLS_CERT}.
         """
-        corrupt = self.writeFile(
-            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-        )
+        corrupt = self.writeFile(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
         error = self.assertRaises(
             ConfigError, loadServerContextFactory, corrupt, self.pki.good.keyPath
         )
@@ -336,9 +334,7 @@ class SelfSignedTests(SynchronousTestCase):
         """
         factory = serverContextFactory(self.settings, self.state)
         self.assertEqual(stat.S_IMODE(os.stat(self.state).st_mode), 0o700)
-        self.assertEqual(
-            stat.S_IMODE(os.stat(os.path.join(self.state, "key.pem")).st_mode), 0o600
-        )
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.join(self.state, "key.pem")).st_mode), 0o600)
         cert = self.certificate()
         names = cert.extensions.get_extension_for_class(
             x509.SubjectAlternativeName
@@ -381,9 +377,11 @@ class SelfSignedTests(SynchronousTestCase):
         """
         serverContextFactory(self.settings, self.state)
         serverContextFactory(Settings(hostname="other.example.test"), self.state)
-        names = self.certificate().extensions.get_extension_for_class(
-            x509.SubjectAlternativeName
-        ).value.get_values_for_type(x509.DNSName)
+        names = (
+            self.certificate()
+            .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            .value.get_values_for_type(x509.DNSName)
+        )
         self.assertEqual(names, ["other.example.test"])
 
     def test_regeneratedBeforeExpiry(self) -> None:
@@ -391,7 +389,7 @@ class SelfSignedTests(SynchronousTestCase):
         A certificate that expires within 30 days is replaced; one that has
         longer to live is not.
         """
-        start = datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc)
+        start = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
         ensureSelfSignedCertificate(self.state, HOST, now=start)
         first = self.read("cert.pem")
         ensureSelfSignedCertificate(self.state, HOST, now=start + datetime.timedelta(days=3000))
@@ -549,7 +547,10 @@ class ClientContextTests(SynchronousTestCase):
         An explicit trust root wins over the environment.
         """
         creator = clientContextFor(
-            "verify", HOST, trustRoot=self.pki.ca.trustRoot(), environ={"SSL_CERT_FILE": "/nonexistent"}
+            "verify",
+            HOST,
+            trustRoot=self.pki.ca.trustRoot(),
+            environ={"SSL_CERT_FILE": "/nonexistent"},
         )
         _, client = self.connect(creator, self.pki.chained)
         self.assertTrue(client.handshakeDone, client.lostReason)
@@ -640,7 +641,7 @@ class TestPKITests(SynchronousTestCase):
         The expired certificate's validity ended in the past.
         """
         pki = makeTestPKI(self.mktemp())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.assertLess(_validity(pki.expired.certificate)[1], now)
         self.assertGreater(_validity(pki.good.certificate)[1], now)
 

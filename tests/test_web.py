@@ -6,7 +6,7 @@ L{treq.testing.StubTreq}.
 from __future__ import annotations
 
 import json
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
@@ -38,12 +38,12 @@ class Body(Protocol):
 
     def __init__(self) -> None:
         self.data = b""
-        self.reason: Optional[Failure] = None
+        self.reason: Failure | None = None
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
 
-    def connectionLost(self, reason: Optional[Failure] = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.reason = reason
 
     def disconnect(self) -> None:
@@ -58,7 +58,7 @@ class WebTestCase(SynchronousTestCase):
         self.clock.advance(1763830000)
         self.audit = AuditLog(self.debugMode, self.clock)
         self.metrics = Metrics(self.clock, self.audit)
-        self.ready: Tuple[bool, str] = (True, "")
+        self.ready: tuple[bool, str] = (True, "")
         self.root = makeWebResource(
             Settings(debug=self.debugMode), self.audit, self.metrics, lambda: self.ready
         )
@@ -70,7 +70,7 @@ class WebTestCase(SynchronousTestCase):
         self.stub.flush()
         return self.successResultOf(d)
 
-    def get(self, path: str, accept: Optional[str] = None):  # type: ignore[no-untyped-def]
+    def get(self, path: str, accept: str | None = None):  # type: ignore[no-untyped-def]
         headers = {"Accept": [accept]} if accept is not None else {}
         return self.request("GET", path, headers=headers)
 
@@ -110,7 +110,7 @@ class HealthTests(WebTestCase):
         A readiness check that raises is a 503, and is logged.
         """
 
-        def broken() -> Tuple[bool, str]:
+        def broken() -> tuple[bool, str]:
             raise OSError("boom")
 
         root = makeWebResource(Settings(), self.audit, self.metrics, broken)
@@ -245,7 +245,7 @@ class StreamTests(WebTestCase):
         self.stub.flush()
         return body
 
-    def streams(self) -> List[AuditSubscription]:
+    def streams(self) -> list[AuditSubscription]:
         # The metrics subscription is the first.
         return list(self.audit.subscriptions[1:])
 

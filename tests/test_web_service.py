@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
-from typing import Any, List, Optional
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -31,7 +31,7 @@ from gopherpost.metrics import Metrics
 from gopherpost.web import WebService, makeWebResource, makeWebService
 
 
-def warnings(observer: EventLoggingObserver) -> List[dict]:
+def warnings(observer: EventLoggingObserver) -> list[dict]:
     return [
         e
         for e in observer
@@ -94,11 +94,14 @@ class AddressTests(TestCase):
     def start(
         self,
         reactor: MemoryReactorClock,
-        resolver: Optional[FakeResolver] = None,
+        resolver: FakeResolver | None = None,
         **settings: object,
     ) -> WebService:
         service = makeWebService(
-            Settings(**settings), reactor, Resource(), resolver  # type: ignore[arg-type]
+            Settings(**settings),
+            reactor,
+            Resource(),
+            resolver,  # type: ignore[arg-type]
         )
         assert service is not None
         service.privilegedStartService()
@@ -106,7 +109,7 @@ class AddressTests(TestCase):
         self.addCleanup(service.stopService)
         return service
 
-    def interfaces(self, reactor: MemoryReactorClock) -> List[tuple]:
+    def interfaces(self, reactor: MemoryReactorClock) -> list[tuple]:
         return [(interface, port) for port, _, _, interface in reactor.tcpServers]
 
     def test_disabled(self) -> None:
@@ -237,7 +240,7 @@ class NotifyingAuditLog(AuditLog):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.unsubscribed: List[Deferred] = []
+        self.unsubscribed: list[Deferred] = []
 
     def _unsubscribe(self, subscription: AuditSubscription) -> None:
         super()._unsubscribe(subscription)
@@ -259,7 +262,7 @@ class Collector(Protocol):
     def __init__(self) -> None:
         self.data = b""
         self.marker = b""
-        self.waiting: Optional[Deferred] = None
+        self.waiting: Deferred | None = None
 
     def waitFor(self, marker: bytes) -> Deferred:
         self.marker = marker
@@ -277,7 +280,7 @@ class Collector(Protocol):
         self.data += data
         self._check()
 
-    def connectionLost(self, reason: Optional[Failure] = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         pass
 
 
@@ -303,7 +306,7 @@ class LoopbackTestCase(TestCase):
     def setUp(self) -> None:
         self.audit = NotifyingAuditLog(self.debugMode, reactor)
         self.metrics = Metrics(reactor, self.audit)
-        self.requested: List[Deferred] = []
+        self.requested: list[Deferred] = []
         resource = makeWebResource(
             Settings(debug=self.debugMode), self.audit, self.metrics, self.readiness
         )
@@ -331,7 +334,7 @@ class LoopbackTestCase(TestCase):
         self.requested.append(d)
         return d
 
-    def get(self, path: bytes, accept: Optional[bytes] = None) -> Deferred:
+    def get(self, path: bytes, accept: bytes | None = None) -> Deferred:
         headers = Headers({b"Accept": [accept]}) if accept else None
         return self.agent.request(b"GET", self.base + path, headers)
 
@@ -384,7 +387,7 @@ class LoopbackStreamTests(LoopbackTestCase):
 
     debugMode = True
 
-    def streamSubscriptions(self) -> List[AuditSubscription]:
+    def streamSubscriptions(self) -> list[AuditSubscription]:
         return [s for s in self.audit.subscriptions if s is not self.metrics._subscription]
 
     @inlineCallbacks

@@ -13,15 +13,15 @@ import threading
 import time
 import urllib.request
 
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
-from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gopherpost.inbound.ipc import (
-    MAX_EVENTS_PER_BATCH,
     FLUSH_INTERVAL,
+    MAX_EVENTS_PER_BATCH,
     AuditEvents,
     ForwardingAuditLog,
     ForwardingRelayQueue,
@@ -103,7 +103,9 @@ class ChannelTests(SynchronousTestCase):
         A spooled message reaches the parent's relay queue, after the audit
         events that came before it.
         """
-        self.forwardingAudit.emit("message.queued", queueId="Q1", client="192.0.2.1", size=1, recipients=1, tls=False)
+        self.forwardingAudit.emit(
+            "message.queued", queueId="Q1", client="192.0.2.1", size=1, recipients=1, tls=False
+        )
         self.forwardingRelay.messageSpooled("Q1", "2026-11-22")
         self.clock.advance(0)
         self.pump()
@@ -242,4 +244,6 @@ class WorkerPoolTests(TestCase):
         self.assertNotIn(pids[0], replaced)
         self.assertEqual(len(sent), 20)
         yield eventually(lambda: len(receiver.messages) == 20, timeout=60)
-        self.assertEqual(sorted(m.recipients[0] for m in receiver.messages), ["bob@example.test"] * 20)
+        self.assertEqual(
+            sorted(m.recipients[0] for m in receiver.messages), ["bob@example.test"] * 20
+        )

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
@@ -30,8 +31,8 @@ __all__ = ["PeerAddress", "AllowListChecker", "DeliveryRealm", "makePortal", "un
 
 _log = Logger()
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @functools.lru_cache(maxsize=4096)
@@ -54,9 +55,7 @@ def _unmapNetwork(network: IPNetwork) -> IPNetwork:
         and network.prefixlen >= 96
         and network.network_address.ipv4_mapped is not None
     ):
-        return ipaddress.IPv4Network(
-            (network.network_address.ipv4_mapped, network.prefixlen - 96)
-        )
+        return ipaddress.IPv4Network((network.network_address.ipv4_mapped, network.prefixlen - 96))
     return network
 
 
@@ -93,7 +92,7 @@ class AllowListChecker:
         self,
         networks: Iterable[IPNetwork],
         hosts: Iterable[str],
-        resolver: Optional[Any] = None,
+        resolver: Any | None = None,
     ) -> None:
         self._networks = tuple(_unmapNetwork(n) for n in networks)
         self._addresses = set()
@@ -105,7 +104,7 @@ class AllowListChecker:
                 self._names.add(host.rstrip(".").lower())
         self._resolver = resolver
 
-    def requestAvatarId(self, credentials: IPeerAddress) -> "Deferred[bytes]":
+    def requestAvatarId(self, credentials: IPeerAddress) -> Deferred[bytes]:
         """
         Succeed with the client's address, or fail with L{UnauthorizedLogin}.
         """
@@ -158,7 +157,7 @@ class DeliveryRealm:
     def __init__(self, deliveryFactory: Callable[[str], Any]) -> None:
         self._deliveryFactory = deliveryFactory
 
-    def requestAvatar(self, avatarId: bytes, mind: object, *interfaces: Any) -> Tuple:
+    def requestAvatar(self, avatarId: bytes, mind: object, *interfaces: Any) -> tuple:
         """
         Return C{(IMessageDelivery, delivery, logout)}.
         """
@@ -172,11 +171,9 @@ def makePortal(
     deliveryFactory: Callable[[str], Any],
     networks: Sequence[IPNetwork],
     hosts: Sequence[str],
-    resolver: Optional[Any] = None,
+    resolver: Any | None = None,
 ) -> Portal:
     """
     The portal every connection logs in to before it gets a greeting.
     """
-    return Portal(
-        DeliveryRealm(deliveryFactory), [AllowListChecker(networks, hosts, resolver)]
-    )
+    return Portal(DeliveryRealm(deliveryFactory), [AllowListChecker(networks, hosts, resolver)])

@@ -10,8 +10,8 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from datetime import datetime, timezone
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -59,7 +59,7 @@ class SpooledMessage:
 
     def __init__(
         self,
-        delivery: "SpoolDelivery",
+        delivery: SpoolDelivery,
         writer: MessageWriter,
         queueId: str,
         sender: str,
@@ -94,7 +94,7 @@ class SpooledMessage:
         """
         self._writer.write(line + b"\r\n")
 
-    def eomReceived(self) -> "Deferred[Envelope]":
+    def eomReceived(self) -> Deferred[Envelope]:
         """
         Commit to the spool; fires with the L{Envelope} once durable.
         """
@@ -125,7 +125,7 @@ class SpoolDelivery:
         spool: Spool,
         clientAddress: str,
         audit: IAuditLog,
-        relayQueue: Optional[IRelayQueue] = None,
+        relayQueue: IRelayQueue | None = None,
     ) -> None:
         self._settings = settings
         self._spool = spool
@@ -191,7 +191,7 @@ class SpoolDelivery:
         protocolName: str,
         tlsDescription: str,
         recipients: Sequence[str],
-        queueId: Optional[str],
+        queueId: str | None,
         now: float,
     ) -> bytes:
         """
@@ -205,7 +205,7 @@ class SpoolDelivery:
         ]
         if tlsDescription:
             lines.append(f"\t({tlsDescription})")
-        stamp = email.utils.format_datetime(datetime.fromtimestamp(now, timezone.utc))
+        stamp = email.utils.format_datetime(datetime.fromtimestamp(now, UTC))
         if len(recipients) == 1:
             lines.append(f"\tfor <{recipients[0]}>; {stamp}")
         else:
@@ -229,7 +229,7 @@ class SpoolDelivery:
             tls,
         )
 
-    def commit(self, message: SpooledMessage) -> "Deferred[Envelope]":
+    def commit(self, message: SpooledMessage) -> Deferred[Envelope]:
         """
         Store C{message} durably, then hand non-local recipients to the relay.
         """

@@ -7,7 +7,7 @@ drains sessions gracefully when the server stops.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
@@ -58,9 +58,9 @@ class SMTPFactory(ServerFactory):
         self.audit = audit
         self.clock = clock
         self.contextFactory = contextFactory
-        self._sessions: Set[GopherESMTP] = set()
+        self._sessions: set[GopherESMTP] = set()
         self._perAddress: Counter = Counter()
-        self._emptyWaiters: List[Deferred] = []
+        self._emptyWaiters: list[Deferred] = []
 
     def startFactory(self) -> None:
         """
@@ -87,7 +87,7 @@ class SMTPFactory(ServerFactory):
         """
         return len(self._sessions)
 
-    def admit(self, session: GopherESMTP) -> Optional[Tuple[str, str]]:
+    def admit(self, session: GopherESMTP) -> tuple[str, str] | None:
         """
         Take a connection slot for C{session}.
 
@@ -163,7 +163,9 @@ class SMTPService(MultiService):
         L{twisted.application.internet.StreamServerEndpointService}).
     """
 
-    def __init__(self, listener: IService, factory: SMTPFactory, grace: float = SHUTDOWN_GRACE) -> None:
+    def __init__(
+        self, listener: IService, factory: SMTPFactory, grace: float = SHUTDOWN_GRACE
+    ) -> None:
         MultiService.__init__(self)
         self.factory = factory
         self.listener = listener

@@ -11,7 +11,8 @@ and forwards its audit events in small batches.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -48,9 +49,12 @@ class MessagesSpooled(amp.Command):
     """
 
     arguments = [
-        (b"messages", amp.AmpList([(b"queueId", amp.Unicode()), (b"dateDirectory", amp.Unicode())])),
+        (
+            b"messages",
+            amp.AmpList([(b"queueId", amp.Unicode()), (b"dateDirectory", amp.Unicode())]),
+        ),
     ]
-    response: List[Any] = []
+    response: list[Any] = []
     requiresAnswer = False
 
 
@@ -60,7 +64,7 @@ class AuditEvents(amp.Command):
     """
 
     arguments = [(b"events", amp.Unicode())]
-    response: List[Any] = []
+    response: list[Any] = []
     requiresAnswer = False
 
 
@@ -84,13 +88,13 @@ class ParentChannel(QuietAMP):
     @param relayQueue: told about spooled messages (L{None}: nobody).
     """
 
-    def __init__(self, audit: IAuditLog, relayQueue: Optional[IRelayQueue]) -> None:
+    def __init__(self, audit: IAuditLog, relayQueue: IRelayQueue | None) -> None:
         QuietAMP.__init__(self)
         self._audit = audit
         self._relayQueue = relayQueue
 
     @MessagesSpooled.responder
-    def messagesSpooled(self, messages: List[dict]) -> dict:
+    def messagesSpooled(self, messages: list[dict]) -> dict:
         if self._relayQueue is not None:
             for message in messages:
                 self._relayQueue.messageSpooled(message["queueId"], message["dateDirectory"])
@@ -116,7 +120,7 @@ class ForwardingAuditLog:
     def __init__(self, clock: IReactorTime, send: Callable[..., Any]) -> None:
         self._clock = clock
         self._send = send
-        self._pending: List[list] = []
+        self._pending: list[list] = []
         self._timer: Any = None
 
     def emit(self, event: str, **fields: object) -> None:
@@ -171,11 +175,11 @@ class ForwardingRelayQueue:
         self._clock = clock
         self._send = send
         self._beforeSend = beforeSend
-        self._pending: List[dict] = []
+        self._pending: list[dict] = []
         self._timer: Any = None
 
     def messageSpooled(
-        self, queueId: str, dateDirectory: str, envelope: Optional[Envelope] = None
+        self, queueId: str, dateDirectory: str, envelope: Envelope | None = None
     ) -> None:
         """
         Tell the parent at the end of this reactor turn (by name: the parent

@@ -29,7 +29,8 @@ Every reply carries an RFC 3463 enhanced status code.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IHandshakeListener, ITLSTransport
@@ -65,8 +66,7 @@ _COMMAND, _DATA, _CLOSED = "COMMAND", "DATA", "CLOSED"
 _LINE_BREAKS = re.compile(rb"\r\n|\r|\n")
 
 _HELP = (
-    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS\n"
-    "2.0.0 See RFC 5321"
+    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS\n2.0.0 See RFC 5321"
 )
 
 
@@ -113,9 +113,9 @@ class GopherESMTP(smtp.ESMTP):
     @ivar factory: the L{SMTPFactory} that made us (settings, portal, audit).
     """
 
-    factory: "SMTPFactory"
+    factory: SMTPFactory
 
-    def __init__(self, factory: "SMTPFactory", contextFactory: Any = None) -> None:
+    def __init__(self, factory: SMTPFactory, contextFactory: Any = None) -> None:
         smtp.ESMTP.__init__(self, {}, contextFactory)
         self.factory = factory
         settings = factory.settings
@@ -132,18 +132,18 @@ class GopherESMTP(smtp.ESMTP):
         self._ehlo = False
         self._helo = None
         self._sizeDeclared = 0
-        self._message: Optional[SpooledMessage] = None
-        self._dataFailure: Optional[Tuple[int, str]] = None
+        self._message: SpooledMessage | None = None
+        self._dataFailure: tuple[int, str] | None = None
         self._midLine = False
         self._dataSize = 0
         self._processing = False
         #: Replies held while input is processed, or None (see L{_send}).
-        self._heldOutput: Optional[List[bytes]] = None
+        self._heldOutput: list[bytes] | None = None
         self._admitted = False
         self.clientAddress = ""
         self.tlsDescription = ""
         #: Fires when the session has nothing in flight (see L{drain}).
-        self._idleWaiters: List[Deferred] = []
+        self._idleWaiters: list[Deferred] = []
 
     # Connection life cycle
 
@@ -151,9 +151,7 @@ class GopherESMTP(smtp.ESMTP):
         """
         Check connection limits and the allow-list before any greeting.
         """
-        self.canStartTLS = (
-            ITLSTransport.providedBy(self.transport) and self.ctx is not None
-        )
+        self.canStartTLS = ITLSTransport.providedBy(self.transport) and self.ctx is not None
         peer = self.transport.getPeer()
         self.clientAddress = PeerAddress(getattr(peer, "host", "0.0.0.0")).host
         self._helo = None
@@ -178,7 +176,7 @@ class GopherESMTP(smtp.ESMTP):
         )
         d.addCallbacks(self._accessGranted, self._accessDenied)
 
-    def _accessGranted(self, result: Tuple[Any, Any, Callable[[], None]]) -> None:
+    def _accessGranted(self, result: tuple[Any, Any, Callable[[], None]]) -> None:
         interface, avatar, logout = result
         if self._state == _CLOSED:
             logout()
@@ -393,7 +391,7 @@ class GopherESMTP(smtp.ESMTP):
         if not self._waiting:
             self._notifyIdle()
 
-    def _command(self, line: bytes) -> Optional[Deferred]:
+    def _command(self, line: bytes) -> Deferred | None:
         parts = line.strip().split(None, 1)
         if not parts:
             self._error(500, "5.5.2 Error: bad syntax")
@@ -452,7 +450,7 @@ class GopherESMTP(smtp.ESMTP):
         self._to = []
         self._sizeDeclared = 0
 
-    def smtp_MAIL(self, argument: bytes) -> Optional[Deferred]:
+    def smtp_MAIL(self, argument: bytes) -> Deferred | None:
         """
         MAIL FROM:<reverse-path> [SIZE=n] [BODY=7BIT|8BITMIME]
         """
@@ -490,7 +488,7 @@ class GopherESMTP(smtp.ESMTP):
         d.addCallbacks(accepted, self._refused, errbackArgs=("smtp.mail", "sender", sender))
         return _pending(d)
 
-    def _mailParameters(self, options: Optional[bytes]) -> Tuple[int, Optional[Tuple[int, str]]]:
+    def _mailParameters(self, options: bytes | None) -> tuple[int, tuple[int, str] | None]:
         declared = 0
         for option in (options or b"").split():
             key, _, value = option.partition(b"=")
@@ -514,7 +512,7 @@ class GopherESMTP(smtp.ESMTP):
                 )
         return declared, None
 
-    def smtp_RCPT(self, argument: bytes) -> Optional[Deferred]:
+    def smtp_RCPT(self, argument: bytes) -> Deferred | None:
         """
         RCPT TO:<forward-path>
         """
@@ -699,7 +697,9 @@ class GopherESMTP(smtp.ESMTP):
             self._reply(250, f"2.0.0 Ok: queued as {envelope.queueId}")
 
         def failed(failure: Failure) -> None:
-            _log.failure("Storing a message from {client} failed", failure, client=self.clientAddress)
+            _log.failure(
+                "Storing a message from {client} failed", failure, client=self.clientAddress
+            )
             self.factory.audit.emit("message.rejected", client=self.clientAddress, reason="storage")
             self._reply(451, "4.3.0 Error: queue file write error")
 
@@ -805,7 +805,7 @@ class GopherESMTP(smtp.ESMTP):
         self._close()
 
 
-def _pending(d: Deferred) -> Optional[Deferred]:
+def _pending(d: Deferred) -> Deferred | None:
     """
     The L{Deferred} if it has not fired yet, else L{None}.
     """

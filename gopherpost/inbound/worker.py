@@ -69,9 +69,7 @@ def main(reactor: Any = None) -> None:
     from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingRelayQueue
     from gopherpost.spool import Spool
 
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
-    )
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     settings = settingsFromEnvironment()
     settings = replace(
         settings,
@@ -80,9 +78,7 @@ def main(reactor: Any = None) -> None:
     )
     spool = Spool(settings.queuePath, reactor)
     spool.open(recover=False)
-    contextFactory = tls.serverContextFactory(
-        settings, os.path.join(spool.stateDirectory, "tls")
-    )
+    contextFactory = tls.serverContextFactory(settings, os.path.join(spool.stateDirectory, "tls"))
     channel = _ChildChannel(reactor)
     StandardIO(channel, reactor=reactor)
     audit = ForwardingAuditLog(reactor, channel.callRemote)
@@ -90,9 +86,7 @@ def main(reactor: Any = None) -> None:
     dnsThreads = ThreadPool(minthreads=0, maxthreads=dns.DNS_THREADS, name="gopherpost-dns")
     dnsThreads.start()
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
-    factory = makeSMTPFactory(
-        settings, spool, audit, relayQueue, resolver, reactor, contextFactory
-    )
+    factory = makeSMTPFactory(settings, spool, audit, relayQueue, resolver, reactor, contextFactory)
     family = socket.AF_INET6 if os.environ.get(FAMILY_VARIABLE) == "6" else socket.AF_INET
     port = reactor.adoptStreamPort(LISTEN_FD, family, factory)
     os.close(LISTEN_FD)

@@ -15,14 +15,15 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any, Dict, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
-from twisted.internet.interfaces import ITransport
 
 from gopherpost.config import ConfigError, Settings
 from gopherpost.inbound.factory import LISTEN_BACKLOG, SHUTDOWN_GRACE
@@ -50,7 +51,7 @@ class _ToChild:
     def write(self, data: bytes) -> None:
         self._process.writeToChild(0, data)
 
-    def writeSequence(self, data: List[bytes]) -> None:
+    def writeSequence(self, data: list[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
@@ -68,7 +69,7 @@ class _WorkerProcess(ProcessProtocol):
     One worker, seen from the parent.
     """
 
-    def __init__(self, pool: "WorkerPool", index: int) -> None:
+    def __init__(self, pool: WorkerPool, index: int) -> None:
         self.pool = pool
         self.index = index
         self.channel = ParentChannel(pool.audit, pool.relayQueue)
@@ -103,7 +104,7 @@ class WorkerPool(Service):
         settings: Settings,
         environ: Mapping[str, str],
         audit: IAuditLog,
-        relayQueue: Optional[IRelayQueue],
+        relayQueue: IRelayQueue | None,
         reactor: Any,
         address: str,
         grace: float = SHUTDOWN_GRACE,
@@ -115,9 +116,9 @@ class WorkerPool(Service):
         self._reactor = reactor
         self._address = address
         self._grace = grace
-        self._socket: Optional[socket.socket] = None
-        self._workers: Dict[int, _WorkerProcess] = {}
-        self._restarts: Dict[int, Any] = {}
+        self._socket: socket.socket | None = None
+        self._workers: dict[int, _WorkerProcess] = {}
+        self._restarts: dict[int, Any] = {}
         self._stopping = False
 
     @property
@@ -128,7 +129,7 @@ class WorkerPool(Service):
         return self._socket is not None and bool(self._workers)
 
     @property
-    def workerPIDs(self) -> List[int]:
+    def workerPIDs(self) -> list[int]:
         """
         The process ids of the running workers.
         """
@@ -153,7 +154,8 @@ class WorkerPool(Service):
         except OSError as e:
             sock.close()
             raise ConfigError(
-                "SMTP_PORT", f"cannot listen on [{self._address}]:{self.settings.port}: {e.strerror}"
+                "SMTP_PORT",
+                f"cannot listen on [{self._address}]:{self.settings.port}: {e.strerror}",
             ) from None
         sock.setblocking(False)
         self._socket = sock

@@ -29,24 +29,15 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import (
-    Callable,
-    Deque,
-    Dict,
-    Generator,
-    List,
-    Mapping,
-    Optional,
-    Sequence,
-    Tuple,
-)
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.error import ConnectionDone, TimeoutError as ConnectTimeoutError
+from twisted.internet.error import ConnectionDone
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
@@ -133,10 +124,10 @@ class Reply:
     """
 
     code: int
-    lines: Tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
 
     @property
-    def enhancedCode(self) -> Optional[str]:
+    def enhancedCode(self) -> str | None:
         """
         The RFC 3463 status code the reply starts with (class matching
         C{code}), or L{None}.
@@ -177,7 +168,7 @@ class Envelope:
     """
 
     sender: str
-    recipients: Tuple[str, ...]
+    recipients: tuple[str, ...]
     message: bytes
 
 
@@ -206,7 +197,7 @@ class RecipientOutcome:
     remote: bool
 
     @property
-    def diagnosticCode(self) -> Optional[str]:
+    def diagnosticCode(self) -> str | None:
         """
         C{"smtp; 550 5.1.1 text"} for a remote reply, else L{None}.
         """
@@ -237,12 +228,12 @@ class DeliveryResult:
     host: str
     address: str
     port: int
-    outcomes: Tuple[RecipientOutcome, ...]
+    outcomes: tuple[RecipientOutcome, ...]
     accepted: bool = False
     tlsUsed: bool = False
-    tlsVersion: Optional[str] = None
-    cipher: Optional[str] = None
-    failureStage: Optional[str] = None
+    tlsVersion: str | None = None
+    cipher: str | None = None
+    failureStage: str | None = None
 
     def outcomeFor(self, recipient: str) -> RecipientOutcome:
         """
@@ -253,32 +244,32 @@ class DeliveryResult:
                 return outcome
         raise KeyError(recipient)
 
-    def _withStatus(self, status: str) -> Tuple[str, ...]:
+    def _withStatus(self, status: str) -> tuple[str, ...]:
         return tuple(o.recipient for o in self.outcomes if o.status == status)
 
     @property
-    def sent(self) -> Tuple[str, ...]:
+    def sent(self) -> tuple[str, ...]:
         """
         Recipients the server accepted the message for.
         """
         return self._withStatus(SENT)
 
     @property
-    def deferred(self) -> Tuple[str, ...]:
+    def deferred(self) -> tuple[str, ...]:
         """
         Recipients with a temporary failure.
         """
         return self._withStatus(DEFERRED)
 
     @property
-    def failed(self) -> Tuple[str, ...]:
+    def failed(self) -> tuple[str, ...]:
         """
         Recipients with a permanent failure.
         """
         return self._withStatus(FAILED)
 
 
-def prepareMessage(message: bytes) -> Tuple[bytes, int, bool]:
+def prepareMessage(message: bytes) -> tuple[bytes, int, bool]:
     """
     Turn a message into what goes on the wire after C{354}.
 
@@ -358,7 +349,7 @@ class _SessionFailure(Exception):
         status: str = DEFERRED,
         polite: bool = True,
         abort: bool = False,
-    ) -> "_SessionFailure":
+    ) -> _SessionFailure:
         text = reply.text
         if prefix:
             text = f"{prefix}: {reply.code} {text}".rstrip()
@@ -414,9 +405,11 @@ def _describeError(reason: Failure) -> str:
     # service_identity.VerificationError carries .errors.
     mismatches = getattr(value, "errors", None)
     if mismatches:
-        return "certificate does not match the host name (" + ", ".join(
-            type(m).__name__ for m in mismatches
-        ) + ")"
+        return (
+            "certificate does not match the host name ("
+            + ", ".join(type(m).__name__ for m in mismatches)
+            + ")"
+        )
     text = str(value) or type(value).__name__
     return _clean(text.splitlines()[0] if text else type(value).__name__)
 
@@ -434,7 +427,7 @@ class _BodySender:
     reset whenever the transport resumes us.
     """
 
-    def __init__(self, client: "_SMTPClientProtocol", payload: bytes) -> None:
+    def __init__(self, client: _SMTPClientProtocol, payload: bytes) -> None:
         self._client = client
         self._payload = payload
         self._offset = 0
@@ -496,12 +489,14 @@ class _BodySender:
 class _Transaction:
     def __init__(self, envelope: Envelope) -> None:
         self.envelope = envelope
-        self.recipients: Tuple[str, ...] = tuple(dict.fromkeys(envelope.recipients))
-        self.outcomes: Dict[str, RecipientOutcome] = {}
+        self.recipients: tuple[str, ...] = tuple(dict.fromkeys(envelope.recipients))
+        self.outcomes: dict[str, RecipientOutcome] = {}
         self.accepted = False
-        self.failureStage: Optional[str] = None
+        self.failureStage: str | None = None
 
-    def settle(self, recipient: str, status: str, code: int, enhanced: str, text: str, remote: bool) -> None:
+    def settle(
+        self, recipient: str, status: str, code: int, enhanced: str, text: str, remote: bool
+    ) -> None:
         if recipient not in self.outcomes:
             self.outcomes[recipient] = RecipientOutcome(
                 recipient, status, code, enhanced, text, remote
@@ -528,7 +523,7 @@ class _Transaction:
             if recipient not in self.outcomes:
                 self.outcomes[recipient] = failure.outcome(recipient)
 
-    def unsettled(self) -> List[str]:
+    def unsettled(self) -> list[str]:
         return [r for r in self.recipients if r not in self.outcomes]
 
 
@@ -587,20 +582,20 @@ class _SMTPClientProtocol(LineReceiver):
         self._policy = tlsPolicy
         self._scale = timeoutScale
         self._contextFactoryFor = contextFactoryFor
-        self._awaiting: Deque[_Awaited] = deque()
+        self._awaiting: deque[_Awaited] = deque()
         self._lastStage = "greeting"
-        self._partial: Optional[Tuple[int, List[str]]] = None
+        self._partial: tuple[int, list[str]] | None = None
         self._timer = None
-        self._lost: Optional[Failure] = None
+        self._lost: Failure | None = None
         self._aborted = False
-        self._body: Optional[_BodySender] = None
-        self._results: Optional[List[DeliveryResult]] = None
-        self._runFailure: Optional[Failure] = None
+        self._body: _BodySender | None = None
+        self._results: list[DeliveryResult] | None = None
+        self._runFailure: Failure | None = None
         self._closeTimer = None
-        self.extensions: Dict[str, Tuple[str, ...]] = {}
+        self.extensions: dict[str, tuple[str, ...]] = {}
         self.tlsUsed = False
-        self.tlsVersion: Optional[str] = None
-        self.cipher: Optional[str] = None
+        self.tlsVersion: str | None = None
+        self.cipher: str | None = None
         self._handshaking = False
         self.finished: Deferred = Deferred()
 
@@ -671,8 +666,8 @@ class _SMTPClientProtocol(LineReceiver):
         return d
 
     def _commands(
-        self, commands: Sequence[Tuple[str, str]], encoding: str = "ascii"
-    ) -> List[Tuple[str, Deferred]]:
+        self, commands: Sequence[tuple[str, str]], encoding: str = "ascii"
+    ) -> list[tuple[str, Deferred]]:
         """
         Send command lines in one write (several make an RFC 2920 group)
         and wait for their replies, in order.
@@ -740,7 +735,7 @@ class _SMTPClientProtocol(LineReceiver):
             awaited.deferred.errback(_Lost(awaited.stage, reason))
         self._maybeFinish()
 
-    def _ranToEnd(self, results: List[DeliveryResult]) -> None:
+    def _ranToEnd(self, results: list[DeliveryResult]) -> None:
         self._results = results
         self._close()
 
@@ -800,10 +795,10 @@ class _SMTPClientProtocol(LineReceiver):
         raise error
 
     @inlineCallbacks
-    def _run(self) -> Generator[Deferred, object, List[DeliveryResult]]:
+    def _run(self) -> Generator[Deferred, object, list[DeliveryResult]]:
         transactions = [_Transaction(e) for e in self._envelopes]
-        current: Optional[_Transaction] = None
-        failure: Optional[_SessionFailure] = None
+        current: _Transaction | None = None
+        failure: _SessionFailure | None = None
         try:
             yield self._opening()
             needReset = False
@@ -861,7 +856,9 @@ class _SMTPClientProtocol(LineReceiver):
         try:
             startTLS = shouldStartTLS(self._policy, "STARTTLS" in self.extensions)
         except TLSPolicyError as e:
-            raise _SessionFailure("TLS", 421, e.enhancedCode, e.reason, False, polite=True)
+            raise _SessionFailure(
+                "TLS", 421, e.enhancedCode, e.reason, False, polite=True
+            ) from None
         if not startTLS:
             return
         try:
@@ -870,14 +867,19 @@ class _SMTPClientProtocol(LineReceiver):
                 raise ValueError("no TLS context")
         except Exception as e:
             raise _SessionFailure(
-                "TLS", 421, "4.7.5", f"cannot set up TLS: {_clean(str(e)) or type(e).__name__}",
-                False, polite=True,
-            )
+                "TLS",
+                421,
+                "4.7.5",
+                f"cannot set up TLS: {_clean(str(e)) or type(e).__name__}",
+                False,
+                polite=True,
+            ) from None
         reply = yield self._command("STARTTLS", "STARTTLS")
         if reply.code != 220:
             if reply.code == 421 or afterStartTLSRefused(self._policy) != CONTINUE_CLEARTEXT:
                 raise _SessionFailure.fromReply(
-                    "STARTTLS", reply,
+                    "STARTTLS",
+                    reply,
                     f"STARTTLS refused, and SMTP_OUTBOUND_TLS={self._policy} forbids cleartext",
                 )
             return
@@ -890,10 +892,13 @@ class _SMTPClientProtocol(LineReceiver):
             self.transport.startTLS(creator)
         except Exception as e:
             raise _SessionFailure(
-                "TLS", 421, "4.7.5",
+                "TLS",
+                421,
+                "4.7.5",
                 f"cannot start TLS with {self._host}: {_clean(str(e)) or type(e).__name__}",
-                False, abort=True,
-            )
+                False,
+                abort=True,
+            ) from None
         yield self._hello()
         self._handshaking = False
         self.tlsUsed = True
@@ -953,14 +958,23 @@ class _SMTPClientProtocol(LineReceiver):
             return False
         if needsUTF8(envelope.sender) and not utf8:
             for r in tx.recipients:
-                tx.settle(r, FAILED, 553, "5.6.7", "non-ASCII sender and the server lacks SMTPUTF8", False)
+                tx.settle(
+                    r, FAILED, 553, "5.6.7", "non-ASCII sender and the server lacks SMTPUTF8", False
+                )
             tx.failureStage = "MAIL"
             return False
         for r in tx.recipients:
             if not _validAddress(r, allowEmpty=False):
                 tx.settle(r, FAILED, 553, "5.1.3", "invalid recipient address syntax", False)
             elif needsUTF8(r) and not utf8:
-                tx.settle(r, FAILED, 553, "5.6.7", "non-ASCII recipient and the server lacks SMTPUTF8", False)
+                tx.settle(
+                    r,
+                    FAILED,
+                    553,
+                    "5.6.7",
+                    "non-ASCII recipient and the server lacks SMTPUTF8",
+                    False,
+                )
         candidates = tx.unsettled()
         if not candidates:
             tx.failureStage = "RCPT"
@@ -971,9 +985,13 @@ class _SMTPClientProtocol(LineReceiver):
         if maxSize and size > maxSize:
             for r in candidates:
                 tx.settle(
-                    r, FAILED, 552, "5.3.4",
+                    r,
+                    FAILED,
+                    552,
+                    "5.3.4",
                     f"message size {size} exceeds the fixed maximum message size "
-                    f"{maxSize} of {self._host}", False,
+                    f"{maxSize} of {self._host}",
+                    False,
                 )
             tx.failureStage = "MAIL"
             return False
@@ -991,7 +1009,7 @@ class _SMTPClientProtocol(LineReceiver):
         rcpts = [(f"RCPT TO:<{r}>", "RCPT") for r in candidates]
         # With PIPELINING (RFC 2920 section 3.1) MAIL, RCPT... and DATA go
         # out at once; otherwise each command waits for the previous reply.
-        group: List[Tuple[str, Deferred]] = []
+        group: list[tuple[str, Deferred]] = []
         if "PIPELINING" in self.extensions:
             group = self._commands([(mail, "MAIL")] + rcpts + [("DATA", "DATA")], encoding)
 
@@ -1053,9 +1071,12 @@ class _SMTPClientProtocol(LineReceiver):
             body.stop()
             if reply.code // 100 not in (4, 5):
                 raise _SessionFailure(
-                    "end of data", 421, "4.5.0",
+                    "end of data",
+                    421,
+                    "4.5.0",
                     f"protocol error: reply {reply} before the end of the message",
-                    False, abort=True,
+                    False,
+                    abort=True,
                 )
             tx.settleReply(accepted, reply, "end of data")
             raise _SessionFailure.fromReply(
@@ -1068,7 +1089,7 @@ class _SMTPClientProtocol(LineReceiver):
         return False
 
     @inlineCallbacks
-    def _skipReplies(self, group: List[Tuple[str, Deferred]]) -> Generator[Deferred, object, bool]:
+    def _skipReplies(self, group: list[tuple[str, Deferred]]) -> Generator[Deferred, object, bool]:
         """
         Read the replies left in a pipelined group once the transaction has
         failed, ignoring them.  A C{354} to DATA gets a lone dot (RFC 2920
@@ -1113,10 +1134,10 @@ class _QuietOneShotFactory(Factory):
 
     noisy = False
 
-    def __init__(self, protocol: "_SMTPClientProtocol") -> None:
+    def __init__(self, protocol: _SMTPClientProtocol) -> None:
         self._protocol = protocol
 
-    def buildProtocol(self, addr: object) -> "_SMTPClientProtocol":
+    def buildProtocol(self, addr: object) -> _SMTPClientProtocol:
         return self._protocol
 
 
@@ -1143,7 +1164,7 @@ class _Attempt:
         self._address = address
         self._port = port
         self._connectTimeout = connectTimeout
-        self._connecting: Optional[Deferred] = None
+        self._connecting: Deferred | None = None
         self._timer = None
         self._timedOut = False
         self._cancelled = False
@@ -1253,7 +1274,14 @@ def deliverMany(
     ]
     connectTimeout = TIMEOUTS["connect"] * timeoutScale
     protocol = _SMTPClientProtocol(
-        reactor, host, address, port, heloName, envelopes, tlsPolicy, timeoutScale,
+        reactor,
+        host,
+        address,
+        port,
+        heloName,
+        envelopes,
+        tlsPolicy,
+        timeoutScale,
         contextFactoryFor,
     )
     # The endpoint's own timeout is a backstop; ours is on the reactor's clock.
@@ -1286,8 +1314,14 @@ def deliver(
     See L{deliverMany} for the other parameters.
     """
     d = deliverMany(
-        reactor, host, address, port, heloName,
+        reactor,
+        host,
+        address,
+        port,
+        heloName,
         [Envelope(sender, tuple(recipients), message)],
-        tlsPolicy, timeoutScale, contextFactoryFor,
+        tlsPolicy,
+        timeoutScale,
+        contextFactoryFor,
     )
     return d.addCallback(lambda results: results[0])

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import List, Optional, Sequence
 
 __all__ = [
     "DSN_ENVELOPE_SENDER",
@@ -59,13 +59,13 @@ class RecipientFailure:
     recipient: str
     status: str
     reason: str
-    diagnosticCode: Optional[str] = None
-    remoteMTA: Optional[str] = None
+    diagnosticCode: str | None = None
+    remoteMTA: str | None = None
     action: str = "failed"
-    lastAttempt: Optional[float] = None
+    lastAttempt: float | None = None
 
 
-def shouldBounce(sender: Optional[str]) -> bool:
+def shouldBounce(sender: str | None) -> bool:
     """
     Whether a message from C{sender} gets a DSN when delivery fails.
 
@@ -84,7 +84,7 @@ def shouldBounce(sender: Optional[str]) -> bool:
 
 
 def _date(when: float) -> str:
-    return format_datetime(datetime.fromtimestamp(when, timezone.utc))
+    return format_datetime(datetime.fromtimestamp(when, UTC))
 
 
 def _field(value: str) -> str:
@@ -122,7 +122,7 @@ def _headerBlock(message: bytes) -> bytes:
     return b"".join(line + b"\r\n" for line in re.split(rb"\r\n|\r|\n", block))
 
 
-def _messageId(headers: bytes) -> Optional[str]:
+def _messageId(headers: bytes) -> str | None:
     match = re.search(rb"(?im)^message-id:[ \t]*(<[^>\r\n]+>)", headers)
     if match is None:
         return None
@@ -142,9 +142,7 @@ def _status(failure: RecipientFailure) -> str:
     return failure.status
 
 
-def _humanPart(
-    reportingMTA: str, failures: Sequence[RecipientFailure], queueId: Optional[str]
-) -> str:
+def _humanPart(reportingMTA: str, failures: Sequence[RecipientFailure], queueId: str | None) -> str:
     failed = [f for f in failures if f.action == "failed"]
     delayed = [f for f in failures if f.action == "delayed"]
     lines = [f"This is the mail system at host {reportingMTA}.", ""]
@@ -174,7 +172,7 @@ def _statusPart(
     reportingMTA: str,
     failures: Sequence[RecipientFailure],
     arrivalDate: float,
-    queueId: Optional[str],
+    queueId: str | None,
 ) -> str:
     fields = [f"Reporting-MTA: dns; {_field(reportingMTA)}"]
     if queueId:
@@ -205,8 +203,8 @@ def buildDSN(
     originalMessage: bytes,
     arrivalDate: float,
     now: float,
-    queueId: Optional[str] = None,
-    messageId: Optional[str] = None,
+    queueId: str | None = None,
+    messageId: str | None = None,
 ) -> bytes:
     """
     Build the DSN for some recipients of one message.
@@ -249,9 +247,7 @@ def buildDSN(
 
     failed = any(f.action == "failed" for f in failures)
     subject = (
-        "Undelivered Mail Returned to Sender"
-        if failed
-        else "Delayed Mail (still being retried)"
+        "Undelivered Mail Returned to Sender" if failed else "Delayed Mail (still being retried)"
     )
     top = [
         f"From: Mail Delivery System <MAILER-DAEMON@{host}>",
@@ -270,7 +266,7 @@ def buildDSN(
         f'\tboundary="{boundary}"',
         "Content-Transfer-Encoding: 8bit" if _is8bit(headers) else "",
     ]
-    parts: List[bytes] = [
+    parts: list[bytes] = [
         "\r\n".join(line for line in top if line).encode("utf-8") + b"\r\n\r\n",
         b"This is a MIME-encapsulated message.\r\n\r\n",
         delimiter + b"\r\n",

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Iterable
 from itertools import groupby
-from typing import Iterable, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
@@ -133,7 +134,7 @@ def normalizeDomain(domain: str) -> str:
     return text
 
 
-def _addressLiteral(domain: str) -> Optional[str]:
+def _addressLiteral(domain: str) -> str | None:
     """
     The address of an RFC 5321 address literal (C{[192.0.2.1]},
     C{[IPv6:2001:db8::1]}), or L{None} if C{domain} is not one.
@@ -151,7 +152,7 @@ def _addressLiteral(domain: str) -> Optional[str]:
         raise PermanentDNSError(domain, "not a valid address literal") from None
 
 
-def _ipAddress(hostname: str) -> Optional[str]:
+def _ipAddress(hostname: str) -> str | None:
     try:
         return str(ipaddress.ip_address(hostname.strip("[]")))
     except ValueError:
@@ -163,7 +164,7 @@ def _hostAddresses(resolver: IDNSResolver, hostname: str) -> defer.Deferred:
     if address is not None:
         return defer.succeed([address])
 
-    def nonEmpty(addresses: List[str]) -> List[str]:
+    def nonEmpty(addresses: list[str]) -> list[str]:
         if not addresses:
             raise NoMailHostError(hostname, "host has no A or AAAA record")
         return addresses
@@ -188,7 +189,7 @@ class MXResolver:
     def __init__(
         self,
         resolver: IDNSResolver,
-        randomSource: Optional[random.Random] = None,
+        randomSource: random.Random | None = None,
         port: int = 25,
         localHostnames: Iterable[str] = (),
     ) -> None:
@@ -231,7 +232,7 @@ class MXResolver:
         d.addCallback(self._gotMX, name)
         return d
 
-    def _gotMX(self, records: List[Tuple[int, str]], domain: str) -> object:
+    def _gotMX(self, records: list[tuple[int, str]], domain: str) -> object:
         if not records:
             return self._implicitMX(domain)
         hosts = [(pref, host) for pref, host in records if host != "."]
@@ -247,7 +248,7 @@ class MXResolver:
             ordered = [(h, p) for h, p in ordered if p < min(localPrefs)]
             if not ordered:
                 raise MailLoopError(domain, "best MX host is this server (mail loop)")
-        result: List[MailExchange] = []
+        result: list[MailExchange] = []
         for pref, group in groupby(ordered, key=lambda item: item[1]):
             names = [host for host, _ in group]
             self._random.shuffle(names)
@@ -255,7 +256,7 @@ class MXResolver:
         return result
 
     def _implicitMX(self, domain: str) -> defer.Deferred:
-        def gotAddresses(addresses: List[str]) -> List[MailExchange]:
+        def gotAddresses(addresses: list[str]) -> list[MailExchange]:
             if not addresses:
                 raise NoMailHostError(domain, "domain has no MX and no A or AAAA record")
             return [MailExchange(domain, 0)]
@@ -312,7 +313,7 @@ class SmarthostResolver:
 def destinationResolverFromSettings(
     settings: object,
     resolver: IDNSResolver,
-    randomSource: Optional[random.Random] = None,
+    randomSource: random.Random | None = None,
 ) -> IDestinationResolver:
     """
     The L{IDestinationResolver} for a server: a L{SmarthostResolver} when

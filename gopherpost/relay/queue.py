@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import (
@@ -40,11 +41,25 @@ from zope.interface import implementer
 from gopherpost.config import Settings
 from gopherpost.dns import PermanentDNSError, TemporaryDNSError
 from gopherpost.interfaces import IAuditLog, IRelayQueue
-from gopherpost.relay import client as _client, dsn
-from gopherpost.relay.state import DELIVERED, FAILED, PENDING, MessageState, RecipientState, StateStore
+from gopherpost.relay import client as _client
+from gopherpost.relay import dsn
+from gopherpost.relay.state import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    MessageState,
+    RecipientState,
+    StateStore,
+)
 from gopherpost.spool import Envelope, Spool
 
-__all__ = ["RelayQueue", "retryDelay", "makeRelayService", "BATCH_SIZE", "MAX_CONNECTIONS_PER_ATTEMPT"]
+__all__ = [
+    "RelayQueue",
+    "retryDelay",
+    "makeRelayService",
+    "BATCH_SIZE",
+    "MAX_CONNECTIONS_PER_ATTEMPT",
+]
 
 _log = Logger()
 
@@ -77,11 +92,11 @@ class _Work:
     One message's recipients for one destination in one attempt.
     """
 
-    def __init__(self, state: MessageState, recipients: List[RecipientState]) -> None:
+    def __init__(self, state: MessageState, recipients: list[RecipientState]) -> None:
         self.state = state
         self.recipients = recipients
         self.content = b""
-        self.remaining: Dict[str, RecipientState] = {r.address: r for r in recipients}
+        self.remaining: dict[str, RecipientState] = {r.address: r for r in recipients}
         self.lastError = ""
         self.lastHost = ""
 
@@ -115,9 +130,9 @@ class RelayQueue(Service):
         reactor: Any,
         signer: Any = None,
         deliverMany: Callable[..., Deferred] = _client.deliverMany,
-        randomSource: Optional[random.Random] = None,
-        runInThread: Optional[Callable[..., Deferred]] = None,
-        contextFactoryFor: Optional[Callable[..., Any]] = None,
+        randomSource: random.Random | None = None,
+        runInThread: Callable[..., Deferred] | None = None,
+        contextFactoryFor: Callable[..., Any] | None = None,
     ) -> None:
         self._settings = settings
         self._spool = spool
@@ -135,22 +150,22 @@ class RelayQueue(Service):
         self._runInThread = runInThread
         self._contextFactoryFor = contextFactoryFor
         self._store = StateStore(spool.path)
-        self._messages: Dict[str, MessageState] = {}
-        self._timers: Dict[str, Any] = {}
+        self._messages: dict[str, MessageState] = {}
+        self._timers: dict[str, Any] = {}
         #: destination key -> queue id -> recipients due now
-        self._due: Dict[str, "OrderedDict[str, List[RecipientState]]"] = {}
-        self._domains: Dict[str, str] = {}
-        self._inFlight: Set[Tuple[str, str]] = set()
+        self._due: dict[str, OrderedDict[str, list[RecipientState]]] = {}
+        self._domains: dict[str, str] = {}
+        self._inFlight: set[tuple[str, str]] = set()
         self._active = 0
         self._activePerDestination: Counter = Counter()
-        self._tasks: Set[Deferred] = set()
+        self._tasks: set[Deferred] = set()
         self._stopping = False
         self._pumpCall: Any = None
         #: queue id -> (date directory, envelope if known) of messages
         #: spooled but not yet taken on
-        self._arriving: Dict[str, Tuple[str, Optional[Envelope]]] = {}
+        self._arriving: dict[str, tuple[str, Envelope | None]] = {}
         #: queue ids of messages being read
-        self._reading: Set[str] = set()
+        self._reading: set[str] = set()
         self._arrivalCall: Any = None
 
     # Service
@@ -203,7 +218,7 @@ class RelayQueue(Service):
     # IRelayQueue
 
     def messageSpooled(
-        self, queueId: str, dateDirectory: str, envelope: Optional[Envelope] = None
+        self, queueId: str, dateDirectory: str, envelope: Envelope | None = None
     ) -> None:
         """
         Take on a newly spooled message: sign it once and schedule it now.
@@ -230,8 +245,8 @@ class RelayQueue(Service):
         self._reading.update(queueId for queueId, _ in arrivals)
         now = self._reactor.seconds()
 
-        def prepare() -> List[Tuple[str, object]]:
-            prepared: List[Tuple[str, object]] = []
+        def prepare() -> list[tuple[str, object]]:
+            prepared: list[tuple[str, object]] = []
             for queueId, (dateDirectory, envelope) in arrivals:
                 try:
                     if envelope is None:
@@ -250,7 +265,7 @@ class RelayQueue(Service):
                 prepared.append((queueId, state))
             return prepared
 
-        def registered(prepared: List[Tuple[str, object]]) -> None:
+        def registered(prepared: list[tuple[str, object]]) -> None:
             for queueId, outcome in prepared:
                 self._reading.discard(queueId)
                 if isinstance(outcome, Failure):
@@ -265,7 +280,9 @@ class RelayQueue(Service):
             for queueId, _ in arrivals:
                 self._reading.discard(queueId)
             if not failure.check(CancelledError):
-                _log.failure("Could not queue {count} messages for relay", failure, count=len(arrivals))
+                _log.failure(
+                    "Could not queue {count} messages for relay", failure, count=len(arrivals)
+                )
 
         # Reading a few small envelopes costs less than a thread hop; DKIM
         # signing (an RSA signature over each message) goes to the pool.
@@ -314,11 +331,7 @@ class RelayQueue(Service):
         timer = self._timers.pop(state.queueId, None)
         if timer is not None and timer.active():
             timer.cancel()
-        waiting = [
-            r
-            for r in state.pending
-            if (state.queueId, r.address) not in self._inFlight
-        ]
+        waiting = [r for r in state.pending if (state.queueId, r.address) not in self._inFlight]
         if not waiting or self._stopping:
             return
         delay = max(0.0, min(r.nextAttempt for r in waiting) - self._reactor.seconds())
@@ -376,7 +389,7 @@ class RelayQueue(Service):
             if not due:
                 self._due.pop(key, None)
 
-    def _batchFailed(self, failure: Any, batch: List[_Work]) -> None:
+    def _batchFailed(self, failure: Any, batch: list[_Work]) -> None:
         """
         Something unexpected went wrong (a spool file gone, a bug): log it
         and back off like a temporary failure, never retry in a loop.
@@ -394,7 +407,7 @@ class RelayQueue(Service):
                         self._random,
                     )
 
-    def _batchFinished(self, result: object, key: str, batch: List[_Work]) -> None:
+    def _batchFinished(self, result: object, key: str, batch: list[_Work]) -> None:
         self._active -= 1
         self._activePerDestination[key] -= 1
         if self._activePerDestination[key] <= 0:
@@ -412,7 +425,7 @@ class RelayQueue(Service):
     # Delivery
 
     @inlineCallbacks
-    def _deliverBatch(self, domain: str, batch: List[_Work]):
+    def _deliverBatch(self, domain: str, batch: list[_Work]):
         settings = self._settings
         paths = []
         for work in batch:
@@ -420,7 +433,9 @@ class RelayQueue(Service):
                 recipient.attempts += 1
             state = work.state
             paths.append(
-                self._spool.contentPath(state.dateDirectory, state.queueId, state.recipients[0].token)
+                self._spool.contentPath(
+                    state.dateDirectory, state.queueId, state.recipients[0].token
+                )
             )
         contents = _readSmall(paths, INLINE_READ_BUDGET)
         large = [path for path, content in zip(paths, contents) if content is None]
@@ -484,14 +499,14 @@ class RelayQueue(Service):
         yield self._finish(batch)
 
     @staticmethod
-    def _remaining(batch: List[_Work]) -> bool:
+    def _remaining(batch: list[_Work]) -> bool:
         return any(w.remaining for w in batch)
 
     def _record(self, work: _Work, host: str, result: Any) -> None:
         """
         Apply one host's per-recipient outcomes to C{work}.
         """
-        sent: List[str] = []
+        sent: list[str] = []
         for outcome in result.outcomes:
             recipient = work.remaining.get(outcome.recipient)
             if recipient is None:
@@ -527,11 +542,9 @@ class RelayQueue(Service):
         recipient.lastHost = host
         work.remaining.pop(recipient.address, None)
         if status == FAILED:
-            self._audit.emit(
-                "delivery.failure", queueId=work.state.queueId, mx=host, reply=reply
-            )
+            self._audit.emit("delivery.failure", queueId=work.state.queueId, mx=host, reply=reply)
 
-    def _finish(self, batch: List[_Work]) -> Deferred:
+    def _finish(self, batch: list[_Work]) -> Deferred:
         """
         Defer or expire what is left, save every state, send bounces.
         """
@@ -565,9 +578,7 @@ class RelayQueue(Service):
                     reply=error,
                 )
             newlyFailed = [
-                r
-                for r in work.recipients
-                if r.status == FAILED and r.address not in failedBefore
+                r for r in work.recipients if r.status == FAILED and r.address not in failedBefore
             ]
             if newlyFailed and dsn.shouldBounce(work.state.sender):
                 bounces.append((work.state, work.content, newlyFailed))
@@ -580,7 +591,9 @@ class RelayQueue(Service):
     def _saveAll(self, states: Sequence[MessageState]) -> None:
         self._store.saveAll(states)
 
-    def _bounce(self, state: MessageState, content: bytes, failures: List[RecipientState]) -> Deferred:
+    def _bounce(
+        self, state: MessageState, content: bytes, failures: list[RecipientState]
+    ) -> Deferred:
         """
         Tell the sender about final failures with an RFC 3464 report.
         """
@@ -616,16 +629,20 @@ class RelayQueue(Service):
                 self.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
 
         d.addCallback(stored)
-        d.addErrback(lambda f: _log.failure("Could not store a bounce for {queueId}", f, queueId=state.queueId))
+        d.addErrback(
+            lambda f: _log.failure(
+                "Could not store a bounce for {queueId}", f, queueId=state.queueId
+            )
+        )
         return d
 
 
-def _readSmall(paths: Sequence[str], budget: int) -> List[Optional[bytes]]:
+def _readSmall(paths: Sequence[str], budget: int) -> list[bytes | None]:
     """
     Read spool files now, on the reactor thread, while their sizes add up
     to at most C{budget} bytes; L{None} for each file left to L{_readAll}.
     """
-    contents: List[Optional[bytes]] = []
+    contents: list[bytes | None] = []
     for path in paths:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -637,7 +654,7 @@ def _readSmall(paths: Sequence[str], budget: int) -> List[Optional[bytes]]:
     return contents
 
 
-def _readAll(paths: Sequence[str]) -> List[bytes]:
+def _readAll(paths: Sequence[str]) -> list[bytes]:
     """
     Read several spool files (in a thread).
     """
@@ -648,7 +665,7 @@ def _readAll(paths: Sequence[str]) -> List[bytes]:
     return contents
 
 
-def _diagnosticOf(error: str) -> Optional[str]:
+def _diagnosticOf(error: str) -> str | None:
     """
     C{error} when it is a remote SMTP reply (starts with a reply code),
     else L{None}.

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import List, Optional, Sequence
 
 from twisted.logger import Logger
 
@@ -72,11 +72,11 @@ class MessageState:
     dateDirectory: str
     received: float
     sender: str
-    recipients: List[RecipientState] = field(default_factory=list)
+    recipients: list[RecipientState] = field(default_factory=list)
     dkimHeader: str = ""
 
     @classmethod
-    def forEnvelope(cls, envelope: Envelope, now: float) -> "MessageState":
+    def forEnvelope(cls, envelope: Envelope, now: float) -> MessageState:
         """
         A fresh state: every non-local recipient pending, due at C{now}.
         """
@@ -92,7 +92,7 @@ class MessageState:
         )
 
     @property
-    def pending(self) -> List[RecipientState]:
+    def pending(self) -> list[RecipientState]:
         """
         Recipients still to be delivered.
         """
@@ -117,7 +117,7 @@ class MessageState:
         return json.dumps(data, sort_keys=True).encode("utf-8")
 
     @classmethod
-    def fromJSON(cls, raw: bytes) -> "MessageState":
+    def fromJSON(cls, raw: bytes) -> MessageState:
         """
         Parse what L{toJSON} wrote.
         """
@@ -148,7 +148,7 @@ class StateStore:
         """
         return os.path.exists(self._base(dateDirectory, queueId) + ".relayed")
 
-    def load(self, dateDirectory: str, queueId: str) -> Optional[MessageState]:
+    def load(self, dateDirectory: str, queueId: str) -> MessageState | None:
         """
         The saved state, or L{None} if there is none yet (or only one a
         crash left unreadable).

@@ -15,8 +15,6 @@ Build it with L{makeWebResource} and serve it with L{makeWebService}.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from twisted.internet.interfaces import IHostnameResolver, IReactorTCP
 from twisted.web.resource import IResource
 
@@ -57,9 +55,7 @@ def makeWebResource(
     @return: the root resource.
     """
     root = RootResource()
-    root.putChild(
-        b"healthz", HealthResource(readiness, audit if settings.debug else None)
-    )
+    root.putChild(b"healthz", HealthResource(readiness, audit if settings.debug else None))
     root.putChild(b"metrics", MetricsResource(metrics))
     return root
 
@@ -68,8 +64,8 @@ def makeWebService(
     settings: Settings,
     reactor: IReactorTCP,
     resource: IResource,
-    nameResolver: Optional[IHostnameResolver] = None,
-) -> Optional[WebService]:
+    nameResolver: IHostnameResolver | None = None,
+) -> WebService | None:
     """
     Build the service that serves C{resource} on C{SMTP_HEALTH_ADDR}.
 

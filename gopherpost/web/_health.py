@@ -5,7 +5,7 @@ C{/healthz}: readiness, and with debugging on, a live audit stream.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Set, Tuple
+from collections.abc import Callable
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -20,7 +20,7 @@ __all__ = ["HealthResource", "Readiness"]
 _log = Logger()
 
 #: Returns C{(ready, reason)}; the reason is shown when not ready.
-Readiness = Callable[[], Tuple[bool, str]]
+Readiness = Callable[[], tuple[bool, str]]
 
 
 class _AuditStream:
@@ -35,7 +35,7 @@ class _AuditStream:
         request: Request,
         audit: IAuditLog,
         maxBuffered: int,
-        streams: Set["_AuditStream"],
+        streams: set[_AuditStream],
     ) -> None:
         self._request = request
         self._streams = streams
@@ -91,7 +91,7 @@ class HealthResource(Resource):
     def __init__(
         self,
         readiness: Readiness,
-        audit: Optional[IAuditLog] = None,
+        audit: IAuditLog | None = None,
         maxStreams: int = 16,
         maxBuffered: int = DEFAULT_MAX_BUFFERED,
     ) -> None:
@@ -109,7 +109,7 @@ class HealthResource(Resource):
         self._audit = audit
         self._maxStreams = maxStreams
         self._maxBuffered = maxBuffered
-        self._streams: Set[_AuditStream] = set()
+        self._streams: set[_AuditStream] = set()
         self._notFound = PlainTextPage(404, "404 Not Found")
 
     @property
@@ -132,7 +132,7 @@ class HealthResource(Resource):
         """
         return self._notFound
 
-    def _check(self, request: Request) -> Tuple[bool, str]:
+    def _check(self, request: Request) -> tuple[bool, str]:
         plainText(request)
         noCache(request)
         try:

@@ -7,7 +7,6 @@ the client asks for them.
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
@@ -20,7 +19,7 @@ __all__ = ["MetricsResource", "wantsPrometheus"]
 _PROMETHEUS_TYPES = ("text/plain", "application/openmetrics-text")
 
 
-def wantsPrometheus(accept: Optional[str]) -> bool:
+def wantsPrometheus(accept: str | None) -> bool:
     """
     Whether an C{Accept} header prefers a Prometheus format to JSON.
 
@@ -86,6 +85,4 @@ class MetricsResource(Resource):
             request.setHeader(b"Content-Type", contentType.encode("ascii"))
             return body
         request.setHeader(b"Content-Type", b"application/json")
-        return (
-            json.dumps(self._metrics.asJSON(), indent=2, sort_keys=True) + "\n"
-        ).encode("utf-8")
+        return (json.dumps(self._metrics.asJSON(), indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -9,7 +9,7 @@ as one warning and the service simply serves nothing.
 from __future__ import annotations
 
 import ipaddress
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from twisted.application.service import Service
 from twisted.internet.defer import (
@@ -83,7 +83,7 @@ class _TrackingFactory(WrappingFactory):
 
     def __init__(self, wrappedFactory: Site) -> None:
         super().__init__(wrappedFactory)
-        self._idle: List[Deferred] = []
+        self._idle: list[Deferred] = []
 
     def unregisterProtocol(self, p: object) -> None:
         super().unregisterProtocol(p)
@@ -110,7 +110,7 @@ class _TrackingFactory(WrappingFactory):
 @implementer(IResolutionReceiver)
 class _Addresses:
     def __init__(self) -> None:
-        self.hosts: List[str] = []
+        self.hosts: list[str] = []
         self.done: Deferred = Deferred()
 
     def resolutionBegan(self, resolution: object) -> None:
@@ -151,7 +151,7 @@ class WebService(Service):
         host: str,
         port: int,
         site: Site,
-        nameResolver: Optional[IHostnameResolver] = None,
+        nameResolver: IHostnameResolver | None = None,
     ) -> None:
         """
         @param reactor: the reactor to listen with.
@@ -165,9 +165,9 @@ class WebService(Service):
         self._port = port
         self._factory = _TrackingFactory(site)
         self._nameResolver = nameResolver
-        self._starting: Optional[Deferred] = None
+        self._starting: Deferred | None = None
         self._stopped = False
-        self.ports: List[IListeningPort] = []
+        self.ports: list[IListeningPort] = []
         self._log = Logger(namespace="gopherpost.web")
 
     @property
@@ -224,7 +224,7 @@ class WebService(Service):
         if not hosts:
             raise RuntimeError(f"{self._host} has no address")
         port = self._port
-        errors: List[Tuple[str, str]] = []
+        errors: list[tuple[str, str]] = []
         for host in hosts:
             if self._stopped:
                 return
@@ -259,9 +259,7 @@ class WebService(Service):
                 errors="; ".join(f"{a}: {e}" for a, e in errors),
             )
         else:
-            self._log.info(
-                "Health and metrics HTTP server listening on {bound}", bound=bound
-            )
+            self._log.info("Health and metrics HTTP server listening on {bound}", bound=bound)
 
     def _startFailed(self, failure: Failure) -> None:
         if failure.check(CancelledError):

@@ -19,14 +19,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 
 __all__ = [
@@ -38,13 +37,13 @@ __all__ = [
     "makeTestPKI",
 ]
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _ONE_DAY = datetime.timedelta(days=1)
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
 
 
 def generateKey(keyType: str = "ec") -> PrivateKey:
@@ -145,7 +144,7 @@ class CertificateAuthority:
         directory: str,
         commonName: str = "GopherPost Test Root CA",
         keyType: str = "ec",
-        issuer: Optional["CertificateAuthority"] = None,
+        issuer: CertificateAuthority | None = None,
     ) -> None:
         """
         @param directory: where the files are written (created if missing).
@@ -189,21 +188,19 @@ class CertificateAuthority:
                 critical=False,
             )
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    signingKey.public_key()
-                ),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signingKey.public_key()),
                 critical=False,
             )
         )
         self.certificate = builder.sign(signingKey, hashes.SHA256())
         self.chain = b"" if issuer is None else _certPEM(self.certificate) + issuer.chain
         base = commonName.replace(" ", "-").lower()
-        self.certPath = _write(
-            os.path.join(directory, base + ".pem"), _certPEM(self.certificate)
-        )
+        self.certPath = _write(os.path.join(directory, base + ".pem"), _certPEM(self.certificate))
         self._serial = 0
 
-    def intermediate(self, commonName: str = "GopherPost Test Intermediate CA") -> "CertificateAuthority":
+    def intermediate(
+        self, commonName: str = "GopherPost Test Intermediate CA"
+    ) -> CertificateAuthority:
         """
         Make a CA signed by this one.  Leaves it issues carry it in their
         chain file.
@@ -213,10 +210,10 @@ class CertificateAuthority:
     def issue(
         self,
         names: Sequence[str],
-        basename: Optional[str] = None,
+        basename: str | None = None,
         keyType: str = "ec",
-        notBefore: Optional[datetime.datetime] = None,
-        notAfter: Optional[datetime.datetime] = None,
+        notBefore: datetime.datetime | None = None,
+        notAfter: datetime.datetime | None = None,
     ) -> CertificateFiles:
         """
         Issue a server certificate.
@@ -242,9 +239,7 @@ class CertificateAuthority:
             .not_valid_after(notAfter or now + 365 * _ONE_DAY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_subjectAlternativeNames(names), critical=False)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
             )

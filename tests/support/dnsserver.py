@@ -24,7 +24,7 @@ answers NOERROR with an empty answer section (dnspython's C{NoAnswer}).
 from __future__ import annotations
 
 import ipaddress
-from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
+from collections.abc import Sequence
 
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
@@ -46,12 +46,10 @@ DEFAULT_ZONES = ("test", "in-addr.arpa", "ip6.arpa")
 
 _TTL = 60
 
-Record = Union[
-    dns.Record_A, dns.Record_AAAA, dns.Record_MX, dns.Record_PTR, dns.Record_TXT
-]
+Record = dns.Record_A | dns.Record_AAAA | dns.Record_MX | dns.Record_PTR | dns.Record_TXT
 
 
-def _key(name: Union[str, bytes]) -> bytes:
+def _key(name: str | bytes) -> bytes:
     """
     Normalise a domain name: bytes, lower case, no trailing dot.
     """
@@ -60,7 +58,7 @@ def _key(name: Union[str, bytes]) -> bytes:
     return name.rstrip(b".").lower()
 
 
-def splitTXT(text: Union[str, bytes]) -> List[bytes]:
+def splitTXT(text: str | bytes) -> list[bytes]:
     """
     Split a TXT value into the 255-octet character-strings DNS allows.
 
@@ -79,9 +77,7 @@ class _ServerFailure(Exception):
     """
 
 
-def _addSwitch(
-    switches: Dict[bytes, Optional[Set[int]]], key: bytes, rdtype: Optional[str]
-) -> None:
+def _addSwitch(switches: dict[bytes, set[int] | None], key: bytes, rdtype: str | None) -> None:
     if rdtype is None:
         switches[key] = None
         return
@@ -90,7 +86,7 @@ def _addSwitch(
         types.add(getattr(dns, rdtype.upper()))
 
 
-def _switched(switches: Dict[bytes, Optional[Set[int]]], key: bytes, type: int) -> bool:
+def _switched(switches: dict[bytes, set[int] | None], key: bytes, type: int) -> bool:
     if key not in switches:
         return False
     types = switches[key]
@@ -106,13 +102,13 @@ class TestAuthority(common.ResolverBase):
 
     def __init__(self, zones: Sequence[str] = DEFAULT_ZONES) -> None:
         common.ResolverBase.__init__(self)
-        self.zones: Tuple[bytes, ...] = tuple(_key(z) for z in zones)
-        self._records: Dict[bytes, List[Record]] = {}
-        self._servfail: Dict[bytes, Optional[Set[int]]] = {}
-        self._silent: Dict[bytes, Optional[Set[int]]] = {}
-        self.queries: List[Tuple[bytes, int]] = []
+        self.zones: tuple[bytes, ...] = tuple(_key(z) for z in zones)
+        self._records: dict[bytes, list[Record]] = {}
+        self._servfail: dict[bytes, set[int] | None] = {}
+        self._silent: dict[bytes, set[int] | None] = {}
+        self.queries: list[tuple[bytes, int]] = []
 
-    def addRecord(self, name: Union[str, bytes], record: Record) -> None:
+    def addRecord(self, name: str | bytes, record: Record) -> None:
         """
         Add one record under C{name}, which must lie in one of the zones.
         """
@@ -122,7 +118,7 @@ class TestAuthority(common.ResolverBase):
         record.ttl = _TTL
         self._records.setdefault(key, []).append(record)
 
-    def removeName(self, name: Union[str, bytes]) -> None:
+    def removeName(self, name: str | bytes) -> None:
         """
         Forget every record of C{name} and any failure switch for it.
         """
@@ -131,9 +127,7 @@ class TestAuthority(common.ResolverBase):
         self._servfail.pop(key, None)
         self._silent.pop(key, None)
 
-    def failWithServFail(
-        self, name: Union[str, bytes], rdtype: Optional[str] = None
-    ) -> None:
+    def failWithServFail(self, name: str | bytes, rdtype: str | None = None) -> None:
         """
         Make queries for C{name} answer SERVFAIL.
 
@@ -142,7 +136,7 @@ class TestAuthority(common.ResolverBase):
         """
         _addSwitch(self._servfail, _key(name), rdtype)
 
-    def dropQueries(self, name: Union[str, bytes], rdtype: Optional[str] = None) -> None:
+    def dropQueries(self, name: str | bytes, rdtype: str | None = None) -> None:
         """
         Never answer queries for C{name}, so that clients time out.
 
@@ -151,7 +145,7 @@ class TestAuthority(common.ResolverBase):
         """
         _addSwitch(self._silent, _key(name), rdtype)
 
-    def _zoneOf(self, key: bytes) -> Optional[bytes]:
+    def _zoneOf(self, key: bytes) -> bytes | None:
         for zone in self.zones:
             if key == zone or key.endswith(b"." + zone):
                 return zone
@@ -191,9 +185,7 @@ class TestAuthority(common.ResolverBase):
         if not self._exists(key):
             return defer.fail(AuthoritativeDomainError(name))
         answers = [
-            dns.RRHeader(
-                name=name, type=record.TYPE, ttl=_TTL, auth=True, payload=record
-            )
+            dns.RRHeader(name=name, type=record.TYPE, ttl=_TTL, auth=True, payload=record)
             for record in self._records.get(key, [])
             if type in (record.TYPE, dns.ALL_RECORDS)
         ]
@@ -212,7 +204,7 @@ class _ServerFactory(server.DNSServerFactory):
     def __init__(self, authority: TestAuthority) -> None:
         server.DNSServerFactory.__init__(self, authorities=[authority])
         self._authority = authority
-        self._lostWaiters: List[defer.Deferred] = []
+        self._lostWaiters: list[defer.Deferred] = []
         self.tcpConnections = 0
 
     def buildProtocol(self, addr):
@@ -237,9 +229,7 @@ class _ServerFactory(server.DNSServerFactory):
                 response.auth = True
                 self.sendReply(protocol, response, address)
                 return
-        server.DNSServerFactory.gotResolverError(
-            self, failure, protocol, message, address
-        )
+        server.DNSServerFactory.gotResolverError(self, failure, protocol, message, address)
 
     def sendReply(self, protocol, message, address) -> None:
         if address is None:
@@ -284,9 +274,7 @@ class DNSTestServer:
 
     host = "127.0.0.1"
 
-    def __init__(
-        self, reactor: Optional[object] = None, zones: Sequence[str] = DEFAULT_ZONES
-    ) -> None:
+    def __init__(self, reactor: object | None = None, zones: Sequence[str] = DEFAULT_ZONES) -> None:
         """
         @param reactor: provides L{IReactorUDP} and L{IReactorTCP} (default:
             the global reactor, imported only when needed).
@@ -299,12 +287,12 @@ class DNSTestServer:
         self._reactor = reactor
         self.authority = TestAuthority(zones)
         self.factory = _ServerFactory(self.authority)
-        self.port: Optional[int] = None
+        self.port: int | None = None
         self._udp = None
         self._tcp = None
 
     @property
-    def address(self) -> Tuple[str, int]:
+    def address(self) -> tuple[str, int]:
         """
         C{(host, port)}, the shape of L{gopherpost.config.Settings.dnsServers}
         entries.
@@ -324,7 +312,7 @@ class DNSTestServer:
         """
         udpReactor: IReactorUDP = self._reactor  # type: ignore[assignment]
         tcpReactor: IReactorTCP = self._reactor  # type: ignore[assignment]
-        lastError: Optional[Exception] = None
+        lastError: Exception | None = None
         for _ in range(attempts):
             udp = udpReactor.listenUDP(
                 0, dns.DNSDatagramProtocol(self.factory), interface=self.host
@@ -368,9 +356,7 @@ class DNSTestServer:
         """
         Add an AAAA record.
         """
-        self.authority.addRecord(
-            name, dns.Record_AAAA(str(ipaddress.IPv6Address(address)))
-        )
+        self.authority.addRecord(name, dns.Record_AAAA(str(ipaddress.IPv6Address(address))))
 
     def addAddress(self, name: str, address: str) -> None:
         """
@@ -401,7 +387,7 @@ class DNSTestServer:
         reverse = ipaddress.ip_address(address).reverse_pointer
         self.authority.addRecord(reverse, dns.Record_PTR(_key(name)))
 
-    def addTXT(self, name: str, *strings: Union[str, bytes]) -> None:
+    def addTXT(self, name: str, *strings: str | bytes) -> None:
         """
         Add one TXT record.
 
@@ -415,14 +401,14 @@ class DNSTestServer:
             parts = [s.encode("ascii") if isinstance(s, str) else s for s in strings]
         self.authority.addRecord(name, dns.Record_TXT(*parts))
 
-    def failWithServFail(self, name: str, rdtype: Optional[str] = None) -> None:
+    def failWithServFail(self, name: str, rdtype: str | None = None) -> None:
         """
         Make queries for C{name} (of type C{rdtype}, default all) answer
         SERVFAIL.
         """
         self.authority.failWithServFail(name, rdtype)
 
-    def dropQueries(self, name: str, rdtype: Optional[str] = None) -> None:
+    def dropQueries(self, name: str, rdtype: str | None = None) -> None:
         """
         Never answer queries for C{name} (of type C{rdtype}, default all):
         clients time out.
@@ -437,7 +423,7 @@ class DNSTestServer:
 
 
 def startDNSServer(
-    testCase: object, reactor: Optional[object] = None, zones: Sequence[str] = DEFAULT_ZONES
+    testCase: object, reactor: object | None = None, zones: Sequence[str] = DEFAULT_ZONES
 ) -> DNSTestServer:
     """
     Start a L{DNSTestServer} for one trial test; it is stopped in cleanup.

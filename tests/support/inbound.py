@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.internet.address import IPv4Address, IPv6Address
 from zope.interface import implementer
 
 from gopherpost.config import Settings
@@ -42,7 +43,7 @@ class RecordingAudit:
     """
 
     def __init__(self) -> None:
-        self.events: List[Tuple[str, dict]] = []
+        self.events: list[tuple[str, dict]] = []
 
     def emit(self, event: str, **fields: object) -> None:
         self.events.append((event, fields))
@@ -50,7 +51,7 @@ class RecordingAudit:
     def subscribe(self, callback: object) -> Any:
         raise NotImplementedError()
 
-    def named(self, event: str) -> List[dict]:
+    def named(self, event: str) -> list[dict]:
         """
         The fields of every event called C{event}.
         """
@@ -66,7 +67,7 @@ class RecordingTransport(StringTransport):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.calls: List[Tuple[Any, ...]] = []
+        self.calls: list[tuple[Any, ...]] = []
 
     def write(self, data: bytes) -> None:
         self.calls.append(("write", data))
@@ -79,7 +80,7 @@ class RecordingTransport(StringTransport):
         self.calls.append(("loseConnection",))
         super().loseConnection()
 
-    def writes(self) -> List[bytes]:
+    def writes(self) -> list[bytes]:
         """
         The data of each write so far.
         """
@@ -125,7 +126,7 @@ class InboundHarness:
         self,
         testCase: Any,
         contextFactory: Any = None,
-        deliveryFactory: Optional[Callable[[str], Any]] = None,
+        deliveryFactory: Callable[[str], Any] | None = None,
         synchronousThreads: bool = True,
         **overrides: Any,
     ) -> None:
@@ -133,11 +134,11 @@ class InboundHarness:
         self.path = os.path.abspath(testCase.mktemp())
         self.settings = testSettings(self.path, **overrides)
         self.synchronousThreads = synchronousThreads
-        self.threadWork: List[Tuple[Deferred, Callable[..., Any], tuple]] = []
+        self.threadWork: list[tuple[Deferred, Callable[..., Any], tuple]] = []
         self.spool = Spool(self.path, self.clock, runInThread=self._runInThread)
         self.spool.open()
         self.audit = RecordingAudit()
-        self.relayed: List[Tuple[str, str]] = []
+        self.relayed: list[tuple[str, str]] = []
 
         def defaultDelivery(clientAddress: str) -> SpoolDelivery:
             return SpoolDelivery(self.settings, self.spool, clientAddress, self.audit, self)
@@ -150,7 +151,7 @@ class InboundHarness:
         self.factory = SMTPFactory(
             self.settings, self.portal, self.audit, self.clock, contextFactory
         )
-        self._sessions: List[Any] = []
+        self._sessions: list[Any] = []
         testCase.addCleanup(self._cleanUp)
 
     # IRelayQueue, so tests see what would be relayed.
@@ -172,9 +173,7 @@ class InboundHarness:
             d, f, args = self.threadWork.pop(0)
             maybeDeferred(f, *args).chainDeferred(d)
 
-    def connect(
-        self, host: str = "127.0.0.1", tls: bool = False
-    ) -> Tuple[Any, RecordingTransport]:
+    def connect(self, host: str = "127.0.0.1", tls: bool = False) -> tuple[Any, RecordingTransport]:
         """
         A new session from C{host}; returns C{(protocol, transport)}.
         """
@@ -189,11 +188,11 @@ class InboundHarness:
         return proto, transport
 
     def _cleanUp(self) -> None:
-        for proto, transport in self._sessions:
+        for proto, _transport in self._sessions:
             if proto._state != "CLOSED":
                 proto.connectionLost(None)
 
-    def storedFiles(self) -> List[str]:
+    def storedFiles(self) -> list[str]:
         """
         Every C{.eml} file in the spool, as paths relative to it.
         """
@@ -212,7 +211,7 @@ class InboundHarness:
             return f.read()
 
 
-def replies(transport: StringTransport) -> List[bytes]:
+def replies(transport: StringTransport) -> list[bytes]:
     """
     The reply lines written so far (and clear them).
     """

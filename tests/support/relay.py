@@ -6,7 +6,7 @@ L{Clock}, and a relay queue wired to a loopback DNS server.
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional
+from typing import Any
 
 from twisted.internet import reactor as globalReactor
 from twisted.internet.defer import Deferred
@@ -41,7 +41,7 @@ class SteppedReactor:
             return self._real.callLater(0, f, *args, **kw)
         return self.clock.callLater(delay, f, *args, **kw)
 
-    def getDelayedCalls(self) -> List[Any]:
+    def getDelayedCalls(self) -> list[Any]:
         return self.clock.getDelayedCalls()
 
     def __getattr__(self, name: str) -> Any:
@@ -77,14 +77,16 @@ class RelayHarness:
         self.clock.advance(1795000000)
         self.reactor = SteppedReactor(self.clock)
         self.path = os.path.abspath(testCase.mktemp())
-        options = dict(dnsServers=(dnsServer.address,), outboundPort=outboundPort, outboundTLS="may")
+        options = dict(
+            dnsServers=(dnsServer.address,), outboundPort=outboundPort, outboundTLS="may"
+        )
         options.update(overrides)
         self.settings = testSettings(self.path, **options)
         self.spool = Spool(self.path, self.reactor)
         self.spool.open()
         self.audit = RecordingAudit()
         self.resolver = Resolver(self.settings.dnsServers, globalReactor)
-        self.queue: Optional[RelayQueue] = None
+        self.queue: RelayQueue | None = None
 
     def startQueue(self, **kwargs: Any) -> RelayQueue:
         """
@@ -145,7 +147,7 @@ class RelayHarness:
             and not self.queue._tasks
         )
 
-    def bounces(self) -> List[Any]:
+    def bounces(self) -> list[Any]:
         """
         Envelopes of messages from the null sender (our DSNs).
         """

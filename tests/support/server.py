@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional
 
 from twisted.internet import reactor
 
@@ -42,7 +41,7 @@ def freePort(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def serverEnvironment(queuePath: str, port: int, **overrides: str) -> Dict[str, str]:
+def serverEnvironment(queuePath: str, port: int, **overrides: str) -> dict[str, str]:
     """
     C{SMTP_*} variables for a test server on 127.0.0.1.
     """
@@ -62,7 +61,7 @@ def serverEnvironment(queuePath: str, port: int, **overrides: str) -> Dict[str, 
     return environ
 
 
-def startInProcess(testCase, environ: Dict[str, str]) -> GopherPostService:
+def startInProcess(testCase, environ: dict[str, str]) -> GopherPostService:
     """
     Build and start the service in this process; stopped at cleanup.
     """
@@ -93,10 +92,10 @@ class TwistdProcess:
     environment (plus C{PATH} and C{PYTHONPATH} for this checkout).
     """
 
-    def __init__(self, environ: Dict[str, str], cwd: Optional[str] = None) -> None:
+    def __init__(self, environ: dict[str, str], cwd: str | None = None) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": REPOSITORY}
         env.update(environ)
-        self.args: List[str] = [
+        self.args: list[str] = [
             sys.executable,
             "-c",
             "from twisted.scripts.twistd import run; run()",
@@ -115,7 +114,7 @@ class TwistdProcess:
             start_new_session=True,
         )
 
-    def finish(self, timeout: float = 60) -> "tuple[int, bytes, bytes]":
+    def finish(self, timeout: float = 60) -> tuple[int, bytes, bytes]:
         """
         Wait for the process to end (blocking: call from a thread).
         """

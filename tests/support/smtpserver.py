@@ -35,8 +35,8 @@ not open a transaction).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import ITLSTransport
@@ -70,10 +70,10 @@ SILENT = _Sentinel("SILENT")
 #: Responder: close the connection instead of answering.
 DROP = _Sentinel("DROP")
 
-ReplySpec = Union[Tuple[int, str], _Sentinel, None]
-Responder = Union[ReplySpec, Callable[[str], ReplySpec]]
+ReplySpec = tuple[int, str] | _Sentinel | None
+Responder = ReplySpec | Callable[[str], ReplySpec]
 
-DEFAULT_EXTENSIONS: Mapping[str, Optional[str]] = {
+DEFAULT_EXTENSIONS: Mapping[str, str | None] = {
     "SIZE": "10485760",
     "8BITMIME": None,
     "ENHANCEDSTATUSCODES": None,
@@ -126,8 +126,8 @@ class ReceivedMessage:
     """
 
     sender: str
-    recipients: List[str]
-    mailParameters: List[str]
+    recipients: list[str]
+    mailParameters: list[str]
     data: bytes = b""
     wire: bytes = b""
     tls: bool = False
@@ -157,14 +157,14 @@ class _ScriptedESMTP(ESMTP):
 
     timeout = None  # no timers on the global reactor
 
-    def __init__(self, server: "SMTPTestServer", contextFactory=None) -> None:
+    def __init__(self, server: SMTPTestServer, contextFactory=None) -> None:
         ESMTP.__init__(self, contextFactory=contextFactory)
         self.server = server
         self.host = server.hostname.encode("ascii")
-        self.commands: List[bytes] = []
+        self.commands: list[bytes] = []
         self.lost: Deferred = Deferred()
         self._rejecting = False
-        self._transaction: Optional[ReceivedMessage] = None
+        self._transaction: ReceivedMessage | None = None
         self._mailArgument = ""
         self._helo = (None, b"")
         self._heloName = ""
@@ -244,7 +244,7 @@ class _ScriptedESMTP(ESMTP):
         if verb == "MAIL":
             self._mailArgument = argument
         if verb == "DATA" and self._from is not None and self._to:
-            self._wire: List[bytes] = []
+            self._wire: list[bytes] = []
         return ESMTP.lineReceived(self, line)
 
     def state_DATA(self, line: bytes) -> None:
@@ -286,7 +286,7 @@ class _ScriptedESMTP(ESMTP):
 
 
 class _Factory(ServerFactory):
-    def __init__(self, server: "SMTPTestServer") -> None:
+    def __init__(self, server: SMTPTestServer) -> None:
         self.server = server
 
     def buildProtocol(self, addr):
@@ -311,10 +311,10 @@ class SMTPTestServer:
         self,
         reactor=None,
         hostname: str = "mx.example.test",
-        certificate: Optional[CertificateFiles] = None,
+        certificate: CertificateFiles | None = None,
         contextFactory=None,
-        replies: Optional[Dict[str, Responder]] = None,
-        extensions: Optional[Mapping[str, Optional[str]]] = None,
+        replies: dict[str, Responder] | None = None,
+        extensions: Mapping[str, str | None] | None = None,
         dropAfterDataEnd: bool = False,
     ) -> None:
         """
@@ -340,30 +340,30 @@ class SMTPTestServer:
 
             contextFactory = loadServerContextFactory(certificate.certPath, certificate.keyPath)
         self.contextFactory = contextFactory
-        self.replies: Dict[str, Responder] = dict(replies or {})
-        self.extensions: Dict[str, Optional[str]] = dict(
+        self.replies: dict[str, Responder] = dict(replies or {})
+        self.extensions: dict[str, str | None] = dict(
             DEFAULT_EXTENSIONS if extensions is None else extensions
         )
         self.dropAfterDataEnd = dropAfterDataEnd
-        self.messages: List[ReceivedMessage] = []
+        self.messages: list[ReceivedMessage] = []
         self.rcptCount = 0
-        self.commands: List[bytes] = []
+        self.commands: list[bytes] = []
         self.queued = 0
         self.host = ""
         self.port = 0
         self._port = None
-        self._connections: List[_ScriptedESMTP] = []
+        self._connections: list[_ScriptedESMTP] = []
         #: Connections accepted so far.
         self.connectionsMade = 0
 
     @property
-    def sessions(self) -> List[_ScriptedESMTP]:
+    def sessions(self) -> list[_ScriptedESMTP]:
         """
         The connections open right now.
         """
         return list(self._connections)
 
-    def start(self, interface: str = "127.0.0.1", port: int = 0) -> "SMTPTestServer":
+    def start(self, interface: str = "127.0.0.1", port: int = 0) -> SMTPTestServer:
         """
         Listen on C{interface}, C{port} (default: an ephemeral port).
 
