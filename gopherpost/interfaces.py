@@ -2,7 +2,7 @@
 The seams between GopherPost's parts.
 
 Data flows one way: socket -> inbound protocol -> delivery policy -> spool ->
-relay queue -> client -> remote.  Everything that crosses a module boundary
+spool observers (relay queue) -> client -> remote.  Everything that crosses a module boundary
 does so through one of these interfaces.
 """
 
@@ -15,7 +15,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from gopherpost.spool import Envelope
 
-__all__ = ["IAuditLog", "IAuditSubscription", "IPeerAddress", "IRelayQueue"]
+__all__ = ["IAuditLog", "IAuditSubscription", "IPeerAddress", "ISpoolObserver"]
 
 
 class IAuditSubscription(Interface):
@@ -64,16 +64,19 @@ class IPeerAddress(Interface):
     port = Attribute("The client's port.")
 
 
-class IRelayQueue(Interface):
+class ISpoolObserver(Interface):
     """
-    The outbound queue, told about each newly spooled message.
+    Told about every message the spool commits: the relay queue now; the
+    message index and webhooks later.
     """
 
-    def messageSpooled(queueId: str, dateDirectory: str, envelope: Envelope | None = None) -> None:
+    def messageCommitted(envelope: Envelope) -> None:
         """
-        A message with recipients outside our local domains is durably in the
-        spool under C{dateDirectory} (e.g. C{"2026-11-22"}); schedule it.
+        The message described by C{envelope} is durably in the spool (its
+        content and envelope are synced), whichever process committed it.
 
-        @param envelope: its envelope, when the caller has it at hand (in the
-            same process), which spares reading it back from the spool.
+        Called on the reactor thread, before the committing client is told
+        C{250}; it must return quickly (start work, do not do it) and must
+        not raise (an exception is logged and the other observers are still
+        told).
         """

@@ -16,7 +16,8 @@ list of addresses without the secret.
 A message is committed in this order: its content is written under
 C{tmp/} and made durable; it is linked into its date directory once per
 recipient, and its envelope is written and renamed into place; that is made
-durable.  Only then is the commit's L{Deferred} fired (and the client told
+durable.  Only then are the spool's observers told (L{Spool.addObserver}:
+the relay queue) and the commit's L{Deferred} fired (and the client told
 250).  The envelope is the commit record: at start-up, C{.eml} files without
 one were never acknowledged and are removed, as is everything left in
 C{tmp/}.
@@ -49,6 +50,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gopherpost.durable import fsyncDirectory, loadSyncfs, replaceFile, writeFile
+from gopherpost.interfaces import ISpoolObserver
 
 __all__ = ["Envelope", "Recipient", "Spool", "MessageWriter", "SpoolError"]
 
@@ -284,6 +286,56 @@ class Spool:
         self._batchRunning = False
         #: Syncs a whole file system per batch (None: fsync file by file).
         self.syncfs = _syncfs
+        self._observers: list[ISpoolObserver] = []
+
+    def addObserver(self, observer: ISpoolObserver) -> None:
+        """
+        Tell C{observer} about every message committed from now on (see
+        L{ISpoolObserver}).
+        """
+        self._observers.append(observer)
+
+    def removeObserver(self, observer: ISpoolObserver) -> None:
+        """
+        Stop telling C{observer} (if it was told at all).
+        """
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def announce(self, envelope: Envelope) -> None:
+        """
+        Tell every observer that C{envelope}'s message is durably committed.
+
+        The spool calls this for its own commits; a process that learns of
+        a commit made by another process on the same spool (an inbound
+        worker's) calls it too.  An observer that raises is logged; the
+        others are still told.
+        """
+        for observer in list(self._observers):
+            try:
+                observer.messageCommitted(envelope)
+            except Exception:
+                _log.failure(
+                    "Spool observer {observer!r} failed on {queueId}",
+                    observer=observer,
+                    queueId=envelope.queueId,
+                )
+
+    def announceStored(self, dateDirectory: str, queueId: str) -> None:
+        """
+        L{announce} a message that another process (an inbound worker)
+        committed to this spool, reading its envelope back (one small file).
+        """
+        try:
+            envelope = self.envelopeIn(dateDirectory, queueId)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            _log.error(
+                "Spooled message {queueId} has no readable envelope: {error}",
+                queueId=queueId,
+                error=e,
+            )
+            return
+        self.announce(envelope)
 
     @property
     def stateDirectory(self) -> str:
@@ -425,6 +477,10 @@ class Spool:
         self._pendingCommits.append((writer, envelope, d))
         self._startBatch()
 
+        def committed(stored: Envelope) -> Envelope:
+            self.announce(stored)
+            return stored
+
         def failed(failure):
             writer.abort()
             if failure.check(OSError):
@@ -432,7 +488,7 @@ class Spool:
                 raise SpoolError(str(failure.value))
             return failure
 
-        return d.addErrback(failed)
+        return d.addCallbacks(committed, failed)
 
     def store(
         self,

@@ -175,16 +175,12 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     ThreadPoolService(dnsThreads).setServiceParent(service)
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
 
-    relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+    _buildRelay(settings, spool, auditLog, resolver, reactor, service)
 
     if settings.workers > 1:
-        inbound = WorkerPool(
-            settings, environ, auditLog, relayQueue, reactor, _listenAddress(settings)
-        )
+        inbound = WorkerPool(settings, environ, auditLog, spool, reactor, _listenAddress(settings))
     else:
-        factory = makeSMTPFactory(
-            settings, spool, auditLog, relayQueue, resolver, reactor, contextFactory
-        )
+        factory = makeSMTPFactory(settings, spool, auditLog, resolver, reactor, contextFactory)
         listener = StreamServerEndpointService(_listenEndpoint(reactor, settings), factory)
         # Fail start-up (not just log) when the port cannot be bound.
         listener._raiseSynchronously = True
@@ -224,6 +220,7 @@ def _buildRelay(settings, spool, auditLog, resolver, reactor, service) -> Any:
 
     relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor)
     relayQueue.setServiceParent(service)
+    spool.addObserver(relayQueue)
     service.relayQueue = relayQueue
     service.metrics.setQueueDepthSource(relayQueue.queueDepth)
     return relayQueue

@@ -24,22 +24,34 @@ from gopherpost.inbound.ipc import (
     MAX_EVENTS_PER_BATCH,
     AuditEvents,
     ForwardingAuditLog,
-    ForwardingRelayQueue,
+    ForwardingSpoolObserver,
     ParentChannel,
     QuietAMP,
 )
 from gopherpost.inbound.worker import _share
+from gopherpost.spool import Envelope
 from tests.support.inbound import RecordingAudit
 from tests.support.relay import eventually, startRemoteDomain
 from tests.support.server import TwistdProcess, freePort, serverEnvironment, waitForPort
 
 
-class RecordingRelay:
+class RecordingSpool:
+    """
+    The parent's spool, as the channel sees it.
+    """
+
     def __init__(self):
         self.spooled = []
 
-    def messageSpooled(self, queueId, dateDirectory, envelope=None):
+    def announceStored(self, dateDirectory, queueId):
         self.spooled.append((queueId, dateDirectory))
+
+
+def committed(queueId: str, dateDirectory: str) -> Envelope:
+    """
+    The envelope of a message a worker committed.
+    """
+    return Envelope(queueId, dateDirectory, 0.0, "", (), "192.0.2.1", "x", 1, False)
 
 
 class ChannelTests(SynchronousTestCase):
@@ -49,7 +61,7 @@ class ChannelTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.audit = RecordingAudit()
-        self.relay = RecordingRelay()
+        self.relay = RecordingSpool()
         self.parent = ParentChannel(self.audit, self.relay)
         self.parentTransport = StringTransport()
         self.parent.makeConnection(self.parentTransport)
@@ -64,7 +76,7 @@ class ChannelTests(SynchronousTestCase):
             self.sent.append(command)
             return self.child.callRemote(command, **arguments)
 
-        self.forwardingRelay = ForwardingRelayQueue(self.clock, send, self.forwardingAudit.flush)
+        self.forwardingRelay = ForwardingSpoolObserver(self.clock, send, self.forwardingAudit.flush)
 
     def pump(self) -> None:
         self.parent.dataReceived(self.childTransport.value())
@@ -106,7 +118,7 @@ class ChannelTests(SynchronousTestCase):
         self.forwardingAudit.emit(
             "message.queued", queueId="Q1", client="192.0.2.1", size=1, recipients=1, tls=False
         )
-        self.forwardingRelay.messageSpooled("Q1", "2026-11-22")
+        self.forwardingRelay.messageCommitted(committed("Q1", "2026-11-22"))
         self.clock.advance(0)
         self.pump()
         self.assertEqual(self.relay.spooled, [("Q1", "2026-11-22")])
@@ -120,14 +132,14 @@ class ChannelTests(SynchronousTestCase):
         from gopherpost.inbound.ipc import MAX_MESSAGES_PER_NOTICE, MessagesSpooled
 
         for n in range(3):
-            self.forwardingRelay.messageSpooled(f"Q{n}", "2026-11-22")
+            self.forwardingRelay.messageCommitted(committed(f"Q{n}", "2026-11-22"))
         self.assertEqual(self.childTransport.value(), b"")
         self.clock.advance(0)
         self.pump()
         self.assertEqual(self.relay.spooled, [(f"Q{n}", "2026-11-22") for n in range(3)])
         self.assertEqual(self.sent, [MessagesSpooled])
         for n in range(MAX_MESSAGES_PER_NOTICE + 1):
-            self.forwardingRelay.messageSpooled(f"R{n}", "2026-11-23")
+            self.forwardingRelay.messageCommitted(committed(f"R{n}", "2026-11-23"))
         self.forwardingRelay.flush()
         self.pump()
         self.assertEqual(len(self.relay.spooled), 3 + MAX_MESSAGES_PER_NOTICE + 1)

@@ -25,7 +25,7 @@ from twisted.mail.smtp import (
 from zope.interface import implementer
 
 from gopherpost.config import Settings
-from gopherpost.interfaces import IAuditLog, IRelayQueue
+from gopherpost.interfaces import IAuditLog
 from gopherpost.spool import Envelope, MessageWriter, Spool
 
 __all__ = ["SpoolDelivery", "SpooledMessage", "addressText"]
@@ -116,7 +116,6 @@ class SpoolDelivery:
     @param spool: where messages go.
     @param clientAddress: the client's IP address.
     @param audit: the audit log.
-    @param relayQueue: told about messages with non-local recipients.
     """
 
     def __init__(
@@ -125,13 +124,11 @@ class SpoolDelivery:
         spool: Spool,
         clientAddress: str,
         audit: IAuditLog,
-        relayQueue: IRelayQueue | None = None,
     ) -> None:
         self._settings = settings
         self._spool = spool
         self.clientAddress = clientAddress
         self._audit = audit
-        self._relayQueue = relayQueue
 
     # IMessageDelivery
 
@@ -231,7 +228,8 @@ class SpoolDelivery:
 
     def commit(self, message: SpooledMessage) -> Deferred[Envelope]:
         """
-        Store C{message} durably, then hand non-local recipients to the relay.
+        Store C{message} durably (the spool tells its observers, the relay
+        queue among them).
         """
         d = self._spool.commit(
             message._writer,
@@ -260,8 +258,6 @@ class SpoolDelivery:
                 count=len(envelope.recipients),
                 tls="yes" if envelope.tls else "no",
             )
-            if self._relayQueue is not None and envelope.relayRecipients:
-                self._relayQueue.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
             return envelope
 
         return d.addCallback(stored)

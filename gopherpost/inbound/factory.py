@@ -192,21 +192,19 @@ def makeSMTPFactory(
     settings: Settings,
     spool: Any,
     audit: IAuditLog,
-    relayQueue: Any,
     resolver: Any,
     clock: IReactorTime,
     contextFactory: Any,
 ) -> SMTPFactory:
     """
     The SMTP factory as wired in production: the allow-list portal gives
-    each admitted client a L{SpoolDelivery} that spools into C{spool} and
-    tells C{relayQueue}.
+    each admitted client a L{SpoolDelivery} that spools into C{spool}.
     """
     from gopherpost.inbound.access import makePortal
     from gopherpost.inbound.delivery import SpoolDelivery
 
     def deliveryFor(clientAddress: str) -> SpoolDelivery:
-        return SpoolDelivery(settings, spool, clientAddress, audit, relayQueue)
+        return SpoolDelivery(settings, spool, clientAddress, audit)
 
     portal = makePortal(deliveryFor, settings.allowNetworks, settings.allowHosts, resolver)
     return SMTPFactory(settings, portal, audit, clock, contextFactory)

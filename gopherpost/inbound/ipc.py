@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 from zope.interface import implementer
 
-from gopherpost.interfaces import IAuditLog, IAuditSubscription, IRelayQueue
+from gopherpost.interfaces import IAuditLog, IAuditSubscription, ISpoolObserver
 from gopherpost.spool import Envelope
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "ParentChannel",
     "QuietAMP",
     "ForwardingAuditLog",
-    "ForwardingRelayQueue",
+    "ForwardingSpoolObserver",
 ]
 
 _log = Logger()
@@ -85,19 +85,20 @@ class ParentChannel(QuietAMP):
     The parent's end of one worker's channel.
 
     @param audit: where forwarded audit events are emitted again.
-    @param relayQueue: told about spooled messages (L{None}: nobody).
+    @param spool: the parent's spool, whose observers (the relay queue) are
+        told about the messages the worker committed
+        (C{spool.announceStored(dateDirectory, queueId)}).
     """
 
-    def __init__(self, audit: IAuditLog, relayQueue: IRelayQueue | None) -> None:
+    def __init__(self, audit: IAuditLog, spool: Any) -> None:
         QuietAMP.__init__(self)
         self._audit = audit
-        self._relayQueue = relayQueue
+        self._spool = spool
 
     @MessagesSpooled.responder
     def messagesSpooled(self, messages: list[dict]) -> dict:
-        if self._relayQueue is not None:
-            for message in messages:
-                self._relayQueue.messageSpooled(message["queueId"], message["dateDirectory"])
+        for message in messages:
+            self._spool.announceStored(message["dateDirectory"], message["queueId"])
         return {}
 
     @AuditEvents.responder
@@ -155,10 +156,11 @@ class ForwardingAuditLog:
         raise NotImplementedError("subscribe to the parent's audit log")
 
 
-@implementer(IRelayQueue)
-class ForwardingRelayQueue:
+@implementer(ISpoolObserver)
+class ForwardingSpoolObserver:
     """
-    A worker's view of the relay queue, which runs in the parent.
+    A worker's spool observer: the parent's observers (the relay queue) hear
+    of the worker's commits.
 
     Messages spooled in one reactor turn go to the parent in one
     L{MessagesSpooled} at the end of the turn.
@@ -178,14 +180,12 @@ class ForwardingRelayQueue:
         self._pending: list[dict] = []
         self._timer: Any = None
 
-    def messageSpooled(
-        self, queueId: str, dateDirectory: str, envelope: Envelope | None = None
-    ) -> None:
+    def messageCommitted(self, envelope: Envelope) -> None:
         """
         Tell the parent at the end of this reactor turn (by name: the parent
         reads the envelope from the spool).
         """
-        self._pending.append({"queueId": queueId, "dateDirectory": dateDirectory})
+        self._pending.append({"queueId": envelope.queueId, "dateDirectory": envelope.dateDirectory})
         if self._timer is None:
             self._timer = self._clock.callLater(0, self.flush)
 

@@ -66,7 +66,7 @@ def main(reactor: Any = None) -> None:
     from gopherpost import dns, tls
     from gopherpost.config import settingsFromEnvironment
     from gopherpost.inbound.factory import makeSMTPFactory
-    from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingRelayQueue
+    from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingSpoolObserver
     from gopherpost.spool import Spool
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
@@ -82,11 +82,12 @@ def main(reactor: Any = None) -> None:
     channel = _ChildChannel(reactor)
     StandardIO(channel, reactor=reactor)
     audit = ForwardingAuditLog(reactor, channel.callRemote)
-    relayQueue = ForwardingRelayQueue(reactor, channel.callRemote, audit.flush)
+    committed = ForwardingSpoolObserver(reactor, channel.callRemote, audit.flush)
+    spool.addObserver(committed)
     dnsThreads = ThreadPool(minthreads=0, maxthreads=dns.DNS_THREADS, name="gopherpost-dns")
     dnsThreads.start()
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
-    factory = makeSMTPFactory(settings, spool, audit, relayQueue, resolver, reactor, contextFactory)
+    factory = makeSMTPFactory(settings, spool, audit, resolver, reactor, contextFactory)
     family = socket.AF_INET6 if os.environ.get(FAMILY_VARIABLE) == "6" else socket.AF_INET
     port = reactor.adoptStreamPort(LISTEN_FD, family, factory)
     os.close(LISTEN_FD)
@@ -94,7 +95,7 @@ def main(reactor: Any = None) -> None:
     def drain() -> Any:
         d = maybeDeferred(port.stopListening)
         d.addCallback(lambda _: factory.drain())
-        d.addBoth(lambda _: relayQueue.flush())
+        d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: dnsThreads.stop())
         return d
 

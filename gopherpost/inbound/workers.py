@@ -29,7 +29,7 @@ from gopherpost.config import ConfigError, Settings
 from gopherpost.inbound.factory import LISTEN_BACKLOG, SHUTDOWN_GRACE
 from gopherpost.inbound.ipc import ParentChannel
 from gopherpost.inbound.worker import FAMILY_VARIABLE, LISTEN_FD
-from gopherpost.interfaces import IAuditLog, IRelayQueue
+from gopherpost.interfaces import IAuditLog
 
 __all__ = ["WorkerPool", "RESTART_DELAY"]
 
@@ -72,7 +72,7 @@ class _WorkerProcess(ProcessProtocol):
     def __init__(self, pool: WorkerPool, index: int) -> None:
         self.pool = pool
         self.index = index
-        self.channel = ParentChannel(pool.audit, pool.relayQueue)
+        self.channel = ParentChannel(pool.audit, pool.spool)
         self.ended: Deferred = Deferred()
 
     def connectionMade(self) -> None:
@@ -104,14 +104,14 @@ class WorkerPool(Service):
         settings: Settings,
         environ: Mapping[str, str],
         audit: IAuditLog,
-        relayQueue: IRelayQueue | None,
+        spool: Any,
         reactor: Any,
         address: str,
         grace: float = SHUTDOWN_GRACE,
     ) -> None:
         self.settings = settings
         self.audit = audit
-        self.relayQueue = relayQueue
+        self.spool = spool
         self._environ = dict(environ)
         self._reactor = reactor
         self._address = address

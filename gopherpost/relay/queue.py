@@ -40,7 +40,7 @@ from zope.interface import implementer
 
 from gopherpost.config import Settings
 from gopherpost.dns import PermanentDNSError, TemporaryDNSError
-from gopherpost.interfaces import IAuditLog, IRelayQueue
+from gopherpost.interfaces import IAuditLog, ISpoolObserver
 from gopherpost.relay import client as _client
 from gopherpost.relay import dsn
 from gopherpost.relay.state import (
@@ -101,7 +101,7 @@ class _Work:
         self.lastHost = ""
 
 
-@implementer(IRelayQueue)
+@implementer(ISpoolObserver)
 class RelayQueue(Service):
     """
     Delivers spooled mail for remote recipients.
@@ -215,7 +215,14 @@ class RelayQueue(Service):
             task.cancel()
         return DeferredList(tasks, consumeErrors=True).addCallback(lambda _: None)
 
-    # IRelayQueue
+    # ISpoolObserver
+
+    def messageCommitted(self, envelope: Envelope) -> None:
+        """
+        A message is in the spool: take on its remote recipients, if any.
+        """
+        if envelope.relayRecipients:
+            self.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
 
     def messageSpooled(
         self, queueId: str, dateDirectory: str, envelope: Envelope | None = None
@@ -625,9 +632,9 @@ class RelayQueue(Service):
                 queueId=state.queueId,
                 bounceId=envelope.queueId,
             )
-            if envelope.relayRecipients:
-                self.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
 
+        # The spool tells its observers (this queue among them) of the
+        # bounce: its remote recipient is taken on from there.
         d.addCallback(stored)
         d.addErrback(
             lambda f: _log.failure(

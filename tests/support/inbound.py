@@ -137,11 +137,12 @@ class InboundHarness:
         self.threadWork: list[tuple[Deferred, Callable[..., Any], tuple]] = []
         self.spool = Spool(self.path, self.clock, runInThread=self._runInThread)
         self.spool.open()
+        self.spool.addObserver(self)
         self.audit = RecordingAudit()
         self.relayed: list[tuple[str, str]] = []
 
         def defaultDelivery(clientAddress: str) -> SpoolDelivery:
-            return SpoolDelivery(self.settings, self.spool, clientAddress, self.audit, self)
+            return SpoolDelivery(self.settings, self.spool, clientAddress, self.audit)
 
         self.portal = makePortal(
             deliveryFactory or defaultDelivery,
@@ -154,9 +155,10 @@ class InboundHarness:
         self._sessions: list[Any] = []
         testCase.addCleanup(self._cleanUp)
 
-    # IRelayQueue, so tests see what would be relayed.
-    def messageSpooled(self, queueId: str, dateDirectory: str, envelope: Any = None) -> None:
-        self.relayed.append((queueId, dateDirectory))
+    # ISpoolObserver, so tests see what would be relayed.
+    def messageCommitted(self, envelope: Any) -> None:
+        if envelope.relayRecipients:
+            self.relayed.append((envelope.queueId, envelope.dateDirectory))
 
     def _runInThread(self, f: Callable[..., Any], *args: Any) -> Deferred:
         if self.synchronousThreads:

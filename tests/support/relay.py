@@ -97,10 +97,12 @@ class RelayHarness:
             self.settings, self.spool, self.audit, destinations, self.reactor, **kwargs
         )
         self.queue.startService()
+        self.spool.addObserver(self.queue)
         self.testCase.addCleanup(self._stop, self.queue)
         return self.queue
 
     def _stop(self, queue: RelayQueue) -> Deferred:
+        self.spool.removeObserver(queue)
         if queue.running:
             return queue.stopService()
         return None
@@ -112,15 +114,10 @@ class RelayHarness:
         content: bytes = b"From: alice@gopherpost.test\r\nTo: bob@example.test\r\nSubject: relay test\r\n\r\nHello.\r\n",
     ) -> Deferred:
         """
-        Store a message and tell the queue; fires with its envelope.
+        Store a message (the spool tells the queue); fires with its envelope.
         """
         pairs = [(r, self.settings.isLocalDomain(r.rpartition("@")[2])) for r in recipients]
-
-        def stored(envelope):
-            self.queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
-            return envelope
-
-        return self.spool.store(content, sender, pairs).addCallback(stored)
+        return self.spool.store(content, sender, pairs)
 
     def state(self, envelope) -> Any:
         """
