@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_factory -*-
 """
-The SMTP server factory: builds sessions, enforces connection limits, and
-drains sessions gracefully when the server stops.
+The SMTP server factory of one listener role: builds sessions, enforces the
+connection limits shared by every listener, and drains sessions gracefully
+when the server stops.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from twisted.logger import Logger
 
 from gopherpost.config import Settings
 from gopherpost.inbound.protocol import GopherESMTP
+from gopherpost.inbound.roles import SMTP, ListenerRole
 from gopherpost.interfaces import IAuditLog
 
-__all__ = ["SMTPFactory", "SMTPService", "SHUTDOWN_GRACE", "LISTEN_BACKLOG", "makeSMTPFactory"]
+__all__ = [
+    "ConnectionLimits",
+    "SMTPFactory",
+    "SMTPService",
+    "SHUTDOWN_GRACE",
+    "LISTEN_BACKLOG",
+    "makeSMTPFactory",
+]
 
 _log = Logger()
 
@@ -31,14 +40,61 @@ SHUTDOWN_GRACE = 30.0
 LISTEN_BACKLOG = 1024
 
 
+class ConnectionLimits:
+    """
+    The connection slots of the whole server, shared by every listener:
+    at most C{maxConnections} sessions in all and C{maxPerAddress} from one
+    client address (0: unlimited).
+    """
+
+    def __init__(self, maxConnections: int, maxPerAddress: int) -> None:
+        self.maxConnections = maxConnections
+        self.maxPerAddress = maxPerAddress
+        self._count = 0
+        self._perAddress: Counter = Counter()
+
+    @property
+    def count(self) -> int:
+        """
+        Slots taken.
+        """
+        return self._count
+
+    def take(self, address: str) -> tuple[str, str] | None:
+        """
+        Take a slot for a client at C{address}.
+
+        @return: L{None} if taken, else C{(reason, text)} for the refusal.
+        """
+        if self.maxConnections and self._count >= self.maxConnections:
+            return ("connection-limit", "too many connections")
+        if self.maxPerAddress and self._perAddress[address] >= self.maxPerAddress:
+            return ("connection-limit-ip", f"too many connections from {address}")
+        self._count += 1
+        self._perAddress[address] += 1
+        return None
+
+    def give(self, address: str) -> None:
+        """
+        Give back a slot taken for C{address}.
+        """
+        self._count -= 1
+        self._perAddress[address] -= 1
+        if self._perAddress[address] <= 0:
+            del self._perAddress[address]
+
+
 class SMTPFactory(ServerFactory):
     """
-    Makes one L{GopherESMTP} per connection.
+    Makes one L{GopherESMTP} per connection of one listener role.
 
     @ivar settings: the server's L{Settings}.
     @ivar portal: the allow-list portal every session logs in to.
     @ivar audit: where sessions report events.
     @ivar clock: the reactor's clock (time stamps, timeouts).
+    @ivar role: the L{ListenerRole} of the listeners using this factory.
+    @ivar limits: the connection slots, shared with the other roles'
+        factories.
     """
 
     noisy = False
@@ -52,14 +108,19 @@ class SMTPFactory(ServerFactory):
         audit: IAuditLog,
         clock: IReactorTime,
         contextFactory: Any = None,
+        role: ListenerRole = SMTP,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.settings = settings
         self.portal = portal
         self.audit = audit
         self.clock = clock
         self.contextFactory = contextFactory
+        self.role = role
+        if limits is None:
+            limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
+        self.limits = limits
         self._sessions: set[GopherESMTP] = set()
-        self._perAddress: Counter = Counter()
         self._emptyWaiters: list[Deferred] = []
 
     def startFactory(self) -> None:
@@ -83,7 +144,7 @@ class SMTPFactory(ServerFactory):
     @property
     def sessionCount(self) -> int:
         """
-        Sessions currently holding a connection slot.
+        Sessions of this factory currently holding a connection slot.
         """
         return len(self._sessions)
 
@@ -93,18 +154,10 @@ class SMTPFactory(ServerFactory):
 
         @return: L{None} if admitted, else C{(reason, text)}.
         """
-        limit, perAddressLimit = (
-            self.settings.maxConnections,
-            self.settings.maxConnectionsPerIP,
-        )
-        address = session.clientAddress
-        if limit and len(self._sessions) >= limit:
-            return ("connection-limit", "too many connections")
-        if perAddressLimit and self._perAddress[address] >= perAddressLimit:
-            return ("connection-limit-ip", f"too many connections from {address}")
-        self._sessions.add(session)
-        self._perAddress[address] += 1
-        return None
+        refusal = self.limits.take(session.clientAddress)
+        if refusal is None:
+            self._sessions.add(session)
+        return refusal
 
     def release(self, session: GopherESMTP) -> None:
         """
@@ -112,10 +165,7 @@ class SMTPFactory(ServerFactory):
         """
         if session in self._sessions:
             self._sessions.discard(session)
-            address = session.clientAddress
-            self._perAddress[address] -= 1
-            if self._perAddress[address] <= 0:
-                del self._perAddress[address]
+            self.limits.give(session.clientAddress)
         if not self._sessions:
             waiters, self._emptyWaiters = self._emptyWaiters, []
             for d in waiters:
@@ -195,10 +245,16 @@ def makeSMTPFactory(
     resolver: Any,
     clock: IReactorTime,
     contextFactory: Any,
+    role: ListenerRole = SMTP,
+    limits: ConnectionLimits | None = None,
 ) -> SMTPFactory:
     """
-    The SMTP factory as wired in production: the allow-list portal gives
-    each admitted client a L{SpoolDelivery} that spools into C{spool}.
+    The SMTP factory of one listener role as wired in production: the
+    allow-list portal gives each admitted client a L{SpoolDelivery} that
+    spools into C{spool}.
+
+    @param limits: the connection slots shared by every role's factory
+        (default: a new set from C{settings}).
     """
     from gopherpost.inbound.access import makePortal
     from gopherpost.inbound.delivery import SpoolDelivery
@@ -207,4 +263,4 @@ def makeSMTPFactory(
         return SpoolDelivery(settings, spool, clientAddress, audit)
 
     portal = makePortal(deliveryFor, settings.allowNetworks, settings.allowHosts, resolver)
-    return SMTPFactory(settings, portal, audit, clock, contextFactory)
+    return SMTPFactory(settings, portal, audit, clock, contextFactory, role, limits)
