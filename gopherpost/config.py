@@ -80,6 +80,10 @@ class Settings:
     allowHosts: tuple[str, ...] = ()
     requireLocalDomain: bool = True
     localDomains: tuple[str, ...] = ("localhost",)
+    #: C{SMTP_RELAY_NETWORKS}; L{None} (unset): every client the allow-list
+    #: admits may relay, by network or by host name (the behaviour before
+    #: the setting existed).  See L{effectiveRelayNetworks}.
+    relayNetworks: tuple[IPNetwork, ...] | None = None
 
     # Limits
     maxMessageSize: int = 10485760
@@ -135,6 +139,16 @@ class Settings:
         Whether inbound STARTTLS is offered.
         """
         return not self.tlsDisable
+
+    @property
+    def effectiveRelayNetworks(self) -> tuple[IPNetwork, ...]:
+        """
+        The networks whose clients may relay: C{SMTP_RELAY_NETWORKS}, or by
+        default the allow-list's networks.
+        """
+        if self.relayNetworks is None:
+            return self.allowNetworks
+        return self.relayNetworks
 
     def isLocalDomain(self, domain: str) -> bool:
         """
@@ -447,6 +461,7 @@ def settingsFromEnvironment(
         allowNetworks=get("SMTP_ALLOW_NETWORKS", _networks, ()),
         allowHosts=get("SMTP_ALLOW_HOSTS", _hosts, ()),
         requireLocalDomain=get("SMTP_REQUIRE_LOCAL_DOMAIN", _bool, True),
+        relayNetworks=optional("SMTP_RELAY_NETWORKS", _networks),
         localDomains=localDomains,
         maxMessageSize=get("SMTP_MAX_MESSAGE_SIZE", _size, 10485760),
         maxRecipients=get("SMTP_MAX_RECIPIENTS", lambda n, r: _int(n, r, 1), 100),
