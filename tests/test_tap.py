@@ -10,7 +10,8 @@ from twisted.application.service import IService
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from gopherpost.tap import GopherPostService, Options, makeService
+from gopherpost.tap import Options, makeService
+from gopherpost.wiring import GopherPostService
 from tests.support.server import serverEnvironment
 
 

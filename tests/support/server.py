@@ -14,7 +14,8 @@ import time
 
 from twisted.internet import reactor
 
-from gopherpost.tap import GopherPostService, Options, makeService
+from gopherpost.tap import Options, makeService
+from gopherpost.wiring import GopherPostService
 
 __all__ = [
     "REPOSITORY",
