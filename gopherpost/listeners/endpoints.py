@@ -145,13 +145,12 @@ def _arguments(
     for token, equals in tokens:
         if equals < 0:
             if keywords:
-                hint = ""
                 if "interface" in keywords:
-                    hint = (
-                        "; write an IPv6 interface in brackets (interface=[::1])"
+                    raise EndpointError(
+                        "write an IPv6 interface in brackets (interface=[::1])"
                         " or with escaped colons (interface=\\:\\:1)"
                     )
-                raise EndpointError(f"{token!r} after a key=value option{hint}")
+                raise EndpointError(f"{token!r} after a key=value option")
             positional.append(token)
             continue
         key, value = token[:equals].strip().lower(), token[equals + 1 :].strip()
