@@ -10,10 +10,12 @@ the variable.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import IService
 from twisted.python import usage
+
+if TYPE_CHECKING:
+    from gopherpost.wiring import GopherPostService
 
 __all__ = ["Options", "makeService"]
 
@@ -57,14 +59,14 @@ def makeService(
     options: Options,
     environ: Mapping[str, str] | None = None,
     reactor: Any = None,
-) -> IService:
+) -> GopherPostService:
     """
     Build the GopherPost service from options and environment.
 
     The environment is captured first: importing C{twisted.internet.endpoints}
     removes systemd's C{LISTEN_PID} and C{LISTEN_FDS} from C{os.environ}.
 
-    @return: a L{gopherpost.wiring.GopherPostService}.
+    @return: the whole server, not started.
     @raise SystemExit: with a one-line message naming the variable, if the
         configuration is invalid; nothing has been bound then.
     """
