@@ -79,6 +79,17 @@ class Settings:
     healthDisable: bool = False
     queuePath: str = "./data/spool"
 
+    # Listeners (SMTP_LISTEN, SMTP_SUBMISSION_LISTEN, SMTP_SUBMISSIONS_LISTEN;
+    # see gopherpost.listeners.endpoints)
+    #: The relay/MX listeners; L{None} (unset): one on C{SMTP_LISTEN_ADDR}
+    #: and C{SMTP_PORT}, as before the setting existed; C{()}: none
+    #: (C{SMTP_LISTEN=none}).
+    listen: tuple[ListenerSpec, ...] | None = None
+    #: RFC 6409 submission listeners (STARTTLS before MAIL); none by default.
+    submissionListen: tuple[ListenerSpec, ...] = ()
+    #: RFC 8314 implicit-TLS submission listeners; none by default.
+    submissionsListen: tuple[ListenerSpec, ...] = ()
+
     # Access control and policy
     allowNetworks: tuple[IPNetwork, ...] = ()
     allowHosts: tuple[str, ...] = ()
@@ -121,17 +132,6 @@ class Settings:
     dkimKeyPath: str | None = None
     dkimPrivateKey: str | None = None
     dkimDomain: str | None = None
-
-    # Listeners (SMTP_LISTEN, SMTP_SUBMISSION_LISTEN, SMTP_SUBMISSIONS_LISTEN;
-    # see gopherpost.listeners.endpoints)
-    #: The relay/MX listeners; L{None} (unset): one on C{SMTP_LISTEN_ADDR}
-    #: and C{SMTP_PORT}, as before the setting existed; C{()}: none
-    #: (C{SMTP_LISTEN=none}).
-    listen: tuple[ListenerSpec, ...] | None = None
-    #: RFC 6409 submission listeners (STARTTLS before MAIL); none by default.
-    submissionListen: tuple[ListenerSpec, ...] = ()
-    #: RFC 8314 implicit-TLS submission listeners; none by default.
-    submissionsListen: tuple[ListenerSpec, ...] = ()
 
     @property
     def dkimEnabled(self) -> bool:
@@ -546,6 +546,9 @@ def settingsFromEnvironment(
         healthPort=optional("SMTP_HEALTH_PORT", _port),
         healthDisable=get("SMTP_HEALTH_DISABLE", _bool, False),
         queuePath=get("SMTP_QUEUE_PATH", lambda n, r: r.strip(), "./data/spool"),
+        listen=listen,
+        submissionListen=submissionListen,
+        submissionsListen=submissionsListen,
         allowNetworks=get("SMTP_ALLOW_NETWORKS", _networks, ()),
         allowHosts=get("SMTP_ALLOW_HOSTS", _hosts, ()),
         requireLocalDomain=get("SMTP_REQUIRE_LOCAL_DOMAIN", _bool, True),
@@ -578,9 +581,6 @@ def settingsFromEnvironment(
         dkimKeyPath=optional("SMTP_DKIM_KEY_PATH", fileParser),
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),
         dkimDomain=optional("SMTP_DKIM_DOMAIN", _hostname),
-        listen=listen,
-        submissionListen=submissionListen,
-        submissionsListen=submissionsListen,
     )
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:

