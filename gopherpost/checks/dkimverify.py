@@ -181,21 +181,42 @@ class DKIMVerifier:
             if not tags:
                 results.append(result("neutral", "unparsable signature"))
                 continue
-            try:
-                ok = verifier.verify(idx=index, dnsfunc=self._dns.txt)
-            except DNSUnavailable as e:
-                results.append(result("temperror", f"key lookup failed: {_text(e)}"))
-            except _dkimpy.DnsTimeoutError as e:
-                results.append(result("temperror", f"key lookup failed: {_text(e)}"))
-            except _dkimpy.KeyFormatError as e:
-                results.append(result("permerror", f"key: {_text(e)}"))
-            except _dkimpy.DKIMException as e:
-                results.append(result("neutral", _text(e)))
-            except Exception as e:
-                results.append(result("permerror", f"cannot verify: {_text(e)}"))
-            else:
-                results.append(result("pass") if ok else result("fail", "signature did not verify"))
+            results.append(self._verifyOne(verifier, index, tags, result))
         return results
+
+    def _verifyOne(
+        self,
+        verifier: Any,
+        index: int,
+        tags: dict[bytes, bytes],
+        result: Callable[..., DKIMResult],
+    ) -> DKIMResult:
+        try:
+            _dkimpy.validate_signature_fields(tags)
+        except _dkimpy.DKIMException as e:
+            return result("neutral", f"bad signature: {_text(e)}")
+        keyName = tags[b"s"] + b"._domainkey." + tags[b"d"]
+        try:
+            key = self._dns.txt(keyName)
+        except DNSUnavailable as e:
+            return result("temperror", f"key lookup failed: {_text(e)}")
+        if key is None:
+            return result("permerror", f"no key at {_text(keyName)}")
+        try:
+            _dkimpy.evaluate_pk(keyName, key)
+        except _dkimpy.DKIMException as e:
+            return result("permerror", f"bad key: {_text(e)}")
+        try:
+            ok = verifier.verify(idx=index, dnsfunc=lambda name, timeout=5: key)
+        except _dkimpy.ValidationError as e:
+            return result("fail", _text(e))
+        except _dkimpy.KeyFormatError as e:
+            return result("permerror", f"bad key: {_text(e)}")
+        except _dkimpy.DKIMException as e:
+            return result("neutral", _text(e))
+        except Exception as e:
+            return result("permerror", f"cannot verify: {_text(e)}")
+        return result("pass") if ok else result("fail", "signature did not verify")
 
     def verifyARC(self, message: bytes) -> defer.Deferred:
         """
