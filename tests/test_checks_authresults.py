@@ -40,7 +40,13 @@ class FormatTests(unittest.TestCase):
         methods = [(r.method, r.result) for r in parsed.results]
         self.assertEqual(
             methods,
-            [("spf", "pass"), ("dkim", "pass"), ("dkim", "fail"), ("dmarc", "pass"), ("arc", "none")],
+            [
+                ("spf", "pass"),
+                ("dkim", "pass"),
+                ("dkim", "fail"),
+                ("dmarc", "pass"),
+                ("arc", "none"),
+            ],
         )
         self.assertIn("smtp.mailfrom=alice@example.test", value)
         self.assertIn('header.b="abc+/def"', value)
@@ -57,7 +63,9 @@ class FormatTests(unittest.TestCase):
             None,
             None,
         )
-        self.assertEqual(value, "mx.gopher.test;\r\n\tspf=none smtp.helo=client.test;\r\n\tdkim=none")
+        self.assertEqual(
+            value, "mx.gopher.test;\r\n\tspf=none smtp.helo=client.test;\r\n\tdkim=none"
+        )
 
     def test_linesAreShortAndPrintable(self) -> None:
         value = formatAuthenticationResults(

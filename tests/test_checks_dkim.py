@@ -47,9 +47,7 @@ class DKIMVerificationTests(unittest.TestCase):
         key = SigningKey("example.test", "ed", algorithm="ed25519")
         key.publish(self.env.dnsServer)
         results = yield self.verifier.verify(key.sign(message()))
-        self.assertEqual(
-            [(r.result, r.algorithm) for r in results], [("pass", "ed25519-sha256")]
-        )
+        self.assertEqual([(r.result, r.algorithm) for r in results], [("pass", "ed25519-sha256")])
 
     @defer.inlineCallbacks
     def test_failModifiedBody(self) -> defer.Generator:
@@ -123,7 +121,9 @@ class ARCVerificationTests(unittest.TestCase):
         key = SigningKey("lists.test", "arc")
         key.publish(self.env.dnsServer)
         result = yield self.verifier.verifyARC(self.forwarded(key))
-        self.assertEqual((result.result, result.instances, result.sealer), ("pass", 1, "lists.test"))
+        self.assertEqual(
+            (result.result, result.instances, result.sealer), ("pass", 1, "lists.test")
+        )
 
     @defer.inlineCallbacks
     def test_failModified(self) -> defer.Generator:

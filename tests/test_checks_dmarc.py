@@ -112,7 +112,9 @@ class DMARCTests(unittest.TestCase):
         )
 
     def check(self, fromDomain: str = "example.test", spfResult=None, dkimResults=(), arc=None):
-        return self.checker.check([f"Alice <alice@{fromDomain}>"], spfResult, list(dkimResults), arc)
+        return self.checker.check(
+            [f"Alice <alice@{fromDomain}>"], spfResult, list(dkimResults), arc
+        )
 
     @defer.inlineCallbacks
     def test_none(self) -> defer.Generator:
@@ -122,7 +124,9 @@ class DMARCTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_rejectFailing(self) -> defer.Generator:
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=reject")
-        result = yield self.check(spfResult=spf("pass", "other.test"), dkimResults=[dkim("pass", "other.test")])
+        result = yield self.check(
+            spfResult=spf("pass", "other.test"), dkimResults=[dkim("pass", "other.test")]
+        )
         self.assertEqual(
             (result.result, result.policy, result.disposition, result.domain),
             ("fail", "reject", "reject", "example.test"),
@@ -132,7 +136,9 @@ class DMARCTests(unittest.TestCase):
     def test_passBySPF(self) -> defer.Generator:
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=reject")
         result = yield self.check(spfResult=spf("pass", "example.test"))
-        self.assertEqual((result.result, result.disposition, result.spfAligned), ("pass", "none", True))
+        self.assertEqual(
+            (result.result, result.disposition, result.spfAligned), ("pass", "none", True)
+        )
 
     @defer.inlineCallbacks
     def test_passByDKIM(self) -> defer.Generator:

@@ -28,7 +28,9 @@ class SPFTests(unittest.TestCase):
         return self.checker.check(CLIENT, sender, helo)
 
     @defer.inlineCallbacks
-    def assertResult(self, expected: str, record: str, domain: str = "example.test") -> defer.Generator:
+    def assertResult(
+        self, expected: str, record: str, domain: str = "example.test"
+    ) -> defer.Generator:
         self.dns.addTXT(domain, record)
         result = yield self.check(f"alice@{domain}")
         self.assertIsInstance(result, SPFResult)

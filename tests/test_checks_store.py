@@ -55,9 +55,7 @@ class _StoreBehaviour:
         tooSoon = yield self.store.greylist("t1", "c", 1100.0, GREY)
         after = yield self.store.greylist("t1", "c", 1300.0, GREY)
         later = yield self.store.greylist("t1", "c", 1300.0 + 30 * 86400, GREY)
-        self.assertEqual(
-            [d.wait for d in (first, tooSoon, after, later)], [300, 200, 0, 0]
-        )
+        self.assertEqual([d.wait for d in (first, tooSoon, after, later)], [300, 200, 0, 0])
 
     @defer.inlineCallbacks
     def test_greylistWindowMissed(self) -> defer.Generator:

@@ -78,9 +78,7 @@ def formatAuthenticationResults(
     results: list[object] = []
     if spf is not None:
         if spf.identity == "helo":
-            results.append(
-                authres.SPFAuthenticationResult(result=spf.result, smtp_helo=spf.domain)
-            )
+            results.append(authres.SPFAuthenticationResult(result=spf.result, smtp_helo=spf.domain))
         else:
             results.append(
                 authres.SPFAuthenticationResult(result=spf.result, smtp_mailfrom=spf.sender)
@@ -112,9 +110,7 @@ def formatAuthenticationResults(
         )
     if arc is not None:
         results.append(
-            authres.arc.ARCAuthenticationResult(
-                result=arc.result, header_as_d=arc.sealer or None
-            )
+            authres.arc.ARCAuthenticationResult(result=arc.result, header_as_d=arc.sealer or None)
         )
     parts = [authservId]
     if not results:

@@ -11,6 +11,7 @@ fetched now gives C{temperror}, never a pass.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,12 @@ def _tags(value: bytes) -> dict[bytes, bytes]:
         return {}
 
 
+def _resultFor(
+    domain: str, selector: str, b: str, algorithm: str, outcome: str, reason: str = ""
+) -> DKIMResult:
+    return DKIMResult(outcome, domain, selector, b, algorithm, reason)
+
+
 class DKIMVerifier:
     """
     Verifies DKIM signatures and ARC chains in a bounded thread pool.
@@ -175,8 +182,7 @@ class DKIMVerifier:
             b = _text(tags.get(b"b", b""))[:8]
             algorithm = _text(tags.get(b"a", b""))
 
-            def result(outcome: str, reason: str = "") -> DKIMResult:
-                return DKIMResult(outcome, domain, selector, b, algorithm, reason)
+            result = functools.partial(_resultFor, domain, selector, b, algorithm)
 
             if not tags:
                 results.append(result("neutral", "unparsable signature"))

@@ -79,7 +79,7 @@ class FailoverStore:
                     "{name} unavailable ({problem}): using this node's own state, "
                     "trying {name} again every {retry:g} s",
                     name=self.name,
-                    problem=failure.getErrorMessage() or failure.type.__name__,
+                    problem=failure.getErrorMessage() or repr(failure.value),
                     retry=self.retryAfter,
                 )
             self.available = False

@@ -36,6 +36,7 @@ from gopherpost.checks.store import (
     IStateStore,
     StoreUnavailable,
 )
+from gopherpost.config import redactURL
 
 __all__ = ["REDIS_THREADS", "RedisStore"]
 
@@ -124,6 +125,8 @@ class RedisStore:
 
         self._redis = redis
         self.url = url
+        #: the URL as log lines show it (no password).
+        self.displayURL = redactURL(url)
         self.prefix = prefix
         self._reactor = reactor
         if client is None:
@@ -145,7 +148,7 @@ class RedisStore:
 
         def unavailable(failure: Failure) -> None:
             failure.trap(self._redis.RedisError, OSError)
-            raise StoreUnavailable(f"Redis {self.url}: {failure.value}")
+            raise StoreUnavailable(f"Redis {self.displayURL}: {failure.value}")
 
         return deferToThreadPool(self._reactor, self._pool, f, *args).addErrback(unavailable)
 

@@ -105,9 +105,7 @@ class SPFChecker:
                 SPFResult("none", identity, domain, checked, "no IP address to check")
             )
         if not domain or "." not in domain.strip("."):
-            return defer.succeed(
-                SPFResult("none", identity, domain, checked, "no domain to check")
-            )
+            return defer.succeed(SPFResult("none", identity, domain, checked, "no domain to check"))
 
         def evaluate() -> tuple[str, str]:
             import spf

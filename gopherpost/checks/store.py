@@ -207,7 +207,11 @@ class Decisions:
             kv.put(clientKey, awl, awl["expires"])
             return GreylistDecision(0, whitelisted=True)
         entry = cls._live(kv, tripletKey, now)
-        if entry is not None and not entry["passed"] and now - entry["first"] > parameters.retryWindow:
+        if (
+            entry is not None
+            and not entry["passed"]
+            and now - entry["first"] > parameters.retryWindow
+        ):
             entry = None
         if entry is None:
             entry = {"first": now, "passed": False, "expires": now + parameters.retryWindow}
