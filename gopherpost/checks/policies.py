@@ -408,12 +408,14 @@ class MessageAuthenticationPolicy(PolicyBase):
             )
         if isSubmission(session):
             return None
-        return message.read().addCallback(self._check, session, transaction, message)
+        return defer.maybeDeferred(message.read).addCallback(
+            self._check, session, transaction, message
+        )
 
     @defer.inlineCallbacks
     def _check(
         self,
-        raw: bytes,
+        raw: Any,
         session: ISessionView,
         transaction: ITransactionView,
         message: IMessageView,

@@ -5,8 +5,8 @@ store and their policies, as one service.
 
 L{makeMXChecks} is the wiring's entry point; L{MXChecks.policies} is the
 ordered list to put on the inbound chain, after the chain's own allow-list
-(connect) and relay/recipient checks (RCPT), before the size and recipient
-limits are irrelevant; see the README's "Running as an internet MX".
+(connect) and relay and recipient checks (RCPT); see the README's "Running
+as an internet MX".
 """
 
 from __future__ import annotations
