@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_checks_policies -*-
 """
 The checks of an internet MX (issue 16): who a message really comes from
 (SPF, DKIM, ARC, DMARC and the C{Authentication-Results} header) and keeping

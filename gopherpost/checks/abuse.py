@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_checks_abuse -*-
+# -*- test-case-name: tests.test_checks_policies -*-
 """
 Rate limits, greylisting and bans over an L{IStateStore}.
 

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gopherpost.checks.metrics import CheckMetrics
 from gopherpost.checks.store import BanParameters, GreylistParameters, IStateStore
 
 __all__ = ["FailoverStore"]
@@ -40,6 +41,7 @@ class FailoverStore:
         timeout: float = 1.0,
         retryAfter: float = 5.0,
         name: str = "Redis",
+        metrics: CheckMetrics | None = None,
     ) -> None:
         """
         @param primary: the shared store (L{gopherpost.checks.redisstore.RedisStore}).
@@ -49,6 +51,7 @@ class FailoverStore:
         @param retryAfter: seconds to wait before trying a failed primary
             again.
         @param name: how log lines call the primary.
+        @param metrics: counts C{smtp_state_store_failovers}.
         """
         self._primary = primary
         self._fallback = fallback
@@ -59,11 +62,17 @@ class FailoverStore:
         self.available = True
         self._retryAt = 0.0
         self.failovers = 0
+        self._metrics = metrics
+
+    def _failedOver(self) -> None:
+        self.failovers += 1
+        if self._metrics is not None:
+            self._metrics.inc("smtp_state_store_failovers")
 
     def _call(self, method: Callable[[IStateStore], defer.Deferred]) -> defer.Deferred:
         now = self._clock.seconds()
         if not self.available and now < self._retryAt:
-            self.failovers += 1
+            self._failedOver()
             return method(self._fallback)
 
         def succeeded(result: object) -> object:
@@ -73,7 +82,7 @@ class FailoverStore:
             return result
 
         def failed(failure: Failure) -> defer.Deferred:
-            self.failovers += 1
+            self._failedOver()
             if self.available:
                 _log.warn(
                     "{name} unavailable ({problem}): using this node's own state, "

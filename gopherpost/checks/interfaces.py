@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_checks_policies -*-
 """
 The seams between the MX checks and the inbound chain.
 

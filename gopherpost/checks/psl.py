@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_checks_psl -*-
+# -*- test-case-name: tests.test_checks_dmarc -*-
 """
 Organizational domains (RFC 7489, section 3.2) from the Public Suffix List.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_checks_redis -*-
+# -*- test-case-name: tests.test_checks_store,tests.test_checks_failover -*-
 """
 L{IStateStore} in Redis, shared by every GopherPost node (C{SMTP_REDIS_URL}).
 

@@ -89,7 +89,9 @@ class MXChecks(Service):
         return defer.maybeDeferred(self.store.close)
 
 
-def makeStore(settings: Any, stateDirectory: str, reactor: Any) -> IStateStore:
+def makeStore(
+    settings: Any, stateDirectory: str, reactor: Any, metrics: CheckMetrics | None = None
+) -> IStateStore:
     """
     The state store: the node's SQLite file, behind Redis when
     C{SMTP_REDIS_URL} is set.
@@ -106,7 +108,7 @@ def makeStore(settings: Any, stateDirectory: str, reactor: Any) -> IStateStore:
     from gopherpost.checks.redisstore import RedisStore
 
     shared = RedisStore(settings.redisURL, reactor, prefix=settings.redisPrefix)
-    return FailoverStore(shared, local, reactor)
+    return FailoverStore(shared, local, reactor, metrics=metrics)
 
 
 def makeMXChecks(
@@ -129,7 +131,7 @@ def makeMXChecks(
         List, unusable state directory).
     """
     metrics = metrics or CheckMetrics()
-    store = makeStore(settings, stateDirectory, reactor)
+    store = makeStore(settings, stateDirectory, reactor, metrics)
     pool = ThreadPool(minthreads=0, maxthreads=CHECK_THREADS, name="gopherpost-checks")
     hostname = settings.hostname
     policies: list[IMXPolicy] = []

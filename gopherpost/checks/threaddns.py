@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_checks_threaddns -*-
+# -*- test-case-name: tests.test_checks_spf,tests.test_checks_dkim -*-
 """
 DNS for libraries that look names up themselves (pyspf, dkimpy), from a
 worker thread.

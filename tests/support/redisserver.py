@@ -60,7 +60,8 @@ class RedisServer:
                 "redis-server is not installed (Debian: apt-get install redis-server); "
                 "the Redis tests need it"
             )
-        self.port = _freePort()
+        if not self.port:
+            self.port = _freePort()
         self._process = subprocess.Popen(
             [
                 binary,
