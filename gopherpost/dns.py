@@ -493,7 +493,9 @@ class Resolver:
             lambda rdatas: [b"".join(r.strings) for r in rdatas]
         )
 
-    def lookupRecords(self, name: str, rdtype: str, lifetime: float | None = None) -> defer.Deferred:
+    def lookupRecords(
+        self, name: str, rdtype: str, lifetime: float | None = None
+    ) -> defer.Deferred:
         """
         The records of any one type, as dnspython rdata objects, through the
         same cache and nameservers as the other lookups: for checks that need
