@@ -72,12 +72,14 @@ class MXChecks(Service):
         metrics: CheckMetrics,
         store: IStateStore,
         pool: ThreadPool,
+        threadDNS: ThreadDNS | None = None,
     ) -> None:
         self.policies = policies
         self.violations = violations
         self.metrics = metrics
         self.store = store
         self._pool = pool
+        self._threadDNS = threadDNS
 
     def startService(self) -> None:
         Service.startService(self)
@@ -85,6 +87,8 @@ class MXChecks(Service):
 
     def stopService(self) -> defer.Deferred:
         Service.stopService(self)
+        if self._threadDNS is not None:
+            self._threadDNS.close()
         self._pool.stop()
         return defer.maybeDeferred(self.store.close)
 
@@ -191,4 +195,4 @@ def makeMXChecks(
                 settings.dmarcEnforce,
             )
         )
-    return MXChecks(policies, violations, metrics, store, pool)
+    return MXChecks(policies, violations, metrics, store, pool, threadDNS)

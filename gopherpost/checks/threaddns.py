@@ -19,9 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.threads import blockingCallFromThread
 
-from gopherpost.dns import DNSError, PermanentDNSError, TemporaryDNSError
+from gopherpost.dns import PermanentDNSError
 
 __all__ = ["DNSUnavailable", "ThreadDNS"]
 
@@ -38,7 +37,7 @@ class ThreadDNS:
     Blocking lookups for worker threads, answered by an asynchronous
     resolver on the reactor thread.
 
-    @ivar lookups: how many lookups were made (for tests and limits).
+    @ivar lookups: how many lookups were asked for.
     """
 
     def __init__(self, resolver: Any, reactor: Any, timeout: float = 5.0) -> None:
@@ -53,6 +52,16 @@ class ThreadDNS:
         self.timeout = timeout
         self._lock = threading.Lock()
         self.lookups = 0
+        #: once true, lookups fail at once (see L{close}).
+        self.closed = False
+
+    def close(self) -> None:
+        """
+        Fail every later lookup at once: called as the server stops, so
+        that the checks' threads end quickly.
+        """
+        with self._lock:
+            self.closed = True
 
     def records(self, name: str, rdtype: str) -> list[Any]:
         """
@@ -64,17 +73,32 @@ class ThreadDNS:
         """
         with self._lock:
             self.lookups += 1
+            if self.closed:
+                raise DNSUnavailable(f"{name}/{rdtype}: the server is stopping")
+        done = threading.Event()
+        outcome: list[tuple[bool, Any]] = []
 
-        def lookup() -> defer.Deferred:
+        def finished(result: Any, ok: bool) -> None:
+            outcome.append((ok, result))
+            done.set()
+
+        def lookup() -> None:
             d = defer.maybeDeferred(self._resolver.lookupRecords, name, rdtype, self.timeout)
-            return d.addTimeout(self.timeout + 1.0, self._reactor)
+            d.addTimeout(self.timeout + 1.0, self._reactor)
+            d.addCallbacks(finished, finished, callbackArgs=(True,), errbackArgs=(False,))
 
-        try:
-            return list(blockingCallFromThread(self._reactor, lookup))
-        except PermanentDNSError:
+        self._reactor.callFromThread(lookup)
+        # Bounded even when the reactor thread is busy or stopping (a
+        # thread pool being joined at shut-down must not wait for ever).
+        if not done.wait(self.timeout + 2.0):
+            raise DNSUnavailable(f"{name}/{rdtype}: no answer within {self.timeout:g} s")
+        ok, result = outcome[0]
+        if ok:
+            return list(result)
+        error = result.value
+        if isinstance(error, PermanentDNSError):
             return []
-        except (TemporaryDNSError, DNSError, defer.TimeoutError) as e:
-            raise DNSUnavailable(f"{name}/{rdtype}: {e}") from None
+        raise DNSUnavailable(f"{name}/{rdtype}: {error}")
 
     def txt(self, name: bytes | str, timeout: float = 5.0) -> bytes | None:
         """
