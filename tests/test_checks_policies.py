@@ -33,6 +33,7 @@ from gopherpost.checks.policies import (
     PolicyBase,
     RateLimitPolicy,
     SPFPolicy,
+    notesOf,
 )
 from gopherpost.checks.psl import PublicSuffixList
 from gopherpost.checks.store import BanParameters, GreylistParameters, MemoryStore
@@ -49,16 +50,26 @@ class Session:
     helo: str | None = "client.example.test"
     mayRelay: bool = False
     authenticatedUser: str | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Mailbox:
+    text: str
 
 
 @implementer(ITransactionView)
 @dataclass
 class Transaction:
-    sender: str = "alice@example.test"
-    recipients: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=dict)
+    """
+    In the shape of the inbound chain's transaction: the sender is a
+    mailbox, what policies learn goes into tags.
+    """
+
+    sender: Mailbox = field(default_factory=lambda: Mailbox("alice@example.test"))
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    def tag(self, name: str, value: Any = True) -> None:
+        self.tags[name] = value
 
 
 def reply(d: object) -> object:
@@ -333,7 +344,7 @@ class SPFPolicyTests(unittest.TestCase):
         transaction = Transaction()
         answer = yield SPFPolicy(self.checker, self.metrics, True).mail(Session(), transaction)
         self.assertEqual(answer, (550, "5.7.23 SPF validation failed"))
-        self.assertEqual(transaction.metadata["authentication"]["spf"]["result"], "fail")
+        self.assertEqual(transaction.tags["authentication"]["spf"]["result"], "fail")
         self.assertEqual(self.metrics.value("smtp_spf_results", "fail"), 1)
 
     @defer.inlineCallbacks
@@ -341,12 +352,12 @@ class SPFPolicyTests(unittest.TestCase):
         transaction = Transaction()
         answer = yield SPFPolicy(self.checker, self.metrics, False).mail(Session(), transaction)
         self.assertIsNone(answer)
-        self.assertEqual(transaction.notes["spf"].result, "fail")
+        self.assertEqual(transaction.tags["authentication"]["spf"]["result"], "fail")
 
     @defer.inlineCallbacks
     def test_temperror(self) -> defer.Generator:
         self.env.dnsServer.failWithServFail("broken.test")
-        transaction = Transaction(sender="a@broken.test")
+        transaction = Transaction(sender=Mailbox("a@broken.test"))
         answer = yield SPFPolicy(self.checker, self.metrics, True).mail(Session(), transaction)
         self.assertEqual(answer, (451, "4.7.24 SPF validation error, try again later"))
         answer = yield SPFPolicy(self.checker, self.metrics, False).mail(Session(), transaction)
@@ -356,7 +367,7 @@ class SPFPolicyTests(unittest.TestCase):
         transaction = Transaction()
         policy = SPFPolicy(self.checker, self.metrics, True)
         self.assertIsNone(policy.mail(Session(mayRelay=True), transaction))
-        self.assertEqual(transaction.metadata, {})
+        self.assertEqual(transaction.tags, {})
 
 
 class MessageAuthenticationPolicyTests(unittest.TestCase):
@@ -385,7 +396,7 @@ class MessageAuthenticationPolicyTests(unittest.TestCase):
         spf = yield SPFPolicy(self.env.spfChecker(), self.metrics, False).mail(session, transaction)
         self.assertIsNone(spf)
         view = BufferedMessage(data)
-        answer = yield self.policy(enforce).data(session, transaction, view)
+        answer = yield self.policy(enforce).message(session, transaction, view)
         return answer, transaction, view
 
     def authResults(self, view: BufferedMessage) -> list[str]:
@@ -396,7 +407,7 @@ class MessageAuthenticationPolicyTests(unittest.TestCase):
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=reject")
         answer, transaction, view = yield self.deliver(message())
         self.assertEqual(answer, (550, "5.7.1 Email rejected per DMARC policy for example.test"))
-        self.assertEqual(transaction.metadata["authentication"]["dmarc"]["disposition"], "reject")
+        self.assertEqual(transaction.tags["authentication"]["dmarc"]["disposition"], "reject")
         self.assertEqual(self.metrics.value("smtp_dmarc_results", "fail", "reject"), 1)
 
     @defer.inlineCallbacks
@@ -420,7 +431,7 @@ class MessageAuthenticationPolicyTests(unittest.TestCase):
         self.assertIn("header.d=example.test header.s=sel", value)
         self.assertIn("dmarc=pass", value)
         self.assertIn("arc=none", value)
-        authentication = transaction.metadata["authentication"]
+        authentication = transaction.tags["authentication"]
         self.assertEqual(
             [authentication[k]["result"] for k in ("spf", "arc", "dmarc")],
             ["fail", "none", "pass"],
@@ -433,8 +444,7 @@ class MessageAuthenticationPolicyTests(unittest.TestCase):
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=quarantine")
         answer, transaction, view = yield self.deliver(message())
         self.assertIsNone(answer)
-        self.assertEqual(transaction.metadata["quarantine"], "dmarc")
-        self.assertIn("quarantined", transaction.metadata["tags"])
+        self.assertEqual(transaction.tags["quarantine"], "dmarc")
         self.assertIn(("X-GopherPost-Quarantine", " dmarc"), view.headers)
         self.assertTrue(view.render().startswith(b"X-GopherPost-Quarantine: dmarc\r\n"))
 
@@ -463,7 +473,7 @@ class MessageAuthenticationPolicyTests(unittest.TestCase):
     def test_submissionOnlyCleaned(self) -> defer.Generator:
         forged = f"Authentication-Results: {HOST}; dmarc=pass\r\n".encode() + message()
         view = BufferedMessage(forged)
-        answer = yield self.policy().data(Session(mayRelay=True), Transaction(), view)
+        answer = yield self.policy().message(Session(mayRelay=True), Transaction(), view)
         self.assertIsNone(answer)
         self.assertEqual(self.authResults(view), [])
 
@@ -483,7 +493,7 @@ class MessageAuthenticationPolicyTests(unittest.TestCase):
         )
         answer, transaction, view = yield self.deliver(sealed)
         self.assertIsNone(answer)
-        dmarc = transaction.metadata["authentication"]["dmarc"]
+        dmarc = transaction.tags["authentication"]["dmarc"]
         self.assertEqual((dmarc["result"], dmarc["override"]), ("fail", "trusted_forwarder"))
         self.assertIn("arc=pass header.as-d=lists.test", self.authResults(view)[0])
 
@@ -493,3 +503,36 @@ class MessageAuthenticationPolicyTests(unittest.TestCase):
         answer, _, _ = yield self.deliver(message())
         self.assertEqual(answer[0], 451)
         self.assertTrue(answer[1].startswith("4.7.1 "))
+
+
+class NotesTests(unittest.TestCase):
+    """
+    L{notesOf} for objects with and without a C{notes} dict.
+    """
+
+    def test_ownNotes(self) -> None:
+        class WithNotes:
+            notes: dict[str, Any] = {}
+
+        thing = WithNotes()
+        thing.notes = {}
+        notesOf(thing)["x"] = 1
+        self.assertEqual(thing.notes, {"x": 1})
+
+    def test_keptAsideAndDropped(self) -> None:
+        """
+        An unhashable object without notes (a dataclass) gets a dict of its
+        own, dropped with it.
+        """
+        import gc
+
+        from gopherpost.checks import policies
+
+        session = Session()
+        notesOf(session)["x"] = 1
+        self.assertEqual(notesOf(session), {"x": 1})
+        self.assertEqual(notesOf(Session()), {})
+        key = id(session)
+        del session
+        gc.collect()
+        self.assertNotIn(key, policies._notes)

@@ -3,8 +3,11 @@
 The seams between the MX checks and the inbound chain.
 
 The inbound session (the roles issue's framing / session / protocol) owns
-the objects these interfaces describe; the policies only read them, except
-for the C{notes} and C{metadata} dicts and the message's header fields.
+the objects these interfaces describe; the policies only read them, tag the
+transaction and edit the message's header fields.  The shapes follow the
+inbound chain's C{IPolicy}, C{SessionContext}, C{Transaction} and
+C{IReceivedMessage}; L{gopherpost.checks.policies.notesOf} keeps a policy's
+own per-session and per-transaction state aside.
 
 Replies are C{(code, text)} with the enhanced status code first in the
 text, e.g. C{(550, "5.7.23 SPF validation failed")}.  A policy hook returns
@@ -37,7 +40,6 @@ class ISessionView(Interface):
     helo = Attribute("The HELO/EHLO name, or None before HELO.")
     mayRelay = Attribute("Whether the client has relay permission (its network).")
     authenticatedUser = Attribute("The AUTH user name, or None.")
-    notes = Attribute("A dict that lives as long as the session, for the policies' own use.")
 
 
 class ITransactionView(Interface):
@@ -45,10 +47,15 @@ class ITransactionView(Interface):
     What the checks read of one mail transaction (MAIL to end of data).
     """
 
-    sender = Attribute("The reverse-path, '' for <>.")
-    recipients = Attribute("The recipients accepted so far, a sequence of str.")
-    metadata = Attribute("A JSON-able dict stored with the message (Envelope.metadata).")
-    notes = Attribute("A dict that lives as long as the transaction.")
+    sender = Attribute(
+        "The reverse-path: text ('' for <>), or an object whose 'text' attribute is that."
+    )
+
+    def tag(name: str, value: object) -> None:
+        """
+        Record what a policy learned (JSON-able); kept in the envelope's
+        metadata with the message.
+        """
 
 
 class IMessageView(Interface):
@@ -105,6 +112,8 @@ class IMXPolicy(Interface):
     logged pass, as the check's documentation says).
     """
 
+    name = Attribute("A short name for logs, e.g. 'spf'.")
+
     def connect(session: ISessionView) -> object:
         """
         A client connected (before the banner).
@@ -120,12 +129,20 @@ class IMXPolicy(Interface):
         MAIL FROM; C{transaction.sender} is set.
         """
 
-    def rcpt(session: ISessionView, transaction: ITransactionView, recipient: str) -> object:
+    def rcpt(session: ISessionView, transaction: ITransactionView, recipient: object) -> object:
         """
-        RCPT TO C{recipient}, after the relay and recipient checks passed.
+        RCPT TO C{recipient} (text, or an object whose C{address} is the
+        text), after the relay and recipient checks passed.
         """
 
-    def data(session: ISessionView, transaction: ITransactionView, message: IMessageView) -> object:
+    def data(session: ISessionView, transaction: ITransactionView) -> object:
+        """
+        DATA, before the C{354}.
+        """
+
+    def message(
+        session: ISessionView, transaction: ITransactionView, message: IMessageView
+    ) -> object:
         """
         End of data, before the message is made durable.
         """

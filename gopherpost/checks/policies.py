@@ -16,6 +16,7 @@ a counter must not lose mail.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,9 @@ from gopherpost.checks.spf import SPFChecker, SPFResult
 
 __all__ = [
     "QUARANTINE_HEADER",
+    "addressText",
+    "notesOf",
+    "senderText",
     "BanPolicy",
     "BufferedMessage",
     "DNSBLPolicy",
@@ -57,6 +61,53 @@ _log = Logger()
 
 #: The header field a quarantined message gets.
 QUARANTINE_HEADER = "X-GopherPost-Quarantine"
+
+
+def notesOf(thing: object) -> dict[str, Any]:
+    """
+    A dict of the policies' own notes that lives as long as C{thing} (a
+    session or a transaction): its C{notes} attribute when it has one,
+    else a dict kept aside, dropped when C{thing} is.
+    """
+    notes = getattr(thing, "notes", None)
+    if isinstance(notes, dict):
+        return notes
+    key = id(thing)
+    kept = _notes.get(key)
+    if kept is None:
+        kept = _notes[key] = {}
+        weakref.finalize(thing, _notes.pop, key, None)
+    return kept
+
+
+_notes: dict[int, dict[str, Any]] = {}
+
+
+def senderText(transaction: ITransactionView) -> str:
+    """
+    The reverse-path as text (C{""} for C{<>}).
+    """
+    sender = transaction.sender
+    return str(getattr(sender, "text", sender) or "")
+
+
+def addressText(recipient: object) -> str:
+    """
+    A recipient's address as text.
+    """
+    return str(getattr(recipient, "address", recipient))
+
+
+def _authentication(transaction: ITransactionView) -> dict[str, Any]:
+    """
+    The transaction's C{authentication} tag, created (and tagged) once.
+    """
+    notes = notesOf(transaction)
+    results = notes.get("authentication")
+    if results is None:
+        results = notes["authentication"] = {}
+        transaction.tag("authentication", results)
+    return results
 
 
 def isSubmission(session: ISessionView) -> bool:
@@ -86,6 +137,8 @@ class PolicyBase:
     A policy whose hooks all say "go on"; subclasses override some.
     """
 
+    name = "base"
+
     def connect(self, session: ISessionView) -> object:
         return None
 
@@ -95,10 +148,15 @@ class PolicyBase:
     def mail(self, session: ISessionView, transaction: ITransactionView) -> object:
         return None
 
-    def rcpt(self, session: ISessionView, transaction: ITransactionView, recipient: str) -> object:
+    def rcpt(
+        self, session: ISessionView, transaction: ITransactionView, recipient: object
+    ) -> object:
         return None
 
-    def data(
+    def data(self, session: ISessionView, transaction: ITransactionView) -> object:
+        return None
+
+    def message(
         self, session: ISessionView, transaction: ITransactionView, message: IMessageView
     ) -> object:
         return None
@@ -109,6 +167,8 @@ class BanPolicy(PolicyBase):
     """
     C{421 4.7.0} at connect for a banned client; counts violations.
     """
+
+    name = "bans"
 
     def __init__(self, bans: BanList, metrics: CheckMetrics, hostname: str) -> None:
         self._bans = bans
@@ -162,6 +222,8 @@ class RateLimitPolicy(PolicyBase):
     per authenticated user per hour.
     """
 
+    name = "rate-limits"
+
     def __init__(self, limiter: RateLimiter, metrics: CheckMetrics, hostname: str) -> None:
         self._limiter = limiter
         self._metrics = metrics
@@ -212,7 +274,9 @@ class RateLimitPolicy(PolicyBase):
             ),
         )
 
-    def rcpt(self, session: ISessionView, transaction: ITransactionView, recipient: str) -> object:
+    def rcpt(
+        self, session: ISessionView, transaction: ITransactionView, recipient: object
+    ) -> object:
         if isSubmission(session):
             return None
         return self._decide(
@@ -232,6 +296,8 @@ class DNSBLPolicy(PolicyBase):
     Looks the client up while the session starts; a listing rejects its
     RCPTs (so that the envelope is logged).
     """
+
+    name = "dnsbl"
 
     def __init__(
         self,
@@ -257,7 +323,7 @@ class DNSBLPolicy(PolicyBase):
                 waiting.clear()
 
             lookup.addCallback(arrived)
-            session.notes["dnsbl"] = (outcome, waiting)
+            notesOf(session)["dnsbl"] = (outcome, waiting)
         return None
 
     def _count(self, session: ISessionView, result: DNSBLResult) -> None:
@@ -277,8 +343,10 @@ class DNSBLPolicy(PolicyBase):
         if result.listed and self._violations is not None:
             self._violations.violation(session, "dnsbl")
 
-    def rcpt(self, session: ISessionView, transaction: ITransactionView, recipient: str) -> object:
-        state = session.notes.get("dnsbl")
+    def rcpt(
+        self, session: ISessionView, transaction: ITransactionView, recipient: object
+    ) -> object:
+        state = notesOf(session).get("dnsbl")
         if state is None:
             return None
         outcome, waiting = state
@@ -313,6 +381,8 @@ class SPFPolicy(PolicyBase):
     temperror deferred (C{451 4.7.24}).
     """
 
+    name = "spf"
+
     def __init__(self, checker: SPFChecker, metrics: CheckMetrics, reject: bool) -> None:
         self._checker = checker
         self._metrics = metrics
@@ -321,12 +391,12 @@ class SPFPolicy(PolicyBase):
     def mail(self, session: ISessionView, transaction: ITransactionView) -> object:
         if isSubmission(session):
             return None
-        d = self._checker.check(session.clientAddress, transaction.sender, session.helo or "")
+        d = self._checker.check(session.clientAddress, senderText(transaction), session.helo or "")
 
         def decide(result: SPFResult) -> Reply | None:
             self._metrics.inc("smtp_spf_results", result.result)
-            transaction.notes["spf"] = result
-            transaction.metadata.setdefault("authentication", {})["spf"] = result.asMetadata()
+            notesOf(transaction)["spf"] = result
+            _authentication(transaction)["spf"] = result.asMetadata()
             if not self.reject:
                 return None
             if result.result == "fail":
@@ -345,11 +415,15 @@ class GreylistPolicy(PolicyBase):
     (client network, sender, recipient).
     """
 
+    name = "greylist"
+
     def __init__(self, greylister: Greylister, metrics: CheckMetrics) -> None:
         self._greylister = greylister
         self._metrics = metrics
 
-    def rcpt(self, session: ISessionView, transaction: ITransactionView, recipient: str) -> object:
+    def rcpt(
+        self, session: ISessionView, transaction: ITransactionView, recipient: object
+    ) -> object:
         if isSubmission(session):
             return None
 
@@ -364,7 +438,9 @@ class GreylistPolicy(PolicyBase):
             self._metrics.inc("smtp_greylist", "greylisted")
             return (451, f"4.7.1 Greylisted, try again in {decision.wait} seconds")
 
-        d = self._greylister.check(session.clientAddress, transaction.sender, recipient)
+        d = self._greylister.check(
+            session.clientAddress, senderText(transaction), addressText(recipient)
+        )
         return d.addCallbacks(decide, _storeFailed("greylisting", self._metrics))
 
 
@@ -377,6 +453,8 @@ class MessageAuthenticationPolicy(PolicyBase):
     Forged C{Authentication-Results} fields (with our authserv-id) and
     C{X-GopherPost-Quarantine} fields are removed from every message.
     """
+
+    name = "message-authentication"
 
     def __init__(
         self,
@@ -392,7 +470,7 @@ class MessageAuthenticationPolicy(PolicyBase):
         self.authservId = authservId
         self.enforce = enforce
 
-    def data(
+    def message(
         self, session: ISessionView, transaction: ITransactionView, message: IMessageView
     ) -> object:
         removed = message.removeHeaders(
@@ -420,7 +498,7 @@ class MessageAuthenticationPolicy(PolicyBase):
         transaction: ITransactionView,
         message: IMessageView,
     ) -> Any:
-        spf = transaction.notes.get("spf")
+        spf = notesOf(transaction).get("spf")
         dkimResults, arc = yield defer.gatherResults(
             [self._verifier.verify(raw), self._verifier.verifyARC(raw)]
         )
@@ -433,7 +511,7 @@ class MessageAuthenticationPolicy(PolicyBase):
         self._metrics.inc("smtp_arc_results", arc.result)
         disposition = dmarc.disposition if self.enforce else "none"
         self._metrics.inc("smtp_dmarc_results", dmarc.result, disposition)
-        results = transaction.metadata.setdefault("authentication", {})
+        results = _authentication(transaction)
         results["dkim"] = [r.asMetadata() for r in dkimResults]
         results["arc"] = arc.asMetadata()
         results["dmarc"] = dict(dmarc.asMetadata(), enforced=self.enforce)
@@ -448,10 +526,7 @@ class MessageAuthenticationPolicy(PolicyBase):
                 f"4.7.1 DMARC policy of {dmarc.domain} could not be checked, try again later",
             )
         if disposition == "quarantine":
-            transaction.metadata["quarantine"] = "dmarc"
-            tags = transaction.metadata.setdefault("tags", [])
-            if "quarantined" not in tags:
-                tags.append("quarantined")
+            transaction.tag("quarantine", "dmarc")
             message.prependHeader(QUARANTINE_HEADER, "dmarc")
         return None
 
