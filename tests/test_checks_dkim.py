@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.support.mxchecks import SigningKey, message, startCheckEnvironment
+from tests.support.mxchecks import InlineCallbacks, SigningKey, message, startCheckEnvironment
 
 
 class DKIMVerificationTests(unittest.TestCase):
@@ -21,7 +21,7 @@ class DKIMVerificationTests(unittest.TestCase):
         self.verifier = self.env.dkimVerifier()
 
     @defer.inlineCallbacks
-    def test_none(self) -> defer.Generator:
+    def test_none(self) -> InlineCallbacks:
         """
         An unsigned message has no results.
         """
@@ -29,7 +29,7 @@ class DKIMVerificationTests(unittest.TestCase):
         self.assertEqual(results, [])
 
     @defer.inlineCallbacks
-    def test_passRSA(self) -> defer.Generator:
+    def test_passRSA(self) -> InlineCallbacks:
         key = SigningKey("example.test")
         key.publish(self.env.dnsServer)
         signed = key.sign(message())
@@ -43,14 +43,14 @@ class DKIMVerificationTests(unittest.TestCase):
         self.assertEqual(len(result.b), 8)
 
     @defer.inlineCallbacks
-    def test_passEd25519(self) -> defer.Generator:
+    def test_passEd25519(self) -> InlineCallbacks:
         key = SigningKey("example.test", "ed", algorithm="ed25519")
         key.publish(self.env.dnsServer)
         results = yield self.verifier.verify(key.sign(message()))
         self.assertEqual([(r.result, r.algorithm) for r in results], [("pass", "ed25519-sha256")])
 
     @defer.inlineCallbacks
-    def test_failModifiedBody(self) -> defer.Generator:
+    def test_failModifiedBody(self) -> InlineCallbacks:
         key = SigningKey("example.test")
         key.publish(self.env.dnsServer)
         signed = key.sign(message(body=b"Pay 10 euros.\r\n"))
@@ -59,7 +59,7 @@ class DKIMVerificationTests(unittest.TestCase):
         self.assertEqual([r.result for r in results], ["fail"])
 
     @defer.inlineCallbacks
-    def test_everySignature(self) -> defer.Generator:
+    def test_everySignature(self) -> InlineCallbacks:
         """
         Each signature gets its own result, in header order: here an
         Ed25519 one that passes above an RSA one whose key is gone.
@@ -76,7 +76,7 @@ class DKIMVerificationTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_temperror(self) -> defer.Generator:
+    def test_temperror(self) -> InlineCallbacks:
         """
         A key lookup that gets SERVFAIL is a temperror, not a fail.
         """
@@ -86,7 +86,7 @@ class DKIMVerificationTests(unittest.TestCase):
         self.assertEqual([r.result for r in results], ["temperror"])
 
     @defer.inlineCallbacks
-    def test_brokenSignature(self) -> defer.Generator:
+    def test_brokenSignature(self) -> InlineCallbacks:
         """
         A signature field missing its tags is neutral (RFC 8601).
         """
@@ -112,12 +112,12 @@ class ARCVerificationTests(unittest.TestCase):
         return key.arcSeal(data, "lists.test")
 
     @defer.inlineCallbacks
-    def test_none(self) -> defer.Generator:
+    def test_none(self) -> InlineCallbacks:
         result = yield self.verifier.verifyARC(message())
         self.assertEqual(result.result, "none")
 
     @defer.inlineCallbacks
-    def test_pass(self) -> defer.Generator:
+    def test_pass(self) -> InlineCallbacks:
         key = SigningKey("lists.test", "arc")
         key.publish(self.env.dnsServer)
         result = yield self.verifier.verifyARC(self.forwarded(key))
@@ -126,7 +126,7 @@ class ARCVerificationTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_failModified(self) -> defer.Generator:
+    def test_failModified(self) -> InlineCallbacks:
         key = SigningKey("lists.test", "arc")
         key.publish(self.env.dnsServer)
         tampered = self.forwarded(key).replace(b"Hi there.", b"Buy now!!")
@@ -134,7 +134,7 @@ class ARCVerificationTests(unittest.TestCase):
         self.assertEqual(result.result, "fail")
 
     @defer.inlineCallbacks
-    def test_temperror(self) -> defer.Generator:
+    def test_temperror(self) -> InlineCallbacks:
         key = SigningKey("lists.test", "arc")
         self.env.dnsServer.failWithServFail("arc._domainkey.lists.test")
         result = yield self.verifier.verifyARC(self.forwarded(key))

@@ -12,7 +12,7 @@ from gopherpost.checks.dkimverify import ARCResult, DKIMResult
 from gopherpost.checks.dmarc import DMARCChecker, InvalidRecord, fromDomains, parseRecord
 from gopherpost.checks.psl import PublicSuffixList, defaultListPath, loadPublicSuffixList
 from gopherpost.checks.spf import SPFResult
-from tests.support.mxchecks import startCheckEnvironment
+from tests.support.mxchecks import InlineCallbacks, startCheckEnvironment
 
 
 def spf(result: str, domain: str) -> SPFResult:
@@ -117,12 +117,12 @@ class DMARCTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_none(self) -> defer.Generator:
+    def test_none(self) -> InlineCallbacks:
         result = yield self.check(spfResult=spf("fail", "example.test"))
         self.assertEqual((result.result, result.disposition), ("none", "none"))
 
     @defer.inlineCallbacks
-    def test_rejectFailing(self) -> defer.Generator:
+    def test_rejectFailing(self) -> InlineCallbacks:
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=reject")
         result = yield self.check(
             spfResult=spf("pass", "other.test"), dkimResults=[dkim("pass", "other.test")]
@@ -133,7 +133,7 @@ class DMARCTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_passBySPF(self) -> defer.Generator:
+    def test_passBySPF(self) -> InlineCallbacks:
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=reject")
         result = yield self.check(spfResult=spf("pass", "example.test"))
         self.assertEqual(
@@ -141,7 +141,7 @@ class DMARCTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_passByDKIM(self) -> defer.Generator:
+    def test_passByDKIM(self) -> InlineCallbacks:
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=reject")
         result = yield self.check(
             spfResult=spf("fail", "example.test"), dkimResults=[dkim("pass", "example.test")]
@@ -149,13 +149,13 @@ class DMARCTests(unittest.TestCase):
         self.assertEqual((result.result, result.dkimAligned), ("pass", True))
 
     @defer.inlineCallbacks
-    def test_quarantine(self) -> defer.Generator:
+    def test_quarantine(self) -> InlineCallbacks:
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=quarantine")
         result = yield self.check(spfResult=spf("softfail", "example.test"))
         self.assertEqual((result.result, result.disposition), ("fail", "quarantine"))
 
     @defer.inlineCallbacks
-    def test_pctZero(self) -> defer.Generator:
+    def test_pctZero(self) -> InlineCallbacks:
         """
         pct=0: nothing is sampled, so reject becomes quarantine and
         quarantine becomes none (RFC 7489, 6.6.4).
@@ -169,7 +169,7 @@ class DMARCTests(unittest.TestCase):
         self.assertEqual(result.disposition, "none")
 
     @defer.inlineCallbacks
-    def test_pctSampled(self) -> defer.Generator:
+    def test_pctSampled(self) -> InlineCallbacks:
         """
         pct=30 applies the policy to a message whose draw is below 30 %.
         """
@@ -182,7 +182,7 @@ class DMARCTests(unittest.TestCase):
         self.assertEqual(result.disposition, "quarantine")
 
     @defer.inlineCallbacks
-    def test_relaxedAlignment(self) -> defer.Generator:
+    def test_relaxedAlignment(self) -> InlineCallbacks:
         """
         Relaxed (the default): a signature of a subdomain of the same
         organizational domain aligns; strict (adkim=s) it does not.
@@ -201,7 +201,7 @@ class DMARCTests(unittest.TestCase):
         self.assertEqual(result.result, "pass")
 
     @defer.inlineCallbacks
-    def test_subdomainPolicy(self) -> defer.Generator:
+    def test_subdomainPolicy(self) -> InlineCallbacks:
         """
         A subdomain without a record of its own gets the organizational
         domain's sp= (or p= without sp=).
@@ -219,14 +219,14 @@ class DMARCTests(unittest.TestCase):
         self.assertEqual(result.policy, "reject")
 
     @defer.inlineCallbacks
-    def test_subdomainOwnRecord(self) -> defer.Generator:
+    def test_subdomainOwnRecord(self) -> InlineCallbacks:
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=reject")
         self.dns.addTXT("_dmarc.news.example.test", "v=DMARC1; p=none")
         result = yield self.check("news.example.test")
         self.assertEqual((result.policy, result.disposition), ("none", "none"))
 
     @defer.inlineCallbacks
-    def test_trustedARC(self) -> defer.Generator:
+    def test_trustedARC(self) -> InlineCallbacks:
         """
         A valid ARC chain sealed by a trusted forwarder is not rejected; an
         untrusted sealer or a broken chain does not help.
@@ -243,7 +243,7 @@ class DMARCTests(unittest.TestCase):
         self.assertEqual(result.disposition, "reject")
 
     @defer.inlineCallbacks
-    def test_temperrorLookup(self) -> defer.Generator:
+    def test_temperrorLookup(self) -> InlineCallbacks:
         """
         A policy that cannot be fetched is a temperror: a tempfail for a
         message without an aligned pass, nothing for one with.
@@ -255,7 +255,7 @@ class DMARCTests(unittest.TestCase):
         self.assertEqual((result.result, result.disposition), ("temperror", "none"))
 
     @defer.inlineCallbacks
-    def test_temperrorUnderlying(self) -> defer.Generator:
+    def test_temperrorUnderlying(self) -> InlineCallbacks:
         """
         p=reject and a DKIM key that could not be fetched: tempfail, not
         reject.
@@ -265,13 +265,13 @@ class DMARCTests(unittest.TestCase):
         self.assertEqual((result.result, result.disposition), ("temperror", "tempfail"))
 
     @defer.inlineCallbacks
-    def test_permerror(self) -> defer.Generator:
+    def test_permerror(self) -> InlineCallbacks:
         self.dns.addTXT("_dmarc.example.test", "v=DMARC1; p=bounce")
         result = yield self.check()
         self.assertEqual((result.result, result.disposition), ("permerror", "none"))
 
     @defer.inlineCallbacks
-    def test_severalFromDomains(self) -> defer.Generator:
+    def test_severalFromDomains(self) -> InlineCallbacks:
         """
         With several From domains the strictest outcome counts: one cannot
         hide a failing domain behind one without a policy.

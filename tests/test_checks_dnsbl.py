@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from gopherpost.checks.dnsbl import DNSBLChecker, queryName
-from tests.support.mxchecks import startCheckEnvironment
+from tests.support.mxchecks import InlineCallbacks, startCheckEnvironment
 
 
 class QueryNameTests(unittest.TestCase):
@@ -37,27 +37,27 @@ class DNSBLTests(unittest.TestCase):
         self.checker = DNSBLChecker(self.env.resolver, ["zen.bl.test", "other.bl.test"])
 
     @defer.inlineCallbacks
-    def test_notListed(self) -> defer.Generator:
+    def test_notListed(self) -> InlineCallbacks:
         self.dns.addA("1.0.0.127.zen.bl.test", "127.0.0.2")
         result = yield self.checker.check("192.0.2.1")
         self.assertEqual((result.listed, result.errors, result.temporary), ((), (), ()))
         self.assertIsNone(result.zone)
 
     @defer.inlineCallbacks
-    def test_listed(self) -> defer.Generator:
+    def test_listed(self) -> InlineCallbacks:
         self.dns.addA("1.2.0.192.other.bl.test", "127.0.0.4")
         result = yield self.checker.check("192.0.2.1")
         self.assertEqual(result.listed, (("other.bl.test", ("127.0.0.4",)),))
         self.assertEqual(result.zone, "other.bl.test")
 
     @defer.inlineCallbacks
-    def test_ipv6Listed(self) -> defer.Generator:
+    def test_ipv6Listed(self) -> InlineCallbacks:
         self.dns.addA(queryName("2001:db8::25", "zen.bl.test"), "127.0.0.3")
         result = yield self.checker.check("2001:db8::25")
         self.assertEqual(result.zone, "zen.bl.test")
 
     @defer.inlineCallbacks
-    def test_errorCodes(self) -> defer.Generator:
+    def test_errorCodes(self) -> InlineCallbacks:
         """
         Spamhaus's 127.255.255.x answers and answers outside 127/8 are
         errors, not listings.
@@ -69,13 +69,13 @@ class DNSBLTests(unittest.TestCase):
         self.assertEqual([zone for zone, _ in result.errors], ["zen.bl.test", "other.bl.test"])
 
     @defer.inlineCallbacks
-    def test_temporary(self) -> defer.Generator:
+    def test_temporary(self) -> InlineCallbacks:
         self.dns.failWithServFail("1.2.0.192.zen.bl.test")
         result = yield self.checker.check("192.0.2.1")
         self.assertEqual([zone for zone, _ in result.temporary], ["zen.bl.test"])
         self.assertEqual(result.listed, ())
 
     @defer.inlineCallbacks
-    def test_notAnAddress(self) -> defer.Generator:
+    def test_notAnAddress(self) -> InlineCallbacks:
         result = yield self.checker.check("unix-socket")
         self.assertEqual(result.listed, ())

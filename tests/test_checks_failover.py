@@ -5,8 +5,10 @@ checks, and it is used again once it answers.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet import defer, reactor, task
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -14,6 +16,7 @@ from gopherpost.checks.failover import FailoverStore
 from gopherpost.checks.metrics import CheckMetrics
 from gopherpost.checks.redisstore import RedisStore
 from gopherpost.checks.store import GreylistParameters, IStateStore, MemoryStore
+from tests.support.mxchecks import InlineCallbacks
 from tests.support.redisserver import startRedis
 
 
@@ -29,8 +32,9 @@ class _Hanging(MemoryStore):
 class FailoverTests(unittest.TestCase):
     def setUp(self) -> None:
         self.events: list[dict] = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        observer = cast(ILogObserver, self.events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def warnings(self) -> list[dict]:
         return [e for e in self.events if "unavailable" in str(e.get("log_format", ""))]
@@ -62,7 +66,7 @@ class FailoverTests(unittest.TestCase):
         self.assertEqual(len(self.warnings()), 1)
 
     @defer.inlineCallbacks
-    def test_redisStoppedAndBack(self) -> defer.Generator:
+    def test_redisStoppedAndBack(self) -> InlineCallbacks:
         """
         Redis killed: decisions go on locally, with one warning; Redis
         started again on the same port: it is used again by itself.

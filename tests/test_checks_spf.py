@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from gopherpost.checks.spf import SPFResult
-from tests.support.mxchecks import startCheckEnvironment
+from tests.support.mxchecks import InlineCallbacks, startCheckEnvironment
 
 CLIENT = "192.0.2.10"
 
@@ -30,7 +30,7 @@ class SPFTests(unittest.TestCase):
     @defer.inlineCallbacks
     def assertResult(
         self, expected: str, record: str, domain: str = "example.test"
-    ) -> defer.Generator:
+    ) -> InlineCallbacks:
         self.dns.addTXT(domain, record)
         result = yield self.check(f"alice@{domain}")
         self.assertIsInstance(result, SPFResult)
@@ -60,7 +60,7 @@ class SPFTests(unittest.TestCase):
         return self.assertResult("neutral", "v=spf1 ?all")
 
     @defer.inlineCallbacks
-    def test_none(self) -> defer.Generator:
+    def test_none(self) -> InlineCallbacks:
         """
         No SPF record (another TXT record only), and no such domain.
         """
@@ -71,7 +71,7 @@ class SPFTests(unittest.TestCase):
         self.assertEqual(result.result, "none")
 
     @defer.inlineCallbacks
-    def test_temperrorServFail(self) -> defer.Generator:
+    def test_temperrorServFail(self) -> InlineCallbacks:
         """
         A SERVFAIL for the policy is a temperror, not a pass or a none.
         """
@@ -80,7 +80,7 @@ class SPFTests(unittest.TestCase):
         self.assertEqual(result.result, "temperror")
 
     @defer.inlineCallbacks
-    def test_temperrorTimeout(self) -> defer.Generator:
+    def test_temperrorTimeout(self) -> InlineCallbacks:
         """
         A nameserver that never answers gives a temperror within the
         resolver's timeout.
@@ -90,7 +90,7 @@ class SPFTests(unittest.TestCase):
         self.assertEqual(result.result, "temperror")
 
     @defer.inlineCallbacks
-    def test_temperrorInclude(self) -> defer.Generator:
+    def test_temperrorInclude(self) -> InlineCallbacks:
         """
         A temporary failure deep in an include is a temperror too.
         """
@@ -103,12 +103,12 @@ class SPFTests(unittest.TestCase):
         return self.assertResult("permerror", "v=spf1 ip4:192.0.2.x -all")
 
     @defer.inlineCallbacks
-    def test_permerrorTwoRecords(self) -> defer.Generator:
+    def test_permerrorTwoRecords(self) -> InlineCallbacks:
         self.dns.addTXT("example.test", "v=spf1 -all")
         yield self.assertResult("permerror", "v=spf1 +all")
 
     @defer.inlineCallbacks
-    def test_permerrorLoop(self) -> defer.Generator:
+    def test_permerrorLoop(self) -> InlineCallbacks:
         """
         An include loop ends in a permerror (the lookup limit), not a hang.
         """
@@ -118,7 +118,7 @@ class SPFTests(unittest.TestCase):
         self.assertEqual(result.result, "permerror")
 
     @defer.inlineCallbacks
-    def test_permerrorTooManyLookups(self) -> defer.Generator:
+    def test_permerrorTooManyLookups(self) -> InlineCallbacks:
         """
         More than 10 DNS-querying terms is a permerror (RFC 7208 4.6.4).
         """
@@ -128,7 +128,7 @@ class SPFTests(unittest.TestCase):
         yield self.assertResult("permerror", f"v=spf1 {includes} -all")
 
     @defer.inlineCallbacks
-    def test_tenLookupsAllowed(self) -> defer.Generator:
+    def test_tenLookupsAllowed(self) -> InlineCallbacks:
         """
         Exactly 10 DNS-querying terms are within the limit.
         """
@@ -139,7 +139,7 @@ class SPFTests(unittest.TestCase):
         yield self.assertResult("pass", f"v=spf1 {includes} a:last.example.test -all")
 
     @defer.inlineCallbacks
-    def test_permerrorVoidLookups(self) -> defer.Generator:
+    def test_permerrorVoidLookups(self) -> InlineCallbacks:
         """
         More than two lookups answering nothing is a permerror.
         """
@@ -149,7 +149,7 @@ class SPFTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_heloIdentityForNullSender(self) -> defer.Generator:
+    def test_heloIdentityForNullSender(self) -> InlineCallbacks:
         """
         With MAIL FROM:<> the HELO name's policy is checked.
         """
@@ -161,7 +161,7 @@ class SPFTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_ipv6(self) -> defer.Generator:
+    def test_ipv6(self) -> InlineCallbacks:
         self.dns.addTXT("example.test", "v=spf1 ip6:2001:db8::/32 -all")
         result = yield self.checker.check("2001:db8::25", "alice@example.test", "h.test")
         self.assertEqual(result.result, "pass")
@@ -169,7 +169,7 @@ class SPFTests(unittest.TestCase):
         self.assertEqual(result.result, "fail")
 
     @defer.inlineCallbacks
-    def test_lookupsGoToTheConfiguredServer(self) -> defer.Generator:
+    def test_lookupsGoToTheConfiguredServer(self) -> InlineCallbacks:
         """
         pyspf's lookups are answered by the configured server (the test
         zone saw them).

@@ -6,6 +6,7 @@ the same decisions on every backend.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -20,25 +21,32 @@ from gopherpost.checks.store import (
     MemoryStore,
     StoreUnavailable,
 )
+from tests.support.mxchecks import InlineCallbacks
 from tests.support.redisserver import startRedis
 
 GREY = GreylistParameters(delay=300, retryWindow=2 * 86400, expiry=35 * 86400, autoWhitelist=5)
 BANS = BanParameters(threshold=3, window=600, duration=600, maxDuration=2400, memory=86400)
 
 
-class _StoreBehaviour:
+if TYPE_CHECKING:
+    _Base = unittest.TestCase
+else:
+    _Base = object
+
+
+class _StoreBehaviour(_Base):
     """
     The decisions every L{IStateStore} makes alike.  Subclasses set
     C{self.store} in C{setUp}.
     """
 
-    store: IStateStore
+    store: Any
 
     def test_interface(self) -> None:
         self.assertTrue(verifyObject(IStateStore, self.store))
 
     @defer.inlineCallbacks
-    def test_increment(self) -> defer.Generator:
+    def test_increment(self) -> InlineCallbacks:
         values = []
         for _ in range(3):
             values.append((yield self.store.increment("k", 100.0, 60.0)))
@@ -47,7 +55,7 @@ class _StoreBehaviour:
         self.assertEqual((values, other), ([1, 2, 3, 8], 1))
 
     @defer.inlineCallbacks
-    def test_greylist(self) -> defer.Generator:
+    def test_greylist(self) -> InlineCallbacks:
         """
         First try, too soon, after the delay, later retries.
         """
@@ -58,7 +66,7 @@ class _StoreBehaviour:
         self.assertEqual([d.wait for d in (first, tooSoon, after, later)], [300, 200, 0, 0])
 
     @defer.inlineCallbacks
-    def test_greylistWindowMissed(self) -> defer.Generator:
+    def test_greylistWindowMissed(self) -> InlineCallbacks:
         """
         A retry after the retry window starts over.
         """
@@ -67,7 +75,7 @@ class _StoreBehaviour:
         self.assertEqual(late.wait, 300)
 
     @defer.inlineCallbacks
-    def test_greylistExpiry(self) -> defer.Generator:
+    def test_greylistExpiry(self) -> InlineCallbacks:
         """
         A triplet that passed is forgotten 35 days after it was last seen.
         """
@@ -77,7 +85,7 @@ class _StoreBehaviour:
         self.assertEqual(again.wait, 300)
 
     @defer.inlineCallbacks
-    def test_autoWhitelist(self) -> defer.Generator:
+    def test_autoWhitelist(self) -> InlineCallbacks:
         """
         Once five triplets of a client passed, new ones pass at once.
         """
@@ -93,7 +101,7 @@ class _StoreBehaviour:
         self.assertEqual(otherClient.wait, 300)
 
     @defer.inlineCallbacks
-    def test_bans(self) -> defer.Generator:
+    def test_bans(self) -> InlineCallbacks:
         """
         The third violation within the window bans; the next ban lasts
         twice as long, up to the maximum.
@@ -116,7 +124,7 @@ class _StoreBehaviour:
         self.assertEqual(capped, 6002.0 + 2400)
 
     @defer.inlineCallbacks
-    def test_violationWindow(self) -> defer.Generator:
+    def test_violationWindow(self) -> InlineCallbacks:
         """
         Violations further apart than the window do not add up.
         """
@@ -142,7 +150,7 @@ class LocalStoreTests(_StoreBehaviour, unittest.TestCase):
         self.addCleanup(self.store.close)
 
     @defer.inlineCallbacks
-    def test_survivesRestart(self) -> defer.Generator:
+    def test_survivesRestart(self) -> InlineCallbacks:
         """
         Greylist entries are still there after the store is reopened (a
         restart), and another store on the same file (another worker
@@ -160,7 +168,7 @@ class LocalStoreTests(_StoreBehaviour, unittest.TestCase):
         self.assertEqual(again.wait, 0)
 
     @defer.inlineCallbacks
-    def test_sharedCounters(self) -> defer.Generator:
+    def test_sharedCounters(self) -> InlineCallbacks:
         """
         Two stores on one file (two workers) count together.
         """
@@ -181,27 +189,27 @@ class LocalStoreTests(_StoreBehaviour, unittest.TestCase):
 
 class RedisStoreTests(_StoreBehaviour, unittest.TestCase):
     @defer.inlineCallbacks
-    def setUp(self) -> defer.Generator:
+    def setUp(self) -> InlineCallbacks:  # type: ignore[override]
         self.redis = yield startRedis(self)
         self.store = RedisStore(self.redis.url, reactor, prefix="test:")
         self.addCleanup(self.store.close)
 
     @defer.inlineCallbacks
-    def test_keysHavePrefixAndTTL(self) -> defer.Generator:
+    def test_keysHavePrefixAndTTL(self) -> InlineCallbacks:
         import redis
 
         yield self.store.increment("k", 0.0, 60.0)
         yield self.store.greylist("t1", "c", 1000.0, GREY)
         client = redis.Redis.from_url(self.redis.url)
         self.addCleanup(client.close)
-        keys = sorted(k.decode() for k in client.keys("*"))
+        keys = sorted(k.decode() if isinstance(k, bytes) else k for k in client.keys("*"))
         self.assertEqual(keys, ["test:grey:t1", "test:k"])
         for key in keys:
             ttl = client.ttl(key)
             self.assertGreater(ttl, 0, key)
 
     @defer.inlineCallbacks
-    def test_concurrentDecisions(self) -> defer.Generator:
+    def test_concurrentDecisions(self) -> InlineCallbacks:
         """
         Many concurrent violations from two stores (two nodes) are each
         counted once: exactly one of them starts the ban.
@@ -215,7 +223,7 @@ class RedisStoreTests(_StoreBehaviour, unittest.TestCase):
         self.assertEqual([r for r in results if r is not None], [60.0])
 
     @defer.inlineCallbacks
-    def test_unavailable(self) -> defer.Generator:
+    def test_unavailable(self) -> InlineCallbacks:
         """
         A stopped Redis fails calls with L{StoreUnavailable}, quickly.
         """

@@ -9,6 +9,7 @@ from twisted.trial import unittest
 
 from gopherpost.checks.threaddns import DNSUnavailable, ThreadDNS
 from gopherpost.dns import PermanentDNSError, TemporaryDNSError
+from tests.support.mxchecks import InlineCallbacks
 
 
 class _Resolver:
@@ -29,11 +30,11 @@ class ThreadDNSTests(unittest.TestCase):
         return threads.deferToThread(dns.records, "x.test", "TXT")
 
     @defer.inlineCallbacks
-    def test_answer(self) -> defer.Generator:
+    def test_answer(self) -> InlineCallbacks:
         self.assertEqual((yield self.lookup(["r"])), ["r"])
 
     @defer.inlineCallbacks
-    def test_noSuchName(self) -> defer.Generator:
+    def test_noSuchName(self) -> InlineCallbacks:
         self.assertEqual((yield self.lookup(PermanentDNSError("x.test", "NXDOMAIN"))), [])
 
     def test_temporary(self) -> defer.Deferred:

@@ -6,13 +6,14 @@ resolver and thread pools the checks use, DKIM keys and signed messages.
 from __future__ import annotations
 
 import base64
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.python.threadpool import ThreadPool
 
 from gopherpost.checks.dkimverify import DKIMVerifier
@@ -21,7 +22,17 @@ from gopherpost.checks.threaddns import ThreadDNS
 from gopherpost.dns import Resolver
 from tests.support.dnsserver import DNSTestServer, startDNSServer
 
-__all__ = ["CheckEnvironment", "SigningKey", "message", "startCheckEnvironment"]
+__all__ = [
+    "CheckEnvironment",
+    "InlineCallbacks",
+    "SigningKey",
+    "message",
+    "startCheckEnvironment",
+]
+
+#: The return type of an C{inlineCallbacks} test: what each C{yield} gives
+#: back is whatever the Deferred fired with.
+InlineCallbacks = Generator[defer.Deferred[Any], Any, Any]
 
 
 @dataclass
