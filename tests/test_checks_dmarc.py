@@ -59,6 +59,27 @@ class PublicSuffixListTests(unittest.TestCase):
         self.assertEqual(psl.organizationalDomain("mail.example.co.uk"), "example.co.uk")
         self.assertEqual(psl.organizationalDomain("foo.github.io"), "foo.github.io")
 
+    def test_bundledListWithoutDebian(self) -> None:
+        """
+        Without Debian's file, the copy the publicsuffixlist package ships
+        is used when that package is installed (the PyPI install).
+        """
+        from gopherpost.checks import psl
+
+        self.patch(psl, "DEBIAN_LIST", self.mktemp())
+        try:
+            import publicsuffixlist  # noqa: F401
+        except ImportError:
+            self.assertIsNone(defaultListPath())
+            self.assertRaises(OSError, loadPublicSuffixList)
+            return
+        path = defaultListPath()
+        assert path is not None
+        self.assertTrue(path.endswith("public_suffix_list.dat"))
+        self.assertEqual(
+            loadPublicSuffixList(path).organizationalDomain("a.b.example.co.uk"), "example.co.uk"
+        )
+
 
 class RecordTests(unittest.TestCase):
     """
