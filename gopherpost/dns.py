@@ -493,6 +493,27 @@ class Resolver:
             lambda rdatas: [b"".join(r.strings) for r in rdatas]
         )
 
+    def lookupRecords(
+        self, name: str, rdtype: str, lifetime: float | None = None
+    ) -> defer.Deferred:
+        """
+        The records of any one type, as dnspython rdata objects, through the
+        same cache and nameservers as the other lookups: for checks that need
+        types or shapes the other methods do not give (the A records alone
+        of a DNSBL name; SPF's and DKIM's lookups, see
+        L{gopherpost.checks.threaddns}).
+
+        @param rdtype: a type's mnemonic, e.g. C{"A"}, C{"TXT"}, C{"PTR"}.
+        @param lifetime: seconds the lookup may take (default L{timeout}).
+        @return: a L{defer.Deferred} firing with a list of
+            C{dns.rdata.Rdata}; empty when the name has no such records.
+        """
+        try:
+            rdtypeValue = dns.rdatatype.from_text(rdtype)
+        except dns.exception.DNSException:
+            return defer.fail(PermanentDNSError(name, f"unknown record type {rdtype!r}"))
+        return self._query(name, rdtypeValue, lifetime)
+
     def forwardConfirmedNames(self, address: str, timeout: float | None = None) -> defer.Deferred:
         """
         Forward-confirmed reverse DNS (FCrDNS, "iprev" of RFC 8601): the
