@@ -200,3 +200,24 @@ class InboundTLSTests(SynchronousTestCase):
         client = _client()
         _handshakeThroughTwisted(self.ecdsa, client)
         self.assertEqual(client.get_alpn_proto_negotiated(), b"")
+
+
+class OutboundTLSTests(SynchronousTestCase):
+    """
+    The inbound restriction stays inbound.
+    """
+
+    def test_outboundBroader(self) -> None:
+        """
+        Outbound TLS keeps Twisted's broader TLS 1.2 list (CBC suites
+        included): an old receiving MTA is better reached encrypted than in
+        clear.
+        """
+        from gopherpost.tls import clientContextFor
+
+        creator = clientContextFor("may", HOST)
+        assert creator is not None
+        connection = creator.clientConnectionForTLS(None)  # type: ignore[arg-type]
+        offered = [name for name in connection.get_cipher_list() if not name.startswith("TLS_")]
+        self.assertGreater(len(offered), len(INBOUND_TLS12_CIPHERS.split(":")))
+        self.assertTrue(any(not _INTERMEDIATE.fullmatch(name) for name in offered), offered)
