@@ -133,7 +133,8 @@ class BuildDSNTests(unittest.SynchronousTestCase):
         From MAILER-DAEMON to the original sender, auto-replied, a
         multipart/report of type delivery-status, threaded to the original.
         """
-        message = _parse(_build())
+        dsn = _build()
+        message = _parse(dsn)
         self.assertEqual(message["From"], "Mail Delivery System <MAILER-DAEMON@mx.example.test>")
         self.assertEqual(message["To"], "<alice@sender.test>")
         self.assertEqual(message["Subject"], "Undelivered Mail Returned to Sender")
@@ -145,6 +146,7 @@ class BuildDSNTests(unittest.SynchronousTestCase):
         self.assertEqual(message.get_param("report-type"), "delivery-status")
         self.assertTrue(message["Message-ID"].endswith("@mx.example.test>"))
         self.assertIsNone(message["Content-Transfer-Encoding"])
+        self.assertIn(b"\r\nContent-Type: multipart/report; report-type=delivery-status;", dsn)
 
     def test_parts(self) -> None:
         """
