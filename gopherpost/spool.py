@@ -49,6 +49,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gopherpost.diskspace import freeSpaceProblem
 from gopherpost.durable import fsyncDirectory, loadSyncfs, replaceFile, writeFile
 from gopherpost.interfaces import ISpoolObserver
 
@@ -764,8 +765,17 @@ class Spool:
 
     def isWritable(self) -> tuple[bool, str]:
         """
-        Whether new messages can be stored now (for health checks).
+        Whether new messages can be stored now (for the readiness probes):
+        the spool's C{tmp/} directory is writable (a read-only file system
+        is not) and its file system has space and inodes left above a small
+        margin (see L{gopherpost.diskspace}).
+
+        @return: C{(True, "")}, or C{(False, reason)} with one line naming
+            the directory.
         """
         if not os.access(self._tmp, os.W_OK | os.X_OK):
             return (False, f"spool {self._tmp} is not writable")
+        problem = freeSpaceProblem(self.path)
+        if problem is not None:
+            return (False, problem)
         return (True, "")

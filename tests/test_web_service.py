@@ -371,6 +371,17 @@ class LoopbackTests(LoopbackTestCase):
         self.assertIn(b"\nsmtp_messages_queued_total 1.0\n", text)
 
     @inlineCallbacks
+    def test_probes(self):  # type: ignore[no-untyped-def]
+        """
+        C{/livez} and C{/readyz} over a real socket.
+        """
+        for path in (b"/livez", b"/readyz"):
+            response = yield self.get(path)
+            body = yield readBody(response).addTimeout(10, reactor)
+            self.assertEqual((response.code, body), (200, b"OK\n"), path)
+            self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-cache"])
+
+    @inlineCallbacks
     def test_notFound(self):  # type: ignore[no-untyped-def]
         """
         Anything else is 404 over a real socket.
@@ -406,6 +417,38 @@ class LoopbackStreamTests(LoopbackTestCase):
         self.assertTrue(data.startswith(b"OK\n"))
         gone = self.audit.nextUnsubscribe()
         collector.transport.stopProducing()
+        yield gone
+        self.assertEqual(self.streamSubscriptions(), [])
+
+    @inlineCallbacks
+    def test_probesNeverStream(self):  # type: ignore[no-untyped-def]
+        """
+        With debugging on, a real client reads C{/livez} and C{/readyz} to
+        the end at once (C{/healthz} would stream), and nothing subscribes.
+        """
+        for path in (b"/livez", b"/readyz"):
+            response = yield self.get(path)
+            body = yield readBody(response).addTimeout(10, reactor)
+            self.assertEqual((response.code, body), (200, b"OK\n"), path)
+        self.assertEqual(self.streamSubscriptions(), [])
+
+    @inlineCallbacks
+    def test_auditEventStream(self):  # type: ignore[no-untyped-def]
+        """
+        C{/audit} over a real socket: the headers come before any event,
+        then one server-sent event per audit event.
+        """
+        response = yield self.get(b"/audit", b"text/event-stream")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/event-stream"])
+        collector = Collector()
+        response.deliverBody(collector)
+        self.audit.emit("session.start", client="127.0.0.1")
+        data = yield collector.waitFor(b"\n\n")
+        self.assertTrue(data.startswith(b"data: "), data)
+        self.assertIn(b" session.start client=127.0.0.1\n\n", data)
+        gone = self.audit.nextUnsubscribe()
+        collector.transport.stopProducing()  # type: ignore[union-attr]
         yield gone
         self.assertEqual(self.streamSubscriptions(), [])
 
