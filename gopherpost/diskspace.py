@@ -23,6 +23,8 @@ __all__ = [
     "MARGIN_BYTES",
     "MARGIN_FRACTION",
     "FreeSpace",
+    "StatVFS",
+    "StatVFSFunction",
     "freeSpace",
     "freeSpaceProblem",
 ]
@@ -58,6 +60,10 @@ class StatVFS(Protocol):
     def f_favail(self) -> int: ...
 
 
+#: C{os.statvfs}, or a fake with the same signature.
+StatVFSFunction = Callable[[str], StatVFS]
+
+
 @dataclass(frozen=True)
 class FreeSpace:
     """
@@ -88,15 +94,15 @@ class FreeSpace:
         return self.inodesAvailable is None or self.inodesAvailable >= self.inodeMargin
 
 
-def freeSpace(path: str, statvfs: Callable[[str], StatVFS] = os.statvfs) -> FreeSpace:
+def freeSpace(path: str, statvfs: StatVFSFunction | None = None) -> FreeSpace:
     """
     How much room the file system holding C{path} has.
 
     @param path: any file or directory on the file system.
-    @param statvfs: C{os.statvfs}, or a fake in tests.
+    @param statvfs: C{os.statvfs} (the default), or a fake in tests.
     @raise OSError: when the file system cannot be asked.
     """
-    result = statvfs(path)
+    result = (statvfs or os.statvfs)(path)
     size = result.f_blocks * result.f_frsize
     margin = min(int(size * MARGIN_FRACTION), MARGIN_BYTES)
     inodes: int | None = None
@@ -108,7 +114,7 @@ def freeSpace(path: str, statvfs: Callable[[str], StatVFS] = os.statvfs) -> Free
 
 
 def freeSpaceProblem(
-    path: str, what: str = "spool", statvfs: Callable[[str], StatVFS] = os.statvfs
+    path: str, what: str = "spool", statvfs: StatVFSFunction | None = None
 ) -> str | None:
     """
     Why the file system holding C{path} cannot take more mail, or L{None}
@@ -116,7 +122,7 @@ def freeSpaceProblem(
 
     @param path: any file or directory on the file system.
     @param what: how the reason names C{path}'s owner.
-    @param statvfs: C{os.statvfs}, or a fake in tests.
+    @param statvfs: C{os.statvfs} (the default), or a fake in tests.
     @return: one line for a readiness probe, e.g. C{"spool /var/spool/x:
         no space left: 12.0 MiB free, below the 64.0 MiB margin"}.
     """
