@@ -65,21 +65,21 @@ class WebTestCase(SynchronousTestCase):
         self.stub: Any = StubTreq(self.root)
         self.health: Any = self.root.children[b"healthz"]  # type: ignore[attr-defined]
 
-    def request(self, method: str, path: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    def request(self, method: str, path: str, **kwargs: object):
         d = self.stub.request(method, BASE + path, **kwargs)
         self.stub.flush()
         return self.successResultOf(d)
 
-    def get(self, path: str, accept: str | None = None):  # type: ignore[no-untyped-def]
+    def get(self, path: str, accept: str | None = None):
         headers = {"Accept": [accept]} if accept is not None else {}
         return self.request("GET", path, headers=headers)
 
-    def content(self, response) -> bytes:  # type: ignore[no-untyped-def]
+    def content(self, response) -> bytes:
         d = response.content()
         self.stub.flush()
         return self.successResultOf(d)
 
-    def header(self, response, name: str) -> str:  # type: ignore[no-untyped-def]
+    def header(self, response, name: str) -> str:
         values = response.headers.getRawHeaders(name)
         return values[-1] if values else ""
 

@@ -139,6 +139,9 @@ class CertificateAuthority:
         its root (empty for a root).
     """
 
+    certificate: x509.Certificate
+    chain: bytes
+
     def __init__(
         self,
         directory: str,
