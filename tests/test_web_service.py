@@ -17,7 +17,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHostnameResolver
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
@@ -310,7 +310,11 @@ class LoopbackTestCase(TestCase):
     debugMode = False
 
     def setUp(self) -> None:
-        self.audit = NotifyingAuditLog(self.debugMode, reactor)
+        # Its log events go nowhere: under trial -j they would be queued for
+        # the parent process and count in the memory the stream tests see.
+        self.audit = NotifyingAuditLog(
+            self.debugMode, reactor, logger=Logger(observer=LogPublisher())
+        )
         self.metrics = Metrics(reactor, self.audit)
         self.requested: list[Deferred] = []
         resource = makeWebResource(
