@@ -478,6 +478,29 @@ class ParametersTests(unittest.SynchronousTestCase):
         self.assertIn("Your message is attached below.", _parts(message)[0].get_content())
         self.assertIsNone(message["Content-Transfer-Encoding"])
 
+    def test_returnContentVerbatim(self) -> None:
+        """
+        A returned message keeps its fields as they were, folding, long
+        lines and encoded words included, and its MIME structure.
+        """
+        original = (
+            b"Received: from a.test (a.test [192.0.2.1])\r\n\tby mx.test with ESMTPS;\r\n"
+            b" Mon, 30 Nov 2026 10:00:00 +0000\r\n"
+            b"DKIM-Signature: v=1; a=rsa-sha256; d=x.test; s=s; c=simple/simple;\r\n"
+            b"\th=from:to:subject; bh=abc=; b=" + b"A" * 300 + b"\r\n"
+            b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= and a subject line that goes on and on "
+            b"past seventy-eight characters\r\n"
+            b"X-Raw: F\xc3\xbcr 8-bit\r\n"
+            b"From: a@x.test\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+            b"preamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n\r\nH\xc3\xa9llo\r\nFrom here\r\n"
+            b"--b1\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\nAAAA\r\n--b1--\r\nepilogue\r\n"
+        )
+        dsn = _build(returnContent=True, originalMessage=original)
+        self.assertIn(b"\r\n\r\n" + original + b"\r\n--", dsn)
+
     def test_returnContentEightBit(self) -> None:
         """
         An 8-bit message returned whole is marked 8bit, in its part and at

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from email import policy
 from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
+from email.policy import Compat32
 from email.utils import format_datetime, quote
 
 __all__ = [
@@ -41,12 +42,32 @@ DSN_ENVELOPE_SENDER = ""
 #: (Postfix's C{bounce_size_limit}).
 RETURN_CONTENT_LIMIT = 50_000
 
-#: How the DSN is written: CRLF line ends; no field folded again (our own
-#: are one line of at most 998 octets, as Postfix writes them; folding
-#: with the C{email} package's newer policies can turn a long word into
-#: RFC 2047 encoded words, which no report field may carry), so a returned
-#: message keeps its own folding; no C{>From} mangling.
-_POLICY = policy.compat32.clone(linesep="\r\n", mangle_from_=False, max_line_length=0)
+
+class _FieldsAsGiven(Compat32):
+    """
+    How the DSN is written: the C{email} package's lenient policy, CRLF
+    line ends, no C{>From} mangling, and every field written as it is given:
+    our own are one line of at most 998 octets (as Postfix writes them;
+    folding with the newer policies can turn a long word into RFC 2047
+    encoded words, which no report field may carry), and a returned
+    message keeps its fields as they came, folding included.
+    """
+
+    def fold(self, name: str, value: str) -> str:
+        """
+        C{name: value} and a line end, the value unchanged.
+        """
+        return f"{name}: {value}{self.linesep}"
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        """
+        L{fold}, as bytes; 8-bit octets of a returned message come back as
+        they were.
+        """
+        return self.fold(name, value).encode("ascii", "surrogateescape")
+
+
+_POLICY = _FieldsAsGiven(linesep="\r\n", mangle_from_=False)
 
 _STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
