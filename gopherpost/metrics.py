@@ -270,6 +270,8 @@ class Metrics:
             "smtp_rcpt_commands", "RCPT TO commands.", ["result"], registry=r
         )
         self._sessionsActive = Gauge("smtp_sessions_active", "SMTP sessions open now.", registry=r)
+        # Read when scraped: counting sessions stays an integer addition.
+        self._sessionsActive.set_function(lambda: self._sessionsOpen)
         r.register(_ComputedGauges(self._queueGauges))
         self._messageSize = Histogram(
             "smtp_message_size_bytes",
@@ -350,13 +352,11 @@ class Metrics:
 
     def _sessionStart(self, e: EventDict) -> None:
         self._sessionsOpen += 1
-        self._sessionsActive.set(self._sessionsOpen)
         self._sessionsTotal.inc()
 
     def _sessionClose(self, e: EventDict) -> None:
         if self._sessionsOpen > 0:
             self._sessionsOpen -= 1
-            self._sessionsActive.set(self._sessionsOpen)
 
     def _sessionReject(self, e: EventDict) -> None:
         reasons = self._sessionRejectReasons
