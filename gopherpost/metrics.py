@@ -94,12 +94,56 @@ def _count(value: float) -> int | float:
     return int(value) if value == int(value) else value
 
 
-def _samples(
-    instrument: Counter | Gauge | Histogram,
-) -> Iterator[tuple[str, dict[str, str], float]]:
-    for family in instrument.collect():
-        for sample in family.samples:
-            yield sample.name, sample.labels, sample.value
+def _put(tree: dict[str, Any], labels: Iterable[str], value: Any) -> None:
+    """
+    C{tree[l1][l2]... = value} for the label values C{labels}.
+    """
+    *path, last = labels
+    for label in path:
+        tree = tree.setdefault(label, {})
+    tree[last] = value
+
+
+def _emptyHistogram() -> dict[str, Any]:
+    return {"count": 0, "sum": 0.0, "buckets": {}}
+
+
+def _histogramJSON(family: Metric) -> Any:
+    histograms: dict[tuple[str, ...], dict[str, Any]] = {}
+    for sample in family.samples:
+        key = tuple(v for k, v in sample.labels.items() if k != "le")
+        h = histograms.setdefault(key, _emptyHistogram())
+        if sample.name == family.name + "_bucket":
+            h["buckets"][_boundText(float(sample.labels["le"]))] = _count(sample.value)
+        elif sample.name == family.name + "_count":
+            h["count"] = _count(sample.value)
+        elif sample.name == family.name + "_sum":
+            h["sum"] = sample.value
+    if list(histograms) in ([], [()]):
+        return histograms.get((), _emptyHistogram())
+    tree: dict[str, Any] = {}
+    for key, h in histograms.items():
+        _put(tree, key, h)
+    return tree
+
+
+def _familyJSON(family: Metric) -> tuple[str, Any]:
+    """
+    One metric family as a key and a value of the JSON view.  A family
+    without samples is 0 (a counter) or C{null}.
+    """
+    if family.type == "histogram":
+        return family.name, _histogramJSON(family)
+    name = family.name + "_total" if family.type == "counter" else family.name
+    samples = [s for s in family.samples if s.name == name]
+    if not samples:
+        return name, 0 if family.type == "counter" else None
+    if not samples[0].labels:
+        return name, _count(samples[0].value)
+    values: dict[str, Any] = {}
+    for sample in samples:
+        _put(values, sample.labels.values(), _count(sample.value))
+    return name, values
 
 
 class _ProcessFacts:
@@ -208,8 +252,9 @@ class Metrics:
     L{setQueueDepthSource}.
 
     To add a metric: make the instrument in L{__init__} with
-    C{registry=self._instruments}, count it in an event handler (listed in
-    C{self._handlers}), and add it to L{asJSON}.
+    C{registry=self._instruments} and count it in an event handler (listed
+    in C{self._handlers}); both views show it.  Other parts' collectors are
+    registered with L{registry} and shown in both views as well.
 
     @ivar registry: a private L{CollectorRegistry} holding only this
         object's metrics, as they are exposed (for C{prometheus_client}'s
@@ -272,6 +317,9 @@ class Metrics:
         self._sessionsActive = Gauge("smtp_sessions_active", "SMTP sessions open now.", registry=r)
         # Read when scraped: counting sessions stays an integer addition.
         self._sessionsActive.set_function(lambda: self._sessionsOpen)
+        self._computedNames = [
+            name for name, _, _ in [*self._queueGauges(), *self._processGauges()]
+        ]
         r.register(_ComputedGauges(self._queueGauges))
         self._messageSize = Histogram(
             "smtp_message_size_bytes",
@@ -300,7 +348,9 @@ class Metrics:
         self._mailResults = {result: self._mailCommands.labels(result) for result in _RESULTS}
         self._rcptResults = {result: self._rcptCommands.labels(result) for result in _RESULTS}
 
-        self.registry = CollectorRegistry(auto_describe=False)
+        # auto_describe: a collector registered later whose names clash with
+        # ours (or with another's) is refused.
+        self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_WithoutCreatedSeries(r))
 
         self._handlers: dict[str, Callable[[EventDict], None]] = {
@@ -446,61 +496,20 @@ class Metrics:
 
     def asJSON(self) -> dict[str, Any]:
         """
-        Every number as an expvar-style JSON-able object.
+        Every number as an expvar-style JSON-able object: this object's
+        metrics, and those of any collector registered with L{registry}
+        (e.g. the MX checks').
 
         Counters end in C{_total}; counters by label are objects keyed by the
-        label's value; histograms are C{{"count", "sum", "buckets"}} with
-        cumulative bucket counts keyed by upper bound.  Process facts that
-        cannot be read are C{null}.
+        label's value (nested, one level per label); histograms are
+        C{{"count", "sum", "buckets"}} with cumulative bucket counts keyed by
+        upper bound.  Process facts that cannot be read, and a queue depth
+        that cannot, are C{null}.
         """
-
-        def total(counter: Counter) -> int | float:
-            for name, _, value in _samples(counter):
-                if name.endswith("_total"):
-                    return _count(value)
-            return 0
-
-        def byLabel(counter: Counter, label: str) -> dict[str, int | float]:
-            return {
-                labels[label]: _count(value)
-                for name, labels, value in _samples(counter)
-                if name.endswith("_total")
-            }
-
-        def histogram(h: Histogram) -> dict[str, Any]:
-            result: dict[str, Any] = {"count": 0, "sum": 0.0, "buckets": {}}
-            for name, labels, value in _samples(h):
-                if name.endswith("_bucket"):
-                    result["buckets"][_boundText(float(labels["le"]))] = _count(value)
-                elif name.endswith("_count"):
-                    result["count"] = _count(value)
-                elif name.endswith("_sum"):
-                    result["sum"] = value
-            return result
-
-        return {
-            "smtp_messages_queued_total": total(self._messagesQueued),
-            "smtp_messages_delivered_total": total(self._messagesDelivered),
-            "smtp_delivery_failures_total": total(self._deliveryFailures),
-            "smtp_delivery_deferrals_total": total(self._deliveryDeferrals),
-            "smtp_delivery_attempts_total": total(self._deliveryAttempts),
-            "smtp_relay_queued_total": total(self._relayQueued),
-            "smtp_queue_depth": self.queueDepth(),
-            "smtp_sessions_active": self._sessionsOpen,
-            "smtp_sessions_total": total(self._sessionsTotal),
-            "smtp_sessions_rejected_total": byLabel(self._sessionsRejected, "reason"),
-            "smtp_messages_rejected_total": byLabel(self._messagesRejected, "reason"),
-            "smtp_mail_commands_total": byLabel(self._mailCommands, "result"),
-            "smtp_rcpt_commands_total": byLabel(self._rcptCommands, "result"),
-            "smtp_received_bytes_total": total(self._bytesReceived),
-            "smtp_tls_sessions_total": total(self._tlsSessions),
-            "smtp_message_size_bytes": histogram(self._messageSize),
-            "smtp_delivery_latency_seconds": histogram(self._deliveryLatency),
-            "process_start_time_seconds": self._startTime,
-            "process_uptime_seconds": self.uptime(),
-            "process_resident_memory_bytes": self._process.residentMemory(),
-            "process_open_fds": self._process.openFileDescriptors(),
-        }
+        result = dict(_familyJSON(family) for family in self.registry.collect())
+        for name in self._computedNames:
+            result.setdefault(name, None)
+        return result
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """

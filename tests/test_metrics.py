@@ -5,8 +5,15 @@ Tests for L{gopherpost.metrics}.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -319,6 +326,63 @@ class PrometheusTests(MetricsTestCase):
             "Again.",
             registry=self.metrics._instruments,
         )
+
+
+class ChecksCollector:
+    """
+    A collector of another part, as the MX checks register theirs.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        results = CounterMetricFamily(
+            "smtp_dmarc_results", "DMARC results.", labels=["result", "disposition"]
+        )
+        results.add_metric(["pass", "none"], 3)
+        results.add_metric(["fail", "reject"], 1)
+        yield results
+        yield CounterMetricFamily("smtp_bans", "Bans started.", labels=[])
+        yield GaugeMetricFamily("smtp_greylist_entries", "Greylist entries.", value=12)
+        latency = HistogramMetricFamily("smtp_check_seconds", "Check latency.", labels=["check"])
+        latency.add_metric(["spf"], buckets=[("0.5", 2), ("+Inf", 3)], sum_value=4.0)
+        yield latency
+
+
+class OtherCollectorsTests(MetricsTestCase):
+    def test_registered(self) -> None:
+        """
+        A collector registered with L{Metrics.registry} is shown in both
+        views, next to the server's own metrics.
+        """
+        self.metrics.registry.register(ChecksCollector())
+        body, _ = self.metrics.exposition("text/plain;version=0.0.4")
+        s = samples(body)
+        self.assertEqual(
+            s[("smtp_dmarc_results_total", (("disposition", "none"), ("result", "pass")))], 3
+        )
+        self.assertEqual(s[("smtp_greylist_entries", ())], 12)
+        self.assertIn(("smtp_sessions_active", ()), s)
+        j = self.metrics.asJSON()
+        self.assertEqual(
+            j["smtp_dmarc_results_total"], {"pass": {"none": 3}, "fail": {"reject": 1}}
+        )
+        self.assertEqual(j["smtp_bans_total"], 0)
+        self.assertEqual(j["smtp_greylist_entries"], 12)
+        self.assertEqual(
+            j["smtp_check_seconds"],
+            {"spf": {"count": 3, "sum": 4.0, "buckets": {"0.5": 2, "+Inf": 3}}},
+        )
+        self.assertEqual(j["smtp_sessions_total"], 0)
+
+    def test_clashRefused(self) -> None:
+        """
+        A collector whose metric names clash with the server's is refused.
+        """
+
+        class Clashing:
+            def collect(self) -> Iterator[Metric]:
+                yield GaugeMetricFamily("smtp_sessions_active", "Again.", value=1)
+
+        self.assertRaises(ValueError, self.metrics.registry.register, Clashing())
 
 
 class ProcessFactsTests(SynchronousTestCase):
