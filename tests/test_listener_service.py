@@ -9,6 +9,7 @@ import errno
 import os
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import CannotListenError
@@ -23,6 +24,9 @@ from gopherpost.listeners.service import InboundService, ListenerService
 class RecordingPort:
     def __init__(self) -> None:
         self.listening = True
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 2525)
 
     def stopListening(self) -> None:
         self.listening = False

@@ -17,6 +17,7 @@ from typing import Any, cast
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gopherpost.config import ConfigError
@@ -24,6 +25,8 @@ from gopherpost.listeners.endpoints import ListenerSpec
 from gopherpost.listeners.sockets import listenProblem
 
 __all__ = ["ListenerService", "InboundService"]
+
+_log = Logger()
 
 
 class ListenerService(Service):
@@ -76,6 +79,14 @@ class ListenerService(Service):
         if isinstance(outcome[0], Failure):
             raise listenProblem(self.spec, cast(BaseException, outcome[0].value))
         self.port = outcome[0]
+        address = self.port.getHost()
+        host, port = getattr(address, "host", "?"), getattr(address, "port", 0)
+        _log.info(
+            "{variable}: listening on {address} ({description})",
+            variable=self.spec.variable,
+            address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            description=self.spec.description,
+        )
 
     def stopService(self) -> Deferred:
         """
