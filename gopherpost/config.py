@@ -16,7 +16,9 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from gopherpost.listeners.endpoints import EndpointError, ListenerSpec, parseListeners
 
 __all__ = [
     "ConfigError",
@@ -28,6 +30,7 @@ __all__ = [
     "settingsFromEnvironment",
     "parseHostPort",
     "healthAddress",
+    "openRelayProblem",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,6 +40,7 @@ HostPort = tuple[str, int]
 OUTBOUND_TLS_POLICIES = ("verify", "may", "require", "none")
 
 _T = TypeVar("_T")
+_D = TypeVar("_D")
 
 
 class ConfigError(ValueError):
@@ -75,6 +79,17 @@ class Settings:
     healthPort: int | None = None
     healthDisable: bool = False
     queuePath: str = "./data/spool"
+
+    # Listeners (SMTP_LISTEN, SMTP_SUBMISSION_LISTEN, SMTP_SUBMISSIONS_LISTEN;
+    # see gopherpost.listeners.endpoints)
+    #: The relay/MX listeners; L{None} (unset): one on C{SMTP_LISTEN_ADDR}
+    #: and C{SMTP_PORT}, as before the setting existed; C{()}: none
+    #: (C{SMTP_LISTEN=none}).
+    listen: tuple[ListenerSpec, ...] | None = None
+    #: RFC 6409 submission listeners (STARTTLS before MAIL); none by default.
+    submissionListen: tuple[ListenerSpec, ...] = ()
+    #: RFC 8314 implicit-TLS submission listeners; none by default.
+    submissionsListen: tuple[ListenerSpec, ...] = ()
 
     # Access control and policy
     allowNetworks: tuple[IPNetwork, ...] = ()
@@ -399,19 +414,87 @@ def _text(name: str, raw: str) -> str:
 
 def healthAddress(settings: Settings) -> HostPort:
     """
-    The (host, port) the HTTP server listens on: C{SMTP_HEALTH_ADDR} with
-    its port replaced by C{SMTP_HEALTH_PORT} when that is set.
+    The (host, port) the HTTP server listens on: C{SMTP_HEALTH_ADDR}
+    (C{host:port}, C{:port} or C{[v6]:port}) with its port replaced by
+    C{SMTP_HEALTH_PORT} when that is set, which also makes the port in
+    C{SMTP_HEALTH_ADDR} optional.
 
     An empty host means every interface.
+
+    @raise ConfigError: C{SMTP_HEALTH_ADDR} does not parse, e.g. has no
+        port (C{nonsense}).
     """
     addr = settings.healthAddr.strip()
-    if addr.startswith(":"):
+    if addr.startswith(":") and not addr.startswith("::"):
         host, port = "", _port("SMTP_HEALTH_ADDR", addr[1:])
     else:
-        host, port = parseHostPort("SMTP_HEALTH_ADDR", addr, 8080)
+        try:
+            host, port = parseHostPort("SMTP_HEALTH_ADDR", addr, settings.healthPort)
+        except ConfigError as e:
+            if settings.healthPort is None and e.problem.endswith("has no port"):
+                raise ConfigError(
+                    "SMTP_HEALTH_ADDR",
+                    f"{addr!r} has no port (use host:port, :port or [v6]:port)",
+                ) from None
+            raise
     if settings.healthPort is not None:
         port = settings.healthPort
     return (host, port)
+
+
+def _covers(networks: Sequence[IPNetwork], everything: IPNetwork) -> bool:
+    """
+    Whether C{networks} together cover all of C{everything}.
+    """
+    same: list[Any] = [n for n in networks if n.version == everything.version]
+    return everything in ipaddress.collapse_addresses(same)
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _asIPv4(network: IPNetwork) -> IPNetwork:
+    """
+    An IPv4-mapped IPv6 network as the IPv4 network it is (clients reach
+    the allow-list and relay checks unmapped); anything else as it is.
+    """
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        first = network.network_address.ipv4_mapped
+        return ipaddress.IPv4Network(f"{first}/{network.prefixlen - 96}")
+    return network
+
+
+def openRelayProblem(settings: Settings) -> str | None:
+    """
+    Why the relay networks make an open relay, or L{None} if they do not.
+
+    They do when C{settings.effectiveRelayNetworks} (C{SMTP_RELAY_NETWORKS},
+    or by default the allow-list) cover every IPv4 or every IPv6 address,
+    alone (C{0.0.0.0/0}, C{::/0}, C{::ffff:0:0/96}) or together (e.g.
+    C{0.0.0.0/1,128.0.0.0/1}).
+    """
+    networks = [_asIPv4(n) for n in settings.effectiveRelayNetworks]
+    ipv4 = _covers(networks, ipaddress.IPv4Network("0.0.0.0/0"))
+    ipv6 = _covers(networks, ipaddress.IPv6Network("::/0"))
+    if not (ipv4 or ipv6):
+        return None
+    which = (
+        "every IPv4 and IPv6 address"
+        if ipv4 and ipv6
+        else ("every IPv4 address" if ipv4 else "every IPv6 address")
+    )
+    listed = ",".join(str(n) for n in settings.effectiveRelayNetworks)
+    if settings.relayNetworks is None:
+        return (
+            f"unset, so every client SMTP_ALLOW_NETWORKS admits may relay, and {listed} is "
+            f"{which}: an open relay; set SMTP_RELAY_NETWORKS to the networks that may send "
+            "to other domains (e.g. 127.0.0.1/32,::1/128), and other clients may then send "
+            "only to local domains"
+        )
+    return (
+        f"{listed} covers {which}: an open relay; list only the networks that may send "
+        "to other domains (e.g. 127.0.0.1/32,::1/128)"
+    )
 
 
 def settingsFromEnvironment(
@@ -434,14 +517,14 @@ def settingsFromEnvironment(
     """
     env = loadEnvironment() if environ is None else dict(environ)
 
-    def get(name: str, parse: Callable[[str, str], _T], default: _T) -> _T:
+    def get(name: str, parse: Callable[[str, str], _T], default: _D) -> _T | _D:
         raw = env.get(name)
         if raw is None or raw.strip() == "":
             return default
         return parse(name, raw)
 
     def optional(name: str, parse: Callable[[str, str], _T]) -> _T | None:
-        return get(name, parse, None)  # type: ignore[arg-type]
+        return get(name, parse, None)
 
     hostname = optional("SMTP_HOSTNAME", _hostname)
     if hostname is None:
@@ -459,6 +542,11 @@ def settingsFromEnvironment(
     fileParser = _readableFile if checkFiles else (lambda n, r: r.strip())
 
     healthAddr = get("SMTP_HEALTH_ADDR", _text, ":8080").strip()
+
+    # Listeners, in one block.
+    listen = get("SMTP_LISTEN", _smtpListeners, None)
+    submissionListen = get("SMTP_SUBMISSION_LISTEN", _listeners, ())
+    submissionsListen = get("SMTP_SUBMISSIONS_LISTEN", _listeners, ())
 
     tlsDisable = get("SMTP_TLS_DISABLE", _bool, False)
     tlsCert = optional("SMTP_TLS_CERT", fileParser)
@@ -485,6 +573,9 @@ def settingsFromEnvironment(
         healthPort=optional("SMTP_HEALTH_PORT", _port),
         healthDisable=get("SMTP_HEALTH_DISABLE", _bool, False),
         queuePath=get("SMTP_QUEUE_PATH", lambda n, r: r.strip(), "./data/spool"),
+        listen=listen,
+        submissionListen=submissionListen,
+        submissionsListen=submissionsListen,
         allowNetworks=get("SMTP_ALLOW_NETWORKS", _networks, ()),
         allowHosts=get("SMTP_ALLOW_HOSTS", _hosts, ()),
         requireLocalDomain=get("SMTP_REQUIRE_LOCAL_DOMAIN", _bool, True),
@@ -553,6 +644,10 @@ def settingsFromEnvironment(
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:
         healthAddress(settings)
+    _checkListeners(settings)
+    openRelay = openRelayProblem(settings)
+    if openRelay is not None:
+        raise ConfigError("SMTP_RELAY_NETWORKS", openRelay)
     if settings.dkimEnabled:
         if settings.dkimSelector is None:
             raise ConfigError(
@@ -588,6 +683,63 @@ def _positiveFloat(name: str, raw: str) -> float:
 
 def _dkimSelector(name: str, raw: str) -> str:
     return _hostname(name, raw)
+
+
+def _listeners(name: str, raw: str) -> tuple[ListenerSpec, ...]:
+    try:
+        return parseListeners(name, raw)
+    except EndpointError as e:
+        raise ConfigError(name, str(e)) from None
+
+
+def _smtpListeners(name: str, raw: str) -> tuple[ListenerSpec, ...] | None:
+    if raw.strip().lower() == "none":
+        return ()
+    return _listeners(name, raw) or None
+
+
+def _checkListeners(settings: Settings) -> None:
+    """
+    The listeners make sense together: something listens, the TLS roles
+    have TLS, and no endpoint is given twice.
+    """
+    if settings.listen == () and not (settings.submissionListen or settings.submissionsListen):
+        raise ConfigError(
+            "SMTP_LISTEN",
+            "is none and neither SMTP_SUBMISSION_LISTEN nor SMTP_SUBMISSIONS_LISTEN is set: "
+            "nothing to listen on",
+        )
+    if settings.tlsDisable:
+        if settings.submissionListen:
+            raise ConfigError(
+                "SMTP_SUBMISSION_LISTEN",
+                "submission requires STARTTLS, which SMTP_TLS_DISABLE=true switches off",
+            )
+        if settings.submissionsListen:
+            raise ConfigError(
+                "SMTP_SUBMISSIONS_LISTEN",
+                "implicit TLS needs TLS, which SMTP_TLS_DISABLE=true switches off",
+            )
+    seen: dict[tuple, ListenerSpec] = {}
+    for spec in (
+        *(settings.listen or ()),
+        *settings.submissionListen,
+        *settings.submissionsListen,
+    ):
+        if spec.kind == "systemd":
+            key: tuple = ("systemd", spec.index, spec.name)
+        else:
+            key = ("tcp", spec.interface, spec.port)
+        if key in seen and not (spec.kind == "tcp" and spec.port == 0):
+            first = seen[key]
+            if first.variable == spec.variable and first.description == spec.description:
+                problem = "is listed twice"
+            elif first.description == spec.description:
+                problem = f"is also in {first.variable}"
+            else:
+                problem = f"is the same listener as {first.description!r} in {first.variable}"
+            raise ConfigError(spec.variable, f"{spec.description!r} {problem}")
+        seen[key] = spec
 
 
 # Internet MX checks (issue 16).
