@@ -89,6 +89,7 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    webhooks: Any = None  # wiring: webhooks
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -175,7 +176,19 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     ThreadPoolService(dnsThreads).setServiceParent(service)
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
 
-    _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+    relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+
+    # wiring: webhooks (the relay queue will take service.webhooks.deliveryObserver)
+    from gopherpost.webhooks.service import makeWebhookService
+
+    service.webhooks = makeWebhookService(settings, spool, reactor, environ)
+    if service.webhooks is not None:
+        service.webhooks.setServiceParent(service)
+        spool.addObserver(service.webhooks)
+        service.metrics.registry.register(service.webhooks.metrics)
+        addDeliveryObserver = getattr(relayQueue, "addDeliveryObserver", None)
+        if addDeliveryObserver is not None and service.webhooks.deliveryObserver is not None:
+            addDeliveryObserver(service.webhooks.deliveryObserver)
 
     if settings.workers > 1:
         inbound = WorkerPool(settings, environ, auditLog, spool, reactor, _listenAddress(settings))
