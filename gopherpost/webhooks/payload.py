@@ -284,18 +284,17 @@ def _body(
     attachments: list[dict[str, Any]] = []
     for number, part in enumerate(_leaves(message), 1):
         where = f"part {number} ({part.get_content_type()})"
-        errors.defects(where, part.defects if part is not message else ())
         contentType = part.get_content_type()
         if part.get_content_maintype() == "multipart":
             contentType = "text/plain"  # a multipart that could not be split
-        if not _isAttachment(part):
-            if contentType == "text/plain" and text is None:
-                text = _clean(_text(part, errors, where))
-                continue
-            if contentType == "text/html" and html is None:
-                html = _clean(_text(part, errors, where))
-                continue
-        attachments.append(_attachment(part, number, maxInline, errors))
+        if not _isAttachment(part) and contentType == "text/plain" and text is None:
+            text = _clean(_text(part, errors, where))
+        elif not _isAttachment(part) and contentType == "text/html" and html is None:
+            html = _clean(_text(part, errors, where))
+        else:
+            attachments.append(_attachment(part, number, maxInline, errors))
+        # Decoding the content adds what it found wrong (bad base64, ...).
+        errors.defects(where if part is not message else "message", part.defects)
     return text, html, attachments
 
 
@@ -333,8 +332,6 @@ def inboundPayload(
     except Exception as e:  # the parser is lenient; this is a last resort
         errors.add(f"message not parsed: {type(e).__name__}: {e}")
         message = EmailMessage()
-    errors.defects("message", message.defects)
-
     headers: list[list[str]] = []
     parsed: dict[str, tuple[str, Any]] = {}
     for name, raw in message.raw_items():
@@ -371,6 +368,8 @@ def inboundPayload(
     except Exception as e:
         errors.add(f"body not readable: {type(e).__name__}: {e}")
         text, html, attachments = None, None, []
+    if message.is_multipart():
+        errors.defects("message", message.defects)
 
     recipients = [_clean(r.address) for r in envelope.recipients if allRecipients or r.local]
     authentication = metadata.get("authentication")
