@@ -545,8 +545,8 @@ class WebhookDispatcher:
 
         @return: how many were dropped.
         """
-        count = 0
-        for item in self._matching(list(ids), kind):
+        dropped = self._matching(list(ids), kind)
+        for item in dropped:
             _log.info(
                 "webhook={kind} id={id} result=dropped by request after {attempts} attempts",
                 kind=item.kind,
@@ -554,11 +554,11 @@ class WebhookDispatcher:
                 attempts=item.attempts,
             )
             self._settle(item, DROPPED)
+        for item in dropped:
             attempt = self._attempts.get((item.kind, item.id))
             if attempt is not None:
                 attempt.cancel()
-            count += 1
-        return count
+        return len(dropped)
 
     def stop(self) -> Deferred[Any]:
         """
