@@ -299,14 +299,22 @@ class WebhookPoster:
 
             return reader.finished.addCallback(finished)
 
+        timedOut: list[bool] = []
+
+        def onTimeout(result: Any, timeout: float) -> Any:
+            timedOut.append(True)
+            return result
+
         d = request(True)
         d.addCallback(received)
-        d.addTimeout(self.timeout, self._reactor)
+        d.addTimeout(self.timeout, self._reactor, onTimeoutCancel=onTimeout)
 
         def failed(failure: Failure) -> PostResult:
-            return PostResult(
-                None, describeFailure(failure, self.timeout), self._reactor.seconds() - started
-            )
+            if timedOut:
+                error = f"timed out after {self.timeout:g} s"
+            else:
+                error = describeFailure(failure, self.timeout)
+            return PostResult(None, error, self._reactor.seconds() - started)
 
         return d.addErrback(failed)
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -128,20 +129,17 @@ class _Hook(Resource):
         return body
 
 
-class _TrackingSite(Site):
+class _Connections(WrappingFactory):
     """
-    A site that remembers its connections, so that stopping closes them.
+    Keeps the receiver's open connections (C{protocols}) and counts them.
     """
 
-    def __init__(self, resource: Resource) -> None:
-        Site.__init__(self, resource)
-        self.protocols: list[Any] = []
-        self.noisy = False
+    noisy = False
+    made = 0
 
     def buildProtocol(self, addr: Any) -> Any:
-        protocol = Site.buildProtocol(self, addr)
-        self.protocols.append(protocol)
-        return protocol
+        self.made += 1
+        return WrappingFactory.buildProtocol(self, addr)
 
 
 class WebhookReceiver:
@@ -165,7 +163,10 @@ class WebhookReceiver:
         self._path = path
         self.requests: list[ReceivedRequest] = []
         self._stalled: list[Any] = []
-        self._site = _TrackingSite(_Hook(self))
+        site = Site(_Hook(self))
+        site.noisy = False
+        #: Tracks the connections, so that stopping closes them.
+        self.connections = _Connections(site)
         self._port: Any = None
 
     def _next(self) -> Any:
@@ -182,12 +183,12 @@ class WebhookReceiver:
         Listen on a free port.
         """
         if self._certificate is None:
-            self._port = reactor.listenTCP(0, self._site, interface="127.0.0.1")
+            self._port = reactor.listenTCP(0, self.connections, interface="127.0.0.1")
         else:
             context = loadServerContextFactory(
                 self._certificate.certPath, self._certificate.keyPath
             )
-            self._port = reactor.listenSSL(0, self._site, context, interface="127.0.0.1")
+            self._port = reactor.listenSSL(0, self.connections, context, interface="127.0.0.1")
         return self
 
     @property
@@ -215,10 +216,8 @@ class WebhookReceiver:
         """
         Stop listening and close every connection.
         """
-        for protocol in self._site.protocols:
-            transport = protocol.transport
-            if transport is not None and getattr(transport, "connected", False):
-                transport.abortConnection()
+        for protocol in list(self.connections.protocols):
+            protocol.transport.abortConnection()
         stopped = [maybeDeferred(self._port.stopListening)] if self._port else []
         return DeferredList(stopped)
 
