@@ -29,14 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.task import deferLater
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from gopherpost.tls import loadServerContextFactory
 from tests.support.certs import CertificateFiles
-from tests.support.relay import eventually
 
 __all__ = [
     "STALL",
@@ -47,6 +47,7 @@ __all__ = [
     "loadStandardWebhooks",
     "verifyWebhook",
     "TEST_SITE",
+    "waitUntil",
 ]
 
 #: Where C{tests/install-test-site.sh} installs test-only packages for a
@@ -67,6 +68,23 @@ class _Answer:
 STALL = _Answer("STALL")
 #: Answer: close the connection without answering.
 CLOSE = _Answer("CLOSE")
+
+
+def waitUntil(condition: Any, timeout: float = 30.0, interval: float = 0.02) -> Deferred[None]:
+    """
+    A L{Deferred} that fires once C{condition()} is true (checked every
+    C{interval} seconds of real time), or fails after C{timeout} seconds.
+    """
+    deadline = reactor.seconds() + timeout
+
+    def check(_: object = None) -> Deferred[None]:
+        if condition():
+            return succeed(None)
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"not true within {timeout:g} s: {condition!r}")
+        return deferLater(reactor, interval, lambda: None).addCallback(check)
+
+    return maybeDeferred(check)
 
 
 def newSecret() -> str:
@@ -204,7 +222,7 @@ class WebhookReceiver:
         """
         Fire once at least C{count} requests have come.
         """
-        return eventually(lambda: len(self.requests) >= count, timeout=timeout)
+        return waitUntil(lambda: len(self.requests) >= count, timeout=timeout)
 
     def ids(self) -> list[str]:
         """
