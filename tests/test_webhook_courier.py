@@ -281,7 +281,7 @@ class RestartTests(CourierTestCase):
         await again.start()
         await waitUntil(lambda: len(again.settled()) == 3)
         self.assertEqual(sorted(receiver.ids()[before:]), sorted(e.queueId for e in envelopes))
-        self.assertTrue(any("3 webhooks still pending" in line for line in self.lines()))
+        self.assertTrue(any("Webhooks ready: 3 pending" in line for line in self.lines()))
         # A third start has nothing left to send.
         await again.stop()
         count = len(receiver.requests)

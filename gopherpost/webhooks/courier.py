@@ -243,8 +243,7 @@ class LocalCourier(Service):
             added = self.dispatcher.recovered(
                 unsettled.messages, unsettled.skipped, unsettled.events
             )
-            if added:
-                _log.info("{count} webhooks still pending from before the start", count=added)
+            _log.info("Webhooks ready: {count} pending from before the start", count=added)
             if self.running:
                 self._pruning.start(PRUNE_INTERVAL, now=True)
 

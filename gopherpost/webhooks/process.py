@@ -63,7 +63,7 @@ from gopherpost.webhooks.records import EventRecord
 
 __all__ = ["CourierProcess", "NICENESS", "main"]
 
-_log = Logger()
+_log = Logger(namespace="gopherpost.webhooks.process")
 
 #: How much lower the courier's CPU priority is than the server's.
 NICENESS = 10
