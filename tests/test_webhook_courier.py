@@ -11,9 +11,9 @@ import base64
 import os
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
@@ -72,7 +72,7 @@ class Server:
         self, testCase: TestCase, path: str, clock: Clock, poster: Any = None, **overrides: Any
     ) -> None:
         self.clock = clock
-        self.reactor = SteppedReactor(clock)
+        self.reactor: Any = cast(Any, SteppedReactor(clock))
         self.settings = settingsFor(path, **overrides)
         self.spool = Spool(path, self.reactor)
         self.spool.open()
@@ -93,7 +93,7 @@ class Server:
     async def stop(self) -> None:
         if not self.stopped:
             self.stopped = True
-            await self.service.stopService()
+            await maybeDeferred(self.service.stopService)
 
     async def commit(
         self, recipients: list[tuple[str, bool]], content: bytes = MESSAGE
@@ -301,7 +301,7 @@ class RestartTests(CourierTestCase):
     async def _since(self) -> None:
         receiver = self.receiver()
         # Mail received while the webhook is off...
-        off = Spool(self.path, SteppedReactor(self.clock))
+        off = Spool(self.path, cast(Any, SteppedReactor(self.clock)))
         off.open()
         self.assertIsNone(makeWebhookService(settingsFor(self.path), off, self.clock, {}))
         old = await off.store(MESSAGE, "a@example.test", [("support@gopherpost.test", True)])
@@ -384,7 +384,7 @@ class ServiceTests(CourierTestCase):
         receiver = self.receiver()
         server = self.server(webhookURL=receiver.url)
         taken: list[Any] = []
-        server.service.courier.takeMessages = taken.extend  # type: ignore[method-assign]
+        server.service.courier.takeMessages = taken.extend
         await server.start()
         first = await server.commit([("support@gopherpost.test", True)])
         self.assertEqual(taken, [])  # not during the commit: the 250 never waits
@@ -398,7 +398,7 @@ class ServiceTests(CourierTestCase):
         receiver = self.receiver()
         server = self.server(webhookURL=receiver.url)
         taken: list[Any] = []
-        server.service.courier.takeMessages = taken.extend  # type: ignore[method-assign]
+        server.service.courier.takeMessages = taken.extend
 
         class FakeEnvelope:
             queueId, dateDirectory, received = "Q1", "2026-12-01", 1.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
@@ -87,7 +87,7 @@ class DispatcherTestCase(SynchronousTestCase):
         self.poster = ScriptedPoster()
         self.metrics = WebhookMetrics()
         self.built: list[tuple[str, str]] = []
-        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.log = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
 
     def dispatcher(self, **kwargs: Any) -> WebhookDispatcher:
         targets = {

@@ -10,7 +10,7 @@ import signal
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
@@ -148,7 +148,8 @@ class CourierProcessTests(TestCase):
         assert isinstance(courier, CourierProcess)
         await waitUntil(lambda: courier.pid is not None)
         pid = courier.pid
-        await service.stopService()
+        assert pid is not None
+        await maybeDeferred(service.stopService)
         self.assertIsNone(courier.pid)
         with self.assertRaises(CourierUnavailable):
             await service.listPending()

@@ -124,6 +124,7 @@ class MakeWebhookServiceTests(SynchronousTestCase):
         service = makeWebhookService(
             settingsFor(self.path, webhookURL="http://127.0.0.1:1/"), self.spool, self.clock, {}
         )
+        assert service is not None
         self.assertIsInstance(service.courier, CourierProcess)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.task import deferLater
 from twisted.protocols.policies import WrappingFactory
@@ -53,6 +53,9 @@ __all__ = [
 #: Where C{tests/install-test-site.sh} installs test-only packages for a
 #: Python without them (Debian's: no standardwebhooks package there); the
 #: variable C{GOPHERPOST_TEST_SITE} may name another such directory.
+#: The reactor, untyped: listenSSL is not on its declared interfaces.
+reactor: Any = _reactor
+
 TEST_SITE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".site")
 
 
@@ -211,7 +214,7 @@ class WebhookReceiver:
 
     @property
     def port(self) -> int:
-        return self._port.getHost().port  # type: ignore[no-any-return]
+        return int(self._port.getHost().port)
 
     @property
     def url(self) -> str:
