@@ -506,3 +506,97 @@ class RFC3339Tests(SynchronousTestCase):
     def test_format(self) -> None:
         self.assertEqual(rfc3339(0), "1970-01-01T00:00:00.000Z")
         self.assertEqual(rfc3339(1796119200.1234), "2026-12-01T10:00:00.123Z")
+
+
+class FastPathTests(SynchronousTestCase):
+    """
+    Plain headers skip C{policy.default}'s (slow) header registry; where
+    they do, the result is the registry's.
+    """
+
+    ADDRESSES = [
+        "alice@example.test",
+        "<alice@example.test>",
+        " <alice@example.test> ",
+        "Alice <alice@example.test>",
+        "Alice Smith<alice@example.test>",
+        "Jean-Luc O'Brien <j.l.obrien+tag@mail.example.test>",
+        '"Smith, Alice" <alice@example.test>',
+        '"Dr. Alice (Ops) & co" <alice@example.test>',
+        "a@example.test, Bob <b@example.test>,<c@example.test>",
+        # Not simple: left to the registry.
+        "Alice  Smith <alice@example.test>",
+        "alice@example.test (Alice)",
+        "undisclosed-recipients:;",
+        "Team: a@example.test, b@example.test;",
+        '"Smith, Alice" <alice@example.test>, b@example.test',
+        '"Al \\"the\\" Ice" <alice@example.test>',
+        "alice..x@example.test",
+        "<alice@example.test",
+        "John Q. Public <jqp@example.test>",
+        "",
+    ]
+
+    def registry(self, name: str, value: str) -> Any:
+        from email import policy
+
+        return policy.default.header_factory(name, value)
+
+    def test_addresses(self) -> None:
+        from gopherpost.webhooks.payload import _simpleAddresses
+
+        simple = 0
+        for value in self.ADDRESSES:
+            fast = _simpleAddresses(value)
+            if fast is None:
+                continue
+            simple += 1
+            header = self.registry("To", value)
+            self.assertEqual(header.defects, (), value)
+            expected = [{"name": a.display_name, "address": a.addr_spec} for a in header.addresses]
+            self.assertEqual(fast, expected, value)
+        self.assertEqual(simple, 9)
+
+    def test_unfolded(self) -> None:
+        """
+        A plain unstructured header's decoded value is its unfolded value.
+        """
+        from gopherpost.webhooks.payload import _unfold
+
+        for raw in [
+            "from a.example.test ([192.0.2.1])\r\n\tby mx.example.test; Tue, 1 Dec 2026 10:00:00 +0000",
+            "A plain  subject, with   spaces\t and tabs",
+            "<abc.123@example.test>",
+            "  leading and trailing  ",
+        ]:
+            self.assertEqual(_unfold(raw), str(self.registry("Subject", _unfold(raw))), raw)
+
+    def test_dates(self) -> None:
+        from email.utils import parsedate_to_datetime
+
+        for value in [
+            "Tue, 01 Dec 2026 11:00:00 +0100",
+            "1 Dec 2026 11:00 -0000",
+            "Tue, 1 Dec 2026 11:00:00 GMT",
+        ]:
+            self.assertEqual(parsedate_to_datetime(value), self.registry("Date", value).datetime)
+
+    def test_sameDocument(self) -> None:
+        """
+        A message of plain headers gives the same fields as one whose
+        headers all go through the registry (encoded words force it).
+        """
+        plain = crlf(
+            "From: Alice <alice@example.test>\nTo: a@example.test, Bob <b@example.test>\n"
+            '"Cc: "Smith, C." <c@example.test>\nDate: Tue, 01 Dec 2026 11:00:00 +0100\n\nx\n'
+        ).replace(b'"Cc', b"Cc")
+        encoded = (
+            plain.replace(b"Alice <", b"=?us-ascii?q?Alice?= <")
+            .replace(b"Bob <", b"=?us-ascii?q?Bob?= <")
+            .replace(b'"Smith, C." <', b"=?us-ascii?q?Smith=2C_C=2E?= <")
+            .replace(b"Date: Tue", b"Date: =?us-ascii?q?Tue?=")
+        )
+        fast = inboundPayload(envelope(), plain)
+        slow = inboundPayload(envelope(), encoded)
+        for field in ("from", "to", "cc", "date"):
+            self.assertEqual(fast[field], slow[field], field)

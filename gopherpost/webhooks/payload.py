@@ -29,12 +29,13 @@ import codecs
 import datetime
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-from email.utils import getaddresses
+from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
 from gopherpost.deliveryevents import (
@@ -94,36 +95,112 @@ class _Errors:
             self.add(f"{where}: {name}" + (f": {detail}" if detail and detail != name else ""))
 
 
-def _headerValue(message: Message, name: str, raw: str, errors: _Errors) -> tuple[str, Any]:
+def _needsDecoding(raw: str) -> bool:
     """
-    The decoded value of one header, and its parsed object (L{None} if the
-    parser failed on it).
+    Whether a header's decoded value can differ from its unfolded raw value:
+    it holds encoded words (RFC 2047) or 8-bit bytes.  Parsing a header
+    through C{policy.default}'s header registry costs tens of microseconds,
+    most of a payload's cost, so plain headers are only unfolded.
+    """
+    return "=?" in raw or not raw.isascii()
+
+
+def _parse(message: Message, name: str, raw: str, errors: _Errors) -> Any:
+    """
+    One header through C{policy.default}'s header registry, its defects
+    recorded; L{None} if the parser failed on it.
     """
     try:
         header = message.policy.header_fetch_parse(name, raw)
-        errors.defects(f"header {name}", getattr(header, "defects", ()))
-        return _clean(str(header)), header
     except Exception as e:
         errors.add(f"header {name}: {type(e).__name__}: {e}")
+        return None
+    errors.defects(f"header {name}", getattr(header, "defects", ()))
+    return header
+
+
+def _unfold(raw: str) -> str:
+    return "".join(raw.splitlines())
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+#: One mailbox in its simple, unambiguous forms: C{a@b}, C{<a@b>}, C{Name
+#: Words <a@b>}, C{"Quoted, Name" <a@b>}.  Anything else (comments, groups,
+#: escapes, obsolete syntax) goes to the registry's parser.
+_SIMPLE_MAILBOX = re.compile(
+    rf"\s*(?:(?P<bare>{_ADDR_SPEC})|<(?P<angle>{_ADDR_SPEC})>"
+    rf"|(?P<name>[A-Za-z0-9_'-]+(?: [A-Za-z0-9_'-]+)*) ?<(?P<named>{_ADDR_SPEC})>"
+    rf'|"(?P<quoted>[A-Za-z0-9_\'.,:;@()/&+-]+(?: [A-Za-z0-9_\'.,:;@()/&+-]+)*)" ?'
+    rf"<(?P<qaddr>{_ADDR_SPEC})>)\s*\Z"
+)
+
+
+def _simpleAddresses(value: str) -> list[dict[str, str]] | None:
+    """
+    The mailboxes of a plain address header, or L{None} when it is not in
+    the simple forms L{_SIMPLE_MAILBOX} reads exactly as the registry does.
+    """
+    pieces = value.split(",") if '"' not in value else [value]
+    found = []
+    for piece in pieces:
+        match = _SIMPLE_MAILBOX.match(piece)
+        if match is None:
+            return None
+        groups = match.groupdict()
+        address = groups["bare"] or groups["angle"] or groups["named"] or groups["qaddr"]
+        found.append({"name": groups["name"] or groups["quoted"] or "", "address": address})
+    return found
+
+
+def _headerValue(message: Message, name: str, raw: str, errors: _Errors) -> tuple[str, Any]:
+    """
+    The decoded value of one header, and its parsed object (L{None} if it
+    needed no parsing, or the parser failed on it).
+    """
+    if not _needsDecoding(raw):
+        return _unfold(raw), None
+    header = _parse(message, name, raw, errors)
+    if header is None:
         return _clean(" ".join(raw.split())), None
+    return _clean(str(header)), header
 
 
 def _address(displayName: str, address: str) -> dict[str, str]:
     return {"name": _clean(displayName), "address": _clean(address)}
 
 
-def _addresses(header: Any, value: str) -> list[dict[str, str]]:
+def _addresses(
+    message: Message, found: tuple[str, Any, str, str], errors: _Errors
+) -> list[dict[str, str]]:
     """
     The mailboxes of an address header (groups flattened).
+
+    @param found: the header's decoded value, parsed form (or L{None}), raw
+        value and name.
     """
-    found = getattr(header, "addresses", None)
-    if found is not None:
-        return [_address(a.display_name, a.addr_spec) for a in found if a.addr_spec]
+    value, header, raw, name = found
+    if header is None and not _needsDecoding(raw):
+        simple = _simpleAddresses(value)
+        if simple is not None:
+            return simple
+        header = _parse(message, name, raw, errors)
+    addresses = getattr(header, "addresses", None)
+    if addresses is not None:
+        return [_address(a.display_name, a.addr_spec) for a in addresses if a.addr_spec]
     return [_address(n, a) for n, a in getaddresses([value]) if a]
 
 
-def _date(header: Any, errors: _Errors) -> str | None:
-    moment = getattr(header, "datetime", None)
+def _date(message: Message, found: tuple[str, Any, str, str], errors: _Errors) -> str | None:
+    value, header, raw, name = found
+    moment = None
+    if header is None:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            header = _parse(message, name, raw, errors)
+    if moment is None:
+        moment = getattr(header, "datetime", None)
     if moment is None:
         return None
     if moment.tzinfo is None:  # "-0000": the zone is unknown; RFC 5322 says UTC
@@ -333,12 +410,12 @@ def inboundPayload(
         errors.add(f"message not parsed: {type(e).__name__}: {e}")
         message = EmailMessage()
     headers: list[list[str]] = []
-    parsed: dict[str, tuple[str, Any]] = {}
+    parsed: dict[str, tuple[str, Any, str, str]] = {}
     for name, raw in message.raw_items():
         value, header = _headerValue(message, name, raw, errors)
         cleanName = _clean(name)
         headers.append([cleanName, value])
-        parsed.setdefault(cleanName.lower(), (value, header))
+        parsed.setdefault(cleanName.lower(), (value, header, raw, cleanName))
 
     def single(name: str) -> str | None:
         found = parsed.get(name)
@@ -348,7 +425,7 @@ def inboundPayload(
     for key, name in _ADDRESS_FIELDS:
         found = parsed.get(name)
         try:
-            addresses[key] = [] if found is None else _addresses(found[1], found[0])
+            addresses[key] = [] if found is None else _addresses(message, found, errors)
         except Exception as e:
             errors.add(f"header {name}: addresses not readable: {type(e).__name__}: {e}")
             addresses[key] = []
@@ -361,7 +438,7 @@ def inboundPayload(
 
     date = None
     if "date" in parsed:
-        date = _date(parsed["date"][1], errors)
+        date = _date(message, parsed["date"], errors)
 
     try:
         text, html, attachments = _body(message, errors, maxInline)
