@@ -598,5 +598,5 @@ class FastPathTests(SynchronousTestCase):
         )
         fast = inboundPayload(envelope(), plain)
         slow = inboundPayload(envelope(), encoded)
-        for field in ("from", "to", "cc", "date"):
-            self.assertEqual(fast[field], slow[field], field)
+        for key in ("from", "to", "cc", "date"):
+            self.assertEqual(fast[key], slow[key], key)
