@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -34,8 +35,9 @@ from twisted.web.client import (
     ResponseFailed,
     ResponseNeverReceived,
 )
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from gopherpost import __version__
@@ -221,6 +223,38 @@ def _closedBeforeResponse(failure: Failure) -> bool:
     )
 
 
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """
+    The Agent's endpoints, each built once: the Agent's own factory builds
+    one per request (an IDNA encoding of the host name and, for HTTPS, a
+    new TLS context each time), though a pooled connection is used.
+    """
+
+    def __init__(self, reactor: Any, policy: BrowserLikePolicyForHTTPS, timeout: float) -> None:
+        self._reactor = reactor
+        self._policy = policy
+        self._timeout = timeout
+        self._endpoints: dict[tuple[bytes, bytes, int], Any] = {}
+
+    def endpointForURI(self, uri: Any) -> Any:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            host = uri.host.decode("ascii")
+            if host.startswith("[") and host.endswith("]"):
+                host = host[1:-1]
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+            if uri.scheme == b"https":
+                endpoint = wrapClientTLS(
+                    self._policy.creatorForNetloc(uri.host, uri.port), endpoint
+                )
+            elif uri.scheme != b"http":
+                raise SchemeNotSupported(f"unsupported scheme {uri.scheme!r}")
+            self._endpoints[key] = endpoint
+        return endpoint
+
+
 class WebhookPoster:
     """
     Posts webhooks: at most C{concurrency} connections kept per host, each
@@ -249,7 +283,9 @@ class WebhookPoster:
         policy = BrowserLikePolicyForHTTPS(
             trustRoot=platformTrustRoot() if trustRoot is None else trustRoot
         )
-        self._agent = Agent(reactor, contextFactory=policy, connectTimeout=timeout, pool=self._pool)
+        self._agent = Agent.usingEndpointFactory(
+            reactor, _Endpoints(reactor, policy, timeout), pool=self._pool
+        )
 
     def post(
         self, target: WebhookTarget, headers: Mapping[str, str], body: bytes
