@@ -195,3 +195,54 @@ class ChannelTests(SynchronousTestCase):
         clock.advance(10)
         self.assertEqual(len(sent), 1)
         self.assertIs(Report.requiresAnswer, False)
+
+
+class CourierMainTests(TestCase):
+    timeout = 120
+
+    def test_stopTwiceQuietly(self) -> Any:
+        """
+        SIGTERM and the server going away at the same moment (systemd
+        signals the whole control group) stop the courier once, without a
+        traceback.
+        """
+        import subprocess
+        import sys
+        import time
+
+        from twisted.internet.threads import deferToThread
+
+        from tests.support.server import REPOSITORY
+
+        path = os.path.abspath(self.mktemp())
+        environ = serverEnvironment(
+            path, freePort(), SMTP_WEBHOOK_URL="http://127.0.0.1:9/hook", SMTP_WEBHOOK_SECRET=SECRET
+        )
+        environ.update(PATH=os.environ.get("PATH", "/usr/bin:/bin"), PYTHONPATH=REPOSITORY)
+
+        def run() -> tuple[int, bytes]:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gopherpost.webhooks.process"],
+                env=environ,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            assert process.stderr is not None and process.stdin is not None
+            deadline = time.monotonic() + 60
+            seen = b""
+            while b"Webhooks ready" not in seen and time.monotonic() < deadline:
+                seen += process.stderr.readline()
+            process.send_signal(signal.SIGTERM)
+            process.stdin.close()
+            rest = process.stderr.read()
+            return process.wait(30), seen + rest
+
+        def check(result: tuple[int, bytes]) -> None:
+            code, log = result
+            self.assertIn(b"Webhooks ready", log)
+            self.assertNotIn(b"Traceback", log)
+            self.assertNotIn(b"ReactorNotRunning", log)
+            self.assertEqual(code, 0)
+
+        return deferToThread(run).addCallback(check)

@@ -172,15 +172,19 @@ def _oneLine(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _sslDetails(error: SSL.Error) -> str:
+    """
+    What OpenSSL said, without its library and function names.
+    """
+    reasons = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    details = [str(item[-1]) for item in reasons if isinstance(item, tuple) and item[-1]]
+    return ", ".join(details) or str(error)
+
+
 def _describeReason(failure: Failure) -> str:
     error = failure.value
     if isinstance(error, SSL.Error):
-        details = [
-            str(item[-1])
-            for item in (error.args[0] if error.args else [])
-            if isinstance(item, tuple)
-        ]
-        return "TLS handshake failed: " + (", ".join(d for d in details if d) or str(error))
+        return "TLS handshake failed: " + _sslDetails(error)
     name = type(error).__name__
     if name == "VerificationError":  # service_identity: the name does not match
         return f"TLS certificate does not match the host: {error}"
@@ -391,7 +395,7 @@ def checkTrustStore(variable: str, environ: Mapping[str, str]) -> None:
             raise ConfigError(
                 "SSL_CERT_FILE",
                 f"the trust store {caFile!r} for the https {variable} does not load: "
-                f"{_describeReason(Failure(e))}",
+                f"{_sslDetails(e)}",
             ) from None
     if caPath is not None:
         for directory in caPath.split(os.pathsep):

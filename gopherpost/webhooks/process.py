@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import ProcessExitedAlready, ReactorNotRunning
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import (
     FilteringLogObserver,
@@ -327,9 +328,23 @@ def main(reactor: Any = None) -> None:
     spool.open(recover=False)
     store = WebhookStore(spool.stateDirectory)
 
-    def lost() -> None:
-        if reactor.running:
+    def stopOnce() -> None:
+        # SIGTERM and the server closing the channel often come together
+        # (systemd signals the whole control group): stop once, quietly.
+        try:
             reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    def lost() -> None:
+        reactor.callFromThread(stopOnce)
+
+    def signalled(number: int, frame: Any) -> None:
+        _log.info("Webhook courier received signal {number}; stopping", number=number)
+        reactor.callFromThread(stopOnce)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signalled)
 
     channel = CourierSide(lost)
     reporter = ForwardingReporter(reactor, channel.callRemote)
@@ -349,7 +364,7 @@ def main(reactor: Any = None) -> None:
         pid=os.getpid(),
         targets=", ".join(f"{k}={t.displayURL}" for k, t in courier.targets.items()),
     )
-    reactor.run()
+    reactor.run(installSignalHandlers=False)
 
 
 if __name__ == "__main__":
