@@ -11,7 +11,10 @@ each repetition), with C{smtp-source} as in C{bench/run}.  After each run of
 the server with the webhook on, the benchmark waits until the receiver has
 every message's webhook: the server's CPU then includes posting them (its
 courier process is in its process tree), and the time that took is
-reported as the drain.  The target: on / off >= 0.90.
+reported as the drain.  The CPU of the server process alone (without its
+courier) per message shows what the webhook adds to the SMTP path itself,
+which other load on the machine does not change.  The target: on / off >=
+0.90.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import sys
 import time
 from typing import Any
 
+import procfs
 from harness import install, log, measuredRun, smtpSource, versions
 from servers import BENCH, LOCAL_RECIPIENT, Bench, GopherPost, freePort, waitPort
 
@@ -39,14 +43,17 @@ SIZES = {"1k": 1024, "100k": 102400}
 
 class Receiver:
     """
-    The fast receiver, in a process of its own.
+    The fast receiver, in a process of its own at the courier's lower CPU
+    priority: it stands for an application on another machine, and should
+    not take the SMTP server's CPU any more than one would.
     """
 
     def __init__(self, bench: Bench) -> None:
         self.port = freePort()
         self.process = bench.spawn(
             "webhook-receiver",
-            [sys.executable, os.path.join(BENCH, "webhookreceiver.py"), str(self.port)],
+            ["nice", "-n", "10", sys.executable, os.path.join(BENCH, "webhookreceiver.py")]
+            + [str(self.port)],
             env=bench.environment(),
         )
         waitPort(self.port, 30, alive=lambda: self.process.poll() is None)
@@ -162,6 +169,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "cpu_ms_per_msg": round(
                     1000 * statistics.median(r["cpu_s"] / r["messages"] for r in good), 3
                 ),
+                "server_cpu_ms_per_msg": round(
+                    1000 * statistics.median(r["server_cpu_s"] / r["messages"] for r in good), 3
+                ),
             }
             drains = [r["drain_s"] for r in good if r.get("drain_s") is not None]
             if drains:
@@ -200,7 +210,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def report(summary: dict[str, Any], sessions: int) -> str:
     lines = [
         f"{'size':>5} {'server':<13} {'msgs/s':>8} {'min-max':>15} {'cpu ms/msg':>10} "
-        f"{'drain s':>8} {'hooks/s':>8}"
+        f"{'server ms':>9} {'drain s':>8} {'hooks/s':>8}"
     ]
     for sizeName, entry in sorted(summary.items()):
         for name in ("webhooks-off", "webhooks-on"):
@@ -211,6 +221,7 @@ def report(summary: dict[str, Any], sessions: int) -> str:
             lines.append(
                 f"{sizeName:>5} {name:<13} {e['msgs_per_s']:>8.0f} "
                 f"{e['min']:>7.0f}-{e['max']:<7.0f} {e['cpu_ms_per_msg']:>10.3f} "
+                f"{e['server_cpu_ms_per_msg']:>9.3f} "
                 f"{e.get('drain_s', '-')!s:>8} {e.get('webhooks_per_s', '-')!s:>8}"
             )
         if "ratio" in entry:
@@ -255,7 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                 messages = args.messages_large if size > 10000 else args.messages
                 order = servers if rep % 2 == 0 else servers[::-1]
                 for server in order:
+                    # The server process alone (not its courier): what the
+                    # webhook adds to the SMTP path itself, whatever the load.
+                    own = procfs.cpuSeconds([server.root()])
                     record = measuredRun(server, args.sessions, size, messages, args)
+                    record["server_cpu_s"] = round(procfs.cpuSeconds([server.root()]) - own, 3)
                     record.update(rep=rep, size_name=sizeName)
                     if isinstance(server, WebhookGopherPost):
                         record["drain_s"] = server.lastDrain

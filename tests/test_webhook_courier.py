@@ -76,7 +76,10 @@ class Server:
         self.settings = settingsFor(path, **overrides)
         self.spool = Spool(path, self.reactor)
         self.spool.open()
-        service = makeWebhookService(self.settings, self.spool, self.reactor, {}, inProcess=True)
+        # Handed over at once: time here moves when the test says so.
+        service = makeWebhookService(
+            self.settings, self.spool, self.reactor, {}, inProcess=True, handOverInterval=0
+        )
         assert isinstance(service, WebhookService)
         self.service = service
         if poster is not None:

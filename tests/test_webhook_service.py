@@ -7,6 +7,7 @@ its wiring by L{gopherpost.tap}.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -24,7 +25,12 @@ from gopherpost.webhooks.events import DeliveryEventRecorder, newEventId
 from gopherpost.webhooks.metrics import WebhookMetrics
 from gopherpost.webhooks.process import CourierProcess
 from gopherpost.webhooks.records import EVENTS, INBOUND, EventRecord, WebhookStore, dateOf
-from gopherpost.webhooks.service import WebhookService, makeWebhookService
+from gopherpost.webhooks.service import (
+    HANDOVER_BATCH,
+    HANDOVER_INTERVAL,
+    WebhookService,
+    makeWebhookService,
+)
 from tests.support.server import freePort, serverEnvironment
 from tests.test_webhook_courier import SECRET, settingsFor
 
@@ -241,7 +247,8 @@ class WiringTests(SynchronousTestCase):
         service.webhooks.courier.takeMessages = taken.extend
         envelope = envelopeFor("0190ABCDEF0123456")
         service.spool.announce(envelope)
-        clock.advance(0)
+        self.assertEqual(taken, [])
+        clock.advance(HANDOVER_INTERVAL)
         self.assertEqual([t[0] for t in taken], [envelope.queueId])
         body, _ = service.metrics.exposition()
         self.assertIn(b'smtp_webhook_pending{kind="inbound"} 0.0', body)
@@ -261,3 +268,56 @@ class WiringTests(SynchronousTestCase):
         with self.assertRaises(SystemExit) as caught:
             makeService(Options(), environ=environ, reactor=Clock())
         self.assertIn("SMTP_WEBHOOK_URL", str(caught.exception))
+
+
+class HandOverTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        path = os.path.abspath(self.mktemp())
+        spool = Spool(path, self.clock)
+        spool.open()
+        service = makeWebhookService(
+            settingsFor(path, webhookURL="http://127.0.0.1:1/"),
+            spool,
+            self.clock,
+            {},
+            inProcess=True,
+        )
+        assert service is not None
+        self.service = service
+        self.taken: list[list[Any]] = []
+        self.skipped: list[list[Any]] = []
+        service.courier.takeMessages = self.taken.append
+        service.courier.skipMessages = self.skipped.append
+
+    def test_batched(self) -> None:
+        """
+        Commits are handed to the courier together, once per interval.
+        """
+        for number in range(10):
+            self.service.messageCommitted(envelopeFor(f"Q{number}"))
+        self.assertEqual(self.taken, [])
+        self.clock.advance(HANDOVER_INTERVAL)
+        self.assertEqual(len(self.taken), 1)
+        self.assertEqual([t[0] for t in self.taken[0]], [f"Q{n}" for n in range(10)])
+        self.clock.advance(1)
+        self.assertEqual(len(self.taken), 1)
+
+    def test_bigBatchAtOnce(self) -> None:
+        for number in range(HANDOVER_BATCH):
+            self.service.messageCommitted(envelopeFor(f"Q{number}"))
+        self.assertEqual(len(self.taken), 1)
+        self.assertEqual(len(self.taken[0]), HANDOVER_BATCH)
+
+    def test_outOfScope(self) -> None:
+        """
+        A relay-only message is handed over to be marked, not posted.
+        """
+        remote = replace(
+            envelopeFor("R1"), recipients=(Recipient("x@elsewhere.test", "1" * 16, False),)
+        )
+        self.service.messageCommitted(remote)
+        self.clock.advance(HANDOVER_INTERVAL)
+        self.assertEqual(self.taken, [])
+        self.assertEqual(self.skipped, [[("R1", "2026-12-01")]])

@@ -4,8 +4,9 @@ The webhooks as the server sees them: L{makeWebhookService} builds a
 L{WebhookService}, which
 
   - is an L{ISpoolObserver}: each committed message is handed to the
-    courier by name (at the end of the reactor turn; the client's 250 never
-    waits, and the spool's envelope is the durable record, see L{records});
+    courier by name (in batches, at most L{HANDOVER_INTERVAL} seconds
+    later; the client's 250 never waits, and the spool's envelope is the
+    durable record, see L{records});
   - offers an L{IDeliveryObserver} (L{WebhookService.deliveryObserver}) for
     the relay queue's delivery events;
   - offers the operations C{gopherpostctl webhook list|retry|drop} needs
@@ -38,9 +39,16 @@ from gopherpost.webhooks.metrics import WebhookMetrics
 from gopherpost.webhooks.payload import inScope
 from gopherpost.webhooks.records import EventRecord, WebhookStore
 
-__all__ = ["WebhookService", "makeWebhookService"]
+__all__ = ["WebhookService", "makeWebhookService", "HANDOVER_INTERVAL", "HANDOVER_BATCH"]
 
 _log = Logger()
+
+#: Seconds webhooks are collected before they are handed to the courier:
+#: one hand-over (an AMP message to the courier process) then serves many
+#: messages instead of costing one per commit.
+HANDOVER_INTERVAL = 0.02
+#: Webhooks that are handed over at once, without waiting for the interval.
+HANDOVER_BATCH = 500
 
 
 @implementer(ISpoolObserver)
@@ -54,6 +62,8 @@ class WebhookService(MultiService):
     @param courier: a L{LocalCourier} or L{CourierProcess}; it becomes a
         child service.
     @param metrics: the numbers the courier reports.
+    @param handOverInterval: seconds to collect webhooks before handing
+        them to the courier.
     @ivar deliveryObserver: the L{IDeliveryObserver} to give the relay
         queue, or L{None} when the events webhook is off.
     """
@@ -67,8 +77,10 @@ class WebhookService(MultiService):
         store: WebhookStore,
         courier: Any,
         metrics: WebhookMetrics,
+        handOverInterval: float = HANDOVER_INTERVAL,
     ) -> None:
         MultiService.__init__(self)
+        self._handOverInterval = handOverInterval
         self.settings = settings
         self._reactor = reactor
         self.store = store
@@ -87,8 +99,8 @@ class WebhookService(MultiService):
     def messageCommitted(self, envelope: Any) -> None:
         """
         A message is durably spooled: it gets an inbound webhook if it is in
-        scope.  Costs a list append; the courier hears of it at the end of
-        this reactor turn.
+        scope.  Costs a list append; the courier hears of it within
+        L{HANDOVER_INTERVAL} seconds.
         """
         if not self._inbound:
             return
@@ -103,8 +115,10 @@ class WebhookService(MultiService):
         self._soon()
 
     def _soon(self) -> None:
-        if self._handOver is None:
-            self._handOver = self._reactor.callLater(0, self.flush)
+        if len(self._taken) + len(self._skipped) + len(self._events) >= HANDOVER_BATCH:
+            self.flush()
+        elif self._handOver is None:
+            self._handOver = self._reactor.callLater(self._handOverInterval, self.flush)
 
     def flush(self) -> None:
         """
@@ -173,6 +187,7 @@ def makeWebhookService(
     reactor: Any,
     environ: Mapping[str, str],
     inProcess: bool = False,
+    handOverInterval: float = HANDOVER_INTERVAL,
 ) -> WebhookService | None:
     """
     The webhooks as configured, or L{None} when both are off (then mail
@@ -185,6 +200,7 @@ def makeWebhookService(
         process gets it; C{SSL_CERT_FILE}/C{SSL_CERT_DIR} are read from it
         and the real environment).
     @param inProcess: run the courier in this process (tests).
+    @param handOverInterval: see L{WebhookService}.
     @raise ConfigError: an https URL with a trust store that does not load,
         or the records cannot be kept.
     """
@@ -220,4 +236,4 @@ def makeWebhookService(
         from gopherpost.webhooks.process import CourierProcess
 
         courier = CourierProcess(environ, reactor, metrics)
-    return WebhookService(settings, reactor, store, courier, metrics)
+    return WebhookService(settings, reactor, store, courier, metrics, handOverInterval)
