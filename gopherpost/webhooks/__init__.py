@@ -12,8 +12,11 @@ The parts, each a module of its own:
     state directory;
   - L{http}: one POST (Twisted's Agent), no redirects, bounded in time;
   - L{dispatcher}: the schedule: concurrency, retries, lifetime, log lines;
-  - L{courier}: the child process the dispatcher runs in, and L{channel},
-    what it and the server tell each other;
+  - L{courier}: the dispatcher with its start-up recovery and housekeeping,
+    as one service; L{process}: the child process it runs in, and
+    L{channel}: what that process and the server tell each other;
+  - L{events}: the delivery observer the relay queue tells of events;
+  - L{metrics}: the numbers, as a C{prometheus_client} collector;
   - L{service}: the server's side: a spool observer and a delivery
     observer, operations (list, retry, drop) and metrics
     (L{makeWebhookService}).
