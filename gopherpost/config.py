@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from gopherpost.listeners.endpoints import EndpointError, ListenerSpec, parseListeners
 
@@ -159,6 +160,26 @@ class Settings:
     banMaxDuration: float = 86400.0
     redisURL: str | None = None
     redisPrefix: str = "gopherpost:"
+    # Webhooks (issue 18): inbound mail and delivery events as signed JSON.
+    #: C{SMTP_WEBHOOK_URL}: where inbound mail is posted (L{None}: off).
+    webhookURL: str | None = None
+    #: C{SMTP_WEBHOOK_SECRET}: C{whsec_<base64>}, Standard Webhooks signing.
+    webhookSecret: str | None = None
+    #: C{SMTP_WEBHOOK_SCOPE}: C{"local"} (messages with a local recipient)
+    #: or C{"all"}.
+    webhookScope: str = "local"
+    webhookMaxInline: int = 1048576
+    webhookRaw: bool = False
+    webhookTimeout: float = 15.0
+    webhookRetryInitial: float = 10.0
+    webhookRetryMax: float = 3600.0
+    webhookLifetime: float = 259200.0
+    #: C{SMTP_WEBHOOK_CONCURRENCY}: requests in flight to each webhook URL.
+    webhookConcurrency: int = 4
+    #: C{SMTP_EVENTS_WEBHOOK_URL}: where delivery events are posted.
+    eventsWebhookURL: str | None = None
+    #: C{SMTP_EVENTS_WEBHOOK_SECRET}; L{None}: C{SMTP_WEBHOOK_SECRET}.
+    eventsWebhookSecret: str | None = None
 
     @property
     def dkimEnabled(self) -> bool:
@@ -563,6 +584,9 @@ def settingsFromEnvironment(
             "SMTP_RETRY_MAX", f"{retryMax:g} is less than SMTP_RETRY_INITIAL ({retryInitial:g})"
         )
 
+    # Webhooks (issue 18)
+    webhooks = _webhookSettings(get, optional)
+
     settings = Settings(
         port=get("SMTP_PORT", _port, 2525),
         listenAddress=get("SMTP_LISTEN_ADDR", _listenAddress, ""),
@@ -608,6 +632,7 @@ def settingsFromEnvironment(
         dkimKeyPath=optional("SMTP_DKIM_KEY_PATH", fileParser),
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),
         dkimDomain=optional("SMTP_DKIM_DOMAIN", _hostname),
+        **webhooks,
     )
     # Internet MX checks (issue 16).
     banDuration = get("SMTP_BAN_DURATION", lambda n, r: _seconds(n, r, 1), 600.0)
@@ -790,3 +815,88 @@ def _redisPrefix(name: str, raw: str) -> str:
     if not all("!" <= c <= "~" for c in text):
         raise ConfigError(name, f"{raw!r}: use printable characters without spaces")
     return text
+
+
+# Webhooks (issue 18)
+
+#: The accepted values of C{SMTP_WEBHOOK_SCOPE}.
+WEBHOOK_SCOPES = ("local", "all")
+
+
+def _webhookURL(name: str, raw: str) -> str:
+    """
+    An C{http://} or C{https://} URL with a host (and optionally a port,
+    user and password); no fragment.
+    """
+    text = raw.strip()
+    if any(c.isspace() for c in text) or not text.isprintable():
+        raise ConfigError(name, f"{raw!r} is not a URL (no spaces or control characters)")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(name, f"{raw!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(name, f"{raw!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ConfigError(name, f"{raw!r} has no host")
+    if port == 0:
+        raise ConfigError(name, f"{raw!r}: port 0 is not a valid TCP port")
+    if parts.fragment or text.endswith("#"):
+        raise ConfigError(name, f"{raw!r} has a fragment (#...), which HTTP never sends")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ConfigError(name, f"{raw!r}: the host name is not valid") from None
+    return text
+
+
+def _webhookSecret(name: str, raw: str) -> str:
+    from gopherpost.webhooks.signing import parseSecret
+
+    try:
+        parseSecret(raw.strip())
+    except ValueError as e:
+        raise ConfigError(name, str(e)) from None
+    return raw.strip()
+
+
+def _webhookSettings(get: Callable[..., Any], optional: Callable[..., Any]) -> dict[str, Any]:
+    """
+    The C{SMTP_WEBHOOK_*} and C{SMTP_EVENTS_WEBHOOK_*} variables, as
+    L{Settings} fields.
+    """
+    url = optional("SMTP_WEBHOOK_URL", _webhookURL)
+    secret = optional("SMTP_WEBHOOK_SECRET", _webhookSecret)
+    eventsURL = optional("SMTP_EVENTS_WEBHOOK_URL", _webhookURL)
+    eventsSecret = optional("SMTP_EVENTS_WEBHOOK_SECRET", _webhookSecret)
+    if url is not None and secret is None:
+        raise ConfigError("SMTP_WEBHOOK_SECRET", "is required with SMTP_WEBHOOK_URL")
+    if eventsURL is not None and eventsSecret is None and secret is None:
+        raise ConfigError(
+            "SMTP_EVENTS_WEBHOOK_SECRET",
+            "is required with SMTP_EVENTS_WEBHOOK_URL (or set SMTP_WEBHOOK_SECRET)",
+        )
+    initial = get("SMTP_WEBHOOK_RETRY_INITIAL", lambda n, r: _seconds(n, r, 1), 10.0)
+    maximum = get("SMTP_WEBHOOK_RETRY_MAX", lambda n, r: _seconds(n, r, 1), 3600.0)
+    if maximum < initial:
+        raise ConfigError(
+            "SMTP_WEBHOOK_RETRY_MAX",
+            f"{maximum:g} is less than SMTP_WEBHOOK_RETRY_INITIAL ({initial:g})",
+        )
+    return {
+        "webhookURL": url,
+        "webhookSecret": secret,
+        "webhookScope": get(
+            "SMTP_WEBHOOK_SCOPE", lambda n, r: _choice(n, r.strip(), WEBHOOK_SCOPES), "local"
+        ),
+        "webhookMaxInline": get("SMTP_WEBHOOK_MAX_INLINE", _size, 1048576),
+        "webhookRaw": get("SMTP_WEBHOOK_RAW", _bool, False),
+        "webhookTimeout": get("SMTP_WEBHOOK_TIMEOUT", lambda n, r: _seconds(n, r, 1), 15.0),
+        "webhookRetryInitial": initial,
+        "webhookRetryMax": maximum,
+        "webhookLifetime": get("SMTP_WEBHOOK_LIFETIME", lambda n, r: _seconds(n, r, 60), 259200.0),
+        "webhookConcurrency": get("SMTP_WEBHOOK_CONCURRENCY", lambda n, r: _int(n, r, 1, 256), 4),
+        "eventsWebhookURL": eventsURL,
+        "eventsWebhookSecret": eventsSecret,
+    }

@@ -81,6 +81,7 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    webhooks: Any = None
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -269,7 +270,8 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     resolver, dnsThreads = makeResolver(settings.dnsServers, reactor)
     ThreadPoolService(dnsThreads).setServiceParent(service)
 
-    _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+    relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+    _buildWebhooks(settings, spool, reactor, environ, relayQueue, service)
 
     listeners = configuredListeners(settings)
     inherited = InheritedSockets([])
@@ -332,3 +334,29 @@ def _buildRelay(
     service.relayQueue = relayQueue
     service.metrics.setQueueDepthSource(relayQueue.queueDepth)
     return relayQueue
+
+
+def _buildWebhooks(
+    settings: Settings,
+    spool: Any,
+    reactor: Any,
+    environ: Mapping[str, str],
+    relayQueue: Any,
+    service: Any,
+) -> None:
+    """
+    The webhooks (inbound mail, delivery events), when configured: a spool
+    observer and a delivery observer of the relay queue.
+    """
+    from gopherpost.webhooks.service import makeWebhookService
+
+    webhooks = makeWebhookService(settings, spool, reactor, environ)
+    service.webhooks = webhooks
+    if webhooks is None:
+        return
+    webhooks.setServiceParent(service)
+    spool.addObserver(webhooks)
+    service.metrics.registry.register(webhooks.metrics)
+    addDeliveryObserver = getattr(relayQueue, "addDeliveryObserver", None)
+    if addDeliveryObserver is not None and webhooks.deliveryObserver is not None:
+        addDeliveryObserver(webhooks.deliveryObserver)
