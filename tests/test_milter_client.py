@@ -13,10 +13,12 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from gopherpost.config import MilterSpec
 from gopherpost.filters.envelope import FilterMessage, SessionFacts
@@ -535,6 +537,7 @@ class FailureTests(SynchronousTestCase):
         self.failureResultOf(d, FilterProtocolError)
 
 
+@implementer(IStreamClientEndpoint)
 class _Endpoint:
     def __init__(self, connected: bool = True) -> None:
         self.transport = StringTransport()

@@ -342,7 +342,7 @@ class PacketReaderTests(SynchronousTestCase):
         stream = OPTNEG_OPENDKIM + CLAMAV_INFECTED + REPLYCODE_RSPAMD
         whole = parsed(stream)
         reader = codec.PacketReader()
-        pieces = []
+        pieces: list[object] = []
         for i in range(len(stream)):
             pieces.extend(codec.parseReply(c, d) for c, d in reader.feed(stream[i : i + 1]))
         self.assertEqual(pieces, whole)

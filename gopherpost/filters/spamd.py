@@ -117,13 +117,14 @@ def parseResponse(data: bytes) -> SpamdResult:
     length = fields.get("content-length")
     if length is not None and length.strip().isdigit() and len(body) < int(length):
         raise FilterProtocolError("spamd: the answer was cut short")
-    if not separator:
-        body = b""
+    section = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") if separator else b""
+    if b"\r\n\r\n" in section:
+        section = section.partition(b"\r\n\r\n")[0] + b"\r\n"
     return SpamdResult(
         spam.group(1).lower() in ("true", "yes"),
         float(spam.group(2)),
         float(spam.group(3)),
-        body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"),
+        section,
     )
 
 
