@@ -122,9 +122,12 @@ class FilterMessageTests(SynchronousTestCase):
             editor(),
         )
         self.assertEqual(working.body, b"new\r\n")
-        self.assertEqual((working.sender, working.senderParameters), ("bounces@example.test", "SIZE=10"))
         self.assertEqual(
-            working.recipients, [("rcpt@example.test", ""), ("archive@example.test", "NOTIFY=NEVER")]
+            (working.sender, working.senderParameters), ("bounces@example.test", "SIZE=10")
+        )
+        self.assertEqual(
+            working.recipients,
+            [("rcpt@example.test", ""), ("archive@example.test", "NOTIFY=NEVER")],
         )
 
     def test_badEditChangesNothing(self) -> None:

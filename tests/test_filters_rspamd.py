@@ -41,7 +41,10 @@ CLEAN = {
     "message-id": "2@example.test",
     "milter": {
         "add_headers": {
-            "X-Spamd-Result": {"value": "default: False [2.00 / 15.00];\r\n\tAUTH_NA(1.00)[]", "order": -1},
+            "X-Spamd-Result": {
+                "value": "default: False [2.00 / 15.00];\r\n\tAUTH_NA(1.00)[]",
+                "order": -1,
+            },
             "X-Rspamd-Queue-Id": {"value": "Q2", "order": -1},
             "X-Spam-Status": {"value": "No, score=2.00", "order": -1},
         },
@@ -93,7 +96,9 @@ class VerdictFromReplyTests(SynchronousTestCase):
             [
                 DeleteHeader(b"X-Spam", 0),
                 DeleteHeader(b"X-Spamd-Result", 0),
-                AddHeader(b"X-Spamd-Result", b"default: False [2.00 / 15.00];\r\n\tAUTH_NA(1.00)[]"),
+                AddHeader(
+                    b"X-Spamd-Result", b"default: False [2.00 / 15.00];\r\n\tAUTH_NA(1.00)[]"
+                ),
                 AddHeader(b"X-Rspamd-Queue-Id", b"Q2"),
                 AddHeader(b"X-Spam-Status", b"No, score=2.00"),
             ],
@@ -129,7 +134,9 @@ class VerdictFromReplyTests(SynchronousTestCase):
 
     def test_rewriteSubject(self) -> None:
         verdict = verdictFromReply({"action": "rewrite subject", "subject": "*** SPAM *** hi"})
-        self.assertEqual(list(verdict.modifications), [ChangeHeader(b"Subject", 1, b"*** SPAM *** hi")])
+        self.assertEqual(
+            list(verdict.modifications), [ChangeHeader(b"Subject", 1, b"*** SPAM *** hi")]
+        )
 
     def test_discardAndQuarantine(self) -> None:
         self.assertEqual(verdictFromReply({"action": "discard"}).disposition, Disposition.DISCARD)
@@ -141,7 +148,9 @@ class VerdictFromReplyTests(SynchronousTestCase):
             {
                 "action": "no action",
                 "dkim-signature": "v=1; a=rsa-sha256; d=example.test",
-                "milter": {"add_headers": {"X-First": {"value": "1", "order": 0}, "X-Many": ["a", "b"]}},
+                "milter": {
+                    "add_headers": {"X-First": {"value": "1", "order": 0}, "X-Many": ["a", "b"]}
+                },
             }
         )
         self.assertEqual(
@@ -155,7 +164,8 @@ class VerdictFromReplyTests(SynchronousTestCase):
         )
 
     def test_notAReply(self) -> None:
-        for reply in ([], {"score": 1}, {"action": 3}, "reject"):
+        replies: list[Any] = [[], {"score": 1}, {"action": 3}, "reject"]
+        for reply in replies:
             self.assertRaises(FilterProtocolError, verdictFromReply, reply)
 
 
@@ -164,9 +174,9 @@ class _Rspamd(Resource):
 
     def __init__(self, reply: Any, code: int = 200) -> None:
         super().__init__()
-        self.reply = reply
+        self.reply: Any = reply
         self.code = code
-        self.requests: list[tuple[bytes, dict[bytes, list[bytes]], bytes]] = []
+        self.requests: list[tuple[bytes, dict[bytes, Any], bytes]] = []
 
     def render_POST(self, request: Request) -> bytes:
         assert request.content is not None
@@ -184,7 +194,9 @@ class RspamdClientTests(SynchronousTestCase):
     """
 
     def scan(self, resource: _Rspamd) -> Deferred[Any]:
-        client = RspamdClient(Clock(), "http://127.0.0.1:11333", 20.0, RequestTraversalAgent(resource))
+        client = RspamdClient(
+            Clock(), "http://127.0.0.1:11333", 20.0, RequestTraversalAgent(resource)
+        )
         verifyObject(IContentScanner, client)
         return client.scan(REQUEST)
 
