@@ -89,6 +89,7 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    filters: Any = None  # wiring: filters
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -176,6 +177,14 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
 
     _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+
+    # wiring: filters (issue 21): service.filters.policies go on the inbound
+    # chain once it exists (see gopherpost/filters/service.py).
+    from gopherpost.filters.service import makeContentFilters
+
+    service.filters = makeContentFilters(settings, reactor)
+    service.filters.setServiceParent(service)
+    service.metrics.registry.register(service.filters.metrics)
 
     if settings.workers > 1:
         inbound = WorkerPool(settings, environ, auditLog, spool, reactor, _listenAddress(settings))
