@@ -98,5 +98,15 @@ def withTimeout(d: Deferred[_T], seconds: float, clock: IReactorTime) -> Deferre
     """
     C{d}, cancelled (failing with L{TimeoutError}) when it has not fired
     after C{seconds}.
+
+    Whatever the cancelled operation failed with then (HTTP clients wrap
+    the cancellation in their own errors), the result is a
+    L{TimeoutError}.
     """
-    return d.addTimeout(seconds, clock)
+
+    def timedOut(result: object, timeout: float) -> object:
+        if isinstance(result, Failure):
+            return Failure(TimeoutError(f"no answer in {timeout:g} s"))
+        return result
+
+    return d.addTimeout(seconds, clock, onTimeoutCancel=timedOut)
