@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.trial.unittest import TestCase
 
 from gopherpost.config import MilterSpec
@@ -159,9 +159,9 @@ class RspamdHTTPTests(TestCase):
             def connectionMade(self) -> None:
                 connections.append(self)
 
-        port = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+        port = reactor.listenTCP(0, ServerFactory.forProtocol(Silent), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        url = f"http://127.0.0.1:{port.getHost().port}"
+        url = f"http://127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
         started = reactor.seconds()
         reply, _ = yield self.scan(message(), timeout=0.5, url=url)
         self.assertEqual(reply.code, 451)

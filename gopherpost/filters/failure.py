@@ -68,7 +68,9 @@ def failureReason(failure: Failure) -> FilterFailure:
     value = failure.value
     if isinstance(value, FilterFailure):
         return value
-    if isinstance(value, (TimeoutError, CancelledError)):
+    if isinstance(value, TimeoutError):
+        return FilterFailure("timeout", str(value) or "no answer in time")
+    if isinstance(value, CancelledError):
         return FilterFailure("timeout", "no answer in time")
     if isinstance(value, ConnectError):
         return FilterFailure("error", f"cannot connect ({value.__class__.__name__}: {value})")
@@ -104,7 +106,7 @@ def withTimeout(d: Deferred[_T], seconds: float, clock: IReactorTime) -> Deferre
     L{TimeoutError}.
     """
 
-    def timedOut(result: object, timeout: float) -> object:
+    def timedOut(result: _T | Failure, timeout: float) -> _T | Failure:
         if isinstance(result, Failure):
             return Failure(TimeoutError(f"no answer in {timeout:g} s"))
         return result

@@ -167,6 +167,11 @@ class _FilterBase:
         stage: str = "message",
         problem: str | None = None,
     ) -> None:
+        quiet = stage != "message" and verdict.result == "accept" and problem is None
+        if quiet:
+            # Only the verdict about the message (or a refusal or failure
+            # on the way) counts; the stages a milter let pass do not.
+            return
         self.metrics.result(filterName, verdict.result)
         self.metrics.duration(filterName, self._clock.seconds() - started)
         if verdict.score is not None:
@@ -182,9 +187,6 @@ class _FilterBase:
             if verdict.refuses:
                 entry["reply"] = f"{verdict.code} {verdict.text}"
             _filterTags(transaction)[filterName] = entry
-        quiet = stage != "message" and verdict.result == "accept" and problem is None
-        if quiet:
-            return
         score = "" if verdict.score is None else f" score={verdict.score:g}"
         if verdict.threshold is not None:
             score += f"/{verdict.threshold:g}"

@@ -512,7 +512,7 @@ class ClamavMilter(Daemon):
             f"ClamdSocket tcp:127.0.0.1:{self.clamdPort}\n"
             f"Foreground yes\nLogFile {self.path('milter.log')}\n"
             "OnInfected Reject\nOnFail Defer\nAddHeader Replace\n"
-            'RejectMsg "5.7.1 Virus found: %v"\n'
+            'RejectMsg "Virus found: %v"\n'
             f"TemporaryDirectory {self.directory}\n",
         )
 
