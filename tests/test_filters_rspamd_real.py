@@ -159,7 +159,9 @@ class RspamdHTTPTests(TestCase):
             def connectionMade(self) -> None:
                 connections.append(self)
 
-        port = reactor.listenTCP(0, ServerFactory.forProtocol(Silent), interface="127.0.0.1")
+        factory = ServerFactory()
+        factory.protocol = Silent
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         url = f"http://127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
         started = reactor.seconds()
