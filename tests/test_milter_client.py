@@ -585,3 +585,55 @@ class MilterClientTests(SynchronousTestCase):
         self.assertNoResult(d)
         clock.advance(0.1)
         self.failureResultOf(d, TimeoutError)
+
+
+class MacroTests(SynchronousTestCase):
+    """
+    The macros milters rely on, at the stage they belong to.
+    """
+
+    def test_tlsAtHeloAuthAtMail(self) -> None:
+        facts = SessionFacts(
+            "127.0.0.1",
+            4000,
+            serverName="mx.example.test",
+            helo="client.example.test",
+            tlsVersion="TLSv1.3",
+            tlsCipher="TLS_AES_256_GCM_SHA384",
+            authenticatedUser="alice",
+            authMechanism="PLAIN",
+        )
+        dialogue = Dialogue(self, optnegReply(0x1FF, 0))
+        conversation = dialogue.conversation
+        dialogue.reply(conversation.connect(facts), CONTINUE)
+        d = conversation.helo(facts)
+        self.assertTrue(
+            dialogue.sent().startswith(
+                codec.macros(
+                    Command.HELO,
+                    [(b"{tls_version}", b"TLSv1.3"), (b"{cipher}", b"TLS_AES_256_GCM_SHA384")],
+                )
+            )
+        )
+        dialogue.reply(d, CONTINUE)
+        conversation.mail(facts, "alice@example.test")
+        self.assertTrue(
+            dialogue.sent().startswith(
+                codec.macros(
+                    Command.MAIL,
+                    [
+                        (b"{auth_authen}", b"alice"),
+                        (b"{auth_type}", b"PLAIN"),
+                        (b"{mail_addr}", b"alice@example.test"),
+                        (b"{mail_host}", b"example.test"),
+                    ],
+                )
+            )
+        )
+
+    def test_ipv6Connect(self) -> None:
+        dialogue = Dialogue(self, optnegReply(0x1FF, 0))
+        dialogue.conversation.connect(SessionFacts("2001:db8::25", 2525))
+        self.assertTrue(
+            dialogue.sent().endswith(codec.connect(b"[2001:db8::25]", b"6", 2525, b"2001:db8::25"))
+        )

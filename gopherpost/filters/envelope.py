@@ -89,6 +89,8 @@ class SessionFacts:
     @ivar clientName: the client's verified host name, or L{None} (the
         session does no reverse lookups).
     @ivar daemonName: the listener role's name (milter C{{daemon_name}}).
+    @ivar authMechanism: the SASL mechanism of the AUTH exchange (the
+        context's C{authMechanism}, once AUTH keeps it), or L{None}.
     """
 
     clientAddress: str
@@ -100,6 +102,7 @@ class SessionFacts:
     tlsVersion: str | None = None
     tlsCipher: str | None = None
     authenticatedUser: str | None = None
+    authMechanism: str | None = None
     mayRelay: bool = False
 
     @classmethod
@@ -119,6 +122,7 @@ class SessionFacts:
             tlsVersion=(getattr(tls, "version", "") or None) if tls is not None else None,
             tlsCipher=(getattr(tls, "cipher", "") or None) if tls is not None else None,
             authenticatedUser=getattr(context, "authenticatedUser", None),
+            authMechanism=getattr(context, "authMechanism", None),
             mayRelay=bool(getattr(context, "mayRelay", False)),
         )
 

@@ -57,7 +57,6 @@ def macroValues(
     queueId: str | None = None,
     sender: str | None = None,
     recipient: str | None = None,
-    authType: str | None = None,
 ) -> dict[str, str]:
     """
     Every macro we know now, by bare name (C{client_addr}, C{j}).
@@ -78,8 +77,8 @@ def macroValues(
         values["cipher"] = facts.tlsCipher
     if facts.authenticatedUser:
         values["auth_authen"] = facts.authenticatedUser
-        if authType:
-            values["auth_type"] = authType
+        if facts.authMechanism:
+            values["auth_type"] = facts.authMechanism
     if sender is not None:
         values["mail_addr"] = sender
         values["mail_host"] = _domain(sender)
