@@ -105,6 +105,8 @@ class VerdictFromReplyTests(SynchronousTestCase):
         )
         self.assertEqual(verdict.details["symbols"], ["AUTH_NA", "MIME_GOOD"])
         self.assertEqual(verdict.details["action"], "no action")
+        # The score is the verdict's, not repeated in the details.
+        self.assertNotIn("score", verdict.details)
 
     def test_reject(self) -> None:
         verdict = verdictFromReply(GTUBE)

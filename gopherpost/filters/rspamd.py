@@ -174,10 +174,6 @@ def verdictFromReply(reply: Any) -> Verdict:
         smtpMessage = None
     symbols = reply.get("symbols")
     details: dict[str, Any] = {"action": action}
-    if score is not None:
-        details["score"] = score
-    if required is not None:
-        details["required"] = required
     if isinstance(symbols, dict):
         details["symbols"] = sorted(str(s) for s in symbols)[:_SYMBOLS_KEPT]
     facts = {"score": score, "threshold": required, "details": details}

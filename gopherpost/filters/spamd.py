@@ -254,7 +254,7 @@ class SpamdClient:
         )
 
     def _verdict(self, result: SpamdResult, section: bytes) -> Verdict:
-        details = {"score": result.score, "threshold": result.threshold, "spam": result.spam}
+        details = {"spam": result.spam}
         facts: dict[str, Any] = {
             "score": result.score,
             "threshold": result.threshold,
