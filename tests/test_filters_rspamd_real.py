@@ -23,7 +23,7 @@ from gopherpost.filters.rspamd import RspamdClient
 from tests.filters import services
 from tests.filters.services import GTUBE
 from tests.support.filterchain import runSession
-from tests.support.filters import FakeContext, FakeMessage, FakeTransaction, message
+from tests.support.filters import FakeContext, FakeMessage, FakeTransaction, message, noTracebacks
 
 
 def results(metrics: FilterMetrics, name: str, result: str) -> float:
@@ -37,6 +37,9 @@ class RspamdHTTPTests(TestCase):
     """
 
     timeout = 400
+
+    def setUp(self) -> None:
+        noTracebacks(self)
 
     @defer.inlineCallbacks
     def scan(
@@ -182,6 +185,9 @@ class RspamdAgreementTests(TestCase):
     """
 
     timeout = 400
+
+    def setUp(self) -> None:
+        noTracebacks(self)
 
     @defer.inlineCallbacks
     def both(self, msg: FakeMessage) -> Generator[Deferred[Any], Any, Any]:

@@ -19,11 +19,14 @@ from gopherpost.filters.policies import ScannerPolicy
 from gopherpost.filters.spamd import SpamdClient
 from tests.filters import services
 from tests.filters.services import GTUBE
-from tests.support.filters import FakeContext, FakeMessage, FakeTransaction, message
+from tests.support.filters import FakeContext, FakeMessage, FakeTransaction, message, noTracebacks
 
 
 class SpamdTests(TestCase):
     timeout = 400
+
+    def setUp(self) -> None:
+        noTracebacks(self)
 
     @defer.inlineCallbacks
     def scan(

@@ -11,14 +11,23 @@ can be tested before the chain is wired.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
 from gopherpost.filters.interfaces import IFilterableMessage
 
-__all__ = ["FakeContext", "FakeMessage", "FakeRecipient", "FakeTransaction", "TLS", "message"]
+__all__ = [
+    "FakeContext",
+    "FakeMessage",
+    "FakeRecipient",
+    "FakeTransaction",
+    "TLS",
+    "message",
+    "noTracebacks",
+]
 
 
 @dataclass
@@ -108,3 +117,24 @@ def message(body: bytes = b"Hello, a plain message.\r\n", **fields: str) -> Fake
         b"Content-Type: text/plain; charset=us-ascii\r\n"
     )
     return FakeMessage(section, body)
+
+
+def noTracebacks(testCase: Any) -> list[dict[str, Any]]:
+    """
+    Capture the log during C{testCase}; at its end, fail if any event
+    carries a traceback (a filter's failure must be one line, never one).
+
+    @return: the captured events.
+    """
+    events: list[dict[str, Any]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+
+    def check() -> None:
+        globalLogPublisher.removeObserver(observer)
+        tracebacks = [e for e in events if "log_failure" in e]
+        if tracebacks:
+            testCase.fail(f"tracebacks in the log: {tracebacks!r}"[:2000])
+
+    testCase.addCleanup(check)
+    return events
