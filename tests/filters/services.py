@@ -100,6 +100,19 @@ def _exchange(port: int, data: bytes, timeout: float = 0.5) -> bytes:
         return b""
 
 
+def _dieWithParent() -> None:
+    """
+    In the child before exec: SIGTERM when the test process dies, even
+    without running its exit handlers (Linux prctl PR_SET_PDEATHSIG).
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -180,6 +193,7 @@ class Daemon:
             stdin=subprocess.DEVNULL,
             cwd=self.directory,
             start_new_session=True,
+            preexec_fn=_dieWithParent,
         )
         log.close()
         waited = 0.0
