@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import hashlib
 import html
 import re
 from collections.abc import Iterator
@@ -87,18 +88,24 @@ class Part:
     contentId: str
     size: int
     inline: bool
+    #: MD5, SHA1 and SHA256 of the decoded content, when asked for.
+    checksums: tuple[str, str, str] | None = None
 
     def toJSON(self) -> dict[str, object]:
         """
-        Mailpit's C{Attachment} shape (without checksums).
+        Mailpit's C{Attachment} shape.
         """
-        return {
+        data: dict[str, object] = {
             "PartID": self.partId,
             "FileName": self.fileName,
             "ContentType": self.contentType,
             "ContentID": self.contentId,
             "Size": self.size,
         }
+        if self.checksums is not None:
+            md5, sha1, sha256 = self.checksums
+            data["Checksums"] = {"MD5": md5, "SHA1": sha1, "SHA256": sha256}
+        return data
 
 
 @dataclass
@@ -256,11 +263,13 @@ def _parse(raw: bytes) -> Message:
     return _PARSER.parsebytes(raw)
 
 
-def parseMessage(raw: bytes) -> ParsedMessage:
+def parseMessage(raw: bytes, checksums: bool = False) -> ParsedMessage:
     """
     Read a message (never raises).
 
     @param raw: the message as stored (CRLF or LF line ends).
+    @param checksums: compute the checksums of attachments (for the API's
+        message view; the index does not need them).
     """
     message = _parse(raw)
     parsed = ParsedMessage()
@@ -294,18 +303,28 @@ def parseMessage(raw: bytes) -> ParsedMessage:
             (texts if contentType == "text/plain" else htmls).append(_text(part))
             continue
         contentId = decodeHeader(part.get("content-id")).strip("<> ")
+        payload = _payload(part)
         record = Part(
             partId=partId,
             fileName=fileName,
             contentType=contentType,
             contentId=contentId,
-            size=len(_payload(part)),
+            size=len(payload),
             inline=bool(contentId) and disposition != "attachment" and (related or not fileName),
+            checksums=_checksums(payload) if checksums else None,
         )
         (parsed.inline if record.inline else parsed.attachments).append(record)
     parsed.text = "\n".join(texts)
     parsed.html = "\n".join(htmls)
     return parsed
+
+
+def _checksums(payload: bytes) -> tuple[str, str, str]:
+    return (
+        hashlib.md5(payload, usedforsecurity=False).hexdigest(),
+        hashlib.sha1(payload, usedforsecurity=False).hexdigest(),
+        hashlib.sha256(payload).hexdigest(),
+    )
 
 
 def cleanTags(names: object) -> list[str]:
