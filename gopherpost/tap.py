@@ -89,6 +89,7 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    webui: Any = None
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -175,7 +176,8 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     ThreadPoolService(dnsThreads).setServiceParent(service)
     resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
 
-    _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+    if not settings.capture:  # wiring: capture mode (issue 17) runs no relay queue
+        _buildRelay(settings, spool, auditLog, resolver, reactor, service)
 
     if settings.workers > 1:
         inbound = WorkerPool(settings, environ, auditLog, spool, reactor, _listenAddress(settings))
@@ -187,6 +189,13 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         inbound = SMTPService(listener, factory)
     service.inbound = inbound
     inbound.setServiceParent(service)
+
+    # wiring: message index and web UI (issue 17)
+    from gopherpost.webui.service import makeWebUIService
+
+    service.webui = makeWebUIService(settings, spool, reactor)
+    if service.webui is not None:
+        service.webui.setServiceParent(service)
 
     if not settings.healthDisable:
         resource = web.makeWebResource(settings, auditLog, service.metrics, service.ready)

@@ -76,6 +76,8 @@ class Mailbox:
         self._subscribers: list[Callable[[str, Any], None]] = []
         self._pruning: Deferred | None = None
         self._pruneAgain = False
+        #: Messages deleted since start-up (the API's C{info}).
+        self.deleted = 0
         index.addListener(self)
 
     # -- events ------------------------------------------------------------
@@ -370,6 +372,7 @@ class Mailbox:
         return d.addCallback(self.delete)
 
     def _announceRemoved(self, removed: list[str]) -> list[str]:
+        self.deleted += len(removed)
         if len(removed) > LIVE_NEW_LIMIT:
             self.publish("prune", None)
         else:

@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
-__all__ = ["QueryError", "SearchQuery", "parseQuery", "tokenize"]
+__all__ = ["QueryError", "SearchQuery", "parseQuery", "parseTimestamp", "tokenize"]
 
 _ADDRESS_COLUMNS = {
     "from": ("fromJSON",),
@@ -158,6 +158,15 @@ def _timestamp(value: str, zone: datetime.tzinfo | None) -> float:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone) if zone is not None else parsed.astimezone()
     return parsed.timestamp()
+
+
+def parseTimestamp(value: str, tz: str | None = None) -> float:
+    """
+    A date or time as seconds since the epoch (the forms of C{before:}).
+
+    @raise QueryError: if it is not one, or C{tz} is not a time zone.
+    """
+    return _timestamp(value, _zone(tz))
 
 
 def _fulltext(query: SearchQuery, term: str, exclude: bool) -> None:

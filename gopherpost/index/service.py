@@ -59,6 +59,16 @@ RESTART_DELAY = 1.0
 STOP_GRACE = 10.0
 
 
+class AcceptedStats:
+    """
+    What the spool accepted since start-up (for the API's C{info}).
+    """
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.acceptedSize = 0
+
+
 class IndexNotReady(Exception):
     """
     The index is not open yet (the server is starting).
@@ -361,6 +371,7 @@ class IndexService(Service):
         self._readyWaiters: list[Deferred] = []
         self.isReady = False
         self.rebuilding = False
+        self.stats = AcceptedStats()
 
     def addListener(self, listener: IIndexListener) -> None:
         """
@@ -405,6 +416,8 @@ class IndexService(Service):
         """
         Queue the message for the indexer (nothing more on this path).
         """
+        self.stats.accepted += 1
+        self.stats.acceptedSize += envelope.size
         if not self.policy.wants(envelope):
             return
         self._pending.append((envelope.dateDirectory, envelope.queueId))
