@@ -68,7 +68,9 @@ class ObserverTests(TestCase):
         self.assertTrue(verifyObject(ISpoolObserver, service))
         self.assertTrue(verifyObject(IIndexListener, service))
         self.assertTrue(verifyObject(IIndexBackend, backend))
-        self.assertTrue(verifyObject(IIndexBackend, ThreadBackend(spool, "x", IndexPolicy(), clock)))
+        self.assertTrue(
+            verifyObject(IIndexBackend, ThreadBackend(spool, "x", IndexPolicy(), clock))
+        )
         self.assertTrue(
             verifyObject(IIndexBackend, ProcessBackend(spool.path, "x", IndexPolicy(), clock))
         )
@@ -132,7 +134,9 @@ class ThreadIndexTests(TestCase):
         yield storeMessage(spool, makeMessage("third message"))
         yield waitFor(lambda: _count(mailbox).addCallback(lambda n: n == 2))
         page = yield mailbox.summaries(parseQuery(""), 0, 50)
-        self.assertEqual([m["Subject"] for m in page["messages"]], ["third message", "first message"])
+        self.assertEqual(
+            [m["Subject"] for m in page["messages"]], ["third message", "first message"]
+        )
 
     @inlineCallbacks
     def _restart(self, spool, mailbox):

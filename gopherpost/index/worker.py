@@ -64,6 +64,22 @@ class WorkerChannel(amp.AMP):
             self.callRemote(Indexed, ids=ids[i : i + MAX_ITEMS], catchUp=catchUp)
 
 
+def _worthLogging(event: dict[str, Any]) -> Any:
+    """
+    Our own events, and anyone's warnings and errors (not AMP's connection
+    chatter or the reactor's goodbye).
+    """
+    from twisted.logger import LogLevel, PredicateResult
+
+    level = event.get("log_level")
+    namespace = str(event.get("log_namespace", ""))
+    if namespace.startswith("gopherpost") or (level is not None and level >= LogLevel.warn):
+        return PredicateResult.yes
+    if event.get("isError"):
+        return PredicateResult.yes
+    return PredicateResult.no
+
+
 def main(argv: list[str] | None = None) -> None:
     """
     Run the worker until its standard input closes.
@@ -76,11 +92,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from twisted.internet import reactor
     from twisted.internet.stdio import StandardIO
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import FilteringLogObserver, globalLogBeginner, textFileLogObserver
 
     from gopherpost.spool import Spool
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [_worthLogging])],
+        redirectStandardIO=False,
+    )
     spool = Spool(args.spool, reactor)
     indexer = Indexer(spool, args.database, IndexPolicy(everything=args.everything))
     StandardIO(WorkerChannel(indexer, reactor))

@@ -120,3 +120,100 @@ def waitFor(check: Any, timeout: float = 20.0, interval: float = 0.02):  # type:
             raise AssertionError(f"still not true after {timeout} s: {check!r}")
         yield deferLater(reactor, interval, lambda: None)
         waited += interval
+
+
+class RunningWebUI:
+    """
+    The message index and the web UI of a spool, on a loopback port, in
+    this process (indexer in a thread).
+
+    @ivar url: the base URL, e.g. C{http://127.0.0.1:40123}.
+    """
+
+    def __init__(self, spool: Spool, service: Any, settings: Any) -> None:
+        self.spool = spool
+        self.service = service
+        self.settings = settings
+        self.mailbox = service.mailbox
+        port = service.web.port.getHost().port
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    @inlineCallbacks
+    def request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        auth: tuple[str, str] | None = None,
+    ):  # type: ignore[no-untyped-def]
+        """
+        One HTTP request with a fresh connection; fires with C{(code,
+        headers, body)}.
+        """
+        import json as _json
+
+        import treq
+        from twisted.web.client import HTTPConnectionPool
+
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        allHeaders = dict(headers or {})
+        body = data
+        if json is not None:
+            body = _json.dumps(json).encode("utf-8")
+            allHeaders.setdefault("Content-Type", "application/json")
+        response = yield treq.request(
+            method,
+            self.url + path,
+            headers={k: [v] for k, v in allHeaders.items()},
+            data=body,
+            pool=pool,
+            auth=auth,
+        )
+        content = yield response.content()
+        return response.code, response.headers, content
+
+    @inlineCallbacks
+    def getJSON(self, path: str, code: int = 200):  # type: ignore[no-untyped-def]
+        """
+        GET C{path}, check the status, fire with the parsed JSON.
+        """
+        import json as _json
+
+        status, headers, body = yield self.request("GET", path)
+        if status != code:
+            raise AssertionError(f"GET {path}: {status} {body!r}")
+        return _json.loads(body)
+
+
+@inlineCallbacks
+def startWebUI(testCase: Any, spool: Spool | None = None, **overrides: Any):  # type: ignore[no-untyped-def]
+    """
+    Start the index and the web UI (settings from
+    L{tests.support.inbound.testSettings} with C{overrides}); stopped at
+    cleanup.  Fires with a L{RunningWebUI} once the index is ready.
+    """
+    from gopherpost.webui.service import makeWebUIService
+    from tests.support.inbound import testSettings
+
+    if spool is None:
+        spool = openSpool(testCase)
+    overrides.setdefault("webListen", "tcp:0:interface=127.0.0.1")
+    settings = testSettings(spool.path, **overrides)
+    policy = IndexPolicy(everything=settings.capture or settings.indexRelayed)
+    index = IndexService(
+        spool,
+        reactor,
+        policy,
+        backend=ThreadBackend(
+            spool, os.path.join(spool.stateDirectory, "index.sqlite3"), policy, reactor
+        ),
+    )
+    service = makeWebUIService(settings, spool, reactor, index=index)
+    testCase.addCleanup(spool.removeObserver, index)
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    yield index.whenReady()
+    return RunningWebUI(spool, service, settings)
