@@ -221,12 +221,12 @@ class MessageTests(TestCase):
             },
         )
         (self.envelope,) = yield _fill(self.web, [self.raw])
-        self.id = self.envelope.queueId
+        self.mid = self.envelope.queueId
 
     @inlineCallbacks
     def test_message(self):
-        m = yield self.web.getJSON(f"/api/v1/message/{self.id}")
-        self.assertEqual(m["ID"], self.id)
+        m = yield self.web.getJSON(f"/api/v1/message/{self.mid}")
+        self.assertEqual(m["ID"], self.mid)
         self.assertEqual(m["Subject"], "Rich")
         self.assertEqual(m["Text"].strip(), "plain body")
         self.assertIn("<b>body</b>", m["HTML"])
@@ -247,7 +247,7 @@ class MessageTests(TestCase):
     def test_messageMarksRead(self):
         before = yield self.web.getJSON("/api/v1/messages")
         self.assertEqual(before["unread"], 1)
-        yield self.web.getJSON(f"/api/v1/message/{self.id}")
+        yield self.web.getJSON(f"/api/v1/message/{self.mid}")
         after = yield self.web.getJSON("/api/v1/messages")
         self.assertEqual(after["unread"], 0)
         self.assertTrue(after["messages"][0]["Read"])
@@ -274,7 +274,7 @@ class MessageTests(TestCase):
 
     @inlineCallbacks
     def test_headers(self):
-        headers = yield self.web.getJSON(f"/api/v1/message/{self.id}/headers")
+        headers = yield self.web.getJSON(f"/api/v1/message/{self.mid}/headers")
         self.assertEqual(list(headers), sorted(headers))
         self.assertEqual(headers["Subject"], ["Rich"])
         self.assertIn("Message-Id", headers)
@@ -282,7 +282,7 @@ class MessageTests(TestCase):
 
     @inlineCallbacks
     def test_raw(self):
-        code, headers, body = yield self.web.request("GET", f"/api/v1/message/{self.id}/raw")
+        code, headers, body = yield self.web.request("GET", f"/api/v1/message/{self.mid}/raw")
         self.assertEqual(code, 200)
         self.assertEqual(body, self.raw)
         self.assertEqual(headers.getRawHeaders("X-Content-Type-Options"), ["nosniff"])
@@ -291,22 +291,22 @@ class MessageTests(TestCase):
 
     @inlineCallbacks
     def test_part(self):
-        m = yield self.web.getJSON(f"/api/v1/message/{self.id}")
+        m = yield self.web.getJSON(f"/api/v1/message/{self.mid}")
         partId = m["Attachments"][0]["PartID"]
         code, headers, body = yield self.web.request(
-            "GET", f"/api/v1/message/{self.id}/part/{partId}"
+            "GET", f"/api/v1/message/{self.mid}/part/{partId}"
         )
         self.assertEqual((code, body), (200, b"attached notes\n"))
         self.assertEqual(headers.getRawHeaders("X-Content-Type-Options"), ["nosniff"])
         disposition = headers.getRawHeaders("Content-Disposition")[0]
         self.assertTrue(disposition.startswith('attachment; filename="notes.txt"'))
         self.assertIn("sandbox", headers.getRawHeaders("Content-Security-Policy")[0])
-        code, headers, body = yield self.web.request("GET", f"/api/v1/message/{self.id}/part/9")
+        code, headers, body = yield self.web.request("GET", f"/api/v1/message/{self.mid}/part/9")
         self.assertEqual(code, 404)
 
     @inlineCallbacks
     def test_gopherpostDelivery(self):
-        d = yield self.web.getJSON(f"/api/v1/message/{self.id}/gopherpost")
+        d = yield self.web.getJSON(f"/api/v1/message/{self.mid}/gopherpost")
         self.assertEqual(d["MailFrom"], "alice@client.test")
         self.assertEqual(d["RcptTo"], ["bob@gopherpost.test"])
         self.assertEqual(d["Client"]["Address"], "127.0.0.1")
@@ -317,9 +317,9 @@ class MessageTests(TestCase):
 
     @inlineCallbacks
     def test_views(self):
-        code, headers, body = yield self.web.request("GET", f"/view/{self.id}.txt")
+        code, headers, body = yield self.web.request("GET", f"/view/{self.mid}.txt")
         self.assertEqual((code, body.strip()), (200, b"plain body"))
-        code, headers, body = yield self.web.request("GET", f"/view/{self.id}.html")
+        code, headers, body = yield self.web.request("GET", f"/view/{self.mid}.html")
         self.assertEqual(code, 200)
         self.assertIn(b"<b>body</b>", body)
         policy = headers.getRawHeaders("Content-Security-Policy")[0]
