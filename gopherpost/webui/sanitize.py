@@ -42,7 +42,7 @@ ALLOWED_TAGS = frozenset(
 )
 
 _GLOBAL_ATTRIBUTES = frozenset(
-    """align valign width height bgcolor color border dir lang title style class
+    """align valign width height bgcolor color border dir lang title style class id
     cellpadding cellspacing colspan rowspan face size nowrap""".split()
 )
 _TAG_ATTRIBUTES: Mapping[str, frozenset[str]] = {
