@@ -1,8 +1,11 @@
 # -*- test-case-name: tests.test_index_database -*-
 """
 The message index: one SQLite database (the standard library's sqlite3,
-FTS5 with the trigram tokenizer for substring search) in the spool's state
-directory, C{.gopherpost/index.sqlite3}.
+FTS5 for words, case and accents ignored) in the spool's state directory,
+C{.gopherpost/index.sqlite3}.  FTS5's C{unicode61} tokenizer costs an
+eighth of the C{trigram} one per message (25 against 190 us for 1 KiB of
+text), which matters on the indexing path; words match by prefix
+(C{invo} finds "invoice"), address searches (C{from:}, ...) by substring.
 
 The spool is the source of truth; the index can always be rebuilt from it
 (see L{gopherpost.index.worker}).  It is written in WAL mode with
@@ -77,7 +80,7 @@ CREATE TABLE tags (
     PRIMARY KEY (name, messageRowid)
 ) WITHOUT ROWID;
 CREATE INDEX tags_message ON tags (messageRowid);
-CREATE VIRTUAL TABLE fulltext USING fts5 (body, tokenize = 'trigram');
+CREATE VIRTUAL TABLE fulltext USING fts5 (body, tokenize = 'unicode61 remove_diacritics 2');
 CREATE TABLE skipped (id TEXT PRIMARY KEY, dateDirectory TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE counts (total INTEGER NOT NULL, unread INTEGER NOT NULL);
 INSERT INTO counts VALUES (0, 0);

@@ -155,9 +155,13 @@ def _unescape(value: str) -> str:
     """
     Undo the surrogate escapes of 8-bit header bytes (raw UTF-8 headers).
     """
-    if not any("\udc80" <= c <= "\udcff" for c in value):
+    if value.isascii():
         return value
-    return value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def decodeHeader(value: object) -> str:
@@ -173,13 +177,46 @@ def decodeHeader(value: object) -> str:
             text = str(make_header(decode_header(text)))
         except (ValueError, LookupError, UnicodeError, AssertionError, TypeError):
             pass
-    return _WHITESPACE.sub(" ", text.replace("\r", "").replace("\n", "")).strip()
+    if "\n" in text or "\t" in text or "  " in text or "\r" in text:
+        text = _WHITESPACE.sub(" ", text.replace("\r", "").replace("\n", ""))
+    return text.strip()
 
 
-def _addresses(message: Message, name: str) -> list[Address]:
+_SIMPLE_ADDRESS = re.compile(r"^\s*<?([^\s<>@\"(),;:\[\]\\]+@[A-Za-z0-9.\-]+)>?\s*$")
+_SIMPLE_NAMED = re.compile(r'^\s*([^<>"(),;:@\\]*?)\s*<([^\s<>@"(),;:\[\]\\]+@[A-Za-z0-9.\-]+)>\s*$')
+
+
+class _Headers:
+    """
+    A message's headers by lower-cased name, read once (C{Message.get} scans
+    every header each time).
+    """
+
+    def __init__(self, message: Message) -> None:
+        self._all: dict[str, list[object]] = {}
+        for name, value in message.items():
+            self._all.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str) -> object:
+        values = self._all.get(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str, default: list[object]) -> list[object]:
+        return self._all.get(name, default)
+
+
+def _addresses(message: Message | _Headers, name: str) -> list[Address]:
     values = [_unescape(str(v)) for v in message.get_all(name, [])]
     if not values:
         return []
+    if len(values) == 1 and "," not in values[0] and "=?" not in values[0]:
+        # The common case without the email package's address parser.
+        simple = _SIMPLE_ADDRESS.match(values[0])
+        if simple:
+            return [Address("", simple.group(1))]
+        named = _SIMPLE_NAMED.match(values[0])
+        if named:
+            return [Address(named.group(1).strip(), named.group(2))]
     try:
         pairs = getaddresses(values)
     except Exception:
@@ -263,33 +300,37 @@ def _parse(raw: bytes) -> Message:
     return _PARSER.parsebytes(raw)
 
 
-def parseMessage(raw: bytes, checksums: bool = False) -> ParsedMessage:
+def parseMessage(raw: bytes, checksums: bool = False, allHeaders: bool = True) -> ParsedMessage:
     """
     Read a message (never raises).
 
     @param raw: the message as stored (CRLF or LF line ends).
     @param checksums: compute the checksums of attachments (for the API's
         message view; the index does not need them).
+    @param allHeaders: decode every header into C{headers} (the index does
+        not need them).
     """
     message = _parse(raw)
     parsed = ParsedMessage()
-    parsed.headers = [(str(k), decodeHeader(v)) for k, v in message.items()]
-    senders = _addresses(message, "from")
+    if allHeaders:
+        parsed.headers = [(str(k), decodeHeader(v)) for k, v in message.items()]
+    headers = _Headers(message)
+    senders = _addresses(headers, "from")
     parsed.sender = senders[0] if senders else None
-    parsed.to = _addresses(message, "to")
-    parsed.cc = _addresses(message, "cc")
-    parsed.bcc = _addresses(message, "bcc")
-    parsed.replyTo = _addresses(message, "reply-to")
-    parsed.subject = decodeHeader(message.get("subject"))
-    parsed.messageId = decodeHeader(message.get("message-id")).strip().strip("<>").strip()
-    parsed.returnPath = decodeHeader(message.get("return-path")).strip("<> ")
-    dateHeader = message.get("date")
+    parsed.to = _addresses(headers, "to")
+    parsed.cc = _addresses(headers, "cc")
+    parsed.bcc = _addresses(headers, "bcc")
+    parsed.replyTo = _addresses(headers, "reply-to")
+    parsed.subject = decodeHeader(headers.get("subject"))
+    parsed.messageId = decodeHeader(headers.get("message-id")).strip().strip("<>").strip()
+    parsed.returnPath = decodeHeader(headers.get("return-path")).strip("<> ")
+    dateHeader = headers.get("date")
     if dateHeader:
         try:
             parsed.date = parsedate_to_datetime(decodeHeader(dateHeader)).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
             parsed.date = None
-    tags = decodeHeader(message.get("x-tags"))
+    tags = decodeHeader(headers.get("x-tags"))
     if tags:
         parsed.tags = cleanTags(tags.split(","))
     texts: list[str] = []
@@ -418,7 +459,7 @@ def snippetOf(text: str) -> str:
     """
     The first L{SNIPPET_LENGTH} characters of C{text}, whitespace collapsed.
     """
-    collapsed = _WHITESPACE.sub(" ", text[: SNIPPET_LENGTH * 8]).strip()
+    collapsed = " ".join(text[: SNIPPET_LENGTH * 8].split())
     if len(collapsed) <= SNIPPET_LENGTH:
         return collapsed
     return collapsed[:SNIPPET_LENGTH].rstrip() + "..."

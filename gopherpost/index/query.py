@@ -4,8 +4,10 @@ Mailpit's search syntax, turned into SQL for the index.
 
 A query is words and C{"quoted phrases"}, all of which must match; a
 C{-} (or C{!}) before one excludes what it matches.  Plain words and
-phrases match anywhere in the message's search text (addresses, subject,
-body, attachment names; case-insensitive substrings, as in Mailpit).
+phrases match the words of the message's search text (addresses, subject,
+body, attachment names), case and accents ignored, the last word of each
+as a prefix (C{invo} finds "invoice"; Mailpit matches any substring, so
+C{voice} finds it there and not here).
 Prefixed terms match one thing:
 
 =========================  ==============================================
@@ -50,6 +52,8 @@ _ADDRESS_COLUMNS = {
 
 _SIZE = re.compile(r"^(\d+)(\.\d+)?\s?([a-z]{1,2})?$")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3}
+
+_WORD = re.compile(r"[^\W_]")
 
 _DATE_FORMATS = ("%Y/%m/%d", "%d %b %Y", "%d-%b-%Y", "%b %d %Y", "%Y%m%d", "%d/%m/%Y %H:%M")
 
@@ -170,18 +174,16 @@ def parseTimestamp(value: str, tz: str | None = None) -> float:
 
 
 def _fulltext(query: SearchQuery, term: str, exclude: bool) -> None:
-    word = term.lower()
     negation = "NOT " if exclude else ""
-    if len(word) >= 3:
-        phrase = '"' + word.replace('"', '""') + '"'
-        query.add(
-            f"m.rowid {negation}IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)", phrase
-        )
+    if _WORD.search(term):
+        # A phrase of the term's words, the last one a prefix.
+        phrase = '"' + term.replace('"', '""') + '"*'
+        query.add(f"m.rowid {negation}IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)", phrase)
     else:
-        # Too short for the trigram index: a scan.
+        # Only punctuation: no words to look up, a scan.
         query.add(
             f"m.rowid {negation}IN (SELECT rowid FROM fulltext WHERE body LIKE ? ESCAPE '\\')",
-            _like(word),
+            _like(term.lower()),
         )
 
 

@@ -91,7 +91,7 @@ def buildRecord(envelope: Envelope, raw: bytes) -> IndexRecord:
     Bcc lists the envelope recipients that no To or Cc header names (and
     any Bcc header), as Mailpit shows them.
     """
-    parsed = parseMessage(raw)
+    parsed = parseMessage(raw, allHeaders=False)
     named = {a.address.lower() for a in parsed.to + parsed.cc}
     bcc = list(parsed.bcc)
     for recipient in envelope.recipients:

@@ -113,7 +113,7 @@ class ThreadBackend:
 
     def start(self, listener: IIndexListener) -> None:
         self._pool.start()
-        self._loop = IndexerLoop(self._indexer, self._run, listener)
+        self._loop = IndexerLoop(self._indexer, self._run, listener, self._reactor)
         self._loop.start()
 
     def submit(self, items: list[tuple[str, str]]) -> None:

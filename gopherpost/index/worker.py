@@ -38,7 +38,7 @@ class WorkerChannel(amp.AMP):
     def __init__(self, indexer: Indexer, reactor: Any) -> None:
         super().__init__()
         self._reactor = reactor
-        self.loop = IndexerLoop(indexer, maybeDeferred, self)
+        self.loop = IndexerLoop(indexer, maybeDeferred, self, reactor)
 
     def connectionMade(self) -> None:
         super().connectionMade()
