@@ -138,7 +138,9 @@ def smtpBenchmark(bench: Bench, args: argparse.Namespace) -> dict:
     ratio = summary["index-on"]["msgs_per_s"] / summary["index-off"]["msgs_per_s"]
     print(f"SMTP 1 KiB x 20 sessions, {args.messages} messages, medians of {args.rounds}:")
     for name, values in summary.items():
-        print(f"  {name:10s} {values['msgs_per_s']:8.1f} msgs/s  {values['cpu_ms_per_msg']:.3f} ms CPU/msg")
+        print(
+            f"  {name:10s} {values['msgs_per_s']:8.1f} msgs/s  {values['cpu_ms_per_msg']:.3f} ms CPU/msg"
+        )
     print(f"  index on / off: {ratio:.3f} (goal >= 0.90)")
     return {"runs": runs, "summary": summary, "ratio": ratio}
 

@@ -48,9 +48,7 @@ class MailpitClientTests(TestCase):
         yield service.webui.index.whenReady()
         yield threads.deferToThread(_send, smtpPort, "client one", "first body")
         yield threads.deferToThread(_send, smtpPort, "client two", "second body")
-        yield waitFor(
-            lambda: service.webui.mailbox.counts().addCallback(lambda c: c[0] == 2)
-        )
+        yield waitFor(lambda: service.webui.mailbox.counts().addCallback(lambda c: c[0] == 2))
         result = yield runNode(node, "mailpit-client.mjs", f"http://127.0.0.1:{webPort}")
         self.assertEqual(result.status, 0, result.err.decode("utf-8", "replace"))
         facts = json.loads(result.out.decode("utf-8").strip().splitlines()[-1])

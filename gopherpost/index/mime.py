@@ -175,7 +175,8 @@ def decodeHeader(value: object) -> str:
     if "=?" in text:
         try:
             text = str(make_header(decode_header(text)))
-        except (ValueError, LookupError, UnicodeError, AssertionError, TypeError):
+        except Exception:
+            # HeaderParseError (bad base64), unknown charsets, ...: as it is.
             pass
     if "\n" in text or "\t" in text or "  " in text or "\r" in text:
         text = _WHITESPACE.sub(" ", text.replace("\r", "").replace("\n", ""))
@@ -183,7 +184,9 @@ def decodeHeader(value: object) -> str:
 
 
 _SIMPLE_ADDRESS = re.compile(r"^\s*<?([^\s<>@\"(),;:\[\]\\]+@[A-Za-z0-9.\-]+)>?\s*$")
-_SIMPLE_NAMED = re.compile(r'^\s*([^<>"(),;:@\\]*?)\s*<([^\s<>@"(),;:\[\]\\]+@[A-Za-z0-9.\-]+)>\s*$')
+_SIMPLE_NAMED = re.compile(
+    r'^\s*([^<>"(),;:@\\]*?)\s*<([^\s<>@"(),;:\[\]\\]+@[A-Za-z0-9.\-]+)>\s*$'
+)
 
 
 class _Headers:
@@ -194,7 +197,9 @@ class _Headers:
 
     def __init__(self, message: Message) -> None:
         self._all: dict[str, list[object]] = {}
-        for name, value in message.items():
+        # raw_items: the values as parsed (8-bit bytes surrogate-escaped);
+        # items() would wrap those in Header objects that lose them.
+        for name, value in message.raw_items():
             self._all.setdefault(name.lower(), []).append(value)
 
     def get(self, name: str) -> object:
@@ -313,7 +318,7 @@ def parseMessage(raw: bytes, checksums: bool = False, allHeaders: bool = True) -
     message = _parse(raw)
     parsed = ParsedMessage()
     if allHeaders:
-        parsed.headers = [(str(k), decodeHeader(v)) for k, v in message.items()]
+        parsed.headers = [(str(k), decodeHeader(v)) for k, v in message.raw_items()]
     headers = _Headers(message)
     senders = _addresses(headers, "from")
     parsed.sender = senders[0] if senders else None

@@ -178,7 +178,9 @@ def _fulltext(query: SearchQuery, term: str, exclude: bool) -> None:
     if _WORD.search(term):
         # A phrase of the term's words, the last one a prefix.
         phrase = '"' + term.replace('"', '""') + '"*'
-        query.add(f"m.rowid {negation}IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)", phrase)
+        query.add(
+            f"m.rowid {negation}IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)", phrase
+        )
     else:
         # Only punctuation: no words to look up, a scan.
         query.add(

@@ -91,7 +91,7 @@ def _rawHeaders(raw: bytes) -> dict[str, list[str]]:
 
     message = BytesHeaderParser(policy=compat32).parsebytes(raw)
     headers: dict[str, list[str]] = {}
-    for name, value in message.items():
+    for name, value in message.raw_items():
         text = str(value)
         if any("\udc80" <= c <= "\udcff" for c in text):
             text = text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
