@@ -10,6 +10,7 @@ import os
 import smtplib
 import urllib.request
 from email.message import EmailMessage
+from typing import Any
 
 from twisted.internet import threads
 from twisted.internet.defer import inlineCallbacks
@@ -29,7 +30,7 @@ def _send(port: int, sender: str, recipients: list[str], subject: str) -> None:
         smtp.send_message(message)
 
 
-def _get(url: str) -> object:
+def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=30) as response:
         return json.loads(response.read())
 
@@ -116,11 +117,13 @@ class CaptureTests(TestCase):
             _send, smtpPort, "a@client.test", ["bob@gopherpost.test"], "local"
         )
         base = f"http://127.0.0.1:{webPort}"
-        data = yield waitFor(
-            lambda: threads.deferToThread(_get, base + "/api/v1/messages").addCallback(
+
+        def indexed() -> Any:
+            return threads.deferToThread(_get, base + "/api/v1/messages").addCallback(
                 lambda d: d if d["total"] >= 1 else None
             )
-        )
+
+        data = yield waitFor(indexed)
         self.assertEqual([m["Subject"] for m in data["messages"]], ["local"])
         self.assertEqual(service.webui.index.stats.accepted, 2)
 

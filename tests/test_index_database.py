@@ -63,10 +63,10 @@ class DatabaseTests(SynchronousTestCase):
             m["ID"] for start in range(0, 9, 4) for m in self.db.search(SearchQuery(), start, 4)
         ]
         self.assertEqual(pages, everything)
-        received = [self.db.message(id)["received"] for id in everything]
+        received = [(self.db.message(id) or {})["received"] for id in everything]
         self.assertEqual(received, sorted(received, reverse=True))
         older = self.db.search(SearchQuery(), 0, 100, before=1002.0)
-        self.assertTrue(all(self.db.message(m["ID"])["received"] < 1002.0 for m in older))
+        self.assertTrue(all((self.db.message(m["ID"]) or {})["received"] < 1002.0 for m in older))
         self.assertEqual(self.db.latestId(), everything[0])
 
     def test_deleteRemovesTagsAndText(self) -> None:

@@ -43,6 +43,7 @@ class IndexerTests(TestCase):
         self.addCleanup(indexer.close)
         self.assertTrue(indexer.rebuilt)
         self.assertEqual(runAll(indexer.reconcile()), 1)
+        assert indexer.database is not None
         self.assertEqual(
             indexer.database.known(),
             {

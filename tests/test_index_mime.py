@@ -76,10 +76,13 @@ class PartTests(SynchronousTestCase):
         self.assertEqual([p.partId for p in parsed.attachments], ["2", "3"])
         self.assertEqual(parsed.attachments[0].size, 4)
         self.assertIsNotNone(parsed.attachments[0].checksums)
-        part, payload = findPart(raw, "3")
-        self.assertEqual((part.contentType, payload), ("image/png", b"\x89PNG"))
+        found = findPart(raw, "3")
+        assert found is not None
+        self.assertEqual((found[0].contentType, found[1]), ("image/png", b"\x89PNG"))
         self.assertIsNone(findPart(raw, "9"))
-        self.assertEqual(findPart(raw, "1.2")[1].strip(), b"<p>html body</p>")
+        html = findPart(raw, "1.2")
+        assert html is not None
+        self.assertEqual(html[1].strip(), b"<p>html body</p>")
 
     def test_inlineRelated(self) -> None:
         raw = (
@@ -130,17 +133,17 @@ class BrokenInputTests(SynchronousTestCase):
             if i % 4 == 0:
                 raw = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
             else:
-                raw = bytearray(rng.choice(seeds))
+                mutated = bytearray(rng.choice(seeds))
                 for _ in range(rng.randrange(1, 8)):
-                    position = rng.randrange(len(raw))
+                    position = rng.randrange(max(1, len(mutated)))
                     action = rng.randrange(3)
-                    if action == 0:
-                        raw[position] = rng.randrange(256)
+                    if action == 0 and mutated:
+                        mutated[position] = rng.randrange(256)
                     elif action == 1:
-                        del raw[position : position + rng.randrange(1, 20)]
+                        del mutated[position : position + rng.randrange(1, 20)]
                     else:
-                        raw[position:position] = raw[: rng.randrange(1, 40)]
-                raw = bytes(raw)
+                        mutated[position:position] = mutated[: rng.randrange(1, 40)]
+                raw = bytes(mutated)
             parsed = parseMessage(raw, checksums=True)
             for part in parsed.attachments + parsed.inline:
                 findPart(raw, part.partId)

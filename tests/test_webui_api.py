@@ -118,7 +118,7 @@ class ListTests(TestCase):
 
 class SearchTests(TestCase):
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]
         self.web = yield startWebUI(self)
         self.envelopes = yield _fill(
             self.web,
@@ -208,7 +208,7 @@ class SearchTests(TestCase):
 
 class MessageTests(TestCase):
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]
         self.web = yield startWebUI(self)
         self.raw = makeMessage(
             "Rich",
@@ -333,7 +333,7 @@ class MessageTests(TestCase):
 
 class ChangeTests(TestCase):
     @inlineCallbacks
-    def setUp(self):
+    def setUp(self):  # type: ignore[override]
         self.web = yield startWebUI(self)
         self.envelopes = yield _fill(self.web, [makeMessage(f"m{i}") for i in range(3)])
         self.ids = [e.queueId for e in self.envelopes]

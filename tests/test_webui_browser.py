@@ -105,9 +105,9 @@ class BrowserTests(TestCase):
         recorder = _Recorder(restart)
         site = Site(recorder)
         site.noisy = False
-        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(listening.stopListening)
-        recorderPort = listening.getHost().port
+        recorderPort = listening.getHost().port  # type: ignore[attr-defined]
         yield service.webui.index.whenReady()
         yield threads.deferToThread(_send, smtpPort, "hello browser", "plain text body")
         yield threads.deferToThread(

@@ -5,6 +5,7 @@ Live updates: Server-Sent Events at /api/events.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -21,7 +22,7 @@ from tests.support.mailstore import makeMessage, startWebUI, storeMessage, waitF
 class _Collect(Protocol):
     def __init__(self) -> None:
         self.data = b""
-        self.done: Deferred = Deferred()
+        self.done: Deferred[None] = Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
@@ -52,8 +53,8 @@ class _FakeRequest:
         self.written: list[bytes] = []
         self.headers: dict[bytes, bytes] = {}
         self.code = None
-        self.producer = None
-        self.finished = Deferred()
+        self.producer: Any = None
+        self.finished: Deferred[None] = Deferred()
         self.transport = None
 
     def setResponseCode(self, code):
@@ -103,9 +104,9 @@ class StreamUnitTests(TestCase):
         """
         clock = Clock()
         mailbox = _FakeMailbox()
-        streams = EventStreams(mailbox, clock)
+        streams = EventStreams(mailbox, clock)  # type: ignore[arg-type]
         request = _FakeRequest()
-        streams.handle(request)
+        streams.handle(request)  # type: ignore[arg-type]
         self.assertEqual(request.headers[b"Content-Type"], b"text/event-stream; charset=utf-8")
         self.assertTrue(request.written[0].startswith(b"retry: 2000\n\nevent: hello\n"))
         mailbox.publish("new", {"ID": "1"})
@@ -126,9 +127,9 @@ class StreamUnitTests(TestCase):
         self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_limit(self) -> None:
-        streams = EventStreams(_FakeMailbox(), Clock(), maxStreams=1)
-        streams.handle(_FakeRequest())
-        response = streams.handle(_FakeRequest())
+        streams = EventStreams(_FakeMailbox(), Clock(), maxStreams=1)  # type: ignore[arg-type]
+        streams.handle(_FakeRequest())  # type: ignore[arg-type]
+        response = streams.handle(_FakeRequest())  # type: ignore[arg-type]
         self.assertEqual(response.code, 503)
         streams.closeAll()
         self.assertEqual(streams.openStreams, 0)

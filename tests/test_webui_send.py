@@ -10,6 +10,7 @@ import base64
 import email
 import email.policy
 import json
+from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
@@ -75,11 +76,11 @@ class BuildTests(TestCase):
         names = [part.get_filename() for part in message.iter_attachments()]
         self.assertEqual(names, ["data.csv"])
         related = message.get_body(("related",))
-        self.assertIsNotNone(related)
+        assert related is not None
         self.assertEqual([p["Content-ID"] for p in related.iter_parts()][1:], ["<logo>"])
 
     def test_refused(self) -> None:
-        for overrides in (
+        cases: list[dict[str, Any]] = [
             {"From": None},
             {"From": {"Email": "not an address"}},
             {"To": [{"Email": "bad@"}]},
@@ -92,7 +93,8 @@ class BuildTests(TestCase):
             {"Attachments": [{"Content": "!!!not base64", "Filename": "x.bin"}]},
             {"Attachments": [{"Content": PNG}]},
             {"Tags": "one"},
-        ):
+        ]
+        for overrides in cases:
             with self.assertRaises(SendRequestError, msg=overrides):
                 buildMessage(_request(**overrides), "mx.gopherpost.test")
 
@@ -191,7 +193,13 @@ class ReleaseTests(TestCase):
         web = yield startWebUI(self, releaseTo=("*@example.test",))
         original = yield self._stored(web)
         path = f"/api/v1/message/{original.queueId}/release"
-        for body in ({"To": ["x@elsewhere.test"]}, {"To": ["not an address"]}, {"To": []}, {}):
+        bodies: list[dict[str, Any]] = [
+            {"To": ["x@elsewhere.test"]},
+            {"To": ["not an address"]},
+            {"To": []},
+            {},
+        ]
+        for body in bodies:
             code, _, text = yield web.request("POST", path, json=body)
             self.assertEqual(code, 400, (body, text))
         code, _, _ = yield web.request(
@@ -201,8 +209,9 @@ class ReleaseTests(TestCase):
 
     @inlineCallbacks
     def test_releaseDisabled(self):
-        for overrides in ({}, {"capture": True, "releaseTo": ("*@example.test",)}):
-            web = yield startWebUI(self, **overrides)
+        settings: list[dict[str, Any]] = [{}, {"capture": True, "releaseTo": ("*@example.test",)}]
+        for overrides in settings:
+            web = yield startWebUI(self, None, **overrides)
             original = yield self._stored(web)
             code, _, text = yield web.request(
                 "POST",

@@ -33,9 +33,10 @@ class ListenerTests(TestCase):
 
         spool = openSpool(self)
         settings = testSettings(spool.path, webListen=f"tcp:{port}:interface=127.0.0.1")
-        service = makeWebUIService(
-            settings, spool, __import__("twisted.internet.reactor").internet.reactor
-        )
+        from twisted.internet import reactor
+
+        service = makeWebUIService(settings, spool, reactor)
+        assert service is not None and service.web is not None
         self.addCleanup(spool.removeObserver, service.index)
         with self.assertRaises(ConfigError) as raised:
             service.web.privilegedStartService()

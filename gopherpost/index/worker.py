@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.protocol import connectionDone
+from twisted.logger import ILogFilterPredicate
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -64,6 +65,7 @@ class WorkerChannel(amp.AMP):
             self.callRemote(Indexed, ids=ids[i : i + MAX_ITEMS], catchUp=catchUp)
 
 
+@implementer(ILogFilterPredicate)
 def _worthLogging(event: dict[str, Any]) -> Any:
     """
     Our own events, and anyone's warnings and errors (not AMP's connection

@@ -82,7 +82,7 @@ def startIndex(
     process: bool = False,
     relayRuns: bool = True,
     retention: Any = None,
-):  # type: ignore[no-untyped-def]
+):
     """
     Start an index service (and its mailbox) on C{spool}, observing it;
     stopped at cleanup.  Fires with the L{Mailbox} once the index is ready.
@@ -104,7 +104,7 @@ def startIndex(
 
 
 @inlineCallbacks
-def waitFor(check: Any, timeout: float = 20.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+def waitFor(check: Any, timeout: float = 20.0, interval: float = 0.02):
     """
     Call C{check()} (which may return a Deferred) until it is true, at most
     C{timeout} seconds; fail with C{AssertionError} after that.
@@ -148,7 +148,7 @@ class RunningWebUI:
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
         auth: tuple[str, str] | None = None,
-    ):  # type: ignore[no-untyped-def]
+    ):
         """
         One HTTP request with a fresh connection; fires with C{(code,
         headers, body)}.
@@ -167,7 +167,7 @@ class RunningWebUI:
         response = yield treq.request(
             method,
             self.url + path,
-            headers={k: [v] for k, v in allHeaders.items()},
+            headers={k: [v] for k, v in allHeaders.items()},  # type: ignore[arg-type]
             data=body,
             pool=pool,
             auth=auth,
@@ -176,7 +176,7 @@ class RunningWebUI:
         return response.code, response.headers, content
 
     @inlineCallbacks
-    def getJSON(self, path: str, code: int = 200):  # type: ignore[no-untyped-def]
+    def getJSON(self, path: str, code: int = 200):
         """
         GET C{path}, check the status, fire with the parsed JSON.
         """
@@ -189,7 +189,7 @@ class RunningWebUI:
 
 
 @inlineCallbacks
-def startWebUI(testCase: Any, spool: Spool | None = None, **overrides: Any):  # type: ignore[no-untyped-def]
+def startWebUI(testCase: Any, spool: Spool | None = None, **overrides: Any):
     """
     Start the index and the web UI (settings from
     L{tests.support.inbound.testSettings} with C{overrides}); stopped at
@@ -212,6 +212,7 @@ def startWebUI(testCase: Any, spool: Spool | None = None, **overrides: Any):  # 
         ),
     )
     service = makeWebUIService(settings, spool, reactor, index=index)
+    assert service is not None
     testCase.addCleanup(spool.removeObserver, index)
     service.startService()
     testCase.addCleanup(service.stopService)
