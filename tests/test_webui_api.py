@@ -21,12 +21,15 @@ def _fill(web, messages):
     Store C{messages} (C{(raw, recipients)} or raw) and wait until all are
     indexed.  Fires with their envelopes, oldest first.
     """
+    before = (yield web.mailbox.counts())[0]
     envelopes = []
     for entry in messages:
         raw, recipients = entry if isinstance(entry, tuple) else (entry, None)
         kwargs = {"recipients": recipients} if recipients else {}
         envelopes.append((yield storeMessage(web.spool, raw, **kwargs)))
-    yield waitFor(lambda: web.mailbox.counts().addCallback(lambda c: c[0] >= len(envelopes)))
+    yield waitFor(
+        lambda: web.mailbox.counts().addCallback(lambda c: c[0] >= before + len(envelopes))
+    )
     return envelopes
 
 
