@@ -654,6 +654,8 @@ def _redisPrefix(name: str, raw: str) -> str:
     if not all("!" <= c <= "~" for c in text):
         raise ConfigError(name, f"{raw!r}: use printable characters without spaces")
     return text
+
+
 # Web UI, message index and capture mode (issue 17).
 
 #: C{SMTP_WEB_LISTEN} in capture mode when it is not set.
