@@ -102,3 +102,20 @@ class DatabaseTests(SynchronousTestCase):
     def test_isoTime(self) -> None:
         self.assertEqual(isoTime(1796119200.25), "2026-12-01T10:00:00.250Z")
         self.assertTrue(isoTime(time.time()).endswith("Z"))
+
+
+class OrderTests(SynchronousTestCase):
+    def test_receivedOrderWhateverTheInsertOrder(self) -> None:
+        """
+        A rebuild indexes the newest first; lists and word searches still
+        come newest first (rowids follow the received time).
+        """
+        db = IndexDatabase.open(self.mktemp() + ".sqlite3")
+        self.addCleanup(db.close)
+        db.insert([_record(i, received=2000.0 - i) for i in range(6)])
+        expected = [f"{i:019X}" for i in range(6)]
+        self.assertEqual([m["ID"] for m in db.search(SearchQuery(), 0, 10)], expected)
+        self.assertEqual([m["ID"] for m in db.search(parseQuery("subject"), 0, 10)], expected)
+        self.assertEqual([m["ID"] for m in db.search(parseQuery("subject"), 2, 2)], expected[2:4])
+        self.assertEqual(db.count(parseQuery("subject")), (6, 6))
+        self.assertEqual([id for id, _ in db.oldest(2)], expected[-1:-3:-1])

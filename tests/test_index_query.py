@@ -20,11 +20,27 @@ class TokenizeTests(SynchronousTestCase):
 
 class ParseTests(SynchronousTestCase):
     def test_conditions(self) -> None:
-        query = parseQuery("hello from:a@b -subject:x is:unread has:attachment tag:t larger:1k")
-        self.assertEqual(len(query.conditions), 7)
-        self.assertEqual(query.parameters[0], '"hello"*')
-        self.assertEqual(query.parameters[1], "%a@b%")
-        self.assertIn("NOT LIKE", query.conditions[2])
+        query = parseQuery(
+            "hello from:a@b -subject:x is:unread has:attachment tag:t larger:1k -bye"
+        )
+        self.assertEqual(len(query.conditions), 6)
+        self.assertEqual(query.match, ['"hello"*'])
+        self.assertEqual(query.exclude, ['"bye"*'])
+        self.assertEqual(query.matchExpression(), '"hello"* NOT "bye"*')
+        self.assertEqual(query.parameters[0], "%a@b%")
+        self.assertIn("NOT LIKE", query.conditions[1])
+        source, conditions, parameters, rowid = query.source()
+        self.assertIn("fulltext", source)
+        self.assertEqual(
+            (conditions[0], parameters[0], rowid),
+            ("fulltext MATCH ?", '"hello"* NOT "bye"*', "fulltext.rowid"),
+        )
+
+    def test_onlyExcluded(self) -> None:
+        source, conditions, parameters, rowid = parseQuery("-a -b").source()
+        self.assertEqual((source, rowid), ("messages m", "m.rowid"))
+        self.assertEqual(parameters, ['"a"* OR "b"*'])
+        self.assertIn("NOT IN", conditions[0])
 
     def test_likeEscaped(self) -> None:
         query = parseQuery("subject:50%_off")
@@ -97,4 +113,5 @@ class ParseTests(SynchronousTestCase):
                 query = parseQuery(text)
             except QueryError:
                 continue
-            self.assertEqual(sum(c.count("?") for c in query.conditions), len(query.parameters))
+            source, conditions, parameters, _ = query.source()
+            self.assertEqual(sum(c.count("?") for c in conditions), len(parameters))

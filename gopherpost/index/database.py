@@ -40,7 +40,7 @@ __all__ = [
 
 #: Bumped whenever the schema changes: an index of another version is
 #: rebuilt.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Rows one C{IN (...)} list carries at most.
 _CHUNK = 500
@@ -71,8 +71,7 @@ CREATE TABLE messages (
     username TEXT NOT NULL,
     read INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX messages_received ON messages (received, rowid);
-CREATE INDEX messages_read ON messages (read, received);
+CREATE INDEX messages_read ON messages (read);
 CREATE INDEX messages_dateDirectory ON messages (dateDirectory);
 CREATE TABLE tags (
     name TEXT NOT NULL COLLATE NOCASE,
@@ -100,6 +99,14 @@ END;
 _SUMMARY_COLUMNS = (
     "m.rowid, m.id, m.messageId, m.read, m.fromJSON, m.toJSON, m.ccJSON, m.bccJSON, "
     "m.replyToJSON, m.subject, m.received, m.username, m.size, m.attachments, m.snippet"
+)
+
+
+_INSERT = (
+    "INSERT INTO messages (rowid, id, dateDirectory, received, date, sender, recipients, local, "
+    "fromJSON, toJSON, ccJSON, bccJSON, replyToJSON, subject, messageId, size, attachments, "
+    "inline, attachmentNames, snippet, username) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -225,7 +232,10 @@ class IndexDatabase:
     def insert(self, records: Sequence[IndexRecord]) -> list[str]:
         """
         Add messages (those already indexed are left alone), in one
-        transaction.
+        transaction.  A message's rowid is its received time in
+        microseconds (the next free one if taken), so rowid order is
+        received order, however the messages come in (a rebuild indexes
+        the newest first).
 
         @return: the ids added.
         """
@@ -234,37 +244,37 @@ class IndexDatabase:
         db.execute("BEGIN IMMEDIATE")
         try:
             for r in records:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO messages (id, dateDirectory, received, date, sender, "
-                    "recipients, local, fromJSON, toJSON, ccJSON, bccJSON, replyToJSON, subject, "
-                    "messageId, size, attachments, inline, attachmentNames, snippet, username) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        r.id,
-                        r.dateDirectory,
-                        r.received,
-                        r.date,
-                        r.sender,
-                        json.dumps(r.recipients, ensure_ascii=False),
-                        int(r.local),
-                        r.fromJSON,
-                        r.toJSON,
-                        r.ccJSON,
-                        r.bccJSON,
-                        r.replyToJSON,
-                        r.subject,
-                        r.messageId,
-                        r.size,
-                        r.attachments,
-                        r.inline,
-                        r.attachmentNames,
-                        r.snippet,
-                        r.username,
-                    ),
-                )
-                if not cursor.rowcount:
+                if db.execute("SELECT 1 FROM messages WHERE id = ?", (r.id,)).fetchone():
                     continue
-                rowid = cursor.lastrowid
+                rowid = int(r.received * 1_000_000)
+                values = (
+                    r.id,
+                    r.dateDirectory,
+                    r.received,
+                    r.date,
+                    r.sender,
+                    json.dumps(r.recipients, ensure_ascii=False),
+                    int(r.local),
+                    r.fromJSON,
+                    r.toJSON,
+                    r.ccJSON,
+                    r.bccJSON,
+                    r.replyToJSON,
+                    r.subject,
+                    r.messageId,
+                    r.size,
+                    r.attachments,
+                    r.inline,
+                    r.attachmentNames,
+                    r.snippet,
+                    r.username,
+                )
+                while True:
+                    try:
+                        db.execute(_INSERT, (rowid, *values))
+                        break
+                    except sqlite3.IntegrityError:
+                        rowid += 1
                 db.execute(
                     "INSERT INTO fulltext (rowid, body) VALUES (?, ?)", (rowid, r.searchText)
                 )
@@ -353,15 +363,14 @@ class IndexDatabase:
         @param before: only messages received before this time (keyset
             paging).
         """
-        conditions = list(query.conditions)
-        parameters = list(query.parameters)
+        source, conditions, parameters, rowid = query.source()
         if before is not None:
-            conditions.append("m.received < ?")
-            parameters.append(before)
+            conditions.append(f"{rowid} < ?")
+            parameters.append(int(before * 1_000_000))
         where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
         rows = self._db.execute(
-            f"SELECT {_SUMMARY_COLUMNS} FROM messages m {where} "
-            "ORDER BY m.received DESC, m.rowid DESC LIMIT ? OFFSET ?",
+            f"SELECT {_SUMMARY_COLUMNS} FROM {source} {where} "
+            f"ORDER BY {rowid} DESC LIMIT ? OFFSET ?",
             parameters + [limit, start],
         ).fetchall()
         tags = self._tagsOf([row[0] for row in rows])
@@ -371,15 +380,27 @@ class IndexDatabase:
         """
         C{(matching, unread matching)} for C{query}.
         """
-        if not query.conditions and before is None:
+        source, conditions, parameters, rowid = query.source()
+        if not conditions and before is None:
             return self.counts()
-        conditions = list(query.conditions)
-        parameters = list(query.parameters)
+        expression = query.matchExpression()
+        if expression is not None and not query.conditions and before is None:
+            # Words only: FTS5 counts its matches without the join, and the
+            # unread ones are few (or the index on read finds them).
+            matching = self._db.execute(
+                "SELECT count(*) FROM fulltext WHERE fulltext MATCH ?", (expression,)
+            ).fetchone()[0]
+            unread = self._db.execute(
+                "SELECT count(*) FROM messages m WHERE m.read = 0 AND m.rowid IN "
+                "(SELECT rowid FROM fulltext WHERE fulltext MATCH ?)",
+                (expression,),
+            ).fetchone()[0]
+            return int(matching), int(unread)
         if before is not None:
-            conditions.append("m.received < ?")
-            parameters.append(before)
+            conditions.append(f"{rowid} < ?")
+            parameters.append(int(before * 1_000_000))
         row = self._db.execute(
-            f"SELECT count(*), total(m.read = 0) FROM messages m WHERE {' AND '.join(conditions)}",
+            f"SELECT count(*), total(m.read = 0) FROM {source} WHERE {' AND '.join(conditions)}",
             parameters,
         ).fetchone()
         return int(row[0]), int(row[1])
@@ -388,11 +409,10 @@ class IndexDatabase:
         """
         The ids of every message matching C{query}.
         """
+        source, conditions, parameters, _ = query.source()
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
         return [
-            row[0]
-            for row in self._db.execute(
-                f"SELECT m.id FROM messages m {query.where()}", query.parameters
-            )
+            row[0] for row in self._db.execute(f"SELECT m.id FROM {source} {where}", parameters)
         ]
 
     def _tagsOf(self, rowids: Sequence[int]) -> dict[int, list[str]]:
@@ -410,9 +430,7 @@ class IndexDatabase:
         """
         The id of the newest message, or L{None} when there is none.
         """
-        row = self._db.execute(
-            "SELECT id FROM messages ORDER BY received DESC, rowid DESC LIMIT 1"
-        ).fetchone()
+        row = self._db.execute("SELECT id FROM messages ORDER BY rowid DESC LIMIT 1").fetchone()
         return row[0] if row else None
 
     def message(self, id: str) -> dict[str, Any] | None:
@@ -452,7 +470,7 @@ class IndexDatabase:
         """
         return list(
             self._db.execute(
-                "SELECT id, dateDirectory FROM messages ORDER BY received, rowid LIMIT ?",
+                "SELECT id, dateDirectory FROM messages ORDER BY rowid LIMIT ?",
                 (count,),
             )
         )
@@ -464,9 +482,8 @@ class IndexDatabase:
         """
         return list(
             self._db.execute(
-                "SELECT id, dateDirectory FROM messages WHERE received < ? "
-                "ORDER BY received, rowid LIMIT ?",
-                (when, limit),
+                "SELECT id, dateDirectory FROM messages WHERE rowid < ? ORDER BY rowid LIMIT ?",
+                (int(when * 1_000_000), limit),
             )
         )
 

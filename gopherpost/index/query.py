@@ -69,23 +69,58 @@ class QueryError(ValueError):
 class SearchQuery:
     """
     A parsed query: SQL conditions on the C{messages m} table, to be
-    joined with C{AND}, and their parameters in order.
+    joined with C{AND}, and their parameters in order; and the full-text
+    phrases it must (C{match}) and must not (C{exclude}) contain, which run
+    as one FTS5 query (see L{source}).
     """
 
     conditions: list[str] = field(default_factory=list)
     parameters: list[object] = field(default_factory=list)
-
-    def where(self) -> str:
-        """
-        The C{WHERE} clause (empty when the query matches everything).
-        """
-        if not self.conditions:
-            return ""
-        return "WHERE " + " AND ".join(self.conditions)
+    match: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
 
     def add(self, condition: str, *parameters: object) -> None:
         self.conditions.append(condition)
         self.parameters.extend(parameters)
+
+    def source(self) -> tuple[str, list[str], list[object], str]:
+        """
+        C{(FROM clause, conditions, parameters, rowid column)} of the query.
+
+        With words to match, the full-text table drives the query: FTS5
+        yields its matches in rowid order (which is received order), so the
+        newest page is found without sorting every match.
+        """
+        conditions = list(self.conditions)
+        parameters = list(self.parameters)
+        expression = self.matchExpression()
+        if expression is not None:
+            return (
+                "fulltext JOIN messages m ON m.rowid = fulltext.rowid",
+                ["fulltext MATCH ?", *conditions],
+                [expression, *parameters],
+                "fulltext.rowid",
+            )
+        if self.exclude:
+            conditions.append("m.rowid NOT IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)")
+            parameters.append(" OR ".join(self.exclude))
+        return ("messages m", conditions, parameters, "m.rowid")
+
+    def matchExpression(self) -> str | None:
+        """
+        The FTS5 expression of the words to match (and not), or L{None}
+        when there are none to match.
+        """
+        if not self.match:
+            return None
+        return " AND ".join(self.match) + "".join(f" NOT {x}" for x in self.exclude)
+
+    def where(self) -> str:
+        """
+        The C{WHERE} clause of L{source} (empty when it matches everything).
+        """
+        _, conditions, _, _ = self.source()
+        return ("WHERE " + " AND ".join(conditions)) if conditions else ""
 
 
 def tokenize(text: str) -> list[str]:
@@ -174,15 +209,13 @@ def parseTimestamp(value: str, tz: str | None = None) -> float:
 
 
 def _fulltext(query: SearchQuery, term: str, exclude: bool) -> None:
-    negation = "NOT " if exclude else ""
     if _WORD.search(term):
         # A phrase of the term's words, the last one a prefix.
         phrase = '"' + term.replace('"', '""') + '"*'
-        query.add(
-            f"m.rowid {negation}IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)", phrase
-        )
+        (query.exclude if exclude else query.match).append(phrase)
     else:
         # Only punctuation: no words to look up, a scan.
+        negation = "NOT " if exclude else ""
         query.add(
             f"m.rowid {negation}IN (SELECT rowid FROM fulltext WHERE body LIKE ? ESCAPE '\\')",
             _like(term.lower()),
