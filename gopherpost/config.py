@@ -262,6 +262,22 @@ class Settings:
     spamRejectScore: float | None = 10.0
     #: C{SMTP_MILTERS}, in order.
     milters: tuple[MilterSpec, ...] = ()
+    # Web UI, message index and capture mode (issue 17; gopherpost.webui,
+    # gopherpost.index).  Parsed in one block by _webSettings.
+    #: C{SMTP_WEB_LISTEN}: a Twisted server endpoint string; C{""}: off.
+    webListen: str = ""
+    #: C{SMTP_WEB_AUTH}: C{(user, scrypt hash)}; L{None}: no authentication.
+    webAuth: tuple[str, str] | None = None
+    #: C{SMTP_CAPTURE}: the development role: keep and index everything,
+    #: relay nothing.
+    capture: bool = False
+    #: C{SMTP_CAPTURE_MAX_MESSAGES}: messages kept in capture mode (the
+    #: newest); C{0}: no limit.
+    captureMaxMessages: int = 500
+    #: C{SMTP_INDEX_RELAYED}: index messages without a local recipient too.
+    indexRelayed: bool = False
+    #: C{SMTP_RELEASE_TO}: address patterns the API may release messages to.
+    releaseTo: tuple[str, ...] = ()
 
     @property
     def dkimEnabled(self) -> bool:
@@ -760,12 +776,12 @@ def settingsFromEnvironment(
         redisURL=optional("SMTP_REDIS_URL", _redisURL),
         redisPrefix=get("SMTP_REDIS_PREFIX", _redisPrefix, "gopherpost:"),
     )
-
+    settings = _webSettings(env, settings)
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:
         healthAddress(settings)
     _checkListeners(settings)
-    openRelay = openRelayProblem(settings)
+    openRelay = None if settings.capture else openRelayProblem(settings)
     if openRelay is not None:
         raise ConfigError("SMTP_RELAY_NETWORKS", openRelay)
     if settings.dkimEnabled:
@@ -1118,3 +1134,69 @@ def parseMilters(name: str, raw: str) -> tuple[MilterSpec, ...]:
         names.add(milterName)
         specs.append(replace(spec, name=milterName, timeout=timeout, default=default, scope=scope))
     return tuple(specs)
+
+
+# Web UI, message index and capture mode (issue 17).
+
+#: C{SMTP_WEB_LISTEN} in capture mode when it is not set.
+CAPTURE_WEB_LISTEN = "tcp:8025:interface=127.0.0.1"
+
+
+def _webSettings(env: Mapping[str, str], settings: Settings) -> Settings:
+    """
+    Parse the variables of the web UI, the message index and capture mode
+    into C{settings}.
+
+    Capture mode changes three defaults, for a developer's machine: the web
+    UI listens on C{127.0.0.1:8025} (C{SMTP_WEB_LISTEN=none}: no UI), only
+    loopback clients may connect when neither allow-list is set, and any
+    sender domain is accepted unless C{SMTP_REQUIRE_LOCAL_DOMAIN} says
+    otherwise.
+    """
+    from dataclasses import replace
+
+    from gopherpost.webui.listen import parseWebAuth, parseWebListen
+
+    def raw(name: str) -> str | None:
+        value = env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value
+
+    capture = _bool("SMTP_CAPTURE", raw("SMTP_CAPTURE") or "false")
+    listen = raw("SMTP_WEB_LISTEN")
+    if listen is None and capture:
+        listen = CAPTURE_WEB_LISTEN
+    if listen is not None and listen.strip().lower() == "none":
+        listen = None
+    auth = raw("SMTP_WEB_AUTH")
+    webAuth = parseWebAuth("SMTP_WEB_AUTH", auth) if auth is not None else None
+    webListen = "" if listen is None else parseWebListen("SMTP_WEB_LISTEN", listen, webAuth)
+    maxMessages = raw("SMTP_CAPTURE_MAX_MESSAGES")
+    changes: dict = {
+        "webListen": webListen,
+        "webAuth": webAuth,
+        "capture": capture,
+        "captureMaxMessages": 500
+        if maxMessages is None
+        else _int("SMTP_CAPTURE_MAX_MESSAGES", maxMessages),
+        "indexRelayed": _bool("SMTP_INDEX_RELAYED", raw("SMTP_INDEX_RELAYED") or "false"),
+        "releaseTo": _releasePatterns("SMTP_RELEASE_TO", raw("SMTP_RELEASE_TO") or ""),
+    }
+    if capture:
+        if raw("SMTP_ALLOW_NETWORKS") is None and raw("SMTP_ALLOW_HOSTS") is None:
+            changes["allowNetworks"] = _networks("SMTP_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
+        if raw("SMTP_REQUIRE_LOCAL_DOMAIN") is None:
+            changes["requireLocalDomain"] = False
+    return replace(settings, **changes)
+
+
+def _releasePatterns(name: str, raw: str) -> tuple[str, ...]:
+    patterns = []
+    for item in _list(raw):
+        if any(c.isspace() for c in item) or "@" not in item:
+            raise ConfigError(
+                name, f"{item!r} is not an address pattern (e.g. *@example.org, me@example.org)"
+            )
+        patterns.append(item.lower())
+    return tuple(patterns)

@@ -83,6 +83,7 @@ class GopherPostService(MultiService):
     relayQueue: Any = None
     webhooks: Any = None
     filters: Any = None
+    webui: Any = None
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -271,7 +272,10 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     resolver, dnsThreads = makeResolver(settings.dnsServers, reactor)
     ThreadPoolService(dnsThreads).setServiceParent(service)
 
-    relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+    relayQueue = None
+    if not settings.capture:
+        # Capture mode (the development role) relays nothing.
+        relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
     _buildWebhooks(settings, spool, reactor, environ, relayQueue, service)
     _buildFilters(settings, reactor, service)
 
@@ -297,6 +301,7 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
             inbound.addListener(ListenerService(spec, endpoint, factory))
     service.inbound = inbound
     inbound.setServiceParent(service)
+    _buildWebUI(settings, spool, reactor, service)
 
     if not settings.healthDisable:
         resource = web.makeWebResource(settings, auditLog, service.metrics, service.ready)
@@ -374,3 +379,15 @@ def _buildFilters(settings: Settings, reactor: Any, service: Any) -> None:
     service.filters = makeContentFilters(settings, reactor)
     service.filters.setServiceParent(service)
     service.metrics.registry.register(service.filters.metrics)
+
+
+def _buildWebUI(settings: Settings, spool: Any, reactor: Any, service: Any) -> None:
+    """
+    The message index, the Mailpit-compatible API and the web UI, when
+    C{SMTP_WEB_LISTEN} (or capture mode) asks for them.
+    """
+    from gopherpost.webui.service import makeWebUIService
+
+    service.webui = makeWebUIService(settings, spool, reactor)
+    if service.webui is not None:
+        service.webui.setServiceParent(service)
