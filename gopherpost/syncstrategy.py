@@ -215,14 +215,23 @@ def strategyNamed(name: str, path: str) -> ISyncStrategy:
     raise ValueError(f"unknown sync strategy {name!r}")
 
 
-def chooseSyncStrategy(path: str) -> ISyncStrategy:
+def chooseSyncStrategy(
+    path: str,
+    journaled: Callable[[str], str | None] = journaledFileSystem,
+    loadRange: Callable[[], SyncFileRange | None] = loadSyncFileRange,
+    loadFileSystemSync: Callable[[], Callable[[str], None] | None] = loadSyncfs,
+) -> ISyncStrategy:
     """
     The cheapest strategy that is safe for the file system holding C{path}.
+
+    @param journaled: tells the file system (L{journaledFileSystem}).
+    @param loadRange: finds C{sync_file_range} (L{loadSyncFileRange}).
+    @param loadFileSystemSync: finds C{syncfs} (L{loadSyncfs}).
     """
-    syncFileRange = loadSyncFileRange()
-    if syncFileRange is not None and journaledFileSystem(path) is not None:
+    syncFileRange = loadRange()
+    if syncFileRange is not None and journaled(path) is not None:
         return RangeSync(syncFileRange)
-    syncfs = loadSyncfs()
+    syncfs = loadFileSystemSync()
     if syncfs is not None:
         return FileSystemSync(syncfs, path)
     return FileSync()

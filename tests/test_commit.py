@@ -10,6 +10,7 @@ import os
 import random
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet import reactor as globalReactor
@@ -410,6 +411,15 @@ class GroupCommitTests(SynchronousTestCase):
         self.flushLoggedErrors(OSError)
 
 
+def _strategyName(spool: Spool) -> str:
+    assert spool.syncStrategy is not None
+    return str(spool.syncStrategy.name)
+
+
+def _collect(found: list[tuple[Envelope, bytes]], body: bytes, envelope: Envelope) -> None:
+    found.append((envelope, body))
+
+
 class StrategyTests(SynchronousTestCase):
     """
     Every real sync strategy stores whole messages.
@@ -449,7 +459,7 @@ class StrategyTests(SynchronousTestCase):
                     "c",
                     False,
                 )
-                d.addCallback(lambda e, body=body, found=results: found.append((e, body)))
+                d.addCallback(partial(_collect, results, body))
             self.assertEqual(len(results), 5, strategy.name)
             for envelope, body in results:
                 for recipient in envelope.recipients:
@@ -464,7 +474,7 @@ class StrategyTests(SynchronousTestCase):
         path = os.path.abspath(self.mktemp())
         spool = Spool(path, Clock(), runInThread=maybeDeferred)
         spool.open()
-        self.assertEqual(spool.syncStrategy.name, chooseSyncStrategy(path).name)
+        self.assertEqual(_strategyName(spool), chooseSyncStrategy(path).name)
 
     def test_forcedByTestVariable(self) -> None:
         """
@@ -476,7 +486,7 @@ class StrategyTests(SynchronousTestCase):
         self.patch(os, "environ", {"GOPHERPOST_TEST_SYNC": "fsync"})
         spool = Spool(path, Clock(), runInThread=maybeDeferred)
         spool.open()
-        self.assertEqual(spool.syncStrategy.name, "fsync")
+        self.assertEqual(_strategyName(spool), "fsync")
         for variable, value in [
             ("GOPHERPOST_TEST_SYNC", "sometimes"),
             ("GOPHERPOST_TEST_CRASH_AT", "nowhere"),
@@ -492,7 +502,7 @@ class SyncThreadSpoolTests(TestCase):
     A spool on the real reactor syncs in the process's sync thread.
     """
 
-    def test_defaultSyncThread(self) -> None:
+    def test_defaultSyncThread(self) -> Deferred:
         """
         Without C{runInThread}, commits are synced in the
         C{gopherpost-sync} thread and acknowledged on the reactor thread.
