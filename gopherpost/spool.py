@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import IO, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -641,7 +641,10 @@ class Spool:
             self._name(pending, step.directories)
         written = step.written
         step.sameStep = bool(written) and not naming and len(written) <= SAME_STEP_LIMIT
-        d = self._runSync(self._syncStep, step)
+        try:
+            d = self._runSync(self._syncStep, step)
+        except Exception:
+            d = fail()  # no thread to run it: the step fails, the spool goes on
         d.addBoth(self._settle, step)
 
     def _writeData(self, pending: _Commit) -> None:

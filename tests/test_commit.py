@@ -368,6 +368,27 @@ class GroupCommitTests(SynchronousTestCase):
         self.assertEqual(self.tmp(), [])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_noThread(self) -> None:
+        """
+        When the sync cannot even be started (no thread), the step's
+        messages fail and the next commit is tried again.
+        """
+
+        def noThread(f: Any, *args: Any) -> Deferred:
+            raise RuntimeError("can't start new thread")
+
+        self.patch(self.spool, "_runSync", noThread)
+        self.commit()
+        [failure] = self.failed
+        failure.trap(RuntimeError)
+        self.assertEqual(self.strategy.visible(), {})
+        self.assertEqual(self.tmp(), [])
+        self.flushLoggedErrors(RuntimeError)
+        self.patch(self.spool, "_runSync", self.runner)
+        self.commit()
+        self.runner.runAll()
+        self.assertEqual(len(self.acknowledged), 1)
+
     def test_writeFailureFailsThatMessage(self) -> None:
         """
         A message whose data cannot be written fails alone; the others of

@@ -78,6 +78,22 @@ class StrategyTests(SynchronousTestCase):
             ],
         )
 
+    def test_rangeSyncManyFiles(self) -> None:
+        """
+        With more than C{manyFiles} files, L{RangeSync} makes one C{syncfs}
+        instead (when it has one), which covers the directories too.
+        """
+        recorder = Recorder(self)
+        strategy = RangeSync(recorder.syncFileRange, recorder.syncfs, "/spool", manyFiles=2)
+        strategy.sync([3, 4, 5], ["/spool/a"])
+        self.assertEqual(recorder.calls, [("syncfs", "/spool")])
+        del recorder.calls[:]
+        strategy.sync([3, 4], ["/spool/a"])
+        self.assertEqual([c[0] for c in recorder.calls], ["range"] * 4 + ["fsyncdir"])
+        del recorder.calls[:]
+        RangeSync(recorder.syncFileRange, None, "/spool", manyFiles=2).sync([3, 4, 5], [])
+        self.assertEqual([c[0] for c in recorder.calls], ["range"] * 6)
+
     def test_fileSystemSync(self) -> None:
         """
         L{FileSystemSync} makes one C{syncfs} of the spool's file system per
