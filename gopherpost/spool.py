@@ -724,8 +724,14 @@ class Spool:
         step, and give each finished message its outcome.
         """
         failure = result if isinstance(result, Failure) else None
-        if failure is not None and not failure.check(OSError):
-            _log.failure("Spool commit step failed", failure)
+        if failure is not None:
+            if not failure.check(OSError):
+                _log.failure("Spool commit step failed", failure)
+            # A date directory this step made may not be durable: the next
+            # step to use it syncs its entry again.
+            self._knownDateDirectories.difference_update(
+                pending.envelope.dateDirectory for pending in step.fresh + step.naming
+            )
         for pending in step.fresh + step.naming:
             for fd in pending.files:
                 try:

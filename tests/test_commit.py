@@ -352,6 +352,8 @@ class GroupCommitTests(SynchronousTestCase):
         self.commit(b"after\r\n")
         self.runner.runAll()
         self.assertEqual(len(self.acknowledged), 1)
+        # The date directory's entry is synced again after the failure.
+        self.assertIn(self.path, self.strategy.calls[-1][1])
         self.flushLoggedErrors(OSError)
 
     def test_unexpectedSyncErrorFailsStep(self) -> None:
