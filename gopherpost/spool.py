@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import IO, Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -565,19 +565,18 @@ class Spool:
         self._pendingCommits.append(_Commit(writer, envelope, d))
         self._startBatch()
 
-        def committed(stored: Envelope) -> Envelope:
-            self.announce(stored)
-            self._crash("announced")
-            return stored
-
         def failed(failure):
+            if failure.check(CancelledError):
+                # The caller gave up waiting; the commit goes on (and, if it
+                # succeeds, is announced all the same).
+                return failure
             writer.abort()
             if failure.check(OSError):
                 _log.failure("Could not store message {queueId}", failure, queueId=envelope.queueId)
                 raise SpoolError(str(failure.value))
             return failure
 
-        return d.addCallbacks(committed, failed)
+        return d.addErrback(failed)
 
     def store(
         self,
@@ -759,6 +758,10 @@ class Spool:
         self._startBatch()
         for pending in finished:
             if pending.error is None:
+                # Told even when the committer cancelled its Deferred: every
+                # committed message is announced.
+                self.announce(pending.envelope)
+                self._crash("announced")
                 pending.deferred.callback(pending.envelope)
                 self._crash("acknowledged")
             else:

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from twisted.internet import reactor as globalReactor
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -23,6 +23,7 @@ from zope.interface import implementer
 from gopherpost import spool as spoolModule
 from gopherpost.durable import loadSyncfs
 from gopherpost.faults import COMMIT_STEPS, CrashPoints
+from gopherpost.interfaces import ISpoolObserver
 from gopherpost.spool import Envelope, MessageWriter, Spool, SpoolError
 from gopherpost.syncstrategy import (
     FileSync,
@@ -369,6 +370,27 @@ class GroupCommitTests(SynchronousTestCase):
         self.assertEqual(self.strategy.visible(), {})
         self.assertEqual(self.tmp(), [])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_cancelledStillAnnounced(self) -> None:
+        """
+        A committer that cancels its L{Deferred} gets L{CancelledError}; the
+        commit goes on, and once it is durable the observers are told.
+        """
+        told: list[Envelope] = []
+
+        @implementer(ISpoolObserver)
+        class Observer:
+            def messageCommitted(self, envelope: Envelope) -> None:
+                told.append(envelope)
+
+        self.spool.addObserver(Observer())
+        d = self.commit(b"spilled\r\n" * 40000)
+        d.cancel()
+        self.failed.pop().trap(CancelledError)
+        self.runner.runAll()
+        [envelope] = told
+        self.assertIn(self.spool.messagePath(envelope), self.strategy.visible())
+        self.assertEqual(self.tmp(), [])
 
     def test_noThread(self) -> None:
         """
