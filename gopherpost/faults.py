@@ -39,12 +39,12 @@ COMMIT_STEPS = (
     "envelope-renamed",
     # Its names are durable.
     "names-synced",
-    # Its temporary name under tmp/ is gone.
-    "tmp-removed",
     # The spool's observers (the relay queue) were told.
     "announced",
     # Its commit Deferred fired: the client was sent 250.
     "acknowledged",
+    # Its content's temporary name under tmp/ is gone.
+    "tmp-removed",
 )
 
 

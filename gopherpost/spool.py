@@ -718,9 +718,11 @@ class Spool:
     def _settle(self, result: object, step: _CommitStep) -> None:
         """
         After a step's sync (or its failure, which fails every message of
-        the step): close its files, remove the temporary names of the
-        messages now committed, queue the rest for naming, start the next
-        step, and give each finished message its outcome.
+        the step): queue for naming the messages whose data is now safe,
+        start the next step, give each finished message its outcome, and
+        only then tidy up (close the step's files, remove the temporary
+        names of the committed messages), so that the clients wait for none
+        of it.
         """
         failure = result if isinstance(result, Failure) else None
         if failure is not None:
@@ -731,28 +733,21 @@ class Spool:
             self._knownDateDirectories.difference_update(
                 pending.envelope.dateDirectory for pending in step.fresh + step.naming
             )
-        for pending in step.fresh + step.naming:
-            for fd in pending.files:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            pending.files = []
+        everyone = step.fresh + step.naming
+        fresh = {id(pending) for pending in step.fresh}
         finished = []
-        for pending in step.fresh + step.naming:
-            isFresh = pending in step.fresh
+        for pending in everyone:
             if failure is not None and pending.error is None:
                 pending.error = failure
             if pending.error is not None:
+                self._closeFiles(pending)
                 self._unname(pending.envelope)
                 _unlinkQuietly(pending.envelopeTmp)
                 _unlinkQuietly(pending.writer.path)
                 finished.append(pending)
-            elif isFresh and not step.sameStep:
+            elif id(pending) in fresh and not step.sameStep:
                 self._contentDurable.append(pending)
             else:
-                _unlinkQuietly(pending.writer.path)
-                self._crash("tmp-removed")
                 finished.append(pending)
         self._batchRunning = False
         self._startBatch()
@@ -766,6 +761,23 @@ class Spool:
                 self._crash("acknowledged")
             else:
                 pending.deferred.errback(pending.error)
+        for pending in everyone:
+            self._closeFiles(pending)
+        for pending in finished:
+            if pending.error is None:
+                # Its content's extra name under tmp/ (start-up clears tmp/
+                # if a crash comes first).
+                _unlinkQuietly(pending.writer.path)
+                self._crash("tmp-removed")
+
+    @staticmethod
+    def _closeFiles(pending: _Commit) -> None:
+        for fd in pending.files:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        pending.files = []
 
     def _unname(self, envelope: Envelope) -> None:
         """
