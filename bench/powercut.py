@@ -10,8 +10,8 @@ holds after a power cut once its cache is flushed.  It mounts the copy (the
 journal is replayed) and checks:
 
   - every message acknowledged before the cut is there, whole;
-  - the message cut at C{names-synced} or later (its names were synced, it
-    may have been acknowledged) is there, whole;
+  - the message cut after C{names-synced} (its names were synced, it is
+    about to be acknowledged) is there, whole;
   - any other message that is visible (has an envelope) is whole;
   - the spool's recovery leaves an envelope for every C{.eml} and the reverse.
 
@@ -46,6 +46,7 @@ from gopherpost.spool import Envelope, Spool  # noqa: E402
 from gopherpost.syncstrategy import ISyncStrategy, chooseSyncStrategy, strategyNamed  # noqa: E402
 
 NAMES_SYNCED = COMMIT_STEPS.index("names-synced")
+ACKNOWLEDGED = COMMIT_STEPS.index("acknowledged")
 
 
 def sh(*args: str) -> str:
@@ -214,9 +215,10 @@ def run(
         for queueId, (envelope, contents) in found["whole"].items():
             if len(contents) != 2 or {len(c) for c in contents} != {envelope.size}:
                 problems.append(f"visible {queueId} not whole: {[len(c) for c in contents]}")
-        if COMMIT_STEPS.index(step) >= NAMES_SYNCED:
-            # The message cut at this step had its names synced: at least
-            # acknowledged-before-cut + 1 messages are there.
+        if NAMES_SYNCED <= COMMIT_STEPS.index(step) < ACKNOWLEDGED:
+            # The message cut at this step had its names synced but was
+            # not acknowledged yet: at least one more message is there.
+            # (From "acknowledged" on it is among the acknowledged.)
             if len(found["envelopes"]) < len(acknowledgedBeforeCut) + 1:
                 problems.append(f"a message whose names were synced is lost at {step}")
         problems += found["unreadable"]
