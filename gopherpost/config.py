@@ -10,6 +10,7 @@ turns it into a start-up failure before anything is bound.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
@@ -117,6 +118,32 @@ class Settings:
     dkimKeyPath: str | None = None
     dkimPrivateKey: str | None = None
     dkimDomain: str | None = None
+
+    # Internet MX checks (issue 16): sender authentication, abuse, shared state
+    #: C{SMTP_SENDER_AUTH}: check SPF, DKIM, ARC and DMARC for mail from
+    #: clients without relay permission and add Authentication-Results.
+    senderAuth: bool = True
+    #: C{SMTP_SPF_REJECT}: C{never} (record only) or C{fail} (550 5.7.23).
+    spfReject: str = "never"
+    dmarcEnforce: bool = True
+    arcTrustedSealers: tuple[str, ...] = ()
+    dnsblZones: tuple[str, ...] = ()
+    #: Per client (IPv4 address, IPv6 /64) per minute; 0 is off.
+    rateConnections: int = 60
+    rateMessages: int = 100
+    rateRecipients: int = 500
+    #: Per authenticated user per hour; 0 is off.
+    rateUserMessages: int = 500
+    greylist: bool = False
+    greylistDelay: float = 300.0
+    greylistAutoWhitelist: int = 5
+    #: Violations within L{banWindow} that ban a client; 0 is off.
+    banThreshold: int = 10
+    banWindow: float = 600.0
+    banDuration: float = 600.0
+    banMaxDuration: float = 86400.0
+    redisURL: str | None = None
+    redisPrefix: str = "gopherpost:"
 
     @property
     def dkimEnabled(self) -> bool:
@@ -491,6 +518,38 @@ def settingsFromEnvironment(
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),
         dkimDomain=optional("SMTP_DKIM_DOMAIN", _hostname),
     )
+    # Internet MX checks (issue 16).
+    banDuration = get("SMTP_BAN_DURATION", lambda n, r: _seconds(n, r, 1), 600.0)
+    banMaxDuration = get("SMTP_BAN_MAX_DURATION", lambda n, r: _seconds(n, r, 1), 86400.0)
+    if banMaxDuration < banDuration:
+        raise ConfigError(
+            "SMTP_BAN_MAX_DURATION",
+            f"{banMaxDuration:g} is less than SMTP_BAN_DURATION ({banDuration:g})",
+        )
+    settings = dataclasses.replace(
+        settings,
+        senderAuth=get("SMTP_SENDER_AUTH", _bool, True),
+        spfReject=get(
+            "SMTP_SPF_REJECT", lambda n, r: _choice(n, r.strip(), ("never", "fail")), "never"
+        ),
+        dmarcEnforce=get("SMTP_DMARC_ENFORCE", _bool, True),
+        arcTrustedSealers=get("SMTP_ARC_TRUSTED_SEALERS", _domains, ()),
+        dnsblZones=get("SMTP_DNSBL_ZONES", _domains, ()),
+        rateConnections=get("SMTP_RATE_CONNECTIONS", _int, 60),
+        rateMessages=get("SMTP_RATE_MESSAGES", _int, 100),
+        rateRecipients=get("SMTP_RATE_RECIPIENTS", _int, 500),
+        rateUserMessages=get("SMTP_RATE_USER_MESSAGES", _int, 500),
+        greylist=get("SMTP_GREYLIST", _bool, False),
+        greylistDelay=get("SMTP_GREYLIST_DELAY", lambda n, r: _seconds(n, r, 1), 300.0),
+        greylistAutoWhitelist=get("SMTP_GREYLIST_AUTO_WHITELIST", _int, 5),
+        banThreshold=get("SMTP_BAN_THRESHOLD", _int, 10),
+        banWindow=get("SMTP_BAN_WINDOW", lambda n, r: _seconds(n, r, 1), 600.0),
+        banDuration=banDuration,
+        banMaxDuration=banMaxDuration,
+        redisURL=optional("SMTP_REDIS_URL", _redisURL),
+        redisPrefix=get("SMTP_REDIS_PREFIX", _redisPrefix, "gopherpost:"),
+    )
+
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:
         healthAddress(settings)
@@ -529,3 +588,53 @@ def _positiveFloat(name: str, raw: str) -> float:
 
 def _dkimSelector(name: str, raw: str) -> str:
     return _hostname(name, raw)
+
+
+# Internet MX checks (issue 16).
+
+
+def redactURL(text: str) -> str:
+    """
+    C{text} with any password of a URL replaced by C{***}, for messages.
+    """
+    scheme, sep, rest = text.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not sep or not at:
+        return text
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}" if ":" in userinfo else text
+
+
+def _redisURL(name: str, raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    text = raw.strip()
+    shown = redactURL(text)
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as e:
+        raise ConfigError(name, f"{shown!r} is not a Redis URL ({e})") from None
+    if url.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            name, f"{shown!r}: use redis://host:port/db, rediss://... or unix:///path"
+        )
+    if url.scheme == "unix":
+        if not url.path:
+            raise ConfigError(name, f"{shown!r} has no socket path")
+        return text
+    if not url.hostname:
+        raise ConfigError(name, f"{shown!r} has no host")
+    if port == 0:
+        raise ConfigError(name, f"{shown!r}: port 0 is not a valid TCP port")
+    database = url.path.strip("/")
+    if database and not database.isdigit():
+        raise ConfigError(name, f"{shown!r}: the database {database!r} is not a number")
+    return text
+
+
+def _redisPrefix(name: str, raw: str) -> str:
+    text = raw.strip()
+    if not all("!" <= c <= "~" for c in text):
+        raise ConfigError(name, f"{raw!r}: use printable characters without spaces")
+    return text

@@ -28,7 +28,7 @@ import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import dns.exception
 import dns.name
@@ -36,9 +36,14 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from zope.interface import Interface, implementer
+
+if TYPE_CHECKING:
+    from gopherpost.config import Settings
 
 try:
     import dns.nameserver as _dnsNameserver  # dnspython >= 2.4
@@ -297,8 +302,8 @@ class Resolver:
     def __init__(
         self,
         servers: Sequence[ServerSpec],
-        reactor: object,
-        threadpool: object | None = None,
+        reactor: IReactorTime,
+        threadpool: ThreadPool | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         fcrdnsTimeout: float = DEFAULT_FCRDNS_TIMEOUT,
     ) -> None:
@@ -319,19 +324,23 @@ class Resolver:
         self._threadpool = threadpool
         self._resolvers = _buildResolvers(list(self.servers), timeout)
         #: (name, type) -> (expiry on the reactor's clock, rdatas or error)
-        self._cache: OrderedDict[tuple[dns.name.Name, int], tuple[float, object]] = OrderedDict()
+        self._cache: OrderedDict[
+            tuple[dns.name.Name, dns.rdatatype.RdataType], tuple[float, tuple[Any, ...] | DNSError]
+        ] = OrderedDict()
         self._inFlight: dict = {}
 
     # Plumbing
 
     def _inThread(self, f: Callable[..., _T], *args: object) -> defer.Deferred:
+        # The reactor also provides IReactorThreads (see __init__).
+        threads = cast(IReactorThreads, self._reactor)
         pool = self._threadpool
         if pool is None:
-            pool = self._reactor.getThreadPool()  # type: ignore[attr-defined]
-        return deferToThreadPool(self._reactor, pool, f, *args)
+            pool = threads.getThreadPool()
+        return deferToThreadPool(threads, pool, f, *args)
 
     def _resolve(
-        self, name: str, qname: dns.name.Name, rdtype: int, lifetime: float
+        self, name: str, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, lifetime: float
     ) -> tuple[list, float]:
         """
         Blocking: ask every resolver in turn until one gives a final answer.
@@ -371,7 +380,9 @@ class Resolver:
             lastError = dns.exception.Timeout()
         raise _mapException(name, lastError, lifetime) from None
 
-    def _query(self, name: str, rdtype: int, lifetime: float | None = None) -> defer.Deferred:
+    def _query(
+        self, name: str, rdtype: dns.rdatatype.RdataType, lifetime: float | None = None
+    ) -> defer.Deferred:
         """
         The rdatas of C{name}'s records of C{rdtype}: from the cache, from a
         lookup of the same already in flight, or from a new lookup.
@@ -383,7 +394,7 @@ class Resolver:
         except (dns.exception.DNSException, UnicodeError, ValueError) as e:
             return defer.fail(PermanentDNSError(name, f"not a valid domain name ({e})"))
         key = (qname.canonicalize(), rdtype)
-        now = self._reactor.seconds()  # type: ignore[attr-defined]
+        now = self._reactor.seconds()
         cached = self._cache.get(key)
         if cached is not None:
             expires, outcome = cached
@@ -416,10 +427,15 @@ class Resolver:
         self._inThread(self._resolve, name, qname, rdtype, lifetime).addCallbacks(answered, failed)
         return waiting
 
-    def _remember(self, key: tuple[dns.name.Name, int], seconds: float, outcome: object) -> None:
+    def _remember(
+        self,
+        key: tuple[dns.name.Name, dns.rdatatype.RdataType],
+        seconds: float,
+        outcome: tuple[Any, ...] | DNSError,
+    ) -> None:
         if seconds <= 0:
             return
-        self._cache[key] = (self._reactor.seconds() + seconds, outcome)  # type: ignore[attr-defined]
+        self._cache[key] = (self._reactor.seconds() + seconds, outcome)
         self._cache.move_to_end(key)
         while len(self._cache) > MAX_CACHE_ENTRIES:
             self._cache.popitem(last=False)
@@ -458,7 +474,8 @@ class Resolver:
                 else:
                     failure: Failure = value  # type: ignore[assignment]
                     failure.trap(DNSError)
-                    errors.append(failure.value)
+                    if isinstance(failure.value, DNSError):
+                        errors.append(failure.value)
             if addresses or not errors:
                 return addresses
             for error in errors:
@@ -493,6 +510,27 @@ class Resolver:
             lambda rdatas: [b"".join(r.strings) for r in rdatas]
         )
 
+    def lookupRecords(
+        self, name: str, rdtype: str, lifetime: float | None = None
+    ) -> defer.Deferred:
+        """
+        The records of any one type, as dnspython rdata objects, through the
+        same cache and nameservers as the other lookups: for checks that need
+        types or shapes the other methods do not give (the A records alone
+        of a DNSBL name; SPF's and DKIM's lookups, see
+        L{gopherpost.checks.threaddns}).
+
+        @param rdtype: a type's mnemonic, e.g. C{"A"}, C{"TXT"}, C{"PTR"}.
+        @param lifetime: seconds the lookup may take (default L{timeout}).
+        @return: a L{defer.Deferred} firing with a list of
+            C{dns.rdata.Rdata}; empty when the name has no such records.
+        """
+        try:
+            rdtypeValue = dns.rdatatype.from_text(rdtype)
+        except dns.exception.DNSException:
+            return defer.fail(PermanentDNSError(name, f"unknown record type {rdtype!r}"))
+        return self._query(name, rdtypeValue, lifetime)
+
     def forwardConfirmedNames(self, address: str, timeout: float | None = None) -> defer.Deferred:
         """
         Forward-confirmed reverse DNS (FCrDNS, "iprev" of RFC 8601): the
@@ -519,7 +557,7 @@ class Resolver:
         except ValueError:
             return defer.fail(PermanentDNSError(address, "not an IP address"))
         clock = self._reactor
-        deadline = clock.seconds() + timeout  # type: ignore[attr-defined]
+        deadline = clock.seconds() + timeout
 
         def noNames(failure: Failure) -> list[str]:
             failure.trap(PermanentDNSError)
@@ -527,7 +565,7 @@ class Resolver:
 
         def checkForward(names: list[str]) -> defer.Deferred:
             names = [n for n in dict.fromkeys(names) if n != "."][:MAX_PTR_NAMES]
-            remaining = max(deadline - clock.seconds(), 0.001)  # type: ignore[attr-defined]
+            remaining = max(deadline - clock.seconds(), 0.001)
             lookups = [self.lookupAddresses(n, remaining) for n in names]
             return defer.DeferredList(lookups, consumeErrors=True).addCallback(confirm, names)
 
@@ -559,7 +597,7 @@ class Resolver:
 
 
 def resolverFromSettings(
-    settings: object, reactor: object, threadpool: object | None = None
+    settings: Settings, reactor: IReactorTime, threadpool: ThreadPool | None = None
 ) -> Resolver:
     """
     The L{Resolver} for a server: C{SMTP_DNS_SERVERS} when set, else the
@@ -569,4 +607,4 @@ def resolverFromSettings(
     @param reactor: see L{Resolver.__init__}.
     @param threadpool: see L{Resolver.__init__}.
     """
-    return Resolver(settings.dnsServers, reactor, threadpool)  # type: ignore[attr-defined]
+    return Resolver(settings.dnsServers, reactor, threadpool)

@@ -4,26 +4,25 @@ Counters, gauges and histograms of one GopherPost server, fed by the audit
 log and read as an expvar-style JSON object (L{Metrics.asJSON}) or in the
 Prometheus / OpenMetrics text formats (L{Metrics.exposition}).
 
-Both views come from the same numbers.  Labels only ever carry values from a
-small fixed set (unknown values become C{"other"}), so no label can carry an
-address or grow without bound.
+The numbers live in C{prometheus_client} instruments (L{Counter}, L{Gauge},
+L{Histogram}) held by a registry of their own, one per L{Metrics} object,
+never the library's global default registry; the values that are read when
+scraped (queue depth, uptime, memory, open files) come from custom
+collectors.  Both views are read from that registry.
+
+Labels only ever carry values from a small fixed set (unknown values become
+C{"other"}), so no label can carry an address or grow without bound.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client.core import (
-    CollectorRegistry,
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -66,37 +65,17 @@ DELIVERY_LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 _OTHER = "other"
+_RESULTS = ("accepted", "refused")
 
-
-class _Histogram:
-    """
-    A cumulative histogram with fixed bucket bounds.
-    """
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-        self.count += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """
-        C{[(upperBound, countAtOrBelow), ..., ("+Inf", count)]}.
-        """
-        result = []
-        running = 0
-        for bound, count in zip(self.bounds + (float("inf"),), self.counts, strict=True):
-            running += count
-            result.append(("+Inf" if bound == float("inf") else _boundText(bound), running))
-        return result
+EventDict = dict[str, Any]
 
 
 def _boundText(bound: float) -> str:
+    """
+    A bucket bound as the JSON view names it: C{"1024"}, C{"0.5"}, C{"+Inf"}.
+    """
+    if bound == float("inf"):
+        return "+Inf"
     return str(int(bound)) if bound == int(bound) else repr(bound)
 
 
@@ -106,6 +85,65 @@ def _number(value: object) -> float | None:
     if value != value or value < 0:
         return None
     return float(value)
+
+
+def _count(value: float) -> int | float:
+    """
+    A counter's value as JSON shows it: an integer when it is one.
+    """
+    return int(value) if value == int(value) else value
+
+
+def _put(tree: dict[str, Any], labels: Iterable[str], value: Any) -> None:
+    """
+    C{tree[l1][l2]... = value} for the label values C{labels}.
+    """
+    *path, last = labels
+    for label in path:
+        tree = tree.setdefault(label, {})
+    tree[last] = value
+
+
+def _emptyHistogram() -> dict[str, Any]:
+    return {"count": 0, "sum": 0.0, "buckets": {}}
+
+
+def _histogramJSON(family: Metric) -> Any:
+    histograms: dict[tuple[str, ...], dict[str, Any]] = {}
+    for sample in family.samples:
+        key = tuple(v for k, v in sample.labels.items() if k != "le")
+        h = histograms.setdefault(key, _emptyHistogram())
+        if sample.name == family.name + "_bucket":
+            h["buckets"][_boundText(float(sample.labels["le"]))] = _count(sample.value)
+        elif sample.name == family.name + "_count":
+            h["count"] = _count(sample.value)
+        elif sample.name == family.name + "_sum":
+            h["sum"] = sample.value
+    if list(histograms) in ([], [()]):
+        return histograms.get((), _emptyHistogram())
+    tree: dict[str, Any] = {}
+    for key, h in histograms.items():
+        _put(tree, key, h)
+    return tree
+
+
+def _familyJSON(family: Metric) -> tuple[str, Any]:
+    """
+    One metric family as a key and a value of the JSON view.  A family
+    without samples is 0 (a counter) or C{null}.
+    """
+    if family.type == "histogram":
+        return family.name, _histogramJSON(family)
+    name = family.name + "_total" if family.type == "counter" else family.name
+    samples = [s for s in family.samples if s.name == name]
+    if not samples:
+        return name, 0 if family.type == "counter" else None
+    if not samples[0].labels:
+        return name, _count(samples[0].value)
+    values: dict[str, Any] = {}
+    for sample in samples:
+        _put(values, sample.labels.values(), _count(sample.value))
+    return name, values
 
 
 class _ProcessFacts:
@@ -150,6 +188,61 @@ class _ProcessFacts:
         return None
 
 
+class _ComputedGauges:
+    """
+    A custom collector: gauges whose values are computed when scraped.
+    Those whose value is L{None} (unknown) are left out.
+    """
+
+    def __init__(self, gauges: Callable[[], Iterable[tuple[str, str, float | None]]]) -> None:
+        """
+        @param gauges: returns C{(name, help, value)} for each gauge.
+        """
+        self._gauges = gauges
+
+    def describe(self) -> Iterator[Metric]:
+        """
+        The gauges' names, so that the registry refuses duplicates.
+        """
+        for name, documentation, _ in self._gauges():
+            yield GaugeMetricFamily(name, documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        """
+        The gauges that have a value now.
+        """
+        for name, documentation, value in self._gauges():
+            if value is not None:
+                yield GaugeMetricFamily(name, documentation, value=value)
+
+
+class _WithoutCreatedSeries:
+    """
+    A view of a registry without the C{*_created} samples that
+    C{prometheus_client} adds to counters and histograms: they are not part
+    of GopherPost's metrics, and they would read the wall clock instead of
+    the injected one.
+    """
+
+    _TYPES = frozenset(("counter", "histogram", "summary"))
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        """
+        The registry's families, C{*_created} samples removed.
+        """
+        for family in self._registry.collect():
+            if family.type not in self._TYPES:
+                yield family
+                continue
+            created = family.name + "_created"
+            copy = Metric(family.name, family.documentation, family.type, family.unit)
+            copy.samples = [s for s in family.samples if s.name != created]
+            yield copy
+
+
 class Metrics:
     """
     The numbers of one server.
@@ -158,8 +251,14 @@ class Metrics:
     given an audit log); tell it how to read the relay queue's depth with
     L{setQueueDepthSource}.
 
-    @ivar registry: a private L{CollectorRegistry} holding only this object,
-        for L{prometheus_client} exposition.
+    To add a metric: make the instrument in L{__init__} with
+    C{registry=self._instruments} and count it in an event handler (listed
+    in C{self._handlers}); both views show it.  Other parts' collectors are
+    registered with L{registry} and shown in both views as well.
+
+    @ivar registry: a private L{CollectorRegistry} holding only this
+        object's metrics, as they are exposed (for C{prometheus_client}'s
+        exposition functions and C{get_sample_value}).
     """
 
     def __init__(
@@ -177,25 +276,84 @@ class Metrics:
         self._startTime = clock.seconds()
         self._process = _ProcessFacts(procRoot)
         self._queueDepthSource: Callable[[], int] | None = None
+        self._sessionsOpen = 0
 
-        self.messagesQueued = 0
-        self.messagesDelivered = 0
-        self.deliveryFailures = 0
-        self.deliveryDeferrals = 0
-        self.deliveryAttempts = 0
-        self.relayQueued = 0
-        self.sessionsActive = 0
-        self.sessionsTotal = 0
-        self.bytesReceived = 0
-        self.tlsSessions = 0
-        self.sessionsRejected: dict[str, int] = dict.fromkeys(SESSION_REJECT_REASONS + (_OTHER,), 0)
-        self.messagesRejected: dict[str, int] = dict.fromkeys(MESSAGE_REJECT_REASONS + (_OTHER,), 0)
-        self.mailCommands: dict[str, int] = {"accepted": 0, "refused": 0}
-        self.rcptCommands: dict[str, int] = {"accepted": 0, "refused": 0}
-        self.messageSize = _Histogram(MESSAGE_SIZE_BUCKETS)
-        self.deliveryLatency = _Histogram(DELIVERY_LATENCY_BUCKETS)
+        r = self._instruments = CollectorRegistry(auto_describe=False)
+        self._messagesQueued = Counter(
+            "smtp_messages_queued", "Messages accepted and spooled.", registry=r
+        )
+        self._messagesDelivered = Counter(
+            "smtp_messages_delivered", "Successful deliveries.", registry=r
+        )
+        self._deliveryFailures = Counter(
+            "smtp_delivery_failures", "Permanent delivery failures.", registry=r
+        )
+        self._deliveryDeferrals = Counter(
+            "smtp_delivery_deferrals", "Temporary delivery failures.", registry=r
+        )
+        self._deliveryAttempts = Counter("smtp_delivery_attempts", "Delivery attempts.", registry=r)
+        self._relayQueued = Counter(
+            "smtp_relay_queued", "Messages handed to the relay queue.", registry=r
+        )
+        self._sessionsTotal = Counter("smtp_sessions", "SMTP sessions admitted.", registry=r)
+        self._bytesReceived = Counter(
+            "smtp_received_bytes", "Bytes of accepted messages.", registry=r
+        )
+        self._tlsSessions = Counter(
+            "smtp_tls_sessions", "STARTTLS handshakes completed.", registry=r
+        )
+        self._sessionsRejected = Counter(
+            "smtp_sessions_rejected", "Connections refused.", ["reason"], registry=r
+        )
+        self._messagesRejected = Counter(
+            "smtp_messages_rejected", "Messages refused.", ["reason"], registry=r
+        )
+        self._mailCommands = Counter(
+            "smtp_mail_commands", "MAIL FROM commands.", ["result"], registry=r
+        )
+        self._rcptCommands = Counter(
+            "smtp_rcpt_commands", "RCPT TO commands.", ["result"], registry=r
+        )
+        self._sessionsActive = Gauge("smtp_sessions_active", "SMTP sessions open now.", registry=r)
+        # Read when scraped: counting sessions stays an integer addition.
+        self._sessionsActive.set_function(lambda: self._sessionsOpen)
+        self._computedNames = [
+            name for name, _, _ in [*self._queueGauges(), *self._processGauges()]
+        ]
+        r.register(_ComputedGauges(self._queueGauges))
+        self._messageSize = Histogram(
+            "smtp_message_size_bytes",
+            "Sizes of accepted messages.",
+            buckets=MESSAGE_SIZE_BUCKETS,
+            registry=r,
+        )
+        self._deliveryLatency = Histogram(
+            "smtp_delivery_latency_seconds",
+            "Time from reception to successful delivery.",
+            buckets=DELIVERY_LATENCY_BUCKETS,
+            registry=r,
+        )
+        r.register(_ComputedGauges(self._processGauges))
 
-        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+        # Children for every label value, made once: all are exposed from
+        # the start (at 0), and counting skips the label lookup.
+        self._sessionRejectReasons = {
+            reason: self._sessionsRejected.labels(reason)
+            for reason in SESSION_REJECT_REASONS + (_OTHER,)
+        }
+        self._messageRejectReasons = {
+            reason: self._messagesRejected.labels(reason)
+            for reason in MESSAGE_REJECT_REASONS + (_OTHER,)
+        }
+        self._mailResults = {result: self._mailCommands.labels(result) for result in _RESULTS}
+        self._rcptResults = {result: self._rcptCommands.labels(result) for result in _RESULTS}
+
+        # auto_describe: a collector registered later whose names clash with
+        # ours (or with another's) is refused.
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_WithoutCreatedSeries(r))
+
+        self._handlers: dict[str, Callable[[EventDict], None]] = {
             "session.start": self._sessionStart,
             "session.close": self._sessionClose,
             "session.reject": self._sessionReject,
@@ -210,9 +368,6 @@ class Metrics:
             "delivery.deferral": self._deliveryDeferral,
             "delivery.failure": self._deliveryFailure,
         }
-
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)  # type: ignore[arg-type]
 
         self._subscription: IAuditSubscription | None = None
         if audit is not None:
@@ -235,7 +390,7 @@ class Metrics:
 
     # Events
 
-    def eventReceived(self, eventDict: dict[str, Any]) -> None:
+    def eventReceived(self, eventDict: EventDict) -> None:
         """
         Count one audit event (the audit log's subscriber callback).
 
@@ -245,59 +400,57 @@ class Metrics:
         if handler is not None:
             handler(eventDict)
 
-    def _sessionStart(self, e: dict[str, Any]) -> None:
-        self.sessionsActive += 1
-        self.sessionsTotal += 1
+    def _sessionStart(self, e: EventDict) -> None:
+        self._sessionsOpen += 1
+        self._sessionsTotal.inc()
 
-    def _sessionClose(self, e: dict[str, Any]) -> None:
-        if self.sessionsActive > 0:
-            self.sessionsActive -= 1
+    def _sessionClose(self, e: EventDict) -> None:
+        if self._sessionsOpen > 0:
+            self._sessionsOpen -= 1
 
-    def _sessionReject(self, e: dict[str, Any]) -> None:
-        reason = e.get("reason")
-        key = reason if reason in SESSION_REJECT_REASONS else _OTHER
-        self.sessionsRejected[key] += 1  # type: ignore[index]
+    def _sessionReject(self, e: EventDict) -> None:
+        reasons = self._sessionRejectReasons
+        reasons.get(str(e.get("reason")), reasons[_OTHER]).inc()
 
-    def _mail(self, e: dict[str, Any]) -> None:
-        self.mailCommands["accepted" if e.get("accepted") else "refused"] += 1
+    def _mail(self, e: EventDict) -> None:
+        self._mailResults["accepted" if e.get("accepted") else "refused"].inc()
 
-    def _rcpt(self, e: dict[str, Any]) -> None:
-        self.rcptCommands["accepted" if e.get("accepted") else "refused"] += 1
+    def _rcpt(self, e: EventDict) -> None:
+        self._rcptResults["accepted" if e.get("accepted") else "refused"].inc()
 
-    def _messageQueued(self, e: dict[str, Any]) -> None:
-        self.messagesQueued += 1
+    def _messageQueued(self, e: EventDict) -> None:
+        self._messagesQueued.inc()
         size = _number(e.get("size"))
         if size is not None:
-            self.bytesReceived += int(size)
-            self.messageSize.observe(size)
+            self._bytesReceived.inc(int(size))
+            self._messageSize.observe(size)
 
-    def _messageRejected(self, e: dict[str, Any]) -> None:
-        reason = e.get("reason")
-        key = reason if reason in MESSAGE_REJECT_REASONS else _OTHER
-        self.messagesRejected[key] += 1  # type: ignore[index]
+    def _messageRejected(self, e: EventDict) -> None:
+        reasons = self._messageRejectReasons
+        reasons.get(str(e.get("reason")), reasons[_OTHER]).inc()
 
-    def _tlsEstablished(self, e: dict[str, Any]) -> None:
-        self.tlsSessions += 1
+    def _tlsEstablished(self, e: EventDict) -> None:
+        self._tlsSessions.inc()
 
-    def _deliveryQueued(self, e: dict[str, Any]) -> None:
-        self.relayQueued += 1
+    def _deliveryQueued(self, e: EventDict) -> None:
+        self._relayQueued.inc()
 
-    def _deliveryAttempt(self, e: dict[str, Any]) -> None:
-        self.deliveryAttempts += 1
+    def _deliveryAttempt(self, e: EventDict) -> None:
+        self._deliveryAttempts.inc()
 
-    def _deliverySuccess(self, e: dict[str, Any]) -> None:
-        self.messagesDelivered += 1
+    def _deliverySuccess(self, e: EventDict) -> None:
+        self._messagesDelivered.inc()
         latency = _number(e.get("latency"))
         if latency is not None:
-            self.deliveryLatency.observe(latency)
+            self._deliveryLatency.observe(latency)
 
-    def _deliveryDeferral(self, e: dict[str, Any]) -> None:
-        self.deliveryDeferrals += 1
+    def _deliveryDeferral(self, e: EventDict) -> None:
+        self._deliveryDeferrals.inc()
 
-    def _deliveryFailure(self, e: dict[str, Any]) -> None:
-        self.deliveryFailures += 1
+    def _deliveryFailure(self, e: EventDict) -> None:
+        self._deliveryFailures.inc()
 
-    # Reading
+    # Computed values
 
     def queueDepth(self) -> int | None:
         """
@@ -318,114 +471,45 @@ class Metrics:
         """
         return max(0.0, self._clock.seconds() - self._startTime)
 
-    def asJSON(self) -> dict[str, Any]:
-        """
-        Every number as an expvar-style JSON-able object.
+    def _queueGauges(self) -> Iterator[tuple[str, str, float | None]]:
+        yield ("smtp_queue_depth", "Messages waiting in the relay queue.", self.queueDepth())
 
-        Counters end in C{_total}; counters by label are objects keyed by the
-        label's value; histograms are C{{"count", "sum", "buckets"}} with
-        cumulative bucket counts keyed by upper bound.  Process facts that
-        cannot be read are C{null}.
-        """
-
-        def histogram(h: _Histogram) -> dict[str, Any]:
-            return {
-                "count": h.count,
-                "sum": h.sum,
-                "buckets": dict(h.cumulative()),
-            }
-
-        return {
-            "smtp_messages_queued_total": self.messagesQueued,
-            "smtp_messages_delivered_total": self.messagesDelivered,
-            "smtp_delivery_failures_total": self.deliveryFailures,
-            "smtp_delivery_deferrals_total": self.deliveryDeferrals,
-            "smtp_delivery_attempts_total": self.deliveryAttempts,
-            "smtp_relay_queued_total": self.relayQueued,
-            "smtp_queue_depth": self.queueDepth(),
-            "smtp_sessions_active": self.sessionsActive,
-            "smtp_sessions_total": self.sessionsTotal,
-            "smtp_sessions_rejected_total": dict(self.sessionsRejected),
-            "smtp_messages_rejected_total": dict(self.messagesRejected),
-            "smtp_mail_commands_total": dict(self.mailCommands),
-            "smtp_rcpt_commands_total": dict(self.rcptCommands),
-            "smtp_received_bytes_total": self.bytesReceived,
-            "smtp_tls_sessions_total": self.tlsSessions,
-            "smtp_message_size_bytes": histogram(self.messageSize),
-            "smtp_delivery_latency_seconds": histogram(self.deliveryLatency),
-            "process_start_time_seconds": self._startTime,
-            "process_uptime_seconds": self.uptime(),
-            "process_resident_memory_bytes": self._process.residentMemory(),
-            "process_open_fds": self._process.openFileDescriptors(),
-        }
-
-    def collect(self) -> Iterator[Metric]:
-        """
-        The metric families, for L{prometheus_client}'s registry.
-        """
-        counters = (
-            ("smtp_messages_queued", "Messages accepted and spooled.", self.messagesQueued),
-            ("smtp_messages_delivered", "Successful deliveries.", self.messagesDelivered),
-            ("smtp_delivery_failures", "Permanent delivery failures.", self.deliveryFailures),
-            ("smtp_delivery_deferrals", "Temporary delivery failures.", self.deliveryDeferrals),
-            ("smtp_delivery_attempts", "Delivery attempts.", self.deliveryAttempts),
-            ("smtp_relay_queued", "Messages handed to the relay queue.", self.relayQueued),
-            ("smtp_sessions", "SMTP sessions admitted.", self.sessionsTotal),
-            ("smtp_received_bytes", "Bytes of accepted messages.", self.bytesReceived),
-            ("smtp_tls_sessions", "STARTTLS handshakes completed.", self.tlsSessions),
-        )
-        for name, doc, value in counters:
-            yield CounterMetricFamily(name, doc, value=value)
-
-        labelled = (
-            ("smtp_sessions_rejected", "Connections refused.", "reason", self.sessionsRejected),
-            ("smtp_messages_rejected", "Messages refused.", "reason", self.messagesRejected),
-            ("smtp_mail_commands", "MAIL FROM commands.", "result", self.mailCommands),
-            ("smtp_rcpt_commands", "RCPT TO commands.", "result", self.rcptCommands),
-        )
-        for name, doc, label, values in labelled:
-            family = CounterMetricFamily(name, doc, labels=[label])
-            for labelValue, value in values.items():
-                family.add_metric([labelValue], value)
-            yield family
-
-        yield GaugeMetricFamily(
-            "smtp_sessions_active", "SMTP sessions open now.", value=self.sessionsActive
-        )
-        depth = self.queueDepth()
-        if depth is not None:
-            yield GaugeMetricFamily(
-                "smtp_queue_depth", "Messages waiting in the relay queue.", value=depth
-            )
-
-        for name, doc, h in (
-            ("smtp_message_size_bytes", "Sizes of accepted messages.", self.messageSize),
-            (
-                "smtp_delivery_latency_seconds",
-                "Time from reception to successful delivery.",
-                self.deliveryLatency,
-            ),
-        ):
-            yield HistogramMetricFamily(name, doc, buckets=h.cumulative(), sum_value=h.sum)
-
-        yield GaugeMetricFamily(
+    def _processGauges(self) -> Iterator[tuple[str, str, float | None]]:
+        yield (
             "process_start_time_seconds",
             "Start time of the process since the epoch.",
-            value=self._startTime,
+            self._startTime,
         )
-        yield GaugeMetricFamily(
-            "process_uptime_seconds", "Seconds since the server started.", value=self.uptime()
+        yield ("process_uptime_seconds", "Seconds since the server started.", self.uptime())
+        yield (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            self._process.residentMemory(),
         )
-        rss = self._process.residentMemory()
-        if rss is not None:
-            yield GaugeMetricFamily(
-                "process_resident_memory_bytes", "Resident memory size in bytes.", value=rss
-            )
-        fds = self._process.openFileDescriptors()
-        if fds is not None:
-            yield GaugeMetricFamily(
-                "process_open_fds", "Number of open file descriptors.", value=fds
-            )
+        yield (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            self._process.openFileDescriptors(),
+        )
+
+    # Reading
+
+    def asJSON(self) -> dict[str, Any]:
+        """
+        Every number as an expvar-style JSON-able object: this object's
+        metrics, and those of any collector registered with L{registry}
+        (e.g. the MX checks').
+
+        Counters end in C{_total}; counters by label are objects keyed by the
+        label's value (nested, one level per label); histograms are
+        C{{"count", "sum", "buckets"}} with cumulative bucket counts keyed by
+        upper bound.  Process facts that cannot be read, and a queue depth
+        that cannot, are C{null}.
+        """
+        result = dict(_familyJSON(family) for family in self.registry.collect())
+        for name in self._computedNames:
+            result.setdefault(name, None)
+        return result
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """

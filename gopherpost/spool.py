@@ -53,6 +53,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gopherpost.diskspace import StatVFSFunction, freeSpaceProblem
 from gopherpost.durable import replaceFile, writeFile, writeOpen
 from gopherpost.faults import CRASH_VARIABLE, SYNC_VARIABLE, CrashPoints
 from gopherpost.interfaces import ISpoolObserver
@@ -846,10 +847,20 @@ class Spool:
                     except (OSError, ValueError, TypeError, KeyError) as e:
                         _log.error("Unreadable envelope {name}: {error}", name=name, error=e)
 
-    def isWritable(self) -> tuple[bool, str]:
+    def isWritable(self, statvfs: StatVFSFunction | None = None) -> tuple[bool, str]:
         """
-        Whether new messages can be stored now (for health checks).
+        Whether new messages can be stored now (for the readiness probes):
+        the spool's C{tmp/} directory is writable (a read-only file system
+        is not) and its file system has space and inodes left above a small
+        margin (see L{gopherpost.diskspace}).
+
+        @param statvfs: C{os.statvfs} (the default), or a fake in tests.
+        @return: C{(True, "")}, or C{(False, reason)} with one line naming
+            the directory.
         """
         if not os.access(self._tmp, os.W_OK | os.X_OK):
             return (False, f"spool {self._tmp} is not writable")
+        problem = freeSpaceProblem(self.path, statvfs=statvfs)
+        if problem is not None:
+            return (False, problem)
         return (True, "")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Generator
+from typing import Any, cast
 
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from twisted.internet import defer, reactor, threads
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import blockingCallFromThread
 from twisted.trial import unittest
 
@@ -53,6 +56,19 @@ bQP1C6oIwvTORK9LnsOWUX7f/FnFnyT/i8y1jkE=
 
 _RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _ED_KEY = ed25519.Ed25519PrivateKey.generate()
+
+
+def _loaded(settings: Settings) -> DKIMSigner:
+    """
+    L{loadSigner}'s signer, which the settings must make.
+    """
+    signer = loadSigner(settings)
+    assert signer is not None
+    return signer
+
+
+#: What an inlineCallbacks generator yields, is sent and returns.
+InlineCallbacks = Generator[defer.Deferred[Any], Any, None]
 
 
 def _pem(key, fmt=serialization.PrivateFormat.PKCS8, encryption=None) -> bytes:
@@ -101,7 +117,7 @@ class LoadSignerTests(unittest.TestCase):
         """
         pem = _pem(_RSA_KEY, serialization.PrivateFormat.TraditionalOpenSSL).decode()
         self.assertIn("BEGIN RSA PRIVATE KEY", pem)
-        signer = loadSigner(
+        signer = _loaded(
             _settings(SMTP_DKIM_SELECTOR="sel", SMTP_DKIM_PRIVATE_KEY=pem.replace("\n", "\\n"))
         )
         self.assertEqual(signer.algorithm, "rsa-sha256")
@@ -114,7 +130,7 @@ class LoadSignerTests(unittest.TestCase):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(_pem(_RSA_KEY))
-        signer = loadSigner(_settings(SMTP_DKIM_SELECTOR="sel", SMTP_DKIM_KEY_PATH=path))
+        signer = _loaded(_settings(SMTP_DKIM_SELECTOR="sel", SMTP_DKIM_KEY_PATH=path))
         self.assertEqual(signer.algorithm, "rsa-sha256")
         self.assertTrue(_verify(signer, signer.sign(MESSAGE, "sender.test"), b"sender.test"))
 
@@ -122,7 +138,7 @@ class LoadSignerTests(unittest.TestCase):
         """
         An Ed25519 PKCS#8 key signs ed25519-sha256.
         """
-        signer = loadSigner(
+        signer = _loaded(
             _settings(SMTP_DKIM_SELECTOR="ed", SMTP_DKIM_PRIVATE_KEY=_pem(_ED_KEY).decode())
         )
         self.assertEqual(signer.algorithm, "ed25519-sha256")
@@ -143,7 +159,7 @@ class LoadSignerTests(unittest.TestCase):
         path = self.mktemp()
         with open(path, "wb") as f:
             f.write(base64.b64encode(seed) + b"\n")
-        signer = loadSigner(_settings(SMTP_DKIM_SELECTOR="ed", SMTP_DKIM_KEY_PATH=path))
+        signer = _loaded(_settings(SMTP_DKIM_SELECTOR="ed", SMTP_DKIM_KEY_PATH=path))
         self.assertEqual(signer.algorithm, "ed25519-sha256")
         self.assertTrue(_verify(signer, signer.sign(MESSAGE, "sender.test"), b"sender.test"))
 
@@ -152,7 +168,7 @@ class LoadSignerTests(unittest.TestCase):
         C{SMTP_DKIM_PRIVATE_KEY} wins over C{SMTP_DKIM_KEY_PATH}, which is
         then not read at all.
         """
-        signer = loadSigner(
+        signer = _loaded(
             _settings(
                 SMTP_DKIM_SELECTOR="ed",
                 SMTP_DKIM_PRIVATE_KEY=_pem(_ED_KEY).decode(),
@@ -355,7 +371,7 @@ class DNSVerificationTests(unittest.TestCase):
     """
 
     @defer.inlineCallbacks
-    def _signAndVerify(self, signer: DKIMSigner) -> defer.Generator:
+    def _signAndVerify(self, signer: DKIMSigner) -> InlineCallbacks:
         server = startDNSServer(self)
         record = signer.publicKeyRecord()
         server.addTXT(f"{signer.selector}._domainkey.sender.test", record)
@@ -364,7 +380,9 @@ class DNSVerificationTests(unittest.TestCase):
 
         def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
             asked.append(name)
-            records = blockingCallFromThread(reactor, resolver.lookupTXT, name.decode())
+            records: list[bytes] = blockingCallFromThread(
+                cast(IReactorFromThreads, reactor), resolver.lookupTXT, name.decode()
+            )
             return records[0] if records else None
 
         signed = signer.sign(MESSAGE, "sender.test")
@@ -376,7 +394,7 @@ class DNSVerificationTests(unittest.TestCase):
         )
         self.assertFalse(bad)
 
-    def test_rsa(self) -> None:
+    def test_rsa(self) -> defer.Deferred[None]:
         """
         An RSA-2048 signature verifies against its split TXT record.
         """
@@ -384,7 +402,7 @@ class DNSVerificationTests(unittest.TestCase):
         self.assertGreater(len(signer.publicKeyRecord()), 255)
         return self._signAndVerify(signer)
 
-    def test_ed25519(self) -> None:
+    def test_ed25519(self) -> defer.Deferred[None]:
         """
         An Ed25519 signature verifies against its TXT record.
         """

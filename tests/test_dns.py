@@ -5,11 +5,15 @@ L{tests.support.dnsserver}.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from typing import Any, cast
+
 import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
 from twisted.internet import defer, reactor, task, threads
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.python.threadpool import ThreadPool
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -24,6 +28,9 @@ from gopherpost.dns import (
     resolverFromSettings,
 )
 from tests.support.dnsserver import DNSTestServer, splitTXT, startDNSServer
+
+#: What an inlineCallbacks generator yields, is sent and returns.
+InlineCallbacks = Generator[defer.Deferred[Any], Any, None]
 
 
 class DNSTestServerTests(unittest.TestCase):
@@ -46,11 +53,10 @@ class DNSTestServerTests(unittest.TestCase):
         """
         host, port = self.server.address
         self.assertEqual(host, "127.0.0.1")
-        self.assertEqual(self.server._udp.getHost().port, port)
-        self.assertEqual(self.server._tcp.getHost().port, port)
+        self.assertEqual(self.server.boundPorts(), {"UDP": port, "TCP": port})
 
     @defer.inlineCallbacks
-    def test_answersOverTCP(self) -> defer.Generator:
+    def test_answersOverTCP(self) -> InlineCallbacks:
         """
         A query over TCP gets the same records as over UDP.
         """
@@ -61,7 +67,7 @@ class DNSTestServerTests(unittest.TestCase):
             self.assertTrue(response.flags & dns.flags.AA)
 
     @defer.inlineCallbacks
-    def test_rcodes(self) -> defer.Generator:
+    def test_rcodes(self) -> InlineCallbacks:
         """
         Unknown names in a zone answer NXDOMAIN; names with other records
         NOERROR without answers; SERVFAIL names SERVFAIL, unlogged.
@@ -95,7 +101,7 @@ class DNSTestServerTests(unittest.TestCase):
         self.assertEqual(b"".join(parts), value.encode())
         self.assertEqual(splitTXT(""), [b""])
 
-    def test_stopIsClean(self) -> None:
+    def test_stopIsClean(self) -> defer.Deferred[None]:
         """
         A server can be stopped before cleanup; stopping releases its port.
         """
@@ -121,7 +127,7 @@ class ResolverTests(unittest.TestCase):
         self.assertTrue(verifyObject(IDNSResolver, self.resolver))
 
     @defer.inlineCallbacks
-    def test_lookupMX(self) -> defer.Generator:
+    def test_lookupMX(self) -> InlineCallbacks:
         """
         MX records come back as (preference, exchange), names normalised.
         """
@@ -131,7 +137,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual(sorted(records), [(10, "mx1.example.test"), (20, "mx2.example.test")])
 
     @defer.inlineCallbacks
-    def test_lookupNullMX(self) -> defer.Generator:
+    def test_lookupNullMX(self) -> InlineCallbacks:
         """
         A null MX's exchange is C{"."}.
         """
@@ -140,7 +146,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual(records, [(0, ".")])
 
     @defer.inlineCallbacks
-    def test_noAnswerIsEmpty(self) -> defer.Generator:
+    def test_noAnswerIsEmpty(self) -> InlineCallbacks:
         """
         A name that exists without records of the type gives an empty list.
         """
@@ -149,7 +155,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual((yield self.resolver.lookupTXT("host.example.test")), [])
 
     @defer.inlineCallbacks
-    def test_lookupAddresses(self) -> defer.Generator:
+    def test_lookupAddresses(self) -> InlineCallbacks:
         """
         A and AAAA together, IPv4 first, in canonical text form.
         """
@@ -165,7 +171,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual((yield self.resolver.lookupAddresses("v6.example.test")), ["::1"])
 
     @defer.inlineCallbacks
-    def test_nxdomainIsPermanent(self) -> defer.Generator:
+    def test_nxdomainIsPermanent(self) -> InlineCallbacks:
         """
         NXDOMAIN fails with L{PermanentDNSError}, for every lookup.
         """
@@ -180,7 +186,7 @@ class ResolverTests(unittest.TestCase):
             self.assertEqual(error.status, "5.1.2")
 
     @defer.inlineCallbacks
-    def test_servfailIsTemporary(self) -> defer.Generator:
+    def test_servfailIsTemporary(self) -> InlineCallbacks:
         """
         SERVFAIL fails with L{TemporaryDNSError}.
         """
@@ -194,7 +200,7 @@ class ResolverTests(unittest.TestCase):
             self.assertEqual(error.status, "4.4.3")
 
     @defer.inlineCallbacks
-    def test_timeoutIsTemporary(self) -> defer.Generator:
+    def test_timeoutIsTemporary(self) -> InlineCallbacks:
         """
         A server that never answers leads to L{TemporaryDNSError} once the
         lookup's time is up.
@@ -205,7 +211,7 @@ class ResolverTests(unittest.TestCase):
         self.assertIn("timeout", str(error))
 
     @defer.inlineCallbacks
-    def test_partialAddresses(self) -> defer.Generator:
+    def test_partialAddresses(self) -> InlineCallbacks:
         """
         Addresses from one family are returned even when the other family's
         query failed temporarily.
@@ -219,7 +225,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual((yield resolver.lookupAddresses("other.test")), ["::1"])
 
     @defer.inlineCallbacks
-    def test_temporaryWinsOverNXDOMAIN(self) -> defer.Generator:
+    def test_temporaryWinsOverNXDOMAIN(self) -> InlineCallbacks:
         """
         Without addresses, a temporary failure of one family is reported
         rather than the other family's NXDOMAIN.
@@ -228,7 +234,7 @@ class ResolverTests(unittest.TestCase):
         yield self.assertFailure(self.resolver.lookupAddresses("flaky.test"), TemporaryDNSError)
 
     @defer.inlineCallbacks
-    def test_invalidName(self) -> defer.Generator:
+    def test_invalidName(self) -> InlineCallbacks:
         """
         A name that is not a valid domain name fails permanently without a
         query.
@@ -238,7 +244,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual(self.server.authority.queries, [])
 
     @defer.inlineCallbacks
-    def test_lookupPTR(self) -> defer.Generator:
+    def test_lookupPTR(self) -> InlineCallbacks:
         """
         PTR lookups take an address, IPv4 or IPv6 (IPv4-mapped unmapped).
         """
@@ -253,7 +259,7 @@ class ResolverTests(unittest.TestCase):
         yield self.assertFailure(self.resolver.lookupPTR("127.0.0.3"), PermanentDNSError)
 
     @defer.inlineCallbacks
-    def test_lookupLongTXT(self) -> defer.Generator:
+    def test_lookupLongTXT(self) -> InlineCallbacks:
         """
         A TXT record longer than 255 octets comes back joined, even when the
         answer is too big for UDP and is fetched again over TCP.
@@ -266,7 +272,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual(self.server.factory.tcpConnections, 1)
 
     @defer.inlineCallbacks
-    def test_onlyConfiguredServers(self) -> defer.Generator:
+    def test_onlyConfiguredServers(self) -> InlineCallbacks:
         """
         Queries go to the configured server (and port).
         """
@@ -278,7 +284,7 @@ class ResolverTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_sameAddressDifferentPorts(self) -> defer.Generator:
+    def test_sameAddressDifferentPorts(self) -> InlineCallbacks:
         """
         Two servers on the same address with different ports are both used:
         when the first answers SERVFAIL, the second is asked.
@@ -294,7 +300,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual(second.authority.queries, [(b"example.test", 15)])
 
     @defer.inlineCallbacks
-    def test_allServersFailing(self) -> defer.Generator:
+    def test_allServersFailing(self) -> InlineCallbacks:
         """
         When every server answers SERVFAIL, the failure is temporary.
         """
@@ -306,7 +312,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual(len(second.authority.queries), 1)
 
     @defer.inlineCallbacks
-    def test_ownThreadPool(self) -> defer.Generator:
+    def test_ownThreadPool(self) -> InlineCallbacks:
         """
         Queries run in the given thread pool.
         """
@@ -320,7 +326,7 @@ class ResolverTests(unittest.TestCase):
             seen.append(args)
             return original(*args, **kwargs)
 
-        pool.callInThreadWithCallback = spy
+        pool.callInThreadWithCallback = spy  # type: ignore[method-assign]
         self.server.addA("host.example.test", "127.0.0.9")
         resolver = Resolver([self.server.address], reactor, threadpool=pool)
         result = yield resolver.lookupAddresses("host.example.test")
@@ -328,7 +334,7 @@ class ResolverTests(unittest.TestCase):
         self.assertEqual(len(seen), 2)
 
     @defer.inlineCallbacks
-    def test_noSystemConfiguration(self) -> defer.Generator:
+    def test_noSystemConfiguration(self) -> InlineCallbacks:
         """
         Without servers and without a usable C{/etc/resolv.conf}, lookups
         fail temporarily (and nothing is sent anywhere).
@@ -372,10 +378,10 @@ class _ClockedReactor:
         return self.clock.seconds()
 
     def getThreadPool(self) -> ThreadPool:
-        return reactor.getThreadPool()
+        return cast(IReactorThreads, reactor).getThreadPool()
 
     def callFromThread(self, f, *args, **kwargs) -> None:
-        reactor.callFromThread(f, *args, **kwargs)
+        cast(IReactorThreads, reactor).callFromThread(f, *args, **kwargs)
 
 
 class CacheTests(unittest.TestCase):
@@ -389,7 +395,9 @@ class CacheTests(unittest.TestCase):
     def setUp(self) -> None:
         self.server = startDNSServer(self)
         self.reactor = _ClockedReactor()
-        self.resolver = Resolver([self.server.address], self.reactor, timeout=5.0)
+        self.resolver = Resolver(
+            [self.server.address], cast(IReactorTime, self.reactor), timeout=5.0
+        )
 
     def queriesFor(self, name: str) -> int:
         """
@@ -398,7 +406,7 @@ class CacheTests(unittest.TestCase):
         return sum(1 for key, _ in self.server.authority.queries if key == name.encode())
 
     @defer.inlineCallbacks
-    def test_answerCachedForItsTTL(self) -> defer.Generator:
+    def test_answerCachedForItsTTL(self) -> InlineCallbacks:
         """
         An answer is served from the cache, names compared case-blind,
         until its TTL has passed; then the server is asked again.
@@ -415,7 +423,7 @@ class CacheTests(unittest.TestCase):
         self.assertEqual(self.queriesFor("cached.test"), 2)
 
     @defer.inlineCallbacks
-    def test_ttlCapped(self) -> defer.Generator:
+    def test_ttlCapped(self) -> InlineCallbacks:
         """
         No answer is kept longer than L{gopherdns.MAX_CACHE_TTL}, whatever
         its TTL.
@@ -429,7 +437,7 @@ class CacheTests(unittest.TestCase):
         self.assertEqual((yield self.resolver.lookupAddresses("capped.test")), ["127.0.0.8"])
 
     @defer.inlineCallbacks
-    def test_nxdomainCached(self) -> defer.Generator:
+    def test_nxdomainCached(self) -> InlineCallbacks:
         """
         "No such domain" is remembered for the SOA's negative TTL.
         """
@@ -441,7 +449,7 @@ class CacheTests(unittest.TestCase):
         self.assertEqual((yield self.resolver.lookupMX("new.test")), [(10, "mx.new.test")])
 
     @defer.inlineCallbacks
-    def test_noDataCached(self) -> defer.Generator:
+    def test_noDataCached(self) -> InlineCallbacks:
         """
         "No records of this type" is remembered like "no such domain", and
         only for that type.
@@ -456,7 +464,7 @@ class CacheTests(unittest.TestCase):
         self.assertEqual((yield self.resolver.lookupMX("host.test")), [(10, "host.test")])
 
     @defer.inlineCallbacks
-    def test_temporaryFailureNotCached(self) -> defer.Generator:
+    def test_temporaryFailureNotCached(self) -> InlineCallbacks:
         """
         SERVFAIL is not remembered: the next lookup asks again.
         """
@@ -467,7 +475,7 @@ class CacheTests(unittest.TestCase):
         self.assertEqual((yield self.resolver.lookupMX("flaky.test")), [(10, "mx.flaky.test")])
 
     @defer.inlineCallbacks
-    def test_sharedInFlight(self) -> defer.Generator:
+    def test_sharedInFlight(self) -> InlineCallbacks:
         """
         Lookups of the same name and type made while one is in flight wait
         for it instead of asking the server again; each gets its own list.
@@ -481,7 +489,7 @@ class CacheTests(unittest.TestCase):
         self.assertEqual(self.queriesFor("busy.test"), 1)
 
     @defer.inlineCallbacks
-    def test_sharedFailure(self) -> defer.Generator:
+    def test_sharedFailure(self) -> InlineCallbacks:
         """
         A failure of a shared lookup reaches every waiter.
         """
@@ -492,7 +500,7 @@ class CacheTests(unittest.TestCase):
         self.assertEqual(self.queriesFor("down.test"), 1)
 
     @defer.inlineCallbacks
-    def test_bounded(self) -> defer.Generator:
+    def test_bounded(self) -> InlineCallbacks:
         """
         At most L{gopherdns.MAX_CACHE_ENTRIES} answers are kept; the least
         recently used is forgotten first.
@@ -522,7 +530,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         self.resolver = Resolver([self.server.address], reactor, timeout=5.0)
 
     @defer.inlineCallbacks
-    def test_confirmed(self) -> defer.Generator:
+    def test_confirmed(self) -> InlineCallbacks:
         """
         A PTR name whose A record is the address is confirmed.
         """
@@ -532,7 +540,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         self.assertEqual(names, {"client.example.test"})
 
     @defer.inlineCallbacks
-    def test_mappedAddress(self) -> defer.Generator:
+    def test_mappedAddress(self) -> InlineCallbacks:
         """
         An IPv4-mapped IPv6 client address is checked as IPv4.
         """
@@ -542,7 +550,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         self.assertEqual(names, {"client.example.test"})
 
     @defer.inlineCallbacks
-    def test_ipv6(self) -> defer.Generator:
+    def test_ipv6(self) -> InlineCallbacks:
         """
         IPv6 addresses are confirmed through ip6.arpa and AAAA.
         """
@@ -552,7 +560,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         self.assertEqual(names, {"v6.example.test"})
 
     @defer.inlineCallbacks
-    def test_notConfirmed(self) -> defer.Generator:
+    def test_notConfirmed(self) -> InlineCallbacks:
         """
         A PTR name that resolves elsewhere, or not at all, is not confirmed;
         others of the same address still are.
@@ -572,7 +580,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         self.assertEqual(names, set())
 
     @defer.inlineCallbacks
-    def test_noPTR(self) -> defer.Generator:
+    def test_noPTR(self) -> InlineCallbacks:
         """
         No PTR record: no names.
         """
@@ -580,7 +588,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         self.assertEqual(names, set())
 
     @defer.inlineCallbacks
-    def test_ptrServfail(self) -> defer.Generator:
+    def test_ptrServfail(self) -> InlineCallbacks:
         """
         A temporary failure of the PTR lookup is reported, not hidden as
         "no names".
@@ -591,7 +599,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_forwardServfail(self) -> defer.Generator:
+    def test_forwardServfail(self) -> InlineCallbacks:
         """
         When no name is confirmed and a forward lookup failed temporarily,
         the result is a temporary failure.
@@ -603,7 +611,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         )
 
     @defer.inlineCallbacks
-    def test_timeout(self) -> defer.Generator:
+    def test_timeout(self) -> InlineCallbacks:
         """
         The whole check is bounded by its timeout.
         """
@@ -618,7 +626,7 @@ class ForwardConfirmedNamesTests(unittest.TestCase):
         self.assertIsInstance(error, TemporaryDNSError)
 
     @defer.inlineCallbacks
-    def test_notAnAddress(self) -> defer.Generator:
+    def test_notAnAddress(self) -> InlineCallbacks:
         """
         Something that is not an IP address fails permanently.
         """

@@ -5,14 +5,49 @@ Tests for L{gopherpost.metrics}.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from gopherpost.audit import AuditLog
 from gopherpost.metrics import Metrics
+
+#: Every metric family: its name in the text format, type and HELP text.
+FAMILIES = (
+    ("smtp_messages_queued_total", "counter", "Messages accepted and spooled."),
+    ("smtp_messages_delivered_total", "counter", "Successful deliveries."),
+    ("smtp_delivery_failures_total", "counter", "Permanent delivery failures."),
+    ("smtp_delivery_deferrals_total", "counter", "Temporary delivery failures."),
+    ("smtp_delivery_attempts_total", "counter", "Delivery attempts."),
+    ("smtp_relay_queued_total", "counter", "Messages handed to the relay queue."),
+    ("smtp_sessions_total", "counter", "SMTP sessions admitted."),
+    ("smtp_received_bytes_total", "counter", "Bytes of accepted messages."),
+    ("smtp_tls_sessions_total", "counter", "STARTTLS handshakes completed."),
+    ("smtp_sessions_rejected_total", "counter", "Connections refused."),
+    ("smtp_messages_rejected_total", "counter", "Messages refused."),
+    ("smtp_mail_commands_total", "counter", "MAIL FROM commands."),
+    ("smtp_rcpt_commands_total", "counter", "RCPT TO commands."),
+    ("smtp_sessions_active", "gauge", "SMTP sessions open now."),
+    ("smtp_queue_depth", "gauge", "Messages waiting in the relay queue."),
+    ("smtp_message_size_bytes", "histogram", "Sizes of accepted messages."),
+    ("smtp_delivery_latency_seconds", "histogram", "Time from reception to successful delivery."),
+    ("process_start_time_seconds", "gauge", "Start time of the process since the epoch."),
+    ("process_uptime_seconds", "gauge", "Seconds since the server started."),
+    ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes."),
+    ("process_open_fds", "gauge", "Number of open file descriptors."),
+)
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,"
@@ -186,22 +221,74 @@ class PrometheusTests(MetricsTestCase):
         self.assertEqual(s[("smtp_tls_sessions_total", ())], 1)
         self.assertEqual(s[("smtp_sessions_rejected_total", (("reason", "access"),))], 1)
         self.assertEqual(s[("smtp_messages_rejected_total", (("reason", "size"),))], 1)
-        self.assertEqual(s[("smtp_message_size_bytes_bucket", (("le", "4096"),))], 1)
+        self.assertEqual(s[("smtp_message_size_bytes_bucket", (("le", "4096.0"),))], 1)
         self.assertEqual(s[("smtp_message_size_bytes_count", ())], 1)
         self.assertEqual(s[("smtp_message_size_bytes_sum", ())], 3000)
         self.assertEqual(s[("smtp_delivery_latency_seconds_bucket", (("le", "+Inf"),))], 1)
         self.assertEqual(s[("smtp_delivery_latency_seconds_sum", ())], 42)
         self.assertIn(("process_uptime_seconds", ()), s)
 
+    def test_families(self) -> None:
+        """
+        Every family is exposed under its name, with its type and HELP text,
+        in the order of the table, and nothing else: in particular none of
+        the C{*_created} series C{prometheus_client} would add.
+        """
+        body, _ = self.metrics.exposition("text/plain;version=0.0.4")
+        text = body.decode("utf-8")
+        exposed = []
+        for line in text.splitlines():
+            if line.startswith("# HELP "):
+                name, help = line[len("# HELP ") :].split(" ", 1)
+                exposed.append([name, None, help])
+            elif line.startswith("# TYPE "):
+                name, type = line[len("# TYPE ") :].split(" ", 1)
+                self.assertEqual(exposed[-1][0], name)
+                exposed[-1][1] = type
+        self.assertEqual([tuple(family) for family in exposed], list(FAMILIES))
+        self.assertNotIn("_created", text)
+        parsed = list(text_string_to_metric_families(text))
+        self.assertEqual(len(parsed), len(FAMILIES))
+        self.assertEqual(
+            [(f.type, f.documentation) for f in parsed], [(t, h) for _, t, h in FAMILIES]
+        )
+
+    def test_labelsFixedFromTheStart(self) -> None:
+        """
+        Before any event, every label value is exposed at 0, and the
+        histograms have every bucket.
+        """
+        body, _ = self.metrics.exposition("text/plain;version=0.0.4")
+        s = samples(body)
+        for reason in ("access", "connection-limit", "connection-limit-ip", "other"):
+            self.assertEqual(s[("smtp_sessions_rejected_total", (("reason", reason),))], 0)
+        for reason in ("size", "line-length", "storage", "recipients", "sender", "other"):
+            self.assertEqual(s[("smtp_messages_rejected_total", (("reason", reason),))], 0)
+        for name in ("smtp_mail_commands_total", "smtp_rcpt_commands_total"):
+            for result in ("accepted", "refused"):
+                self.assertEqual(s[(name, (("result", result),))], 0)
+        buckets = [k for k in s if k[0] == "smtp_message_size_bytes_bucket"]
+        self.assertEqual(len(buckets), 10)
+        buckets = [k for k in s if k[0] == "smtp_delivery_latency_seconds_bucket"]
+        self.assertEqual(len(buckets), 11)
+
     def test_openMetrics(self) -> None:
         """
-        A client that asks for OpenMetrics gets it.
+        A client that asks for OpenMetrics gets it, and it parses with the
+        OpenMetrics parser, with the same numbers and no C{_created}.
         """
         self.traffic()
+        self.metrics.setQueueDepthSource(lambda: 3)
         body, contentType = self.metrics.exposition(PROMETHEUS_ACCEPT)
         self.assertTrue(contentType.startswith("application/openmetrics-text"))
         self.assertTrue(body.endswith(b"# EOF\n"))
         self.assertIn(b"smtp_messages_queued_total 1.0", body)
+        self.assertNotIn(b"_created", body)
+        families = {f.name: f for f in openmetrics_families(body.decode("utf-8"))}
+        self.assertEqual(families["smtp_messages_queued"].type, "counter")
+        self.assertEqual(families["smtp_messages_queued"].samples[0].value, 1)
+        self.assertEqual(families["smtp_queue_depth"].samples[0].value, 3)
+        self.assertEqual(families["smtp_message_size_bytes"].type, "histogram")
 
     def test_noAddressInLabels(self) -> None:
         """
@@ -226,6 +313,76 @@ class PrometheusTests(MetricsTestCase):
         self.audit.emit("session.start", client="192.0.2.1")
         self.assertEqual(self.metrics.registry.get_sample_value("smtp_sessions_active"), 1)
         self.assertEqual(other.registry.get_sample_value("smtp_sessions_active"), 0)
+
+    def test_duplicateRefused(self) -> None:
+        """
+        The private registry refuses a second metric of an existing name
+        (here one computed when scraped), as the global one would.
+        """
+        self.assertRaises(
+            ValueError,
+            Counter,
+            "smtp_queue_depth",
+            "Again.",
+            registry=self.metrics._instruments,
+        )
+
+
+class ChecksCollector:
+    """
+    A collector of another part, as the MX checks register theirs.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        results = CounterMetricFamily(
+            "smtp_dmarc_results", "DMARC results.", labels=["result", "disposition"]
+        )
+        results.add_metric(["pass", "none"], 3)
+        results.add_metric(["fail", "reject"], 1)
+        yield results
+        yield CounterMetricFamily("smtp_bans", "Bans started.", labels=[])
+        yield GaugeMetricFamily("smtp_greylist_entries", "Greylist entries.", value=12)
+        latency = HistogramMetricFamily("smtp_check_seconds", "Check latency.", labels=["check"])
+        latency.add_metric(["spf"], buckets=[("0.5", 2), ("+Inf", 3)], sum_value=4.0)
+        yield latency
+
+
+class OtherCollectorsTests(MetricsTestCase):
+    def test_registered(self) -> None:
+        """
+        A collector registered with L{Metrics.registry} is shown in both
+        views, next to the server's own metrics.
+        """
+        self.metrics.registry.register(ChecksCollector())
+        body, _ = self.metrics.exposition("text/plain;version=0.0.4")
+        s = samples(body)
+        self.assertEqual(
+            s[("smtp_dmarc_results_total", (("disposition", "none"), ("result", "pass")))], 3
+        )
+        self.assertEqual(s[("smtp_greylist_entries", ())], 12)
+        self.assertIn(("smtp_sessions_active", ()), s)
+        j = self.metrics.asJSON()
+        self.assertEqual(
+            j["smtp_dmarc_results_total"], {"pass": {"none": 3}, "fail": {"reject": 1}}
+        )
+        self.assertEqual(j["smtp_bans_total"], 0)
+        self.assertEqual(j["smtp_greylist_entries"], 12)
+        self.assertEqual(
+            j["smtp_check_seconds"],
+            {"spf": {"count": 3, "sum": 4.0, "buckets": {"0.5": 2, "+Inf": 3}}},
+        )
+        self.assertEqual(j["smtp_sessions_total"], 0)
+
+    def test_clashRefused(self) -> None:
+        """
+        A collector whose metric names clash with the server's is refused.
+        """
+
+        class Clashing:
+            def collect(self) -> Iterator[Metric]:
+                yield GaugeMetricFamily("smtp_sessions_active", "Again.", value=1)
+
+        self.assertRaises(ValueError, self.metrics.registry.register, Clashing())
 
 
 class ProcessFactsTests(SynchronousTestCase):

@@ -10,11 +10,13 @@ import struct
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gopherpost.sendnow import writeNow
@@ -33,8 +35,23 @@ class _Accepted(Protocol):
     def connectionMade(self) -> None:
         self._connected.callback(self.transport)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost.callback(reason.value)
+
+
+class _AcceptingFactory(ServerFactory):
+    """
+    Makes one L{_Accepted} per connection.
+    """
+
+    def __init__(self, connected: Deferred, lost: Deferred) -> None:
+        self._connected = connected
+        self._lost = lost
+
+    def buildProtocol(self, addr: object) -> _Accepted:
+        protocol = _Accepted(self._connected, self._lost)
+        protocol.factory = self
+        return protocol
 
 
 class _Collector(Protocol):
@@ -65,8 +82,11 @@ class WriteNowTests(TestCase):
     def setUp(self) -> None:
         self.connected: Deferred = Deferred()
         self.lost: Deferred = Deferred()
-        factory = Factory.forProtocol(lambda: _Accepted(self.connected, self.lost))
+        factory = _AcceptingFactory(self.connected, self.lost)
         self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        address = self.port.getHost()
+        assert isinstance(address, IPv4Address)
+        self.portNumber = address.port
         self.addCleanup(self.port.stopListening)
         self.connected.addCallback(self._cleanUpLater)
 
@@ -79,7 +99,7 @@ class WriteNowTests(TestCase):
         return transport
 
     def _rawClient(self) -> socket.socket:
-        client = socket.create_connection(("127.0.0.1", self.port.getHost().port), timeout=10)
+        client = socket.create_connection(("127.0.0.1", self.portNumber), timeout=10)
         self.addCleanup(client.close)
         return client
 
@@ -117,7 +137,7 @@ class WriteNowTests(TestCase):
 
         self.connected.addCallback(connected)
         connecting = connectProtocol(
-            TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port), collector
+            TCP4ClientEndpoint(reactor, "127.0.0.1", self.portNumber), collector
         )
         connecting.addCallback(lambda client: self.addCleanup(client.transport.abortConnection))
         return done.addCallback(lambda data: self.assertEqual(data, big + b"tail"))

@@ -65,21 +65,21 @@ class WebTestCase(SynchronousTestCase):
         self.stub: Any = StubTreq(self.root)
         self.health: Any = self.root.children[b"healthz"]  # type: ignore[attr-defined]
 
-    def request(self, method: str, path: str, **kwargs: object):  # type: ignore[no-untyped-def]
+    def request(self, method: str, path: str, **kwargs: object):
         d = self.stub.request(method, BASE + path, **kwargs)
         self.stub.flush()
         return self.successResultOf(d)
 
-    def get(self, path: str, accept: str | None = None):  # type: ignore[no-untyped-def]
+    def get(self, path: str, accept: str | None = None):
         headers = {"Accept": [accept]} if accept is not None else {}
         return self.request("GET", path, headers=headers)
 
-    def content(self, response) -> bytes:  # type: ignore[no-untyped-def]
+    def content(self, response) -> bytes:
         d = response.content()
         self.stub.flush()
         return self.successResultOf(d)
 
-    def header(self, response, name: str) -> str:  # type: ignore[no-untyped-def]
+    def header(self, response, name: str) -> str:
         values = response.headers.getRawHeaders(name)
         return values[-1] if values else ""
 
@@ -139,12 +139,116 @@ class HealthTests(WebTestCase):
         self.assertEqual(len(self.audit.subscriptions), 1)  # metrics only
 
 
+class ProbeTests(WebTestCase):
+    """
+    C{/livez} and C{/readyz}.
+    """
+
+    def test_livez(self) -> None:
+        """
+        C{/livez} is C{200 OK}, plain text, not cacheable, whatever the
+        readiness says (and without asking it).
+        """
+        asked = []
+
+        def readiness() -> tuple[bool, str]:
+            asked.append(True)
+            return (False, "spool full")
+
+        self.ready = (False, "spool full")
+        for root in (self.root, makeWebResource(Settings(), self.audit, self.metrics, readiness)):
+            stub: Any = StubTreq(root)
+            d = stub.get(BASE + "/livez")
+            stub.flush()
+            response = self.successResultOf(d)
+            self.assertEqual(response.code, 200)
+            d = response.content()
+            stub.flush()
+            self.assertEqual(self.successResultOf(d), b"OK\n")
+            self.assertEqual(self.header(response, "Content-Type"), "text/plain; charset=utf-8")
+            self.assertEqual(self.header(response, "Cache-Control"), "no-cache")
+        self.assertEqual(asked, [])
+
+    def test_readyz(self) -> None:
+        """
+        C{/readyz}: C{200 OK} when ready, C{503} and the reason otherwise.
+        """
+        response = self.get("/readyz")
+        self.assertEqual((response.code, self.content(response)), (200, b"OK\n"))
+        self.assertEqual(self.header(response, "Cache-Control"), "no-cache")
+        self.ready = (False, "spool /x: no space left: 1.0 MiB free, below the 2.0 MiB margin")
+        response = self.get("/readyz")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(
+            self.content(response),
+            b"spool /x: no space left: 1.0 MiB free, below the 2.0 MiB margin\n",
+        )
+        self.assertEqual(self.header(response, "Content-Type"), "text/plain; charset=utf-8")
+        self.ready = (False, "")
+        self.assertEqual(self.content(self.get("/readyz")), b"not ready\n")
+
+    def test_readyzCheckFails(self) -> None:
+        """
+        A readiness check that raises is a 503 on C{/readyz}, and is logged.
+        """
+
+        def broken() -> tuple[bool, str]:
+            raise OSError("boom")
+
+        stub: Any = StubTreq(makeWebResource(Settings(), self.audit, self.metrics, broken))
+        d = stub.get(BASE + "/readyz")
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 503)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_head(self) -> None:
+        """
+        HEAD gives the probes' status without a body.
+        """
+        for path in ("/livez", "/readyz"):
+            response = self.request("HEAD", path)
+            self.assertEqual((response.code, self.content(response)), (200, b""), path)
+        self.ready = (False, "starting")
+        self.assertEqual(self.request("HEAD", "/readyz").code, 503)
+        self.assertEqual(self.request("HEAD", "/livez").code, 200)
+
+    def test_readingMethodsOnly(self) -> None:
+        """
+        Probes answer only GET and HEAD.
+        """
+        for path in ("/livez", "/readyz", "/healthz"):
+            self.assertEqual(self.request("POST", path).code, 405, path)
+
+
+class AuditOffTests(WebTestCase):
+    def test_auditOff(self) -> None:
+        """
+        Without debugging, C{/audit} is a 404 that says why, and subscribes
+        to nothing.
+        """
+        response = self.get("/audit")
+        self.assertEqual(response.code, 404)
+        self.assertEqual(
+            self.content(response),
+            b"404 Not Found: the audit stream is off (SMTP_DEBUG=false)\n",
+        )
+        self.assertEqual(len(self.audit.subscriptions), 1)  # metrics only
+
+
 class NotFoundTests(WebTestCase):
     def test_unknown(self) -> None:
         """
-        Paths other than the two routes are 404, the root included.
+        Paths other than the routes are 404, the root included.
         """
-        for path in ("/", "/nope", "/healthz/x", "/metrics/x", "/debug/vars"):
+        for path in (
+            "/",
+            "/nope",
+            "/healthz/x",
+            "/livez/x",
+            "/readyz/",
+            "/metrics/x",
+            "/debug/vars",
+        ):
             response = self.get(path)
             self.assertEqual(response.code, 404, path)
             self.assertEqual(self.content(response), b"404 Not Found\n")
@@ -352,6 +456,143 @@ class StreamTests(WebTestCase):
         """
         HEAD never opens a stream.
         """
-        response = self.request("HEAD", "/healthz")
+        for path in ("/healthz", "/audit"):
+            response = self.request("HEAD", path)
+            self.assertEqual(response.code, 200)
+            self.assertEqual(self.streams(), [])
+
+    def test_probesNeverStream(self) -> None:
+        """
+        With debugging on, C{/livez} and C{/readyz} still answer at once
+        and completely, and subscribe to nothing.
+        """
+        for path in ("/livez", "/readyz"):
+            response = self.get(path)
+            self.assertEqual((response.code, self.content(response)), (200, b"OK\n"))
+        self.ready = (False, "SMTP listener is not bound")
+        response = self.get("/readyz")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(self.content(response), b"SMTP listener is not bound\n")
+        self.assertEqual(self.streams(), [])
+
+
+class AuditStreamTests(WebTestCase):
+    """
+    C{/audit}, debugging on.
+    """
+
+    debugMode = True
+
+    def openStream(self, accept: str | None = None) -> tuple[Any, Body]:
+        response = self.get("/audit", accept)
         self.assertEqual(response.code, 200)
+        body = Body()
+        response.deliverBody(body)
+        self.stub.flush()
+        return response, body
+
+    def streams(self) -> list[AuditSubscription]:
+        return list(self.audit.subscriptions[1:])
+
+    def test_text(self) -> None:
+        """
+        Plain text: one audit line per event, as they happen, nothing
+        before them; addresses shown (debugging is on).
+        """
+        response, body = self.openStream()
+        self.assertEqual(self.header(response, "Content-Type"), "text/plain; charset=utf-8")
+        self.assertEqual(self.header(response, "Cache-Control"), "no-cache")
+        self.assertEqual(self.header(response, "X-Accel-Buffering"), "no")
+        self.assertEqual(body.data, b"")
+        self.audit.emit("smtp.mail", client="192.0.2.1", accepted=True, sender="a@example.test")
+        self.stub.flush()
+        self.assertEqual(
+            body.data,
+            b"2025-11-22T16:46:40.000Z smtp.mail client=192.0.2.1 accepted=true "
+            b"sender=a@example.test\n",
+        )
+        body.disconnect()
+        self.stub.flush()
+        self.assertEqual(self.streams(), [])
+
+    def test_readinessIgnored(self) -> None:
+        """
+        The stream opens whether or not the server is ready.
+        """
+        self.ready = (False, "spool full")
+        response, body = self.openStream()
+        self.assertEqual(len(self.streams()), 1)
+        body.disconnect()
+        self.stub.flush()
+
+    def test_serverSentEvents(self) -> None:
+        """
+        C{Accept: text/event-stream} (what C{EventSource} sends) gets one
+        server-sent event per audit line.
+        """
+        response, body = self.openStream("text/event-stream")
+        self.assertEqual(self.header(response, "Content-Type"), "text/event-stream")
+        self.audit.emit("session.start", client="192.0.2.1")
+        self.audit.emit("session.close", client="192.0.2.1")
+        self.stub.flush()
+        self.assertEqual(
+            body.data,
+            b"data: 2025-11-22T16:46:40.000Z session.start client=192.0.2.1\n\n"
+            b"data: 2025-11-22T16:46:40.000Z session.close client=192.0.2.1\n\n",
+        )
+        body.disconnect()
+        self.stub.flush()
+
+    def test_eventStreamNegotiation(self) -> None:
+        """
+        Only an Accept header that names C{text/event-stream} with a
+        non-zero quality gets events.
+        """
+        for accept, expected in (
+            ("text/event-stream", "text/event-stream"),
+            ("text/html, text/event-stream;q=0.5", "text/event-stream"),
+            ("TEXT/EVENT-STREAM", "text/event-stream"),
+            ("text/event-stream;q=0", "text/plain; charset=utf-8"),
+            ("text/event-stream;q=x", "text/plain; charset=utf-8"),
+            ("*/*", "text/plain; charset=utf-8"),
+        ):
+            response, body = self.openStream(accept)
+            self.assertEqual(self.header(response, "Content-Type"), expected, accept)
+            body.disconnect()
+            self.stub.flush()
+
+    def test_sharedLimit(self) -> None:
+        """
+        C{/audit} and C{/healthz} share one limit of 16 streams: past it,
+        C{/audit} is a 503 and C{/healthz} gives C{OK} and a note.
+        """
+        bodies = [self.openStream()[1] for _ in range(10)]
+        for _ in range(6):
+            response = self.get("/healthz")
+            body = Body()
+            response.deliverBody(body)
+            self.stub.flush()
+            bodies.append(body)
+        self.assertEqual(len(self.streams()), 16)
+        response = self.get("/audit")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(self.content(response), b"too many open audit streams\n")
+        response = self.get("/healthz")
+        self.assertEqual(
+            self.content(response), b"OK\n... audit stream refused: too many open streams\n"
+        )
+        self.health.closeStreams()
+        self.stub.flush()
+        self.assertEqual(self.streams(), [])
+        self.assertEqual(self.get("/audit").code, 200)
+        self.assertEqual(len(self.streams()), 1)
+        self.health.closeStreams()
+        self.stub.flush()
+
+    def test_belowAudit(self) -> None:
+        """
+        Nothing lives below C{/audit}.
+        """
+        response = self.get("/audit/x")
+        self.assertEqual(response.code, 404)
         self.assertEqual(self.streams(), [])

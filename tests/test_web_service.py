@@ -17,7 +17,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHostnameResolver
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import Logger, LogLevel, LogPublisher, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
@@ -64,7 +64,7 @@ class RefusingReactor(MemoryReactorClock):
         super().__init__()
         self.refuse = refuse
 
-    def listenTCP(self, port, factory, backlog=50, interface=""):  # type: ignore[no-untyped-def]
+    def listenTCP(self, port, factory, backlog=50, interface=""):
         if interface in self.refuse:
             raise CannotListenError(interface, port, OSError(98, "Address already in use"))
         fake = super().listenTCP(port, factory, backlog, interface)
@@ -80,7 +80,7 @@ class FakeResolver:
     def __init__(self, names: dict) -> None:
         self.names = names
 
-    def resolveHostName(  # type: ignore[no-untyped-def]
+    def resolveHostName(
         self, receiver, hostName, portNumber=0, addressTypes=None, transportSemantics="TCP"
     ):
         receiver.resolutionBegan(None)
@@ -95,13 +95,13 @@ class AddressTests(TestCase):
         self,
         reactor: MemoryReactorClock,
         resolver: FakeResolver | None = None,
-        **settings: object,
+        **settings: Any,
     ) -> WebService:
         service = makeWebService(
             Settings(**settings),
             reactor,
             Resource(),
-            resolver,  # type: ignore[arg-type]
+            resolver,
         )
         assert service is not None
         service.privilegedStartService()
@@ -283,6 +283,12 @@ class Collector(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         pass
 
+    def disconnect(self) -> None:
+        """
+        Stop receiving the body: the client closes the connection.
+        """
+        self.transport.stopProducing()  # type: ignore[union-attr]
+
 
 class Silent(Protocol):
     """
@@ -304,7 +310,11 @@ class LoopbackTestCase(TestCase):
     debugMode = False
 
     def setUp(self) -> None:
-        self.audit = NotifyingAuditLog(self.debugMode, reactor)
+        # Its log events go nowhere: under trial -j they would be queued for
+        # the parent process and count in the memory the stream tests see.
+        self.audit = NotifyingAuditLog(
+            self.debugMode, reactor, logger=Logger(observer=LogPublisher())
+        )
         self.metrics = Metrics(reactor, self.audit)
         self.requested: list[Deferred] = []
         resource = makeWebResource(
@@ -323,7 +333,7 @@ class LoopbackTestCase(TestCase):
         self.addCleanup(pool.closeCachedConnections)
         self.agent = Agent(reactor, pool=pool)
 
-    def readiness(self):  # type: ignore[no-untyped-def]
+    def readiness(self):
         waiting, self.requested = self.requested, []
         for d in waiting:
             reactor.callLater(0, d.callback, None)
@@ -345,7 +355,7 @@ class LoopbackTests(LoopbackTestCase):
     """
 
     @inlineCallbacks
-    def test_healthz(self):  # type: ignore[no-untyped-def]
+    def test_healthz(self):
         """
         C{/healthz} over a real socket.
         """
@@ -355,7 +365,7 @@ class LoopbackTests(LoopbackTestCase):
         self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-cache"])
 
     @inlineCallbacks
-    def test_metrics(self):  # type: ignore[no-untyped-def]
+    def test_metrics(self):
         """
         C{/metrics} over a real socket, both formats.
         """
@@ -371,7 +381,18 @@ class LoopbackTests(LoopbackTestCase):
         self.assertIn(b"\nsmtp_messages_queued_total 1.0\n", text)
 
     @inlineCallbacks
-    def test_notFound(self):  # type: ignore[no-untyped-def]
+    def test_probes(self):
+        """
+        C{/livez} and C{/readyz} over a real socket.
+        """
+        for path in (b"/livez", b"/readyz"):
+            response = yield self.get(path)
+            body = yield readBody(response).addTimeout(10, reactor)
+            self.assertEqual((response.code, body), (200, b"OK\n"), path)
+            self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-cache"])
+
+    @inlineCallbacks
+    def test_notFound(self):
         """
         Anything else is 404 over a real socket.
         """
@@ -391,7 +412,7 @@ class LoopbackStreamTests(LoopbackTestCase):
         return [s for s in self.audit.subscriptions if s is not self.metrics._subscription]
 
     @inlineCallbacks
-    def test_stream(self):  # type: ignore[no-untyped-def]
+    def test_stream(self):
         """
         A real client gets C{OK} and then live audit lines; when it
         disconnects, its subscriber goes away.
@@ -405,20 +426,55 @@ class LoopbackStreamTests(LoopbackTestCase):
         data = yield collector.waitFor(b"session.start client=127.0.0.1\n")
         self.assertTrue(data.startswith(b"OK\n"))
         gone = self.audit.nextUnsubscribe()
-        collector.transport.stopProducing()
+        collector.disconnect()
         yield gone
         self.assertEqual(self.streamSubscriptions(), [])
 
     @inlineCallbacks
-    def test_neverReadingClient(self):  # type: ignore[no-untyped-def]
+    def test_probesNeverStream(self):
+        """
+        With debugging on, a real client reads C{/livez} and C{/readyz} to
+        the end at once (C{/healthz} would stream), and nothing subscribes.
+        """
+        for path in (b"/livez", b"/readyz"):
+            response = yield self.get(path)
+            body = yield readBody(response).addTimeout(10, reactor)
+            self.assertEqual((response.code, body), (200, b"OK\n"), path)
+        self.assertEqual(self.streamSubscriptions(), [])
+
+    @inlineCallbacks
+    def test_auditEventStream(self):
+        """
+        C{/audit} over a real socket: the headers come before any event,
+        then one server-sent event per audit event.
+        """
+        response = yield self.get(b"/audit", b"text/event-stream")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/event-stream"])
+        collector = Collector()
+        response.deliverBody(collector)
+        self.audit.emit("session.start", client="127.0.0.1")
+        data = yield collector.waitFor(b"\n\n")
+        self.assertTrue(data.startswith(b"data: "), data)
+        self.assertIn(b" session.start client=127.0.0.1\n\n", data)
+        gone = self.audit.nextUnsubscribe()
+        collector.disconnect()
+        yield gone
+        self.assertEqual(self.streamSubscriptions(), [])
+
+    @inlineCallbacks
+    def test_neverReadingClient(self):
         """
         A client that never reads pauses its stream once the connection's
         buffer is full: lines are dropped, memory stays flat, SMTP (emit) is
         never blocked.
         """
         requested = self.nextRequest()
-        port = self.service.ports[0].getHost().port
-        client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Silent())
+        address = self.service.ports[0].getHost()
+        assert isinstance(address, IPv4Address)
+        client = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", address.port), Silent()
+        )
         yield requested
         [subscription] = self.streamSubscriptions()
 

@@ -1,6 +1,11 @@
 # -*- test-case-name: tests.test_web -*-
 """
-C{/healthz}: readiness, and with debugging on, a live audit stream.
+The probes: C{/livez} (the process runs), C{/readyz} (it can take mail),
+and C{/healthz}, the reference's check: readiness, and with debugging on, a
+live audit stream after the C{OK}.
+
+C{/livez} and C{/readyz} never stream: every response is complete at once,
+so a probe with a timeout never hangs on them.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from gopherpost.audit import DEFAULT_MAX_BUFFERED, formatAuditLine
+from gopherpost.audit import DEFAULT_MAX_BUFFERED
 from gopherpost.interfaces import IAuditLog
+from gopherpost.web._audit import AuditStreams, auditLine
 from gopherpost.web._common import PlainTextPage, noCache, plainText
 
-__all__ = ["HealthResource", "Readiness"]
+__all__ = ["HealthResource", "LivenessResource", "Readiness", "ReadinessResource"]
 
 _log = Logger()
 
@@ -23,62 +29,93 @@ _log = Logger()
 Readiness = Callable[[], tuple[bool, str]]
 
 
-class _AuditStream:
+def _check(readiness: Readiness, request: Request) -> tuple[bool, str]:
     """
-    One open C{/healthz} audit stream: an audit subscription registered as
-    the push producer of the request, so a client that does not read pauses
-    it (and makes it drop lines) instead of filling memory.
+    Ask C{readiness}, set the status and the plain-text headers.
+    """
+    plainText(request)
+    noCache(request)
+    try:
+        ready, reason = readiness()
+    except Exception:
+        _log.failure("Readiness check failed")
+        ready, reason = False, "readiness check failed"
+    if not ready:
+        request.setResponseCode(503)
+    return bool(ready), reason
+
+
+def _notReady(reason: str) -> bytes:
+    return (reason or "not ready").encode("utf-8", "replace") + b"\n"
+
+
+class _Probe(Resource):
+    """
+    A resource with nothing below it.
     """
 
-    def __init__(
-        self,
-        request: Request,
-        audit: IAuditLog,
-        maxBuffered: int,
-        streams: set[_AuditStream],
-    ) -> None:
-        self._request = request
-        self._streams = streams
-        self._closed = False
-        streams.add(self)
-        self._subscription = audit.subscribe(  # type: ignore[call-arg]
-            self._write, maxBuffered=maxBuffered
-        )
-        request.registerProducer(self._subscription, True)
-        request.notifyFinish().addBoth(self._finished)
-        _keepAlive(request)
+    def __init__(self) -> None:
+        super().__init__()
+        self._notFound = PlainTextPage(404, "404 Not Found")
 
-    def _write(self, eventDict: dict) -> None:
-        self._request.write(formatAuditLine(eventDict).encode("utf-8") + b"\n")
-
-    def _finished(self, result: object) -> None:
-        # The response ended: the client went away or we closed it.
-        self._closed = True
-        self._subscription.cancel()
-        self._streams.discard(self)
-
-    def close(self) -> None:
+    def getChild(self, path: bytes, request: Request) -> IResource:
         """
-        End the stream (and the response) from our side.
+        Nothing lives below a probe.
         """
-        if self._closed:
-            return
-        self._subscription.cancel()
-        self._request.unregisterProducer()
-        self._request.finish()
+        return self._notFound
 
 
-def _keepAlive(request: Request) -> None:
-    # Notice peers that vanished without a FIN even when no line is written.
-    setTcpKeepAlive = getattr(request.transport, "setTcpKeepAlive", None)
-    if setTcpKeepAlive is not None:
-        try:
-            setTcpKeepAlive(1)
-        except (OSError, AttributeError):
-            pass
+class LivenessResource(_Probe):
+    """
+    C{/livez}: C{200 OK} whenever the server answers at all.  It asks
+    nothing else: a liveness probe that fails restarts the process, which
+    would not make a full disk any emptier.
+    """
+
+    def render_GET(self, request: Request) -> bytes:
+        """
+        C{OK}.
+        """
+        plainText(request)
+        noCache(request)
+        return b"OK\n"
+
+    def render_HEAD(self, request: Request) -> bytes:
+        """
+        The status of a C{GET}.
+        """
+        return self.render_GET(request)
 
 
-class HealthResource(Resource):
+class ReadinessResource(_Probe):
+    """
+    C{/readyz}: C{200 OK} when C{readiness()} says so, C{503} and the
+    reason otherwise.
+    """
+
+    def __init__(self, readiness: Readiness) -> None:
+        """
+        @param readiness: returns C{(ready, reason)}.
+        """
+        super().__init__()
+        self._readiness = readiness
+
+    def render_GET(self, request: Request) -> bytes:
+        """
+        The verdict.
+        """
+        ready, reason = _check(self._readiness, request)
+        return b"OK\n" if ready else _notReady(reason)
+
+    def render_HEAD(self, request: Request) -> bytes:
+        """
+        The status of a C{GET}, without a body.
+        """
+        _check(self._readiness, request)
+        return b""
+
+
+class HealthResource(_Probe):
     """
     C{/healthz}.
 
@@ -94,6 +131,7 @@ class HealthResource(Resource):
         audit: IAuditLog | None = None,
         maxStreams: int = 16,
         maxBuffered: int = DEFAULT_MAX_BUFFERED,
+        streams: AuditStreams | None = None,
     ) -> None:
         """
         @param readiness: returns C{(ready, reason)}.
@@ -103,65 +141,47 @@ class HealthResource(Resource):
             get C{OK} and a note instead of a stream.
         @param maxBuffered: lines each stream keeps while its client does
             not read; older ones are dropped and counted.
+        @param streams: share these streams (and their limit) with other
+            resources, e.g. C{/audit}, instead of C{maxStreams} and
+            C{maxBuffered}.
         """
         super().__init__()
         self._readiness = readiness
-        self._audit = audit
-        self._maxStreams = maxStreams
-        self._maxBuffered = maxBuffered
-        self._streams: set[_AuditStream] = set()
-        self._notFound = PlainTextPage(404, "404 Not Found")
+        self._streams: AuditStreams | None = None
+        if audit is not None:
+            self._streams = streams or AuditStreams(audit, maxStreams, maxBuffered)
 
     @property
     def openStreams(self) -> int:
         """
         How many audit streams are open.
         """
-        return len(self._streams)
+        return 0 if self._streams is None else self._streams.count
 
     def closeStreams(self) -> None:
         """
         End every open audit stream.
         """
-        for stream in list(self._streams):
-            stream.close()
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        """
-        Nothing lives below C{/healthz}.
-        """
-        return self._notFound
-
-    def _check(self, request: Request) -> tuple[bool, str]:
-        plainText(request)
-        noCache(request)
-        try:
-            ready, reason = self._readiness()
-        except Exception:
-            _log.failure("Readiness check failed")
-            ready, reason = False, "readiness check failed"
-        if not ready:
-            request.setResponseCode(503)
-        return bool(ready), reason
+        if self._streams is not None:
+            self._streams.closeAll()
 
     def render_HEAD(self, request: Request) -> bytes:
         """
         The status of a C{GET}, without a body (and never a stream).
         """
-        self._check(request)
+        _check(self._readiness, request)
         return b""
 
     def render_GET(self, request: Request) -> object:
         """
         Readiness, then maybe the audit stream.
         """
-        ready, reason = self._check(request)
+        ready, reason = _check(self._readiness, request)
         if not ready:
-            return (reason or "not ready").encode("utf-8", "replace") + b"\n"
-        if self._audit is None:
+            return _notReady(reason)
+        if self._streams is None:
             return b"OK"
-        if len(self._streams) >= self._maxStreams:
+        if self._streams.full:
             return b"OK\n... audit stream refused: too many open streams\n"
-        request.write(b"OK\n")
-        _AuditStream(request, self._audit, self._maxBuffered, self._streams)
+        self._streams.start(request, auditLine, first=b"OK\n")
         return NOT_DONE_YET

@@ -7,6 +7,11 @@ intermediate), written as PEM files into a temporary directory.
 Keys are EC P-256 unless RSA is asked for, so a whole set takes milliseconds.
 Works with cryptography 38 (Debian bookworm) and current releases.
 
+Not built on trustme: bookworm's python3-trustme (0.9) makes only RSA-2048
+keys, about 0.5 s each on the test machines (2 to 4 s per set, for every
+test that makes one), and neither self-signed certificates nor a chosen
+start of validity, so this module would keep most of its code anyway.
+
 Typical use in a trial test::
 
     pki = makeTestPKI(self.mktemp(), "mx.example.test")
@@ -138,6 +143,9 @@ class CertificateAuthority:
     @ivar chain: PEM of the intermediate certificates between this CA and
         its root (empty for a root).
     """
+
+    certificate: x509.Certificate
+    chain: bytes
 
     def __init__(
         self,

@@ -27,8 +27,9 @@ import ipaddress
 from collections.abc import Sequence
 
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorTCP, IReactorUDP
+from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorUDP
 from twisted.names import common, dns, server
 from twisted.names.error import AuthoritativeDomainError, DomainError
 from twisted.python.failure import Failure
@@ -288,8 +289,8 @@ class DNSTestServer:
         self.authority = TestAuthority(zones)
         self.factory = _ServerFactory(self.authority)
         self.port: int | None = None
-        self._udp = None
-        self._tcp = None
+        self._udp: IListeningPort | None = None
+        self._tcp: IListeningPort | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -300,6 +301,18 @@ class DNSTestServer:
         if self.port is None:
             raise RuntimeError("the DNS test server is not started")
         return (self.host, self.port)
+
+    def boundPorts(self) -> dict[str, int]:
+        """
+        The port each listener is bound to: C{{"UDP": n, "TCP": n}}.
+        """
+        ports = {}
+        for name, listener in (("UDP", self._udp), ("TCP", self._tcp)):
+            if listener is not None:
+                address = listener.getHost()
+                assert isinstance(address, (IPv4Address, IPv6Address))
+                ports[name] = address.port
+        return ports
 
     def start(self, attempts: int = 5) -> int:
         """
@@ -315,9 +328,11 @@ class DNSTestServer:
         lastError: Exception | None = None
         for _ in range(attempts):
             udp = udpReactor.listenUDP(
-                0, dns.DNSDatagramProtocol(self.factory), interface=self.host
+                0, dns.DNSDatagramProtocol(self.factory), interface=self.host, maxPacketSize=8192
             )
-            port = udp.getHost().port
+            address = udp.getHost()
+            assert isinstance(address, (IPv4Address, IPv6Address))
+            port = address.port
             try:
                 tcp = tcpReactor.listenTCP(port, self.factory, interface=self.host)
             except CannotListenError as e:
@@ -336,7 +351,7 @@ class DNSTestServer:
         @return: a L{defer.Deferred} that fires when everything is closed.
         """
         listeners, self._udp, self._tcp = [self._udp, self._tcp], None, None
-        waits = [
+        waits: list[defer.Deferred[object]] = [
             defer.maybeDeferred(listener.stopListening)
             for listener in listeners
             if listener is not None
