@@ -195,21 +195,21 @@ class MessageWriter:
             self._file.write(self._buffer)
             self._buffer = bytearray()
 
-    def _finish(self) -> int:
+    def _finish(self, sync: bool = True) -> None:
         """
-        Write what is left, not synced, and return an open descriptor of the
-        file (the spool syncs and closes it).
+        Write what is left, fsync (unless the caller syncs the whole file
+        system) and close.
         """
         if self._file is None:
-            fd = writeOpen(self._tmpPath, self._buffer)
+            writeFile(self._tmpPath, bytes(self._buffer), sync=sync)
         else:
             self._file.write(self._buffer)
             self._file.flush()
-            fd = os.dup(self._file.fileno())
+            if sync:
+                os.fsync(self._file.fileno())
             self._file.close()
         self._buffer = bytearray()
         self.closed = True
-        return fd
 
     def abort(self) -> None:
         """
@@ -653,7 +653,10 @@ class Spool:
         keeping them open for the sync.
         """
         try:
-            pending.files.append(pending.writer._finish())
+            pending.writer._finish(sync=False)
+            # Opened again, not kept from the writes: a write-back error met
+            # before is still reported to a new descriptor.
+            pending.files.append(os.open(pending.writer.path, os.O_RDONLY))
             self._crash("content-written")
             pending.files.append(writeOpen(pending.envelopeTmp, pending.envelope.toJSON()))
             self._crash("envelope-written")
