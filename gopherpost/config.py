@@ -16,7 +16,10 @@ import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from gopherpost.listeners.endpoints import EndpointError, ListenerSpec, parseListeners
 
 __all__ = [
     "ConfigError",
@@ -28,6 +31,14 @@ __all__ = [
     "settingsFromEnvironment",
     "parseHostPort",
     "healthAddress",
+    "FILTER_FAILURE_ACTIONS",
+    "FILTER_SCOPES",
+    "MilterSpec",
+    "SpamdAddress",
+    "parseMilters",
+    "parseRspamdURL",
+    "parseSpamdAddress",
+    "openRelayProblem",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,6 +48,16 @@ HostPort = tuple[str, int]
 OUTBOUND_TLS_POLICIES = ("verify", "may", "require", "none")
 
 _T = TypeVar("_T")
+_D = TypeVar("_D")
+
+
+#: The values of C{SMTP_FILTER_FAIL}; a milter's C{default=} may also say
+#: C{reject}.
+FILTER_FAILURE_ACTIONS = ("tempfail", "accept")
+
+#: The values of C{SMTP_RSPAMD_SCOPE}, C{SMTP_SPAMD_SCOPE} and a milter's
+#: C{scope=}.
+FILTER_SCOPES = ("inbound", "all")
 
 
 class ConfigError(ValueError):
@@ -54,6 +75,48 @@ class ConfigError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.variable}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class MilterSpec:
+    """
+    One entry of C{SMTP_MILTERS}.
+
+    @ivar address: as given, e.g. C{inet:127.0.0.1:8891} (for logs).
+    @ivar host: the TCP host (C{inet:}/C{inet6:}), or C{""}.
+    @ivar port: the TCP port, or 0.
+    @ivar path: the socket path (C{unix:}/C{local:}), or C{""}.
+    @ivar name: the milter's name in logs and metrics (C{name=}, default
+        C{milter:} and the address).
+    @ivar timeout: seconds each stage's exchange may take (C{timeout=}).
+    @ivar default: what a failure of this milter means (C{default=}:
+        C{tempfail}, C{accept} or C{reject}); L{None}: C{SMTP_FILTER_FAIL}.
+    @ivar scope: C{all} (every client, the default) or C{inbound} (not for
+        clients that may relay or authenticated).
+    """
+
+    address: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    name: str = ""
+    timeout: float = 30.0
+    default: str | None = None
+    scope: str = "all"
+
+
+@dataclass(frozen=True)
+class SpamdAddress:
+    """
+    Where spamd listens (C{SMTP_SPAMD}): C{host:port} or C{unix:/path}.
+    """
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +138,17 @@ class Settings:
     healthPort: int | None = None
     healthDisable: bool = False
     queuePath: str = "./data/spool"
+
+    # Listeners (SMTP_LISTEN, SMTP_SUBMISSION_LISTEN, SMTP_SUBMISSIONS_LISTEN;
+    # see gopherpost.listeners.endpoints)
+    #: The relay/MX listeners; L{None} (unset): one on C{SMTP_LISTEN_ADDR}
+    #: and C{SMTP_PORT}, as before the setting existed; C{()}: none
+    #: (C{SMTP_LISTEN=none}).
+    listen: tuple[ListenerSpec, ...] | None = None
+    #: RFC 6409 submission listeners (STARTTLS before MAIL); none by default.
+    submissionListen: tuple[ListenerSpec, ...] = ()
+    #: RFC 8314 implicit-TLS submission listeners; none by default.
+    submissionsListen: tuple[ListenerSpec, ...] = ()
 
     # Access control and policy
     allowNetworks: tuple[IPNetwork, ...] = ()
@@ -144,6 +218,50 @@ class Settings:
     banMaxDuration: float = 86400.0
     redisURL: str | None = None
     redisPrefix: str = "gopherpost:"
+    # Webhooks (issue 18): inbound mail and delivery events as signed JSON.
+    #: C{SMTP_WEBHOOK_URL}: where inbound mail is posted (L{None}: off).
+    webhookURL: str | None = None
+    #: C{SMTP_WEBHOOK_SECRET}: C{whsec_<base64>}, Standard Webhooks signing.
+    webhookSecret: str | None = None
+    #: C{SMTP_WEBHOOK_SCOPE}: C{"local"} (messages with a local recipient)
+    #: or C{"all"}.
+    webhookScope: str = "local"
+    webhookMaxInline: int = 1048576
+    webhookRaw: bool = False
+    webhookTimeout: float = 15.0
+    webhookRetryInitial: float = 10.0
+    webhookRetryMax: float = 3600.0
+    webhookLifetime: float = 259200.0
+    #: C{SMTP_WEBHOOK_CONCURRENCY}: requests in flight to each webhook URL.
+    webhookConcurrency: int = 4
+    #: C{SMTP_EVENTS_WEBHOOK_URL}: where delivery events are posted.
+    eventsWebhookURL: str | None = None
+    #: C{SMTP_EVENTS_WEBHOOK_SECRET}; L{None}: C{SMTP_WEBHOOK_SECRET}.
+    eventsWebhookSecret: str | None = None
+
+    # Content filters (issue 21: rspamd, SpamAssassin, milters)
+    #: C{SMTP_RSPAMD_URL}: rspamd's normal worker, e.g.
+    #: C{http://127.0.0.1:11333}; L{None}: no rspamd.
+    rspamdURL: str | None = None
+    #: C{SMTP_RSPAMD_SCOPE}: C{inbound} (skip clients that may relay or
+    #: authenticated) or C{all}.
+    rspamdScope: str = "inbound"
+    rspamdTimeout: float = 20.0
+    #: C{SMTP_FILTER_FAIL}: what a filter that is down or too slow means:
+    #: C{tempfail} (451 4.7.1) or C{accept} (logged, counted, accepted).
+    filterFail: str = "tempfail"
+    #: C{SMTP_SPAMD}: SpamAssassin's spamd; L{None}: no SpamAssassin.
+    spamd: SpamdAddress | None = None
+    spamdScope: str = "inbound"
+    spamdTimeout: float = 20.0
+    #: C{SMTP_SPAMD_MAX_SIZE}: larger messages are not given to spamd (as
+    #: spamc's C{--max-size}).
+    spamdMaxSize: int = 512000
+    #: C{SMTP_SPAM_REJECT_SCORE}: a SpamAssassin score at or above it is
+    #: refused (550 5.7.1); L{None} (C{none}): never refused for its score.
+    spamRejectScore: float | None = 10.0
+    #: C{SMTP_MILTERS}, in order.
+    milters: tuple[MilterSpec, ...] = ()
 
     @property
     def dkimEnabled(self) -> bool:
@@ -399,19 +517,87 @@ def _text(name: str, raw: str) -> str:
 
 def healthAddress(settings: Settings) -> HostPort:
     """
-    The (host, port) the HTTP server listens on: C{SMTP_HEALTH_ADDR} with
-    its port replaced by C{SMTP_HEALTH_PORT} when that is set.
+    The (host, port) the HTTP server listens on: C{SMTP_HEALTH_ADDR}
+    (C{host:port}, C{:port} or C{[v6]:port}) with its port replaced by
+    C{SMTP_HEALTH_PORT} when that is set, which also makes the port in
+    C{SMTP_HEALTH_ADDR} optional.
 
     An empty host means every interface.
+
+    @raise ConfigError: C{SMTP_HEALTH_ADDR} does not parse, e.g. has no
+        port (C{nonsense}).
     """
     addr = settings.healthAddr.strip()
-    if addr.startswith(":"):
+    if addr.startswith(":") and not addr.startswith("::"):
         host, port = "", _port("SMTP_HEALTH_ADDR", addr[1:])
     else:
-        host, port = parseHostPort("SMTP_HEALTH_ADDR", addr, 8080)
+        try:
+            host, port = parseHostPort("SMTP_HEALTH_ADDR", addr, settings.healthPort)
+        except ConfigError as e:
+            if settings.healthPort is None and e.problem.endswith("has no port"):
+                raise ConfigError(
+                    "SMTP_HEALTH_ADDR",
+                    f"{addr!r} has no port (use host:port, :port or [v6]:port)",
+                ) from None
+            raise
     if settings.healthPort is not None:
         port = settings.healthPort
     return (host, port)
+
+
+def _covers(networks: Sequence[IPNetwork], everything: IPNetwork) -> bool:
+    """
+    Whether C{networks} together cover all of C{everything}.
+    """
+    same: list[Any] = [n for n in networks if n.version == everything.version]
+    return everything in ipaddress.collapse_addresses(same)
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _asIPv4(network: IPNetwork) -> IPNetwork:
+    """
+    An IPv4-mapped IPv6 network as the IPv4 network it is (clients reach
+    the allow-list and relay checks unmapped); anything else as it is.
+    """
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        first = network.network_address.ipv4_mapped
+        return ipaddress.IPv4Network(f"{first}/{network.prefixlen - 96}")
+    return network
+
+
+def openRelayProblem(settings: Settings) -> str | None:
+    """
+    Why the relay networks make an open relay, or L{None} if they do not.
+
+    They do when C{settings.effectiveRelayNetworks} (C{SMTP_RELAY_NETWORKS},
+    or by default the allow-list) cover every IPv4 or every IPv6 address,
+    alone (C{0.0.0.0/0}, C{::/0}, C{::ffff:0:0/96}) or together (e.g.
+    C{0.0.0.0/1,128.0.0.0/1}).
+    """
+    networks = [_asIPv4(n) for n in settings.effectiveRelayNetworks]
+    ipv4 = _covers(networks, ipaddress.IPv4Network("0.0.0.0/0"))
+    ipv6 = _covers(networks, ipaddress.IPv6Network("::/0"))
+    if not (ipv4 or ipv6):
+        return None
+    which = (
+        "every IPv4 and IPv6 address"
+        if ipv4 and ipv6
+        else ("every IPv4 address" if ipv4 else "every IPv6 address")
+    )
+    listed = ",".join(str(n) for n in settings.effectiveRelayNetworks)
+    if settings.relayNetworks is None:
+        return (
+            f"unset, so every client SMTP_ALLOW_NETWORKS admits may relay, and {listed} is "
+            f"{which}: an open relay; set SMTP_RELAY_NETWORKS to the networks that may send "
+            "to other domains (e.g. 127.0.0.1/32,::1/128), and other clients may then send "
+            "only to local domains"
+        )
+    return (
+        f"{listed} covers {which}: an open relay; list only the networks that may send "
+        "to other domains (e.g. 127.0.0.1/32,::1/128)"
+    )
 
 
 def settingsFromEnvironment(
@@ -434,14 +620,14 @@ def settingsFromEnvironment(
     """
     env = loadEnvironment() if environ is None else dict(environ)
 
-    def get(name: str, parse: Callable[[str, str], _T], default: _T) -> _T:
+    def get(name: str, parse: Callable[[str, str], _T], default: _D) -> _T | _D:
         raw = env.get(name)
         if raw is None or raw.strip() == "":
             return default
         return parse(name, raw)
 
     def optional(name: str, parse: Callable[[str, str], _T]) -> _T | None:
-        return get(name, parse, None)  # type: ignore[arg-type]
+        return get(name, parse, None)
 
     hostname = optional("SMTP_HOSTNAME", _hostname)
     if hostname is None:
@@ -460,6 +646,11 @@ def settingsFromEnvironment(
 
     healthAddr = get("SMTP_HEALTH_ADDR", _text, ":8080").strip()
 
+    # Listeners, in one block.
+    listen = get("SMTP_LISTEN", _smtpListeners, None)
+    submissionListen = get("SMTP_SUBMISSION_LISTEN", _listeners, ())
+    submissionsListen = get("SMTP_SUBMISSIONS_LISTEN", _listeners, ())
+
     tlsDisable = get("SMTP_TLS_DISABLE", _bool, False)
     tlsCert = optional("SMTP_TLS_CERT", fileParser)
     tlsKey = optional("SMTP_TLS_KEY", fileParser)
@@ -475,6 +666,9 @@ def settingsFromEnvironment(
             "SMTP_RETRY_MAX", f"{retryMax:g} is less than SMTP_RETRY_INITIAL ({retryInitial:g})"
         )
 
+    # Webhooks (issue 18)
+    webhooks = _webhookSettings(get, optional)
+
     settings = Settings(
         port=get("SMTP_PORT", _port, 2525),
         listenAddress=get("SMTP_LISTEN_ADDR", _listenAddress, ""),
@@ -485,6 +679,9 @@ def settingsFromEnvironment(
         healthPort=optional("SMTP_HEALTH_PORT", _port),
         healthDisable=get("SMTP_HEALTH_DISABLE", _bool, False),
         queuePath=get("SMTP_QUEUE_PATH", lambda n, r: r.strip(), "./data/spool"),
+        listen=listen,
+        submissionListen=submissionListen,
+        submissionsListen=submissionsListen,
         allowNetworks=get("SMTP_ALLOW_NETWORKS", _networks, ()),
         allowHosts=get("SMTP_ALLOW_HOSTS", _hosts, ()),
         requireLocalDomain=get("SMTP_REQUIRE_LOCAL_DOMAIN", _bool, True),
@@ -517,6 +714,20 @@ def settingsFromEnvironment(
         dkimKeyPath=optional("SMTP_DKIM_KEY_PATH", fileParser),
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),
         dkimDomain=optional("SMTP_DKIM_DOMAIN", _hostname),
+        # Content filters (issue 21)
+        rspamdURL=optional("SMTP_RSPAMD_URL", parseRspamdURL),
+        rspamdScope=get("SMTP_RSPAMD_SCOPE", lambda n, r: _choice(n, r, FILTER_SCOPES), "inbound"),
+        rspamdTimeout=get("SMTP_RSPAMD_TIMEOUT", _positiveFloat, 20.0),
+        filterFail=get(
+            "SMTP_FILTER_FAIL", lambda n, r: _choice(n, r, FILTER_FAILURE_ACTIONS), "tempfail"
+        ),
+        spamd=optional("SMTP_SPAMD", parseSpamdAddress),
+        spamdScope=get("SMTP_SPAMD_SCOPE", lambda n, r: _choice(n, r, FILTER_SCOPES), "inbound"),
+        spamdTimeout=get("SMTP_SPAMD_TIMEOUT", _positiveFloat, 20.0),
+        spamdMaxSize=get("SMTP_SPAMD_MAX_SIZE", _size, 512000),
+        spamRejectScore=get("SMTP_SPAM_REJECT_SCORE", _spamScore, _DEFAULT_REJECT_SCORE),
+        milters=get("SMTP_MILTERS", parseMilters, ()),
+        **webhooks,
     )
     # Internet MX checks (issue 16).
     banDuration = get("SMTP_BAN_DURATION", lambda n, r: _seconds(n, r, 1), 600.0)
@@ -553,6 +764,10 @@ def settingsFromEnvironment(
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:
         healthAddress(settings)
+    _checkListeners(settings)
+    openRelay = openRelayProblem(settings)
+    if openRelay is not None:
+        raise ConfigError("SMTP_RELAY_NETWORKS", openRelay)
     if settings.dkimEnabled:
         if settings.dkimSelector is None:
             raise ConfigError(
@@ -588,6 +803,63 @@ def _positiveFloat(name: str, raw: str) -> float:
 
 def _dkimSelector(name: str, raw: str) -> str:
     return _hostname(name, raw)
+
+
+def _listeners(name: str, raw: str) -> tuple[ListenerSpec, ...]:
+    try:
+        return parseListeners(name, raw)
+    except EndpointError as e:
+        raise ConfigError(name, str(e)) from None
+
+
+def _smtpListeners(name: str, raw: str) -> tuple[ListenerSpec, ...] | None:
+    if raw.strip().lower() == "none":
+        return ()
+    return _listeners(name, raw) or None
+
+
+def _checkListeners(settings: Settings) -> None:
+    """
+    The listeners make sense together: something listens, the TLS roles
+    have TLS, and no endpoint is given twice.
+    """
+    if settings.listen == () and not (settings.submissionListen or settings.submissionsListen):
+        raise ConfigError(
+            "SMTP_LISTEN",
+            "is none and neither SMTP_SUBMISSION_LISTEN nor SMTP_SUBMISSIONS_LISTEN is set: "
+            "nothing to listen on",
+        )
+    if settings.tlsDisable:
+        if settings.submissionListen:
+            raise ConfigError(
+                "SMTP_SUBMISSION_LISTEN",
+                "submission requires STARTTLS, which SMTP_TLS_DISABLE=true switches off",
+            )
+        if settings.submissionsListen:
+            raise ConfigError(
+                "SMTP_SUBMISSIONS_LISTEN",
+                "implicit TLS needs TLS, which SMTP_TLS_DISABLE=true switches off",
+            )
+    seen: dict[tuple, ListenerSpec] = {}
+    for spec in (
+        *(settings.listen or ()),
+        *settings.submissionListen,
+        *settings.submissionsListen,
+    ):
+        if spec.kind == "systemd":
+            key: tuple = ("systemd", spec.index, spec.name)
+        else:
+            key = ("tcp", spec.interface, spec.port)
+        if key in seen and not (spec.kind == "tcp" and spec.port == 0):
+            first = seen[key]
+            if first.variable == spec.variable and first.description == spec.description:
+                problem = "is listed twice"
+            elif first.description == spec.description:
+                problem = f"is also in {first.variable}"
+            else:
+                problem = f"is the same listener as {first.description!r} in {first.variable}"
+            raise ConfigError(spec.variable, f"{spec.description!r} {problem}")
+        seen[key] = spec
 
 
 # Internet MX checks (issue 16).
@@ -638,3 +910,211 @@ def _redisPrefix(name: str, raw: str) -> str:
     if not all("!" <= c <= "~" for c in text):
         raise ConfigError(name, f"{raw!r}: use printable characters without spaces")
     return text
+
+
+# Webhooks (issue 18)
+
+#: The accepted values of C{SMTP_WEBHOOK_SCOPE}.
+WEBHOOK_SCOPES = ("local", "all")
+
+
+def _webhookURL(name: str, raw: str) -> str:
+    """
+    An C{http://} or C{https://} URL with a host (and optionally a port,
+    user and password); no fragment.
+    """
+    text = raw.strip()
+    if any(c.isspace() for c in text) or not text.isprintable():
+        raise ConfigError(name, f"{raw!r} is not a URL (no spaces or control characters)")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(name, f"{raw!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(name, f"{raw!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ConfigError(name, f"{raw!r} has no host")
+    if port == 0:
+        raise ConfigError(name, f"{raw!r}: port 0 is not a valid TCP port")
+    if parts.fragment or text.endswith("#"):
+        raise ConfigError(name, f"{raw!r} has a fragment (#...), which HTTP never sends")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ConfigError(name, f"{raw!r}: the host name is not valid") from None
+    return text
+
+
+def _webhookSecret(name: str, raw: str) -> str:
+    from gopherpost.webhooks.signing import parseSecret
+
+    try:
+        parseSecret(raw.strip())
+    except ValueError as e:
+        raise ConfigError(name, str(e)) from None
+    return raw.strip()
+
+
+def _webhookSettings(get: Callable[..., Any], optional: Callable[..., Any]) -> dict[str, Any]:
+    """
+    The C{SMTP_WEBHOOK_*} and C{SMTP_EVENTS_WEBHOOK_*} variables, as
+    L{Settings} fields.
+    """
+    url = optional("SMTP_WEBHOOK_URL", _webhookURL)
+    secret = optional("SMTP_WEBHOOK_SECRET", _webhookSecret)
+    eventsURL = optional("SMTP_EVENTS_WEBHOOK_URL", _webhookURL)
+    eventsSecret = optional("SMTP_EVENTS_WEBHOOK_SECRET", _webhookSecret)
+    if url is not None and secret is None:
+        raise ConfigError("SMTP_WEBHOOK_SECRET", "is required with SMTP_WEBHOOK_URL")
+    if eventsURL is not None and eventsSecret is None and secret is None:
+        raise ConfigError(
+            "SMTP_EVENTS_WEBHOOK_SECRET",
+            "is required with SMTP_EVENTS_WEBHOOK_URL (or set SMTP_WEBHOOK_SECRET)",
+        )
+    initial = get("SMTP_WEBHOOK_RETRY_INITIAL", lambda n, r: _seconds(n, r, 1), 10.0)
+    maximum = get("SMTP_WEBHOOK_RETRY_MAX", lambda n, r: _seconds(n, r, 1), 3600.0)
+    if maximum < initial:
+        raise ConfigError(
+            "SMTP_WEBHOOK_RETRY_MAX",
+            f"{maximum:g} is less than SMTP_WEBHOOK_RETRY_INITIAL ({initial:g})",
+        )
+    return {
+        "webhookURL": url,
+        "webhookSecret": secret,
+        "webhookScope": get(
+            "SMTP_WEBHOOK_SCOPE", lambda n, r: _choice(n, r.strip(), WEBHOOK_SCOPES), "local"
+        ),
+        "webhookMaxInline": get("SMTP_WEBHOOK_MAX_INLINE", _size, 1048576),
+        "webhookRaw": get("SMTP_WEBHOOK_RAW", _bool, False),
+        "webhookTimeout": get("SMTP_WEBHOOK_TIMEOUT", lambda n, r: _seconds(n, r, 1), 15.0),
+        "webhookRetryInitial": initial,
+        "webhookRetryMax": maximum,
+        "webhookLifetime": get("SMTP_WEBHOOK_LIFETIME", lambda n, r: _seconds(n, r, 60), 259200.0),
+        "webhookConcurrency": get("SMTP_WEBHOOK_CONCURRENCY", lambda n, r: _int(n, r, 1, 256), 4),
+        "eventsWebhookURL": eventsURL,
+        "eventsWebhookSecret": eventsSecret,
+    }
+
+
+# Content filters (issue 21): SMTP_RSPAMD_URL, SMTP_SPAMD, SMTP_MILTERS.
+
+
+def parseRspamdURL(name: str, raw: str) -> str:
+    """
+    An rspamd URL: C{http://host:port} (or C{https://}), optionally with a
+    path prefix; C{/checkv2} is added by the client unless it is there.
+
+    @return: the URL without a trailing slash.
+    @raise ConfigError: for anything else.
+    """
+    from urllib.parse import urlsplit
+
+    text = raw.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(name, f"{raw!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(name, f"{raw!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ConfigError(name, f"{raw!r} has no host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(name, f"{raw!r}: give only scheme, host, port and path")
+    if port == 0:
+        raise ConfigError(name, f"{raw!r} is not a valid TCP port (1-65535)")
+    return text.rstrip("/")
+
+
+def parseSpamdAddress(name: str, raw: str) -> SpamdAddress:
+    """
+    C{host:port} (port 783 when left out) or C{unix:/path}.
+    """
+    text = raw.strip()
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path.startswith("/"):
+            raise ConfigError(name, f"{raw!r}: unix: needs an absolute socket path")
+        return SpamdAddress(path=path)
+    host, port = parseHostPort(name, text, 783)
+    return SpamdAddress(host=host, port=port)
+
+
+def _spamScore(name: str, raw: str) -> float | None:
+    if raw.strip().lower() == "none":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a score (a number, or none)") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"{raw!r} is not a score (a number, or none)")
+    return value
+
+
+_DEFAULT_REJECT_SCORE: float | None = 10.0
+
+_MILTER_OPTIONS = ("timeout", "default", "scope", "name")
+
+
+def _milterAddress(name: str, item: str) -> MilterSpec:
+    kind, colon, rest = item.partition(":")
+    kind = kind.strip().lower()
+    if not colon or kind not in ("inet", "inet6", "unix", "local"):
+        raise ConfigError(
+            name, f"{item!r}: a milter is inet:host:port, inet:port@host or unix:/path"
+        )
+    if kind in ("unix", "local"):
+        if not rest.startswith("/"):
+            raise ConfigError(name, f"{item!r}: {kind}: needs an absolute socket path")
+        return MilterSpec(address=item, path=rest)
+    if "@" in rest:
+        # Sendmail's form: inet:port@host
+        portText, _, hostText = rest.partition("@")
+        host, port = parseHostPort(
+            name, f"[{hostText}]:{portText}" if ":" in hostText else f"{hostText}:{portText}", None
+        )
+    else:
+        host, port = parseHostPort(name, rest, None)
+    return MilterSpec(address=item, host=host, port=port)
+
+
+def parseMilters(name: str, raw: str) -> tuple[MilterSpec, ...]:
+    """
+    C{SMTP_MILTERS}: a comma list of C{inet:host:port}, C{inet:port@host}
+    or C{unix:/path}, each optionally followed by C{;timeout=SECONDS},
+    C{;default=tempfail|accept|reject}, C{;scope=all|inbound} and
+    C{;name=NAME}.
+    """
+    from dataclasses import replace
+
+    specs = []
+    names: set[str] = set()
+    for item in _list(raw):
+        address, *options = [part.strip() for part in item.split(";")]
+        spec = _milterAddress(name, address)
+        values: dict[str, str] = {}
+        for option in options:
+            if not option:
+                continue
+            key, equals, value = option.partition("=")
+            key = key.strip().lower()
+            if not equals or key not in _MILTER_OPTIONS:
+                raise ConfigError(
+                    name, f"{option!r} in {item!r}: options are {', '.join(_MILTER_OPTIONS)}"
+                )
+            values[key] = value.strip()
+        timeout = _positiveFloat(name, values["timeout"]) if "timeout" in values else spec.timeout
+        default = None
+        if "default" in values:
+            default = _choice(name, values["default"], FILTER_FAILURE_ACTIONS + ("reject",))
+        scope = _choice(name, values["scope"], FILTER_SCOPES) if "scope" in values else "all"
+        milterName = values.get("name") or f"milter:{spec.address}"
+        if not all(c.isalnum() or c in "-_.:/@[]" for c in milterName):
+            raise ConfigError(name, f"name={milterName!r}: letters, digits and -_.:/@ only")
+        if milterName in names:
+            raise ConfigError(name, f"{milterName!r} is listed twice (give each a name=)")
+        names.add(milterName)
+        specs.append(replace(spec, name=milterName, timeout=timeout, default=default, scope=scope))
+    return tuple(specs)
