@@ -89,6 +89,7 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    acme: Any = None
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -96,6 +97,11 @@ class GopherPostService(MultiService):
         """
         if not self.inbound.listening:
             return (False, "SMTP listener is not bound")
+        # wiring: acme
+        if self.acme is not None:
+            ready, reason = self.acme.readiness()
+            if not ready:
+                return (False, reason)
         return self.spool.isWritable()
 
 
@@ -169,6 +175,14 @@ def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
 
     service.audit = auditLog = _audit.AuditLog(debug=settings.debug, clock=reactor)
     service.metrics = _metrics.Metrics(clock=reactor, audit=auditLog)
+    # wiring: acme
+    if settings.acmeEnabled:
+        from gopherpost.acme import makeACMEService
+
+        service.acme = makeACMEService(settings, spool.stateDirectory, reactor)
+        service.acme.setServiceParent(service)
+        service.metrics.registry.register(service.acme.metrics)
+        contextFactory = service.acme.contextFactory
     # DNS gets its own threads: a slow resolver must never hold up the
     # fsyncs that stand between a client and its 250.
     dnsThreads = ThreadPool(minthreads=0, maxthreads=dns.DNS_THREADS, name="gopherpost-dns")

@@ -1,0 +1,207 @@
+# -*- test-case-name: tests.test_acme_challenge -*-
+"""
+HTTP-01 answers (RFC 8555, section 8.3): while an order is being validated,
+C{GET /.well-known/acme-challenge/<token>} on port 80 of each name answers
+the token's key authorization.
+
+L{ChallengeResponses} holds the answers (filled by the ACME thread, read by
+the reactor); L{ChallengeResource} serves them and nothing else (404 for
+any other path, without a log line: port 80 draws scanners);
+L{ChallengeListenerService} binds C{SMTP_ACME_CHALLENGE_LISTEN} before
+privileges are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import Request
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from gopherpost.config import ConfigError
+
+__all__ = [
+    "CHALLENGE_PATH",
+    "ChallengeResponses",
+    "ChallengeResource",
+    "ChallengeSite",
+    "ChallengeListenerService",
+]
+
+_log = Logger(namespace="gopherpost.acme")
+
+#: Where HTTP-01 answers are asked for.
+CHALLENGE_PATH = b"/.well-known/acme-challenge/"
+
+_TOKEN = re.compile(rb"[A-Za-z0-9_-]{1,255}")
+
+
+class ChallengeResponses:
+    """
+    The key authorizations to serve, by token.  Safe to use from any
+    thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._responses: dict[str, str] = {}
+
+    def add(self, token: str, keyAuthorization: str) -> None:
+        """
+        Serve C{keyAuthorization} for C{token} from now on.
+        """
+        with self._lock:
+            self._responses[token] = keyAuthorization
+
+    def remove(self, token: str) -> None:
+        """
+        Stop serving C{token}.
+        """
+        with self._lock:
+            self._responses.pop(token, None)
+
+    def get(self, token: str) -> str | None:
+        """
+        The key authorization for C{token}, or L{None}.
+        """
+        with self._lock:
+            return self._responses.get(token)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._responses)
+
+
+class ChallengeResource(Resource):
+    """
+    Answers C{GET} and C{HEAD} for C{/.well-known/acme-challenge/<token>}
+    with the key authorization (C{application/octet-stream}); 404 for
+    anything else, 405 for other methods.
+    """
+
+    isLeaf = True
+
+    def __init__(self, responses: ChallengeResponses) -> None:
+        Resource.__init__(self)
+        self.responses = responses
+
+    def render(self, request: Any) -> bytes:
+        """
+        Answer one request.
+        """
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", b"GET, HEAD")
+            request.setHeader(b"content-type", b"text/plain")
+            return b"Method Not Allowed\n"
+        path = request.path
+        token = path[len(CHALLENGE_PATH) :] if path.startswith(CHALLENGE_PATH) else b""
+        answer = self.responses.get(token.decode("ascii")) if _TOKEN.fullmatch(token) else None
+        if answer is None:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain")
+            return b"Not Found\n"
+        _log.info(
+            "Answered the ACME HTTP-01 challenge for {host} to {client}",
+            host=(request.getHeader(b"host") or b"?").decode("ascii", "replace"),
+            client=getattr(request.getClientAddress(), "host", "?"),
+        )
+        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"cache-control", b"no-store")
+        return answer.encode("ascii")
+
+
+class ChallengeSite(Site):
+    """
+    The HTTP server of the challenge listener: the resource above, without
+    an access log (port 80 draws scanners).
+    """
+
+    noisy = False
+
+    def __init__(self, responses: ChallengeResponses, reactor: Any = None) -> None:
+        if reactor is None:
+            Site.__init__(self, ChallengeResource(responses), timeout=30)
+        else:
+            Site.__init__(self, ChallengeResource(responses), timeout=30, reactor=reactor)
+
+    def log(self, request: Request) -> None:
+        """
+        No access log.
+        """
+
+
+class ChallengeListenerService(Service):
+    """
+    Listens on C{SMTP_ACME_CHALLENGE_LISTEN} from
+    L{privilegedStartService} (before privileges are dropped: port 80),
+    or from L{startService} if it was not started privileged.
+
+    A port that cannot be bound raises L{ConfigError} naming the variable.
+
+    @ivar port: the listening port once bound.
+    """
+
+    variable = "SMTP_ACME_CHALLENGE_LISTEN"
+
+    def __init__(self, endpoint: IStreamServerEndpoint, site: Site, description: str) -> None:
+        self.endpoint = endpoint
+        self.site = site
+        self.description = description
+        self.port: IListeningPort | None = None
+
+    def _listen(self) -> None:
+        if self.port is not None:
+            return
+        outcome: list[Any] = []
+        d: Deferred[IListeningPort] = self.endpoint.listen(self.site)
+        d.addBoth(outcome.append)
+        if not outcome:
+            raise ConfigError(self.variable, f"{self.description!r} did not bind at once")
+        result = outcome[0]
+        if isinstance(result, Failure):
+            error = result.value
+            if isinstance(error, CannotListenError):
+                reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+                raise ConfigError(self.variable, f"cannot listen on {self.description!r}: {reason}")
+            raise ConfigError(self.variable, f"cannot listen on {self.description!r}: {error}")
+        self.port = result
+        _log.info("ACME HTTP-01 answers on {listener}", listener=self.description)
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind now.
+        """
+        Service.privilegedStartService(self)
+        self._listen()
+
+    def startService(self) -> None:
+        """
+        Bind if not bound yet.
+        """
+        self._listen()
+        Service.startService(self)
+
+    def stopService(self) -> Deferred[None] | None:
+        """
+        Stop listening.
+        """
+        Service.stopService(self)
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        d: Deferred[None] = Deferred()
+        result = port.stopListening()
+        if isinstance(result, Deferred):
+            return result
+        d.callback(None)
+        return d
