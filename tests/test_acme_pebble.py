@@ -24,12 +24,10 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
-from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import TestCase
 
 from gopherpost.acme import makeACMEService
@@ -38,7 +36,7 @@ from gopherpost.config import settingsFromEnvironment
 from tests.support.dnsserver import startDNSServer
 from tests.support.pebble import startPebble
 from tests.support.server import freePort, serverEnvironment, startInProcess
-from tests.support.tlsprobe import STARTTLSClient
+from tests.support.tlsprobe import STARTTLSClient, listenMinimalSTARTTLS
 
 NAME = "mx.gopherpost.test"
 
@@ -61,40 +59,6 @@ def messages(observer: EventLoggingObserver) -> list[str]:
     from twisted.logger import formatEvent
 
     return [formatEvent(event) for event in observer]
-
-
-class _MinimalSTARTTLS(LineReceiver):
-    """
-    Just enough SMTP for a STARTTLS client: a greeting, EHLO offering
-    STARTTLS, STARTTLS with the factory's context factory, NOOP, QUIT.
-    """
-
-    def connectionMade(self) -> None:
-        self.sendLine(b"220 minimal.test ESMTP")
-
-    def lineReceived(self, line: bytes) -> None:
-        command = line.split(b" ", 1)[0].upper()
-        if command == b"EHLO":
-            self.sendLine(b"250-minimal.test")
-            self.sendLine(b"250 STARTTLS")
-        elif command == b"STARTTLS":
-            self.sendLine(b"220 2.0.0 go ahead")
-            self.transport.startTLS(self.factory.contextFactory)  # type: ignore[attr-defined]
-        elif command == b"NOOP":
-            self.sendLine(b"250 2.0.0 OK")
-        elif command == b"QUIT":
-            self.sendLine(b"221 2.0.0 bye")
-            self.transport.loseConnection()  # type: ignore[attr-defined]
-        else:
-            self.sendLine(b"502 5.5.2 not here")
-
-
-def listenMinimalSTARTTLS(testCase: TestCase, contextFactory: Any) -> int:
-    factory = Factory.forProtocol(_MinimalSTARTTLS)
-    factory.contextFactory = contextFactory  # type: ignore[attr-defined]
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
-    testCase.addCleanup(port.stopListening)
-    return port.getHost().port
 
 
 def probe(port: int, rootPEM: bytes | None) -> Any:
@@ -342,3 +306,26 @@ class RestartTests(_PebbleTestCase):
             mode = os.stat(os.path.join(state, "acme", name)).st_mode & 0o777
             self.assertEqual(mode, 0o600, name)
         self.assertEqual(os.stat(os.path.join(state, "acme")).st_mode & 0o777, 0o700)
+
+    @inlineCallbacks
+    def test_accountForgottenByTheCA(self) -> Any:
+        """
+        A CA that no longer knows the kept account (Pebble restarted with
+        fresh state) gets a new registration with the same key, and the
+        order goes through.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        pebble = yield self.startCA()
+        clock = Clock()
+        clock.advance(time.time())
+        service = self.clockedService(self.mktemp(), clock)
+        yield self.startClocked(service, clock)
+        first = yield service.renew()
+        yield pebble.stop()
+        self.pebble = yield startPebble(
+            self, self.mktemp(), self.dns.address, self.challengePort, reuse=pebble
+        )
+        again = yield service.renew()
+        self.assertNotEqual(again["account"], first["account"])
+        self.assertEqual(again["certificate"]["origin"], "acme")
+        self.assertIn("the CA no longer knows the account", " ".join(messages(observer)))

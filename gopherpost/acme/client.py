@@ -136,6 +136,10 @@ def describeError(error: BaseException, directoryURL: str = "the CA") -> str:
         return f"the CA did not finish the order within {ORDER_DEADLINE:g} s"
     if isinstance(error, requests.exceptions.RequestException):
         return f"cannot reach {directoryURL}: {_requestProblem(error)}"
+    if isinstance(error, ValueError) and str(error).startswith("Requesting "):
+        # The library's own rewording of a requests error: "Requesting
+        # host/path: Connection refused".
+        return f"cannot reach {directoryURL}: {str(error).partition(':')[2].strip()}"
     if isinstance(error, jose.DeserializationError):
         return f"the CA's answer does not parse: {error}"
     if isinstance(error, errors.Error):

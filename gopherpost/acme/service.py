@@ -60,6 +60,10 @@ __all__ = ["ACMEService", "IssuingClient", "OrderOutcome"]
 
 _log = Logger(namespace="gopherpost.acme")
 
+#: However early the CA's window, a certificate is kept this long (or a
+#: third of its lifetime if that is shorter) after it was issued.
+MIN_RENEWAL_AGE = 3600.0
+
 
 class IssuingClient(Protocol):
     """
@@ -379,9 +383,14 @@ class ACMEService(MultiService):
         self._ariOffered = window is not None
         self._window = window
         current = self._current
-        self._renewAt = renewalTime(
-            current.notBefore.timestamp(), current.notAfter.timestamp(), window, self._random
-        )
+        notBefore, notAfter = current.notBefore.timestamp(), current.notAfter.timestamp()
+        renewAt = renewalTime(notBefore, notAfter, window, self._random)
+        if window is not None:
+            # A window already past for a certificate just issued (a stale
+            # answer) must not make an order after every order.
+            issued = self.lastIssued if self.lastIssued is not None else notBefore
+            renewAt = max(renewAt, issued + min(MIN_RENEWAL_AGE, (notAfter - notBefore) / 3))
+        self._renewAt = renewAt
         self._nextWindowCheck = now + (window.retryAfter if window else ARI_DEFAULT_RETRY)
 
     def _gotWindow(self, window: RenewalWindow | None) -> None:

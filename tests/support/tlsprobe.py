@@ -1,19 +1,25 @@
 """
-A small blocking SMTP client that does STARTTLS and checks the server's
-certificate the way a verifying MTA does (against given roots and a host
-name), then keeps the session open for more commands.  Use it in a thread
-(C{deferToThread}), never on the reactor.
+STARTTLS at both ends for certificate tests.
+
+L{STARTTLSClient} is a small blocking SMTP client that does STARTTLS and
+checks the server's certificate the way a verifying MTA does (against given
+roots and a host name), then keeps the session open for more commands: use
+it in a thread (C{deferToThread}), never on the reactor.
+L{listenMinimalSTARTTLS} serves just enough SMTP to offer STARTTLS with a
+given context factory.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from cryptography import x509
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import LineReceiver
 
-__all__ = ["STARTTLSClient"]
+__all__ = ["STARTTLSClient", "listenMinimalSTARTTLS"]
 
 
 class STARTTLSClient:
@@ -94,3 +100,44 @@ class STARTTLSClient:
             pass
         self._file.close()
         self._socket.close()
+
+
+class _MinimalSTARTTLS(LineReceiver):
+    """
+    Just enough SMTP for a STARTTLS client: a greeting, EHLO offering
+    STARTTLS, STARTTLS with the factory's context factory, NOOP, QUIT.
+    """
+
+    def connectionMade(self) -> None:
+        self.sendLine(b"220 minimal.test ESMTP")
+
+    def lineReceived(self, line: bytes) -> None:
+        command = line.split(b" ", 1)[0].upper()
+        if command == b"EHLO":
+            self.sendLine(b"250-minimal.test")
+            self.sendLine(b"250 STARTTLS")
+        elif command == b"STARTTLS":
+            self.sendLine(b"220 2.0.0 go ahead")
+            self.transport.startTLS(self.factory.contextFactory)  # type: ignore[attr-defined]
+        elif command == b"NOOP":
+            self.sendLine(b"250 2.0.0 OK")
+        elif command == b"QUIT":
+            self.sendLine(b"221 2.0.0 bye")
+            self.transport.loseConnection()  # type: ignore[attr-defined]
+        else:
+            self.sendLine(b"502 5.5.2 not here")
+
+
+def listenMinimalSTARTTLS(testCase: Any, contextFactory: Any) -> int:
+    """
+    Listen on a loopback port with L{_MinimalSTARTTLS} (closed at cleanup).
+
+    @return: the port.
+    """
+    from twisted.internet import reactor
+
+    factory = Factory.forProtocol(_MinimalSTARTTLS)
+    factory.contextFactory = contextFactory  # type: ignore[attr-defined]
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    testCase.addCleanup(port.stopListening)
+    return port.getHost().port
