@@ -17,6 +17,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from gopherpost.acme.challenge import ChallengeListenerService, ChallengeResponses, ChallengeSite
 from gopherpost.config import ConfigError
@@ -59,7 +60,8 @@ class SiteTests(TestCase):
         self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.responses = ChallengeResponses()
         self.responses.add(TOKEN, ANSWER)
-        self.port = reactor.listenTCP(  # type: ignore[attr-defined]
+        listener: Any = reactor
+        self.port = listener.listenTCP(
             0, ChallengeSite(self.responses, reactor), interface="127.0.0.1"
         )
         self.addCleanup(self.port.stopListening)
@@ -69,7 +71,10 @@ class SiteTests(TestCase):
     @inlineCallbacks
     def get(self, path: str, method: str = "GET") -> Any:
         response = yield treq.request(
-            method, self.base + path, headers={"Host": "mx.example.test"}, pool=self.pool
+            method,
+            self.base + path,
+            headers=Headers({b"Host": [b"mx.example.test"]}),
+            pool=self.pool,
         )
         body = yield response.content()
         return response.code, response.headers.getRawHeaders("content-type"), body
@@ -117,7 +122,7 @@ class SiteTests(TestCase):
 
 
 class ListenerServiceTests(TestCase):
-    def test_bindsInPrivilegedStart(self) -> None:
+    def test_bindsInPrivilegedStart(self) -> Any:
         """
         The port is bound before privileges are dropped, and closed at stop.
         """

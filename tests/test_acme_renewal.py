@@ -5,6 +5,7 @@ Tests for L{gopherpost.acme.renewal}.
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -120,7 +121,7 @@ class RenewalInformationTests(SynchronousTestCase):
         )
 
     def test_parseErrors(self) -> None:
-        for document in (
+        documents: list[Any] = [
             [],
             {},
             {"suggestedWindow": "soon"},
@@ -128,5 +129,6 @@ class RenewalInformationTests(SynchronousTestCase):
             {"suggestedWindow": {"start": "2026-03-01T00:00:00", "end": "2026-03-02T00:00:00"}},
             {"suggestedWindow": {"start": 1, "end": 2}},
             {"suggestedWindow": {"start": "yesterday", "end": "2026-03-02T00:00:00Z"}},
-        ):
+        ]
+        for document in documents:
             self.assertRaises(ValueError, parseRenewalInfo, document)

@@ -474,6 +474,7 @@ class StopTests(_ServiceTestCase):
         self.assertNoResult(stopped)
         d, work = pending.pop()
         maybeDeferred(work).chainDeferred(d)
+        assert self.issuer.cancelled is not None
         self.assertTrue(self.issuer.cancelled.is_set())
         self.successResultOf(stopped)
         self.failureResultOf(waiter, ACMEError)

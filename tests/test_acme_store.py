@@ -44,7 +44,9 @@ class StoreTests(SynchronousTestCase):
             {"key": {"kty": "RSA", "n": "x"}, "registration": None},
         )
         self.store.saveAccount(DIRECTORY, {"kty": "RSA", "n": "x"}, {"uri": "https://a/1"})
-        self.assertEqual(self.store.loadAccount(DIRECTORY)["registration"], {"uri": "https://a/1"})
+        stored = self.store.loadAccount(DIRECTORY)
+        assert stored is not None
+        self.assertEqual(stored["registration"], {"uri": "https://a/1"})
         self.assertIsNone(self.store.loadAccount("https://staging.example.test/directory"))
         (name,) = [n for n in os.listdir(self.path) if n.startswith("account-")]
         self.assertEqual(self.mode(os.path.join(self.path, name)), 0o600)

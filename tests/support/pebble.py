@@ -151,7 +151,7 @@ class Pebble:
             self._transport.signalProcess("TERM")
         except ProcessExitedAlready:
             return defer.succeed(None)
-        killer = reactor.callLater(10, self._kill)  # type: ignore[attr-defined]
+        killer = reactor.callLater(10, self._kill)
 
         def ended(_: object) -> None:
             if killer.active():
@@ -253,7 +253,7 @@ def startPebble(
             json.dump({"pebble": config}, f)
         protocol = _PebbleProtocol(os.path.join(directory, "pebble.log"))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **variables}
-        transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+        transport = reactor.spawnProcess(
             protocol,
             binary,
             [
@@ -271,9 +271,7 @@ def startPebble(
         )
         pebble = Pebble(protocol, transport, port, managementPort, caFile, httpPort, variables)
         pebble.certPath, pebble.keyPath = certPath, keyPath
-        timeout = reactor.callLater(  # type: ignore[attr-defined]
-            START_TIMEOUT, _giveUp, protocol.listening
-        )
+        timeout = reactor.callLater(START_TIMEOUT, _giveUp, protocol.listening)
         try:
             yield protocol.listening
         except AssertionError as e:

@@ -113,17 +113,20 @@ class _MinimalSTARTTLS(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         command = line.split(b" ", 1)[0].upper()
+        factory: Any = self.factory
         if command == b"EHLO":
             self.sendLine(b"250-minimal.test")
             self.sendLine(b"250 STARTTLS")
         elif command == b"STARTTLS":
             self.sendLine(b"220 2.0.0 go ahead")
-            self.transport.startTLS(self.factory.contextFactory)  # type: ignore[attr-defined]
+            transport: Any = self.transport
+            transport.startTLS(factory.contextFactory)
         elif command == b"NOOP":
             self.sendLine(b"250 2.0.0 OK")
         elif command == b"QUIT":
             self.sendLine(b"221 2.0.0 bye")
-            self.transport.loseConnection()  # type: ignore[attr-defined]
+            assert self.transport is not None
+            self.transport.loseConnection()
         else:
             self.sendLine(b"502 5.5.2 not here")
 
@@ -134,10 +137,13 @@ def listenMinimalSTARTTLS(testCase: Any, contextFactory: Any) -> int:
 
     @return: the port.
     """
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
 
-    factory = Factory.forProtocol(_MinimalSTARTTLS)
-    factory.contextFactory = contextFactory  # type: ignore[attr-defined]
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    reactor: Any = _reactor
+
+    factory: Any = Factory.forProtocol(_MinimalSTARTTLS)
+    factory.contextFactory = contextFactory
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     testCase.addCleanup(port.stopListening)
-    return port.getHost().port
+    number: int = port.getHost().port
+    return number
