@@ -73,7 +73,7 @@ class SiteTests(TestCase):
         response = yield treq.request(
             method,
             self.base + path,
-            headers=Headers({b"Host": [b"mx.example.test"]}),
+            headers=Headers({b"Host": [b"mx.example.test:80"]}),
             pool=self.pool,
         )
         body = yield response.content()

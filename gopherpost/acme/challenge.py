@@ -45,6 +45,16 @@ CHALLENGE_PATH = b"/.well-known/acme-challenge/"
 _TOKEN = re.compile(rb"[A-Za-z0-9_-]{1,255}")
 
 
+def _hostOnly(header: bytes | None) -> str:
+    """
+    The name in a C{Host} header, without the port.
+    """
+    text = (header or b"?").decode("ascii", "replace")
+    if text.startswith("["):
+        return text.partition("]")[0] + "]"
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
 class ChallengeResponses:
     """
     The key authorizations to serve, by token.  Safe to use from any
@@ -112,7 +122,7 @@ class ChallengeResource(Resource):
             return b"Not Found\n"
         _log.info(
             "Answered the ACME HTTP-01 challenge for {host} to {client}",
-            host=(request.getHeader(b"host") or b"?").decode("ascii", "replace"),
+            host=_hostOnly(request.getHeader(b"host")),
             client=getattr(request.getClientAddress(), "host", "?"),
         )
         request.setHeader(b"content-type", b"application/octet-stream")
