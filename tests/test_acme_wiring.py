@@ -7,50 +7,70 @@ certificate switch, its metrics join the server's, and C{/readyz} asks it.
 from __future__ import annotations
 
 import os
+import socket
+from typing import Any
 
 from prometheus_client import generate_latest
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from gopherpost.acme import ACMEService, CertificateSwitch
 from gopherpost.tap import Options, makeService
-from tests.support.server import serverEnvironment
+from tests.support.server import freePort, serverEnvironment, startInProcess
+from tests.support.tlsprobe import STARTTLSClient
 
 
 def environment(queuePath: str, **overrides: str) -> dict[str, str]:
-    return serverEnvironment(
-        queuePath,
-        2525,
-        SMTP_TLS_DISABLE="false",
-        SMTP_ACME_DOMAINS="mx.gopherpost.test",
-        SMTP_ACME_AGREE_TOS="true",
-        SMTP_ACME_DIRECTORY="https://ca.gopherpost.test/directory",
-        SMTP_ACME_CHALLENGE_LISTEN="tcp:8402:interface=127.0.0.1",
-        **overrides,
-    )
+    acme = {
+        "SMTP_TLS_DISABLE": "false",
+        "SMTP_ACME_DOMAINS": "mx.gopherpost.test",
+        "SMTP_ACME_AGREE_TOS": "true",
+        "SMTP_ACME_DIRECTORY": "https://ca.gopherpost.test/directory",
+        "SMTP_ACME_CHALLENGE_LISTEN": "tcp:8402:interface=127.0.0.1",
+    }
+    acme.update(overrides)
+    return serverEnvironment(queuePath, 2525, **acme)
 
 
 class WiringTests(TestCase):
-    def build(self, **overrides: str):
+    timeout = 60
+
+    def build(self, **overrides: str) -> tuple[Any, str]:
         reactor = MemoryReactorClock()
         queue = self.mktemp()
         return makeService(
             Options(), environ=environment(queue, **overrides), reactor=reactor
         ), queue
 
-    def test_switchServesSMTP(self) -> None:
+    @inlineCallbacks
+    def test_switchServesSMTP(self) -> Any:
         """
-        The SMTP factory's TLS is the ACME service's certificate switch,
-        serving the self-signed certificate until the first is issued.
+        A STARTTLS client of the running server gets the certificate the
+        ACME service holds: the self-signed one until the first is issued
+        (the CA here cannot be reached).
         """
-        service, queue = self.build()
+        port = freePort()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed = s.getsockname()[1]
+        queue = self.mktemp()
+        environ = environment(
+            queue,
+            SMTP_PORT=str(port),
+            SMTP_ACME_DIRECTORY=f"https://127.0.0.1:{closed}/dir",
+            SMTP_ACME_CHALLENGE_LISTEN=f"tcp:{freePort()}:interface=127.0.0.1",
+        )
+        service = startInProcess(self, environ)
         self.assertIsInstance(service.acme, ACMEService)
         self.assertIn(service.acme, list(service))
-        contextFactory = service.inbound.factory.contextFactory
-        self.assertIsInstance(contextFactory, CertificateSwitch)
-        self.assertIs(contextFactory, service.acme.contextFactory)
-        self.assertEqual(contextFactory.current.origin, "self-signed")
-        self.assertEqual(contextFactory.current.names, ("mx.gopherpost.test",))
+        self.assertIsInstance(service.acme.contextFactory, CertificateSwitch)
+        client = yield deferToThread(STARTTLSClient, port, "mx.gopherpost.test", None)
+        self.addCleanup(deferToThread, client.close)
+        served = service.acme.currentCertificate()
+        self.assertEqual(served.origin, "self-signed")
+        self.assertEqual(client.certificate.serial_number, served.leaf.serial_number)
         state = os.path.join(queue, ".gopherpost", "acme")
         self.assertEqual(os.stat(state).st_mode & 0o777, 0o700)
 
@@ -65,11 +85,19 @@ class WiringTests(TestCase):
         C{ready()} asks the ACME service.
         """
         service, _ = self.build()
-        service.inbound = type("Bound", (), {"listening": True})()
+
+        class Bound:
+            listening = True
+
+            def notReady(self) -> None:
+                return None
+
+        service.inbound = Bound()
+        service.spool.isWritable = lambda: (True, "")
         service.acme.readiness = lambda: (False, "the TLS certificate for x expired")
         self.assertEqual(service.ready(), (False, "the TLS certificate for x expired"))
         service.acme.readiness = lambda: (True, "")
-        self.assertTrue(service.ready()[0])
+        self.assertEqual(service.ready(), (True, ""))
 
     def test_off(self) -> None:
         reactor = MemoryReactorClock()
