@@ -55,6 +55,16 @@ def acmeEnvironment(pebble: Any, challengePort: int, **overrides: str) -> dict[s
     return environ
 
 
+def realTimeClock() -> Clock:
+    """
+    A clock that starts at the real time (the CA's certificates are valid
+    from now) and then moves only when the test says.
+    """
+    clock = Clock()
+    clock.advance(time.time())
+    return clock
+
+
 def messages(observer: EventLoggingObserver) -> list[str]:
     from twisted.logger import formatEvent
 
@@ -179,8 +189,7 @@ class RenewalTests(_PebbleTestCase):
         """
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         yield self.startCA(validity=3600)
-        clock = Clock()
-        clock.advance(time.time())
+        clock = realTimeClock()
         service = self.clockedService(self.mktemp(), clock)
         port = listenMinimalSTARTTLS(self, service.contextFactory)
         yield self.startClocked(service, clock)
@@ -226,8 +235,7 @@ class RefusingCATests(_PebbleTestCase):
         """
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         pebble = yield self.startCA(environment={"PEBBLE_WFE_NONCEREJECT": "100"})
-        clock = Clock()
-        clock.advance(time.time())
+        clock = realTimeClock()
         service = self.clockedService(self.mktemp(), clock)
         yield self.startClocked(service, clock)
         failure = yield self.assertFailure(service.renew(), ACMEError)
@@ -265,8 +273,7 @@ class RefusingCATests(_PebbleTestCase):
         yield self.startCA()
         self.dns.removeName(NAME)
         self.dns.addA(NAME, "127.0.0.2")
-        clock = Clock()
-        clock.advance(time.time())
+        clock = realTimeClock()
         service = self.clockedService(self.mktemp(), clock)
         yield self.startClocked(service, clock)
         failure = yield self.assertFailure(service.renew(), ACMEError)
@@ -285,8 +292,7 @@ class RestartTests(_PebbleTestCase):
         """
         yield self.startCA()
         state = self.mktemp()
-        clock = Clock()
-        clock.advance(time.time())
+        clock = realTimeClock()
         first = self.clockedService(state, clock)
         yield self.startClocked(first, clock)
         issued = yield first.renew()
@@ -316,8 +322,7 @@ class RestartTests(_PebbleTestCase):
         """
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         pebble = yield self.startCA()
-        clock = Clock()
-        clock.advance(time.time())
+        clock = realTimeClock()
         service = self.clockedService(self.mktemp(), clock)
         yield self.startClocked(service, clock)
         first = yield service.renew()

@@ -35,6 +35,21 @@ def newClock() -> Clock:
     return clock
 
 
+def heldThread() -> tuple[list[tuple[Deferred[Any], Any]], Any]:
+    """
+    A "thread" whose work waits until the test runs it: each call adds
+    C{(deferred, work)} to the returned list.
+    """
+    pending: list[tuple[Deferred[Any], Any]] = []
+
+    def runInThread(f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        pending.append((d, lambda: f(*args)))
+        return d
+
+    return pending, runInThread
+
+
 class _ServiceTestCase(TestCase):
     def setUp(self) -> None:
         self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
@@ -401,13 +416,7 @@ class CommandTests(_ServiceTestCase):
         C{renew} during an order waits for that order instead of making
         another.
         """
-        pending: list[tuple[Deferred[Any], Any]] = []
-
-        def runInThread(f: Any, *args: Any) -> Deferred[Any]:
-            d: Deferred[Any] = Deferred()
-            pending.append((d, lambda: f(*args)))
-            return d
-
+        pending, runInThread = heldThread()
         service = self.make(runInThread=runInThread)
         self.start(service)
         self.assertEqual(len(pending), 1)
@@ -460,13 +469,7 @@ class StopTests(_ServiceTestCase):
         Stopping interrupts an order in progress (the thread sees the
         cancellation) and waits for it; nothing is scheduled afterwards.
         """
-        pending: list[tuple[Deferred[Any], Any]] = []
-
-        def runInThread(f: Any, *args: Any) -> Deferred[Any]:
-            d: Deferred[Any] = Deferred()
-            pending.append((d, lambda: f(*args)))
-            return d
-
+        pending, runInThread = heldThread()
         service = self.make(runInThread=runInThread)
         self.start(service)
         waiter = service.renew()

@@ -12,6 +12,13 @@ renewed and swapped into new TLS sessions by GopherPost itself.
     library, in a thread); L{gopherpost.acme.challenge}: the HTTP-01
     listener; L{gopherpost.acme.store}: the files; L{gopherpost.acme.renewal}:
     when to renew.
+
+The ACME library is certbot's C{acme}: kept up by the Let's Encrypt and
+certbot maintainers, following the CA's changes (ARI, profiles), and in
+Debian bookworm as python3-acme (2.1).  txacme, the Twisted-native one, has
+had no release since 2020, is not in Debian and pins old C{acme} releases.
+C{acme} is synchronous: GopherPost runs it in one thread of its own, never on
+the reactor.
 """
 
 from __future__ import annotations

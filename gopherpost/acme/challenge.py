@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -209,9 +209,4 @@ class ChallengeListenerService(Service):
         port, self.port = self.port, None
         if port is None:
             return None
-        d: Deferred[None] = Deferred()
-        result = port.stopListening()
-        if isinstance(result, Deferred):
-            return result
-        d.callback(None)
-        return d
+        return maybeDeferred(port.stopListening)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -53,6 +54,9 @@ __all__ = [
 REQUEST_TIMEOUT = 20
 #: Seconds an order may take from the first request to the certificate.
 ORDER_DEADLINE = 120.0
+#: Seconds the finalization may take (it cannot be interrupted: stopping the
+#: server waits for it, within systemd's TimeoutStopSec).
+FINALIZE_DEADLINE = 45.0
 
 _USER_AGENT = f"GopherPost/{__version__} acme-python"
 
@@ -207,8 +211,6 @@ class ACMEClient:
         orderDeadline: float = ORDER_DEADLINE,
         now: Callable[[], float] | None = None,
     ) -> None:
-        import time
-
         self.directoryURL = directoryURL
         self.store = store
         self.responses = responses
@@ -327,7 +329,7 @@ class ACMEClient:
             self._waitForAuthorizations(client, pending, deadline, cancelled)
             if cancelled.is_set():
                 raise ACMECancelled()
-            remaining = max(deadline - self._now(), 1.0)
+            remaining = min(max(deadline - self._now(), 1.0), FINALIZE_DEADLINE)
             order = client.finalize_order(order, _deadline(remaining))
         finally:
             for token in tokens:

@@ -290,8 +290,9 @@ class ACMEService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         """
-        Cancel the timer, interrupt an order in progress (between requests),
-        wait for the thread, stop.
+        Cancel the timer, interrupt an order in progress (between requests:
+        a validation being polled stops within a second; a finalization
+        runs to its end, at most 45 s), wait for the thread, stop.
         """
         if self._stopping or not self.running:
             return succeed(None)
