@@ -209,4 +209,6 @@ class ChallengeListenerService(Service):
         port, self.port = self.port, None
         if port is None:
             return None
-        return maybeDeferred(port.stopListening)
+        stopping: Any = port.stopListening
+        stopped: Deferred[None] = maybeDeferred(stopping)
+        return stopped
