@@ -13,11 +13,18 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from gopherpost.listeners.endpoints import (
+    EndpointError,
+    ListenerSpec,
+    parseEndpoint,
+    parseListeners,
+)
 
 __all__ = [
     "ConfigError",
@@ -31,6 +38,7 @@ __all__ = [
     "settingsFromEnvironment",
     "parseHostPort",
     "healthAddress",
+    "openRelayProblem",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -41,13 +49,14 @@ LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 #: Let's Encrypt's staging directory: for trials, its certificates are not trusted.
 LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
 
+#: C{SMTP_ACME_CHALLENGE_LISTEN}'s default: HTTP-01 is checked on port 80.
+ACME_CHALLENGE_LISTEN = parseEndpoint("SMTP_ACME_CHALLENGE_LISTEN", "tcp:80")
+
 #: The accepted values of C{SMTP_OUTBOUND_TLS}.
 OUTBOUND_TLS_POLICIES = ("verify", "may", "require", "none")
 
 _T = TypeVar("_T")
-
-# A ':' that is not escaped as '\\:' (Twisted's endpoint syntax).
-_unescapedColon = re.compile(r"(?<!\\):")
+_D = TypeVar("_D")
 
 
 class ConfigError(ValueError):
@@ -86,6 +95,17 @@ class Settings:
     healthPort: int | None = None
     healthDisable: bool = False
     queuePath: str = "./data/spool"
+
+    # Listeners (SMTP_LISTEN, SMTP_SUBMISSION_LISTEN, SMTP_SUBMISSIONS_LISTEN;
+    # see gopherpost.listeners.endpoints)
+    #: The relay/MX listeners; L{None} (unset): one on C{SMTP_LISTEN_ADDR}
+    #: and C{SMTP_PORT}, as before the setting existed; C{()}: none
+    #: (C{SMTP_LISTEN=none}).
+    listen: tuple[ListenerSpec, ...] | None = None
+    #: RFC 6409 submission listeners (STARTTLS before MAIL); none by default.
+    submissionListen: tuple[ListenerSpec, ...] = ()
+    #: RFC 8314 implicit-TLS submission listeners; none by default.
+    submissionsListen: tuple[ListenerSpec, ...] = ()
 
     # Access control and policy
     allowNetworks: tuple[IPNetwork, ...] = ()
@@ -155,6 +175,26 @@ class Settings:
     banMaxDuration: float = 86400.0
     redisURL: str | None = None
     redisPrefix: str = "gopherpost:"
+    # Webhooks (issue 18): inbound mail and delivery events as signed JSON.
+    #: C{SMTP_WEBHOOK_URL}: where inbound mail is posted (L{None}: off).
+    webhookURL: str | None = None
+    #: C{SMTP_WEBHOOK_SECRET}: C{whsec_<base64>}, Standard Webhooks signing.
+    webhookSecret: str | None = None
+    #: C{SMTP_WEBHOOK_SCOPE}: C{"local"} (messages with a local recipient)
+    #: or C{"all"}.
+    webhookScope: str = "local"
+    webhookMaxInline: int = 1048576
+    webhookRaw: bool = False
+    webhookTimeout: float = 15.0
+    webhookRetryInitial: float = 10.0
+    webhookRetryMax: float = 3600.0
+    webhookLifetime: float = 259200.0
+    #: C{SMTP_WEBHOOK_CONCURRENCY}: requests in flight to each webhook URL.
+    webhookConcurrency: int = 4
+    #: C{SMTP_EVENTS_WEBHOOK_URL}: where delivery events are posted.
+    eventsWebhookURL: str | None = None
+    #: C{SMTP_EVENTS_WEBHOOK_SECRET}; L{None}: C{SMTP_WEBHOOK_SECRET}.
+    eventsWebhookSecret: str | None = None
 
     # ACME (issue 22): certificates from an ACME CA (Let's Encrypt)
     #: C{SMTP_ACME_DOMAINS}: the certificate's names, the first is its
@@ -167,7 +207,7 @@ class Settings:
     #: C{SMTP_ACME_AGREE_TOS}: the operator agrees to the CA's terms.
     acmeAgreeTOS: bool = False
     #: C{SMTP_ACME_CHALLENGE_LISTEN}: the endpoint answering HTTP-01.
-    acmeChallengeListen: str = "tcp:80"
+    acmeChallengeListen: ListenerSpec = ACME_CHALLENGE_LISTEN
     #: C{SMTP_ACME_DIRECTORY_CA}: CA certificates (PEM) to trust for the
     #: directory's HTTPS instead of the system's (a private CA).
     acmeDirectoryCA: str | None = None
@@ -433,19 +473,87 @@ def _text(name: str, raw: str) -> str:
 
 def healthAddress(settings: Settings) -> HostPort:
     """
-    The (host, port) the HTTP server listens on: C{SMTP_HEALTH_ADDR} with
-    its port replaced by C{SMTP_HEALTH_PORT} when that is set.
+    The (host, port) the HTTP server listens on: C{SMTP_HEALTH_ADDR}
+    (C{host:port}, C{:port} or C{[v6]:port}) with its port replaced by
+    C{SMTP_HEALTH_PORT} when that is set, which also makes the port in
+    C{SMTP_HEALTH_ADDR} optional.
 
     An empty host means every interface.
+
+    @raise ConfigError: C{SMTP_HEALTH_ADDR} does not parse, e.g. has no
+        port (C{nonsense}).
     """
     addr = settings.healthAddr.strip()
-    if addr.startswith(":"):
+    if addr.startswith(":") and not addr.startswith("::"):
         host, port = "", _port("SMTP_HEALTH_ADDR", addr[1:])
     else:
-        host, port = parseHostPort("SMTP_HEALTH_ADDR", addr, 8080)
+        try:
+            host, port = parseHostPort("SMTP_HEALTH_ADDR", addr, settings.healthPort)
+        except ConfigError as e:
+            if settings.healthPort is None and e.problem.endswith("has no port"):
+                raise ConfigError(
+                    "SMTP_HEALTH_ADDR",
+                    f"{addr!r} has no port (use host:port, :port or [v6]:port)",
+                ) from None
+            raise
     if settings.healthPort is not None:
         port = settings.healthPort
     return (host, port)
+
+
+def _covers(networks: Sequence[IPNetwork], everything: IPNetwork) -> bool:
+    """
+    Whether C{networks} together cover all of C{everything}.
+    """
+    same: list[Any] = [n for n in networks if n.version == everything.version]
+    return everything in ipaddress.collapse_addresses(same)
+
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _asIPv4(network: IPNetwork) -> IPNetwork:
+    """
+    An IPv4-mapped IPv6 network as the IPv4 network it is (clients reach
+    the allow-list and relay checks unmapped); anything else as it is.
+    """
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        first = network.network_address.ipv4_mapped
+        return ipaddress.IPv4Network(f"{first}/{network.prefixlen - 96}")
+    return network
+
+
+def openRelayProblem(settings: Settings) -> str | None:
+    """
+    Why the relay networks make an open relay, or L{None} if they do not.
+
+    They do when C{settings.effectiveRelayNetworks} (C{SMTP_RELAY_NETWORKS},
+    or by default the allow-list) cover every IPv4 or every IPv6 address,
+    alone (C{0.0.0.0/0}, C{::/0}, C{::ffff:0:0/96}) or together (e.g.
+    C{0.0.0.0/1,128.0.0.0/1}).
+    """
+    networks = [_asIPv4(n) for n in settings.effectiveRelayNetworks]
+    ipv4 = _covers(networks, ipaddress.IPv4Network("0.0.0.0/0"))
+    ipv6 = _covers(networks, ipaddress.IPv6Network("::/0"))
+    if not (ipv4 or ipv6):
+        return None
+    which = (
+        "every IPv4 and IPv6 address"
+        if ipv4 and ipv6
+        else ("every IPv4 address" if ipv4 else "every IPv6 address")
+    )
+    listed = ",".join(str(n) for n in settings.effectiveRelayNetworks)
+    if settings.relayNetworks is None:
+        return (
+            f"unset, so every client SMTP_ALLOW_NETWORKS admits may relay, and {listed} is "
+            f"{which}: an open relay; set SMTP_RELAY_NETWORKS to the networks that may send "
+            "to other domains (e.g. 127.0.0.1/32,::1/128), and other clients may then send "
+            "only to local domains"
+        )
+    return (
+        f"{listed} covers {which}: an open relay; list only the networks that may send "
+        "to other domains (e.g. 127.0.0.1/32,::1/128)"
+    )
 
 
 def settingsFromEnvironment(
@@ -468,14 +576,14 @@ def settingsFromEnvironment(
     """
     env = loadEnvironment() if environ is None else dict(environ)
 
-    def get(name: str, parse: Callable[[str, str], _T], default: _T) -> _T:
+    def get(name: str, parse: Callable[[str, str], _T], default: _D) -> _T | _D:
         raw = env.get(name)
         if raw is None or raw.strip() == "":
             return default
         return parse(name, raw)
 
     def optional(name: str, parse: Callable[[str, str], _T]) -> _T | None:
-        return get(name, parse, None)  # type: ignore[arg-type]
+        return get(name, parse, None)
 
     hostname = optional("SMTP_HOSTNAME", _hostname)
     if hostname is None:
@@ -494,6 +602,11 @@ def settingsFromEnvironment(
 
     healthAddr = get("SMTP_HEALTH_ADDR", _text, ":8080").strip()
 
+    # Listeners, in one block.
+    listen = get("SMTP_LISTEN", _smtpListeners, None)
+    submissionListen = get("SMTP_SUBMISSION_LISTEN", _listeners, ())
+    submissionsListen = get("SMTP_SUBMISSIONS_LISTEN", _listeners, ())
+
     tlsDisable = get("SMTP_TLS_DISABLE", _bool, False)
     tlsCert = optional("SMTP_TLS_CERT", fileParser)
     tlsKey = optional("SMTP_TLS_KEY", fileParser)
@@ -509,6 +622,9 @@ def settingsFromEnvironment(
             "SMTP_RETRY_MAX", f"{retryMax:g} is less than SMTP_RETRY_INITIAL ({retryInitial:g})"
         )
 
+    # Webhooks (issue 18)
+    webhooks = _webhookSettings(get, optional)
+
     settings = Settings(
         port=get("SMTP_PORT", _port, 2525),
         listenAddress=get("SMTP_LISTEN_ADDR", _listenAddress, ""),
@@ -519,6 +635,9 @@ def settingsFromEnvironment(
         healthPort=optional("SMTP_HEALTH_PORT", _port),
         healthDisable=get("SMTP_HEALTH_DISABLE", _bool, False),
         queuePath=get("SMTP_QUEUE_PATH", lambda n, r: r.strip(), "./data/spool"),
+        listen=listen,
+        submissionListen=submissionListen,
+        submissionsListen=submissionsListen,
         allowNetworks=get("SMTP_ALLOW_NETWORKS", _networks, ()),
         allowHosts=get("SMTP_ALLOW_HOSTS", _hosts, ()),
         requireLocalDomain=get("SMTP_REQUIRE_LOCAL_DOMAIN", _bool, True),
@@ -551,6 +670,7 @@ def settingsFromEnvironment(
         dkimKeyPath=optional("SMTP_DKIM_KEY_PATH", fileParser),
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),
         dkimDomain=optional("SMTP_DKIM_DOMAIN", _hostname),
+        **webhooks,
     )
     # Internet MX checks (issue 16).
     banDuration = get("SMTP_BAN_DURATION", lambda n, r: _seconds(n, r, 1), 600.0)
@@ -590,7 +710,9 @@ def settingsFromEnvironment(
         acmeEmail=optional("SMTP_ACME_EMAIL", _email),
         acmeDirectory=get("SMTP_ACME_DIRECTORY", _httpsURL, LETS_ENCRYPT_DIRECTORY),
         acmeAgreeTOS=get("SMTP_ACME_AGREE_TOS", _bool, False),
-        acmeChallengeListen=get("SMTP_ACME_CHALLENGE_LISTEN", _challengeListen, "tcp:80"),
+        acmeChallengeListen=get(
+            "SMTP_ACME_CHALLENGE_LISTEN", _challengeListen, ACME_CHALLENGE_LISTEN
+        ),
         acmeDirectoryCA=optional("SMTP_ACME_DIRECTORY_CA", fileParser),
     )
     if settings.acmeEnabled:
@@ -599,6 +721,10 @@ def settingsFromEnvironment(
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:
         healthAddress(settings)
+    _checkListeners(settings)
+    openRelay = openRelayProblem(settings)
+    if openRelay is not None:
+        raise ConfigError("SMTP_RELAY_NETWORKS", openRelay)
     if settings.dkimEnabled:
         if settings.dkimSelector is None:
             raise ConfigError(
@@ -634,6 +760,63 @@ def _positiveFloat(name: str, raw: str) -> float:
 
 def _dkimSelector(name: str, raw: str) -> str:
     return _hostname(name, raw)
+
+
+def _listeners(name: str, raw: str) -> tuple[ListenerSpec, ...]:
+    try:
+        return parseListeners(name, raw)
+    except EndpointError as e:
+        raise ConfigError(name, str(e)) from None
+
+
+def _smtpListeners(name: str, raw: str) -> tuple[ListenerSpec, ...] | None:
+    if raw.strip().lower() == "none":
+        return ()
+    return _listeners(name, raw) or None
+
+
+def _checkListeners(settings: Settings) -> None:
+    """
+    The listeners make sense together: something listens, the TLS roles
+    have TLS, and no endpoint is given twice.
+    """
+    if settings.listen == () and not (settings.submissionListen or settings.submissionsListen):
+        raise ConfigError(
+            "SMTP_LISTEN",
+            "is none and neither SMTP_SUBMISSION_LISTEN nor SMTP_SUBMISSIONS_LISTEN is set: "
+            "nothing to listen on",
+        )
+    if settings.tlsDisable:
+        if settings.submissionListen:
+            raise ConfigError(
+                "SMTP_SUBMISSION_LISTEN",
+                "submission requires STARTTLS, which SMTP_TLS_DISABLE=true switches off",
+            )
+        if settings.submissionsListen:
+            raise ConfigError(
+                "SMTP_SUBMISSIONS_LISTEN",
+                "implicit TLS needs TLS, which SMTP_TLS_DISABLE=true switches off",
+            )
+    seen: dict[tuple, ListenerSpec] = {}
+    for spec in (
+        *(settings.listen or ()),
+        *settings.submissionListen,
+        *settings.submissionsListen,
+    ):
+        if spec.kind == "systemd":
+            key: tuple = ("systemd", spec.index, spec.name)
+        else:
+            key = ("tcp", spec.interface, spec.port)
+        if key in seen and not (spec.kind == "tcp" and spec.port == 0):
+            first = seen[key]
+            if first.variable == spec.variable and first.description == spec.description:
+                problem = "is listed twice"
+            elif first.description == spec.description:
+                problem = f"is also in {first.variable}"
+            else:
+                problem = f"is the same listener as {first.description!r} in {first.variable}"
+            raise ConfigError(spec.variable, f"{spec.description!r} {problem}")
+        seen[key] = spec
 
 
 # Internet MX checks (issue 16).
@@ -743,37 +926,11 @@ def _httpsURL(name: str, raw: str) -> str:
     return text
 
 
-def _challengeListen(name: str, raw: str) -> str:
-    text = raw.strip()
-    kind, _, rest = text.partition(":")
-    if kind not in ("tcp", "tcp6") or not rest:
-        raise ConfigError(
-            name, f"{text!r}: use tcp:PORT[:interface=ADDRESS] or tcp6:PORT[:interface=ADDRESS]"
-        )
-    # Twisted's syntax: arguments separated by ':', '\\:' a literal colon.
-    arguments = [part.replace("\\:", ":") for part in _unescapedColon.split(rest)]
-    port: str | None = None
-    for argument in arguments:
-        key, equals, value = argument.partition("=")
-        if not equals:
-            key, value = "port", argument
-        if key == "port" and port is None:
-            port = value
-        elif key == "interface":
-            try:
-                ipaddress.ip_address(value.strip("[]"))
-            except ValueError:
-                raise ConfigError(
-                    name, f"{text!r}: interface {value!r} is not an IP address"
-                ) from None
-        elif key == "backlog":
-            _int(name, value, 1)
-        else:
-            raise ConfigError(name, f"{text!r}: unknown argument {argument!r}")
-    if port is None:
-        raise ConfigError(name, f"{text!r} has no port")
-    _port(name, port)
-    return text
+def _challengeListen(name: str, raw: str) -> ListenerSpec:
+    try:
+        return parseEndpoint(name, raw)
+    except EndpointError as e:
+        raise ConfigError(name, f"{raw.strip()!r}: {e}") from None
 
 
 def _checkACME(settings: Settings) -> None:
@@ -803,3 +960,88 @@ def _checkACME(settings: Settings) -> None:
             "ACME certificates (SMTP_ACME_DOMAINS) are served by a single process for now: "
             "set SMTP_WORKERS=1",
         )
+
+
+# Webhooks (issue 18)
+
+#: The accepted values of C{SMTP_WEBHOOK_SCOPE}.
+WEBHOOK_SCOPES = ("local", "all")
+
+
+def _webhookURL(name: str, raw: str) -> str:
+    """
+    An C{http://} or C{https://} URL with a host (and optionally a port,
+    user and password); no fragment.
+    """
+    text = raw.strip()
+    if any(c.isspace() for c in text) or not text.isprintable():
+        raise ConfigError(name, f"{raw!r} is not a URL (no spaces or control characters)")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(name, f"{raw!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(name, f"{raw!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ConfigError(name, f"{raw!r} has no host")
+    if port == 0:
+        raise ConfigError(name, f"{raw!r}: port 0 is not a valid TCP port")
+    if parts.fragment or text.endswith("#"):
+        raise ConfigError(name, f"{raw!r} has a fragment (#...), which HTTP never sends")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ConfigError(name, f"{raw!r}: the host name is not valid") from None
+    return text
+
+
+def _webhookSecret(name: str, raw: str) -> str:
+    from gopherpost.webhooks.signing import parseSecret
+
+    try:
+        parseSecret(raw.strip())
+    except ValueError as e:
+        raise ConfigError(name, str(e)) from None
+    return raw.strip()
+
+
+def _webhookSettings(get: Callable[..., Any], optional: Callable[..., Any]) -> dict[str, Any]:
+    """
+    The C{SMTP_WEBHOOK_*} and C{SMTP_EVENTS_WEBHOOK_*} variables, as
+    L{Settings} fields.
+    """
+    url = optional("SMTP_WEBHOOK_URL", _webhookURL)
+    secret = optional("SMTP_WEBHOOK_SECRET", _webhookSecret)
+    eventsURL = optional("SMTP_EVENTS_WEBHOOK_URL", _webhookURL)
+    eventsSecret = optional("SMTP_EVENTS_WEBHOOK_SECRET", _webhookSecret)
+    if url is not None and secret is None:
+        raise ConfigError("SMTP_WEBHOOK_SECRET", "is required with SMTP_WEBHOOK_URL")
+    if eventsURL is not None and eventsSecret is None and secret is None:
+        raise ConfigError(
+            "SMTP_EVENTS_WEBHOOK_SECRET",
+            "is required with SMTP_EVENTS_WEBHOOK_URL (or set SMTP_WEBHOOK_SECRET)",
+        )
+    initial = get("SMTP_WEBHOOK_RETRY_INITIAL", lambda n, r: _seconds(n, r, 1), 10.0)
+    maximum = get("SMTP_WEBHOOK_RETRY_MAX", lambda n, r: _seconds(n, r, 1), 3600.0)
+    if maximum < initial:
+        raise ConfigError(
+            "SMTP_WEBHOOK_RETRY_MAX",
+            f"{maximum:g} is less than SMTP_WEBHOOK_RETRY_INITIAL ({initial:g})",
+        )
+    return {
+        "webhookURL": url,
+        "webhookSecret": secret,
+        "webhookScope": get(
+            "SMTP_WEBHOOK_SCOPE", lambda n, r: _choice(n, r.strip(), WEBHOOK_SCOPES), "local"
+        ),
+        "webhookMaxInline": get("SMTP_WEBHOOK_MAX_INLINE", _size, 1048576),
+        "webhookRaw": get("SMTP_WEBHOOK_RAW", _bool, False),
+        "webhookTimeout": get("SMTP_WEBHOOK_TIMEOUT", lambda n, r: _seconds(n, r, 1), 15.0),
+        "webhookRetryInitial": initial,
+        "webhookRetryMax": maximum,
+        "webhookLifetime": get("SMTP_WEBHOOK_LIFETIME", lambda n, r: _seconds(n, r, 60), 259200.0),
+        "webhookConcurrency": get("SMTP_WEBHOOK_CONCURRENCY", lambda n, r: _int(n, r, 1, 256), 4),
+        "eventsWebhookURL": eventsURL,
+        "eventsWebhookSecret": eventsSecret,
+    }

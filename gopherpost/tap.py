@@ -1,30 +1,23 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-C{twistd gopherpost}: command-line options and the wiring of every part into
-one L{MultiService}.
+C{twistd gopherpost}: command-line options, and L{makeService}, which hands
+the configuration to L{gopherpost.wiring}.
 
-No policy lives here: configuration is parsed by L{gopherpost.config}, and
-each part is built by its own module.  A bad setting ends start-up before
-anything is bound, with one line naming the variable.
+A bad setting ends start-up before anything is bound, with one line naming
+the variable.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.python import usage
-from twisted.python.threadpool import ThreadPool
 
-from gopherpost.config import ConfigError, Settings, loadEnvironment, settingsFromEnvironment
-from gopherpost.inbound.factory import LISTEN_BACKLOG
+if TYPE_CHECKING:
+    from gopherpost.wiring import GopherPostService
 
-__all__ = ["Options", "makeService", "GopherPostService", "ThreadPoolService"]
+__all__ = ["Options", "makeService"]
 
 
 class Options(usage.Options):
@@ -53,84 +46,13 @@ class Options(usage.Options):
         """
         The environment (with C{.env}) with command-line overrides applied.
         """
+        from gopherpost.config import loadEnvironment
+
         merged = loadEnvironment() if environ is None else dict(environ)
         for option, variable in self._variables.items():
             if self[option] is not None:
                 merged[variable] = self[option]
         return merged
-
-
-class ThreadPoolService(Service):
-    """
-    Runs a L{ThreadPool} while the service runs.
-    """
-
-    def __init__(self, pool: ThreadPool) -> None:
-        self.pool = pool
-
-    def startService(self) -> None:
-        Service.startService(self)
-        self.pool.start()
-
-    def stopService(self) -> None:
-        Service.stopService(self)
-        self.pool.stop()
-
-
-class GopherPostService(MultiService):
-    """
-    The whole server.  Its attributes give tests and the health check a
-    handle on the parts.
-    """
-
-    settings: Settings
-    spool: Any
-    inbound: Any
-    audit: Any
-    metrics: Any
-    relayQueue: Any = None
-    acme: Any = None
-
-    def ready(self) -> tuple[bool, str]:
-        """
-        Ready when the SMTP listener is bound and the spool is writable.
-        """
-        if not self.inbound.listening:
-            return (False, "SMTP listener is not bound")
-        # wiring: acme
-        if self.acme is not None:
-            ready, reason = self.acme.readiness()
-            if not ready:
-                return (False, reason)
-        return self.spool.isWritable()
-
-
-def _listenAddress(settings: Settings) -> str:
-    """
-    The address SMTP listens on: C{SMTP_LISTEN_ADDR}, else every address
-    (IPv6 and IPv4 where the host has IPv6).
-    """
-    if settings.listenAddress:
-        return settings.listenAddress
-    return "::" if _ipv6Available() else "0.0.0.0"
-
-
-def _listenEndpoint(reactor: Any, settings: Settings) -> Any:
-    address = _listenAddress(settings)
-    if ":" in address:
-        return TCP6ServerEndpoint(reactor, settings.port, LISTEN_BACKLOG, address)
-    return TCP4ServerEndpoint(reactor, settings.port, LISTEN_BACKLOG, address)
-
-
-def _ipv6Available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def makeService(
@@ -141,100 +63,20 @@ def makeService(
     """
     Build the GopherPost service from options and environment.
 
+    The environment is captured first: importing C{twisted.internet.endpoints}
+    removes systemd's C{LISTEN_PID} and C{LISTEN_FDS} from C{os.environ}.
+
+    @return: the whole server, not started.
     @raise SystemExit: with a one-line message naming the variable, if the
         configuration is invalid; nothing has been bound then.
     """
+    captured = options.environment(environ)
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
+        from twisted.internet import reactor
+    from gopherpost.config import ConfigError
+    from gopherpost.wiring import buildServer
+
     try:
-        return _build(options.environment(environ), reactor)
+        return buildServer(captured, reactor)
     except ConfigError as e:
         raise SystemExit(f"gopherpost: configuration error: {e}") from None
-
-
-def _build(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
-    from gopherpost import audit as _audit
-    from gopherpost import dns, tls, web
-    from gopherpost import metrics as _metrics
-    from gopherpost.inbound.factory import SMTPService, makeSMTPFactory
-    from gopherpost.inbound.workers import WorkerPool
-    from gopherpost.spool import Spool, SpoolError
-
-    settings = settingsFromEnvironment(environ)
-    service = GopherPostService()
-    service.settings = settings
-
-    spool = Spool(settings.queuePath, reactor)
-    try:
-        spool.open()
-    except SpoolError as e:
-        raise ConfigError("SMTP_QUEUE_PATH", str(e)) from None
-    service.spool = spool
-    contextFactory = tls.serverContextFactory(settings, os.path.join(spool.stateDirectory, "tls"))
-    _checkOutboundTrust(settings)
-
-    service.audit = auditLog = _audit.AuditLog(debug=settings.debug, clock=reactor)
-    service.metrics = _metrics.Metrics(clock=reactor, audit=auditLog)
-    # wiring: acme
-    if settings.acmeEnabled:
-        from gopherpost.acme import makeACMEService
-
-        service.acme = makeACMEService(settings, spool.stateDirectory, reactor)
-        service.acme.setServiceParent(service)
-        service.metrics.registry.register(service.acme.metrics)
-        contextFactory = service.acme.contextFactory
-    # DNS gets its own threads: a slow resolver must never hold up the
-    # fsyncs that stand between a client and its 250.
-    dnsThreads = ThreadPool(minthreads=0, maxthreads=dns.DNS_THREADS, name="gopherpost-dns")
-    ThreadPoolService(dnsThreads).setServiceParent(service)
-    resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
-
-    _buildRelay(settings, spool, auditLog, resolver, reactor, service)
-
-    if settings.workers > 1:
-        inbound = WorkerPool(settings, environ, auditLog, spool, reactor, _listenAddress(settings))
-    else:
-        factory = makeSMTPFactory(settings, spool, auditLog, resolver, reactor, contextFactory)
-        listener = StreamServerEndpointService(_listenEndpoint(reactor, settings), factory)
-        # Fail start-up (not just log) when the port cannot be bound.
-        listener._raiseSynchronously = True
-        inbound = SMTPService(listener, factory)
-    service.inbound = inbound
-    inbound.setServiceParent(service)
-
-    if not settings.healthDisable:
-        resource = web.makeWebResource(settings, auditLog, service.metrics, service.ready)
-        webService = web.makeWebService(settings, reactor, resource)
-        if webService is not None:
-            webService.setServiceParent(service)
-    return service
-
-
-def _checkOutboundTrust(settings: Settings) -> None:
-    """
-    With a verifying outbound TLS policy, the trust store must load now,
-    not at the first delivery.
-    """
-    from gopherpost import tls
-
-    if settings.outboundTLS not in ("verify", "require"):
-        return
-    try:
-        tls.clientContextFor(settings.outboundTLS, settings.hostname)
-    except Exception as e:
-        variable = "SSL_CERT_DIR" if "SSL_CERT_DIR" in str(e) else "SSL_CERT_FILE"
-        raise ConfigError(variable, f"the outbound TLS trust store does not load: {e}") from None
-
-
-def _buildRelay(settings, spool, auditLog, resolver, reactor, service) -> Any:
-    """
-    The outbound queue.
-    """
-    from gopherpost.relay import queue as _queue
-
-    relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor)
-    relayQueue.setServiceParent(service)
-    spool.addObserver(relayQueue)
-    service.relayQueue = relayQueue
-    service.metrics.setQueueDepthSource(relayQueue.queueDepth)
-    return relayQueue

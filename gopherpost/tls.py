@@ -2,9 +2,12 @@
 """
 TLS for GopherPost, both directions.
 
-Inbound (STARTTLS offered by our server): L{serverContextFactory} turns
-C{SMTP_TLS_CERT}/C{SMTP_TLS_KEY} into a context factory, or generates a
-self-signed certificate for C{SMTP_HOSTNAME} once and keeps it.
+Inbound (STARTTLS and the implicit-TLS listener): L{serverContextFactory}
+turns C{SMTP_TLS_CERT}/C{SMTP_TLS_KEY} into a L{ServerTLS} connection
+creator, or generates a self-signed certificate for C{SMTP_HOSTNAME} once and
+keeps it.  TLS 1.2 at least, its suites limited to L{INBOUND_TLS12_CIPHERS}
+(TLS 1.3 keeps OpenSSL's suites); a client that offers ALPN gets C{smtp} if it
+offered that, else no ALPN at all (never a fatal alert).
 
 Outbound (STARTTLS to a remote MX): L{clientContextFor} makes the connection
 creator for one host under a policy of C{SMTP_OUTBOUND_TLS}, and the small
@@ -28,6 +31,7 @@ import datetime
 import os
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -39,8 +43,12 @@ from OpenSSL import SSL, crypto
 # documentation of optionsForClientTLS points at it.
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
 from twisted.internet.ssl import (
+    AcceptableCiphers,
     CertificateOptions,
     TLSVersion,
     optionsForClientTLS,
@@ -53,6 +61,9 @@ from gopherpost.config import OUTBOUND_TLS_POLICIES, ConfigError, Settings
 from gopherpost.durable import replaceFile
 
 __all__ = [
+    "INBOUND_TLS12_CIPHERS",
+    "ALPN_PROTOCOL",
+    "ServerTLS",
     "SELF_SIGNED_CERT",
     "SELF_SIGNED_KEY",
     "CONTINUE_CLEARTEXT",
@@ -71,6 +82,26 @@ __all__ = [
 ]
 
 _log = Logger()
+
+#: The TLS 1.2 suites inbound TLS accepts: Mozilla's "intermediate" profile
+#: without its DHE suites, i.e. ECDHE key exchange with AES-GCM or
+#: ChaCha20-Poly1305 only (no CBC, no SHA-1 MAC, no static RSA).  TLS 1.3
+#: keeps OpenSSL's own suites, which are all of that kind.  Outbound TLS
+#: keeps Twisted's broader default: an old MTA is better reached encrypted
+#: than in clear.
+INBOUND_TLS12_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+#: The one ALPN protocol the server selects, when a client offers it.
+ALPN_PROTOCOL = b"smtp"
 
 #: File names of the generated certificate inside the state directory.
 SELF_SIGNED_CERT = "cert.pem"
@@ -154,23 +185,69 @@ def _readPrivateKey(path: str, variable: str):
         raise ConfigError(variable, f"{path!r} does not load: {e}") from None
 
 
+def _selectALPN(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """
+    The server's ALPN choice: L{ALPN_PROTOCOL} when offered, else none.
+
+    Twisted 26's own callback fails the handshake (alert 80) when nothing
+    overlaps, which turns away every client that offers ALPN at all.
+    """
+    if ALPN_PROTOCOL in offered:
+        return ALPN_PROTOCOL
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """
+    The server side of inbound TLS, for STARTTLS (C{transport.startTLS}) and
+    for L{twisted.protocols.tls.TLSMemoryBIOFactory} alike: one OpenSSL
+    context, built (and checked) once.
+
+    @ivar options: the L{CertificateOptions} the context came from.
+    """
+
+    def __init__(self, options: CertificateOptions) -> None:
+        self.options = options
+        context = options.getContext()
+        context.set_alpn_select_callback(_selectALPN)
+        self._context = context
+
+    def getContext(self) -> SSL.Context:
+        """
+        The OpenSSL context (the older context-factory interface).
+        """
+        return self._context
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        """
+        A new server connection (L{IOpenSSLServerConnectionCreator}).
+        """
+        connection = SSL.Connection(self._context, None)
+        connection.set_app_data(tlsProtocol)
+        return connection
+
+    def __repr__(self) -> str:
+        return "<inbound TLS>"
+
+
 def loadServerContextFactory(
     certPath: str,
     keyPath: str,
     certVariable: str = "SMTP_TLS_CERT",
     keyVariable: str = "SMTP_TLS_KEY",
-) -> CertificateOptions:
+) -> ServerTLS:
     """
     Load a PEM certificate (optionally followed by its intermediate
-    certificates) and its PEM private key into a TLS server context factory
-    with TLS 1.2 as the minimum version.
+    certificates) and its PEM private key into the inbound L{ServerTLS}:
+    TLS 1.2 at least, L{INBOUND_TLS12_CIPHERS}, ALPN C{smtp} or none.
 
     @param certPath: the certificate chain file, leaf first.
     @param keyPath: the unencrypted private key (PKCS#1, PKCS#8, SEC1).
     @param certVariable: the variable named in errors about the certificate.
     @param keyVariable: the variable named in errors about the key.
-    @return: a context factory for L{twisted.mail.smtp.ESMTP} /
-        C{transport.startTLS}.
+    @return: a connection creator for C{transport.startTLS} and
+        L{twisted.protocols.tls.TLSMemoryBIOFactory}.
     @raise ConfigError: a file is missing or unreadable, holds no
         certificate/key, or the key does not belong to the first
         certificate.
@@ -190,7 +267,7 @@ def loadServerContextFactory(
             date=_notValidAfter(leaf).isoformat(),
         )
     try:
-        return _certificateOptions(key, leaf, certificates[1:])
+        return ServerTLS(_certificateOptions(key, leaf, certificates[1:]))
     except (SSL.Error, crypto.Error, ValueError, TypeError) as e:
         raise ConfigError(
             certVariable, f"{certPath!r} cannot be used with {keyPath!r}: {e}"
@@ -202,18 +279,22 @@ def _certificateOptions(
 ) -> CertificateOptions:
     """
     Server options for a key, its certificate and intermediates, TLS 1.2 at
-    least, with the OpenSSL context already built so any problem surfaces
-    at start-up rather than at the first STARTTLS.
+    least with L{INBOUND_TLS12_CIPHERS}, with the OpenSSL context already
+    built so any problem surfaces at start-up rather than at the first
+    STARTTLS.
 
     Current pyOpenSSL takes C{cryptography} objects (and deprecates its own);
     older releases (Debian's 23.0) only take their own.
     """
+    ciphers = AcceptableCiphers.fromOpenSSLCipherString(INBOUND_TLS12_CIPHERS)
     try:
+        # The stubs know only pyOpenSSL's own types; see the docstring.
         options = CertificateOptions(
             privateKey=key,
-            certificate=leaf,
-            extraCertChain=list(chain),
+            certificate=cast(Any, leaf),
+            extraCertChain=cast(Any, list(chain)),
             raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=ciphers,
         )
         options.getContext()
     except TypeError:
@@ -222,6 +303,7 @@ def _certificateOptions(
             certificate=crypto.X509.from_cryptography(leaf),
             extraCertChain=[crypto.X509.from_cryptography(c) for c in chain],
             raiseMinimumTo=TLSVersion.TLSv1_2,
+            acceptableCiphers=ciphers,
         )
         options.getContext()
     return options
@@ -316,16 +398,16 @@ def ensureSelfSignedCertificate(
     return certPath, keyPath
 
 
-def serverContextFactory(settings: Settings, stateDirectory: str) -> CertificateOptions | None:
+def serverContextFactory(settings: Settings, stateDirectory: str) -> ServerTLS | None:
     """
-    The TLS context factory for inbound STARTTLS.
+    The inbound TLS (STARTTLS and the implicit-TLS listener).
 
     @param settings: uses C{tlsDisable}, C{tlsCert}, C{tlsKey} and
         C{hostname}.
     @param stateDirectory: where a generated self-signed certificate is
         kept when no certificate is configured.
-    @return: L{None} when C{SMTP_TLS_DISABLE=true}; otherwise a context
-        factory (TLS 1.2 minimum) for the configured certificate, or for a
+    @return: L{None} when C{SMTP_TLS_DISABLE=true}; otherwise a
+        L{ServerTLS} for the configured certificate, or for a
         self-signed certificate for C{settings.hostname} generated once and
         reused on later starts.
     @raise ConfigError: a configured file does not load, the key does not
@@ -554,6 +636,6 @@ def clientContextFor(
         trustRoot.check()
     return optionsForClientTLS(
         hostname,
-        trustRoot=trustRoot,
+        trustRoot=cast(Any, trustRoot),
         extraCertificateOptions={"raiseMinimumTo": TLSVersion.TLSv1_2},
     )

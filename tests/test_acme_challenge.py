@@ -5,22 +5,19 @@ listener.
 
 from __future__ import annotations
 
-import socket
 import threading
 from typing import Any
 
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from gopherpost.acme.challenge import ChallengeListenerService, ChallengeResponses, ChallengeSite
-from gopherpost.config import ConfigError
+from gopherpost.acme.challenge import ChallengeResponses, ChallengeSite
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 ANSWER = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
@@ -119,38 +116,3 @@ class SiteTests(TestCase):
         self.responses.remove(TOKEN)
         code, _, _ = yield self.get(f"/.well-known/acme-challenge/{TOKEN}")
         self.assertEqual(code, 404)
-
-
-class ListenerServiceTests(TestCase):
-    def test_bindsInPrivilegedStart(self) -> Any:
-        """
-        The port is bound before privileges are dropped, and closed at stop.
-        """
-        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
-        service = ChallengeListenerService(endpoint, ChallengeSite(ChallengeResponses()), "tcp:0")
-        service.privilegedStartService()
-        self.assertIsNotNone(service.port)
-        service.startService()
-        self.assertTrue(service.running)
-        return service.stopService()
-
-    def test_busyPort(self) -> None:
-        """
-        A port in use: L{ConfigError} naming SMTP_ACME_CHALLENGE_LISTEN.
-        """
-        taken = socket.socket()
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        endpoint = TCP4ServerEndpoint(reactor, port, interface="127.0.0.1")
-        description = f"tcp:{port}:interface=127.0.0.1"
-        service = ChallengeListenerService(
-            endpoint, ChallengeSite(ChallengeResponses()), description
-        )
-        with self.assertRaises(ConfigError) as caught:
-            service.privilegedStartService()
-        self.assertEqual(caught.exception.variable, "SMTP_ACME_CHALLENGE_LISTEN")
-        self.assertEqual(
-            caught.exception.problem, f"cannot listen on {description!r}: Address already in use"
-        )

@@ -36,8 +36,13 @@ class ACMESettingsTests(SynchronousTestCase):
         s = settings()
         self.assertFalse(s.acmeEnabled)
         self.assertEqual(
-            (s.acmeDomains, s.acmeEmail, s.acmeDirectory, s.acmeAgreeTOS, s.acmeChallengeListen),
-            ((), None, LETS_ENCRYPT_DIRECTORY, False, "tcp:80"),
+            (s.acmeDomains, s.acmeEmail, s.acmeDirectory, s.acmeAgreeTOS),
+            ((), None, LETS_ENCRYPT_DIRECTORY, False),
+        )
+        listen = s.acmeChallengeListen
+        self.assertEqual(
+            (listen.variable, listen.description, listen.kind, listen.port, listen.proxy),
+            ("SMTP_ACME_CHALLENGE_LISTEN", "tcp:80", "tcp", 80, False),
         )
         self.assertEqual(LETS_ENCRYPT_DIRECTORY, "https://acme-v02.api.letsencrypt.org/directory")
         self.assertIsNone(s.acmeDirectoryCA)
@@ -55,21 +60,35 @@ class ACMESettingsTests(SynchronousTestCase):
         self.assertEqual(s.acmeDomains, ("mx.example.test", "smtp.example.test"))
         self.assertEqual(s.acmeEmail, "Postmaster@example.test")
         self.assertEqual(s.acmeDirectory, "https://acme-staging-v02.api.letsencrypt.org/directory")
-        self.assertEqual(s.acmeChallengeListen, "tcp6:8080:interface=\\:\\:1")
+        self.assertEqual(
+            (s.acmeChallengeListen.port, s.acmeChallengeListen.interface), (8080, "::1")
+        )
         self.assertEqual(s.acmeDirectoryCA, "/etc/ssl/private-ca.pem")
 
     def test_challengeListen(self) -> None:
-        for good in ("tcp:80", "tcp:port=80", "tcp:80:interface=192.0.2.1:backlog=10", "tcp6:80"):
-            self.assertEqual(settings(SMTP_ACME_CHALLENGE_LISTEN=good).acmeChallengeListen, good)
+        """
+        An endpoint string like the SMTP listeners' (tcp:, tcp6:, systemd:,
+        haproxy:), parsed at start-up.
+        """
+        for good, kind, port, proxy in (
+            ("tcp:80", "tcp", 80, False),
+            ("tcp:port=80", "tcp", 80, False),
+            ("tcp:80:interface=192.0.2.1:backlog=10", "tcp", 80, False),
+            ("tcp6:80", "tcp", 80, False),
+            ("haproxy:tcp:8402:interface=127.0.0.1", "tcp", 8402, True),
+            ("systemd:domain=INET6:index=1", "systemd", 0, False),
+        ):
+            spec = settings(SMTP_ACME_CHALLENGE_LISTEN=good).acmeChallengeListen
+            self.assertEqual(
+                (spec.description, spec.kind, spec.port, spec.proxy), (good, kind, port, proxy)
+            )
         for bad, fragment in (
-            ("80", "use tcp:PORT"),
-            ("unix:/run/x", "use tcp:PORT"),
-            ("tcp:", "use tcp:PORT"),
-            ("tcp:http", "not a valid TCP port"),
-            ("tcp:0", "not a valid TCP port"),
+            ("80", "is not supported"),
+            ("unix:/run/x", "is not supported"),
+            ("tcp:", "needs a port"),
+            ("tcp:http", "is not a number"),
             ("tcp:80:interface=example.test", "is not an IP address"),
-            ("tcp:80:colour=blue", "unknown argument"),
-            ("tcp:interface=127.0.0.1", "has no port"),
+            ("tcp:80:colour=blue", "has no option 'colour'"),
         ):
             self.assertProblem(
                 "SMTP_ACME_CHALLENGE_LISTEN", fragment, SMTP_ACME_CHALLENGE_LISTEN=bad

@@ -11,12 +11,16 @@ import socket
 from typing import Any
 
 from prometheus_client import generate_latest
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from gopherpost.acme import ACMEService, CertificateSwitch
+from gopherpost.acme import ACMEService, CertificateSwitch, makeACMEService
+from gopherpost.acme.challenge import ChallengeSite
+from gopherpost.config import ConfigError, settingsFromEnvironment
+from gopherpost.listeners.proxy import ProxyProtocolFactory
 from gopherpost.tap import Options, makeService
 from tests.support.server import freePort, serverEnvironment, startInProcess
 from tests.support.tlsprobe import STARTTLSClient
@@ -105,3 +109,49 @@ class WiringTests(TestCase):
             Options(), environ=serverEnvironment(self.mktemp(), 2525), reactor=reactor
         )
         self.assertIsNone(service.acme)
+
+
+class ChallengeListenerTests(TestCase):
+    """
+    The HTTP-01 listener is one of the server's listeners.
+    """
+
+    def acme(self, listen: str) -> Any:
+        environ = environment(self.mktemp(), SMTP_ACME_CHALLENGE_LISTEN=listen)
+        settings = settingsFromEnvironment(environ)
+        return makeACMEService(settings, self.mktemp(), reactor)
+
+    def test_bindsBeforePrivilegesDrop(self) -> Any:
+        """
+        Bound in C{privilegedStartService}, serving the challenge site;
+        closed at stop.
+        """
+        service = self.acme("tcp:0:interface=127.0.0.1")
+        service.challengeListener.privilegedStartService()
+        self.assertTrue(service.challengeListener.bound)
+        self.assertIsInstance(service.challengeListener.factory, ChallengeSite)
+        return service.challengeListener.stopService()
+
+    def test_busyPort(self) -> None:
+        """
+        A port in use ends start-up with one line naming
+        SMTP_ACME_CHALLENGE_LISTEN.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        service = self.acme(f"tcp:{port}:interface=127.0.0.1")
+        with self.assertRaises(ConfigError) as caught:
+            service.privilegedStartService()
+        self.assertEqual(caught.exception.variable, "SMTP_ACME_CHALLENGE_LISTEN")
+        self.assertIn("Address already in use", caught.exception.problem)
+        self.assertNotIn("\n", str(caught.exception))
+
+    def test_proxyProtocol(self) -> None:
+        """
+        C{haproxy:} puts the PROXY-protocol reader in front of the site.
+        """
+        service = self.acme("haproxy:tcp:0:interface=127.0.0.1")
+        self.assertIsInstance(service.challengeListener.factory, ProxyProtocolFactory)

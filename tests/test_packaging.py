@@ -65,7 +65,7 @@ class PluginTests(SynchronousTestCase):
         makers = [m for m in getPlugins(IServiceMaker) if m.tapname == "gopherpost"]
         self.assertEqual(len(makers), 1)
         [maker] = makers
-        self.assertEqual(maker.module, "gopherpost.tap")
+        self.assertEqual(maker.module, "gopherpost.tap")  # type: ignore[attr-defined]
         self.assertIs(maker.options, tap.Options)
         self.assertIs(maker.makeService, tap.makeService)
 
@@ -175,3 +175,21 @@ class ConfigurationDocumentationTests(SynchronousTestCase):
         [timeout] = _unitValues(self.unit, "TimeoutStopSec")
         self.assertEqual(_unitValues(self.unit, "KillSignal"), ["SIGTERM"])
         self.assertGreater(int(timeout), SHUTDOWN_GRACE + 5)
+
+
+class UnitCapabilityTests(SynchronousTestCase):
+    """
+    The unit can bind the privileged SMTP ports, and socket activation's
+    sockets get through its sandbox.
+    """
+
+    def test_privilegedPorts(self) -> None:
+        """
+        C{CAP_NET_BIND_SERVICE} (ports 25, 465 and 587) is granted and kept,
+        and it is the only capability.
+        """
+        unit = _sourceFile("debian", "gopherpost.service")
+        self.assertEqual(_unitValues(unit, "AmbientCapabilities"), ["CAP_NET_BIND_SERVICE"])
+        self.assertEqual(_unitValues(unit, "CapabilityBoundingSet"), ["CAP_NET_BIND_SERVICE"])
+        [families] = _unitValues(unit, "RestrictAddressFamilies")
+        self.assertLessEqual({"AF_INET", "AF_INET6"}, set(families.split()))

@@ -10,7 +10,8 @@ from twisted.application.service import IService
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from gopherpost.tap import GopherPostService, Options, makeService
+from gopherpost.tap import Options, makeService
+from gopherpost.wiring import GopherPostService
 from tests.support.server import serverEnvironment
 
 
@@ -71,7 +72,7 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_parts(self) -> None:
         """
-        The service holds the settings, an opened spool, the SMTP listener
+        The service holds the settings, an opened spool, the SMTP listeners
         (not yet bound), the relay queue and the audit log; it is not ready
         before it listens.
         """
@@ -82,8 +83,11 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertTrue(os.path.isdir(os.path.join(path, "tmp")))
         self.assertEqual(service.settings.port, 2525)
         self.assertIsNotNone(service.relayQueue)
-        self.assertEqual(service.ready(), (False, "SMTP listener is not bound"))
+        self.assertEqual(
+            service.ready(),
+            (False, "SMTP listener is not bound: tcp:2525:interface=127.0.0.1 (SMTP_PORT)"),
+        )
         names = [type(s).__name__ for s in service]
-        self.assertIn("SMTPService", names)
+        self.assertIn("InboundService", names)
         self.assertIn("RelayQueue", names)
         self.assertNotIn("WebService", names)

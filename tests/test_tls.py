@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import stat
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -18,7 +19,7 @@ from OpenSSL import SSL, crypto
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import VerificationError
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -61,7 +62,7 @@ class _Peer(Protocol):
     def handshakeCompleted(self) -> None:
         self.handshakeDone = True
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lostReason = reason
 
 
@@ -130,6 +131,15 @@ def _handshake(serverContext: SSL.Context, client: SSL.Connection) -> SSL.Connec
     raise AssertionError("handshake did not finish")
 
 
+def _peerCertificate(server: SSL.Connection) -> x509.Certificate:
+    """
+    The certificate C{server} presented.
+    """
+    certificate = server.get_certificate()
+    assert certificate is not None
+    return certificate.to_cryptography()
+
+
 def _validity(cert: x509.Certificate):
     """
     C{(notBefore, notAfter)} as aware datetimes, on cryptography 38 and 42+.
@@ -182,8 +192,9 @@ class ServerContextFactoryTests(SynchronousTestCase):
         factory = serverContextFactory(
             self.settings(tlsCert=good.certPath, tlsKey=good.keyPath), self.state
         )
+        assert factory is not None
         server = _handshake(factory.getContext(), _verifyingClient(self.pki.ca.certPath))
-        served = server.get_certificate().to_cryptography()
+        served = _peerCertificate(server)
         self.assertEqual(served, good.certificate)
         self.assertFalse(os.path.exists(self.state))
 
@@ -207,7 +218,7 @@ class ServerContextFactoryTests(SynchronousTestCase):
         factory = loadServerContextFactory(chained.certPath, chained.keyPath)
         client = _verifyingClient(self.pki.ca.certPath)
         _handshake(factory.getContext(), client)
-        chain = [c.to_cryptography() for c in client.get_peer_cert_chain()]
+        chain = [c.to_cryptography() for c in client.get_peer_cert_chain() or []]
         self.assertEqual(len(chain), 2)
         self.assertEqual(chain[0], chained.certificate)
 
@@ -344,8 +355,9 @@ class SelfSignedTests(SynchronousTestCase):
         lifetime = notAfter - notBefore
         self.assertGreater(lifetime, datetime.timedelta(days=9 * 365))
         client = _verifyingClient(os.path.join(self.state, "cert.pem"))
+        assert factory is not None
         server = _handshake(factory.getContext(), client)
-        self.assertEqual(server.get_certificate().to_cryptography(), cert)
+        self.assertEqual(_peerCertificate(server), cert)
 
     def test_reused(self) -> None:
         """
@@ -624,7 +636,7 @@ class ClientContextTests(SynchronousTestCase):
         L{platformTrustRoot} reads the variables from the given environment;
         empty values count as unset.
         """
-        root = platformTrustRoot({"SSL_CERT_FILE": "/a.pem", "SSL_CERT_DIR": "/d"})
+        root: Any = platformTrustRoot({"SSL_CERT_FILE": "/a.pem", "SSL_CERT_DIR": "/d"})
         self.assertEqual((root.caFile, root.caPath), ("/a.pem", "/d"))
         root = platformTrustRoot({"SSL_CERT_DIR": "/d", "SSL_CERT_FILE": ""})
         self.assertEqual((root.caFile, root.caPath), (None, "/d"))
@@ -650,4 +662,4 @@ class TestPKITests(SynchronousTestCase):
         EC by default, RSA on request.
         """
         self.assertEqual(generateKey("rsa").key_size, 2048)
-        self.assertEqual(generateKey().curve.name, "secp256r1")
+        self.assertEqual(cast(Any, generateKey()).curve.name, "secp256r1")

@@ -70,7 +70,7 @@ class ChannelTests(SynchronousTestCase):
         self.child.makeConnection(self.childTransport)
         self.clock = Clock()
         self.forwardingAudit = ForwardingAuditLog(self.clock, self.child.callRemote)
-        self.sent = []
+        self.sent: list[object] = []
 
         def send(command, **arguments):
             self.sent.append(command)

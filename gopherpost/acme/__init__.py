@@ -27,13 +27,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from gopherpost.acme.challenge import ChallengeListenerService, ChallengeResponses, ChallengeSite
+from gopherpost.acme.challenge import ChallengeResponses, ChallengeSite
 from gopherpost.acme.client import ACMEClient
 from gopherpost.acme.interfaces import ICertificateSource
 from gopherpost.acme.service import ACMEService
@@ -71,6 +70,7 @@ def makeACMEService(
     reactor: Any,
     clock: IReactorTime | None = None,
     random: Callable[[], float] | None = None,
+    inherited: Any = None,
 ) -> ACMEService:
     """
     The ACME service for C{settings} (C{SMTP_ACME_*}), not started.
@@ -88,9 +88,16 @@ def makeACMEService(
     @param reactor: listens, runs the thread, and is the clock by default.
     @param clock: schedules renewals (default C{reactor}).
     @param random: for the moment inside a CA's renewal window.
-    @raise ConfigError: the state directory cannot be used.
+    @param inherited: the sockets systemd passed
+        (L{gopherpost.listeners.sockets.InheritedSockets}), for a
+        C{systemd:} C{SMTP_ACME_CHALLENGE_LISTEN}.
+    @raise ConfigError: the state directory cannot be used, or a
+        C{systemd:} socket was not passed.
     """
     from gopherpost import tls
+    from gopherpost.listeners.proxy import ProxyProtocolFactory
+    from gopherpost.listeners.service import ListenerService
+    from gopherpost.listeners.sockets import InheritedSockets, listenEndpoint
 
     store = ACMEStore(os.path.join(stateDirectory, "acme"))
     try:
@@ -134,10 +141,12 @@ def makeACMEService(
         threadPool=pool,
         random=random,
     )
-    endpoint = serverFromString(reactor, settings.acmeChallengeListen)
-    listener = ChallengeListenerService(
-        endpoint, ChallengeSite(responses, reactor), settings.acmeChallengeListen
-    )
+    spec = settings.acmeChallengeListen
+    site: Any = ChallengeSite(responses, reactor)
+    if spec.proxy:
+        site = ProxyProtocolFactory(site, reactor, spec.description)
+    endpoint = listenEndpoint(spec, reactor, inherited or InheritedSockets([]))
+    listener = ListenerService(spec, endpoint, site)
     listener.setServiceParent(service)
     service.challengeListener = listener
     service.contextFactory = CertificateSwitch(service)

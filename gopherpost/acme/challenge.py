@@ -7,8 +7,9 @@ the token's key authorization.
 L{ChallengeResponses} holds the answers (filled by the ACME thread, read by
 the reactor); L{ChallengeResource} serves them and nothing else (404 for
 any other path, without a log line: port 80 draws scanners);
-L{ChallengeListenerService} binds C{SMTP_ACME_CHALLENGE_LISTEN} before
-privileges are dropped.
+the listener on C{SMTP_ACME_CHALLENGE_LISTEN} is one of the server's
+L{gopherpost.listeners.service.ListenerService}s (bound before privileges
+are dropped, one line naming the variable if it cannot be).
 """
 
 from __future__ import annotations
@@ -17,24 +18,16 @@ import re
 import threading
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-
-from gopherpost.config import ConfigError
 
 __all__ = [
     "CHALLENGE_PATH",
     "ChallengeResponses",
     "ChallengeResource",
     "ChallengeSite",
-    "ChallengeListenerService",
 ]
 
 _log = Logger(namespace="gopherpost.acme")
@@ -148,67 +141,3 @@ class ChallengeSite(Site):
         """
         No access log.
         """
-
-
-class ChallengeListenerService(Service):
-    """
-    Listens on C{SMTP_ACME_CHALLENGE_LISTEN} from
-    L{privilegedStartService} (before privileges are dropped: port 80),
-    or from L{startService} if it was not started privileged.
-
-    A port that cannot be bound raises L{ConfigError} naming the variable.
-
-    @ivar port: the listening port once bound.
-    """
-
-    variable = "SMTP_ACME_CHALLENGE_LISTEN"
-
-    def __init__(self, endpoint: IStreamServerEndpoint, site: Site, description: str) -> None:
-        self.endpoint = endpoint
-        self.site = site
-        self.description = description
-        self.port: IListeningPort | None = None
-
-    def _listen(self) -> None:
-        if self.port is not None:
-            return
-        outcome: list[Any] = []
-        d: Deferred[IListeningPort] = self.endpoint.listen(self.site)
-        d.addBoth(outcome.append)
-        if not outcome:
-            raise ConfigError(self.variable, f"{self.description!r} did not bind at once")
-        result = outcome[0]
-        if isinstance(result, Failure):
-            error = result.value
-            if isinstance(error, CannotListenError):
-                reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
-                raise ConfigError(self.variable, f"cannot listen on {self.description!r}: {reason}")
-            raise ConfigError(self.variable, f"cannot listen on {self.description!r}: {error}")
-        self.port = result
-        _log.info("ACME HTTP-01 answers on {listener}", listener=self.description)
-
-    def privilegedStartService(self) -> None:
-        """
-        Bind now.
-        """
-        Service.privilegedStartService(self)
-        self._listen()
-
-    def startService(self) -> None:
-        """
-        Bind if not bound yet.
-        """
-        self._listen()
-        Service.startService(self)
-
-    def stopService(self) -> Deferred[None] | None:
-        """
-        Stop listening.
-        """
-        Service.stopService(self)
-        port, self.port = self.port, None
-        if port is None:
-            return None
-        stopping: Any = port.stopListening
-        stopped: Deferred[None] = maybeDeferred(stopping)
-        return stopped

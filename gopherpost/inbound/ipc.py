@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gopherpost.interfaces import IAuditLog, IAuditSubscription, ISpoolObserver
@@ -54,7 +56,7 @@ class MessagesSpooled(amp.Command):
             amp.AmpList([(b"queueId", amp.Unicode()), (b"dateDirectory", amp.Unicode())]),
         ),
     ]
-    response: list[Any] = []
+    response: ClassVar[list[Any]] = []
     requiresAnswer = False
 
 
@@ -64,7 +66,7 @@ class AuditEvents(amp.Command):
     """
 
     arguments = [(b"events", amp.Unicode())]
-    response: list[Any] = []
+    response: ClassVar[list[Any]] = []
     requiresAnswer = False
 
 
@@ -76,7 +78,7 @@ class QuietAMP(amp.AMP):
     def makeConnection(self, transport: Any) -> None:
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         amp.BinaryBoxProtocol.connectionLost(self, reason)
 
 

@@ -3,36 +3,88 @@
 One inbound worker process: C{python -m gopherpost.inbound.worker}.
 
 Started by L{gopherpost.inbound.workers.WorkerPool} with the listening
-socket as file descriptor 3 and an AMP channel to the parent on standard
-input and output.  It accepts and spools mail exactly as the single-process
-server does; the relay queue, metrics and the audit stream live in the
-parent.  SIGTERM (or the parent going away) stops accepting, lets messages
-in DATA finish, and exits.
+sockets from file descriptor 3 on (described in C{GOPHERPOST_LISTENERS}) and
+an AMP channel to the parent on standard input and output.  It accepts and
+spools mail exactly as the single-process server does, built by the same
+L{gopherpost.wiring} helpers; the relay queue, metrics and the audit stream
+live in the parent.  SIGTERM (or the parent going away) stops accepting,
+lets messages in DATA finish, and exits.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import socket
 import sys
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.protocol import connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
-from twisted.python.threadpool import ThreadPool
+from twisted.python.failure import Failure
 
 from gopherpost.inbound.ipc import QuietAMP
+from gopherpost.listeners.endpoints import ListenerSpec
 
-__all__ = ["LISTEN_FD", "FAMILY_VARIABLE", "main"]
+__all__ = [
+    "FIRST_LISTEN_FD",
+    "LISTENERS_VARIABLE",
+    "PassedListener",
+    "describePassedListeners",
+    "passedListeners",
+    "main",
+]
 
-#: The file descriptor of the shared listening socket.
-LISTEN_FD = 3
-#: Environment variable naming the socket's address family ("4" or "6").
-FAMILY_VARIABLE = "GOPHERPOST_LISTEN_FAMILY"
+#: The file descriptor of the first listening socket.
+FIRST_LISTEN_FD = 3
+#: Environment variable describing the sockets passed (JSON).
+LISTENERS_VARIABLE = "GOPHERPOST_LISTENERS"
 
 _log = Logger()
+
+
+@dataclass(frozen=True)
+class PassedListener:
+    """
+    One listening socket a worker gets from the parent.
+
+    @ivar fd: its file descriptor in the worker.
+    @ivar family: its address family (C{socket.AF_INET} or C{AF_INET6}).
+    @ivar role: the name of its L{gopherpost.inbound.roles.ListenerRole}.
+    @ivar spec: the listener as configured (C{proxy}, description).
+    """
+
+    fd: int
+    family: int
+    role: str
+    spec: ListenerSpec
+
+
+def describePassedListeners(passed: Sequence[PassedListener]) -> dict[str, str]:
+    """
+    The environment that tells a worker about its sockets.
+    """
+    return {
+        LISTENERS_VARIABLE: json.dumps(
+            [
+                {"fd": p.fd, "family": int(p.family), "role": p.role, "spec": asdict(p.spec)}
+                for p in passed
+            ]
+        )
+    }
+
+
+def passedListeners(environ: Mapping[str, str]) -> list[PassedListener]:
+    """
+    The sockets the parent passed (see L{describePassedListeners}).
+    """
+    return [
+        PassedListener(item["fd"], item["family"], item["role"], ListenerSpec(**item["spec"]))
+        for item in json.loads(environ.get(LISTENERS_VARIABLE, "[]"))
+    ]
 
 
 class _ChildChannel(QuietAMP):
@@ -44,7 +96,7 @@ class _ChildChannel(QuietAMP):
         QuietAMP.__init__(self)
         self._reactor = reactor
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         QuietAMP.connectionLost(self, reason)
         if self._reactor.running:
             self._reactor.stop()
@@ -62,12 +114,10 @@ def main(reactor: Any = None) -> None:
     Run one worker until SIGTERM or until the parent goes away.
     """
     if reactor is None:
-        from twisted.internet import reactor  # type: ignore[no-redef]
-    from gopherpost import dns, tls
+        from twisted.internet import reactor
+    from gopherpost import tls, wiring
     from gopherpost.config import settingsFromEnvironment
-    from gopherpost.inbound.factory import makeSMTPFactory
     from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingSpoolObserver
-    from gopherpost.spool import Spool
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     settings = settingsFromEnvironment()
@@ -76,31 +126,46 @@ def main(reactor: Any = None) -> None:
         maxConnections=_share(settings.maxConnections, settings.workers),
         maxConnectionsPerIP=_share(settings.maxConnectionsPerIP, settings.workers),
     )
-    spool = Spool(settings.queuePath, reactor)
-    spool.open(recover=False)
+    passed = passedListeners(os.environ)
+    spool = wiring.openSpool(settings.queuePath, reactor, recover=False)
     contextFactory = tls.serverContextFactory(settings, os.path.join(spool.stateDirectory, "tls"))
     channel = _ChildChannel(reactor)
     StandardIO(channel, reactor=reactor)
     audit = ForwardingAuditLog(reactor, channel.callRemote)
     committed = ForwardingSpoolObserver(reactor, channel.callRemote, audit.flush)
     spool.addObserver(committed)
-    dnsThreads = ThreadPool(minthreads=0, maxthreads=dns.DNS_THREADS, name="gopherpost-dns")
+    resolver, dnsThreads = wiring.makeResolver(settings.dnsServers, reactor)
     dnsThreads.start()
-    resolver = dns.Resolver(settings.dnsServers, reactor, threadpool=dnsThreads)
-    factory = makeSMTPFactory(settings, spool, audit, resolver, reactor, contextFactory)
-    family = socket.AF_INET6 if os.environ.get(FAMILY_VARIABLE) == "6" else socket.AF_INET
-    port = reactor.adoptStreamPort(LISTEN_FD, family, factory)
-    os.close(LISTEN_FD)
+    roles = [wiring.roleByName(p.role) for p in passed]
+    factories = wiring.smtpFactories(
+        settings, spool, audit, resolver, reactor, contextFactory, roles
+    )
+    ports = []
+    for listener, role in zip(passed, roles):
+        factory = wiring.listenerFactory(
+            role,
+            listener.spec,
+            factories[role.name],
+            contextFactory,
+            reactor,
+            settings.commandTimeout,
+        )
+        ports.append(reactor.adoptStreamPort(listener.fd, listener.family, factory))
+        os.close(listener.fd)
 
     def drain() -> Any:
-        d = maybeDeferred(port.stopListening)
-        d.addCallback(lambda _: factory.drain())
+        d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
+        d.addCallback(lambda _: gatherResults([f.drain() for f in factories.values()]))
         d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: dnsThreads.stop())
         return d
 
     reactor.addSystemEventTrigger("before", "shutdown", drain)
-    _log.info("Inbound worker {pid} accepting", pid=os.getpid())
+    _log.info(
+        "Inbound worker {pid} accepting on {listeners}",
+        pid=os.getpid(),
+        listeners=", ".join(p.spec.description for p in passed),
+    )
     reactor.run()
 
 

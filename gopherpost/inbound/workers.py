@@ -2,12 +2,15 @@
 """
 Inbound worker processes (C{SMTP_WORKERS} > 1): the Postfix split.
 
-The parent binds the SMTP socket (before privileges are dropped) and starts
-one L{gopherpost.inbound.worker} process per worker, each accepting on that
-shared socket and writing to the spool with the same durability as a single
-process.  Workers tell the parent about spooled mail and forward their audit
-events over AMP, so the relay queue, health, metrics and the audit stream
-in the parent see the whole group.  A worker that dies is started again.
+The parent binds every SMTP listener (before privileges are dropped; a
+C{systemd:} listener is the socket systemd passed) and starts one
+L{gopherpost.inbound.worker} process per worker, each accepting on all of
+those sockets, wrapping each as its listener says (implicit TLS, PROXY
+protocol) exactly as the single process does, and writing to the spool with
+the same durability.  Workers tell the parent about spooled mail and forward
+their audit events over AMP, so the relay queue, health, metrics and the
+audit stream in the parent see the whole group.  A worker that dies is
+started again.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import Service
@@ -25,11 +28,18 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gopherpost.config import ConfigError, Settings
-from gopherpost.inbound.factory import LISTEN_BACKLOG, SHUTDOWN_GRACE
+from gopherpost.config import ConfigError
+from gopherpost.inbound.factory import SHUTDOWN_GRACE
 from gopherpost.inbound.ipc import ParentChannel
-from gopherpost.inbound.worker import FAMILY_VARIABLE, LISTEN_FD
+from gopherpost.inbound.roles import ListenerRole
+from gopherpost.inbound.worker import FIRST_LISTEN_FD, PassedListener, describePassedListeners
 from gopherpost.interfaces import IAuditLog
+from gopherpost.listeners.endpoints import ListenerSpec
+from gopherpost.listeners.sockets import (
+    SOCKET_ACTIVATION_VARIABLES,
+    InheritedSockets,
+    openListeningSocket,
+)
 
 __all__ = ["WorkerPool", "RESTART_DELAY"]
 
@@ -51,16 +61,16 @@ class _ToChild:
     def write(self, data: bytes) -> None:
         self._process.writeToChild(0, data)
 
-    def writeSequence(self, data: list[bytes]) -> None:
+    def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
 
     def loseConnection(self) -> None:
         self._process.closeStdin()
 
-    def getPeer(self) -> str:
+    def getPeer(self) -> Any:
         return f"worker {self._process.pid}"
 
-    def getHost(self) -> str:
+    def getHost(self) -> Any:
         return f"parent {os.getpid()}"
 
 
@@ -90,33 +100,37 @@ class _WorkerProcess(ProcessProtocol):
 
 class WorkerPool(Service):
     """
-    Runs C{settings.workers} inbound worker processes on one SMTP socket.
+    Runs C{workers} inbound worker processes on every SMTP listener.
 
+    @param workers: how many (C{SMTP_WORKERS}).
+    @param listeners: each listener with its role.
+    @param inherited: the sockets systemd passed (for C{systemd:} listeners).
     @param environ: the configuration (environment with C{.env} and
         command-line overrides) the workers are started with.
-    @param address: the IP address to listen on (C{::} for every address).
     """
 
     name = "inbound-workers"
 
     def __init__(
         self,
-        settings: Settings,
+        workers: int,
+        listeners: Sequence[tuple[ListenerRole, ListenerSpec]],
+        inherited: InheritedSockets,
         environ: Mapping[str, str],
         audit: IAuditLog,
         spool: Any,
         reactor: Any,
-        address: str,
         grace: float = SHUTDOWN_GRACE,
     ) -> None:
-        self.settings = settings
+        self.workers = workers
+        self.listeners = list(listeners)
         self.audit = audit
         self.spool = spool
-        self._environ = dict(environ)
+        self._inherited = inherited
+        self._environ = {k: v for k, v in environ.items() if k not in SOCKET_ACTIVATION_VARIABLES}
         self._reactor = reactor
-        self._address = address
         self._grace = grace
-        self._socket: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
         self._workers: dict[int, _WorkerProcess] = {}
         self._restarts: dict[int, Any] = {}
         self._stopping = False
@@ -124,41 +138,54 @@ class WorkerPool(Service):
     @property
     def listening(self) -> bool:
         """
-        Whether the socket is bound and at least one worker is running.
+        Whether the sockets are bound and at least one worker is running.
         """
-        return self._socket is not None and bool(self._workers)
+        return bool(self._sockets) and bool(self._workers)
+
+    def notReady(self) -> str | None:
+        """
+        Why the inbound side is not ready, or L{None}.
+        """
+        if not self._sockets:
+            return "SMTP listener is not bound: " + ", ".join(
+                f"{spec.description} ({spec.variable})" for _, spec in self.listeners
+            )
+        if not self._workers:
+            return "no inbound worker is running"
+        return None
 
     @property
     def workerPIDs(self) -> list[int]:
         """
         The process ids of the running workers.
         """
-        return [w.transport.pid for w in self._workers.values() if w.transport.pid]
+        return [
+            w.transport.pid
+            for w in self._workers.values()
+            if w.transport is not None and w.transport.pid
+        ]
 
     def privilegedStartService(self) -> None:
         """
-        Bind the SMTP port while we may still bind port 25.
+        Bind every listener while we may still bind port 25.
+
+        @raise ConfigError: one cannot be bound (none is bound then).
         """
         self._bind()
         Service.privilegedStartService(self)
 
     def _bind(self) -> None:
-        if self._socket is not None:
+        if self._sockets:
             return
-        family = socket.AF_INET6 if ":" in self._address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sockets = []
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._address, self.settings.port))
-            sock.listen(LISTEN_BACKLOG)
-        except OSError as e:
-            sock.close()
-            raise ConfigError(
-                "SMTP_PORT",
-                f"cannot listen on [{self._address}]:{self.settings.port}: {e.strerror}",
-            ) from None
-        sock.setblocking(False)
-        self._socket = sock
+            for _, spec in self.listeners:
+                sockets.append(openListeningSocket(spec, self._inherited))
+        except ConfigError:
+            for sock in sockets:
+                sock.close()
+            raise
+        self._sockets = sockets
 
     def startService(self) -> None:
         """
@@ -167,23 +194,29 @@ class WorkerPool(Service):
         self._bind()
         Service.startService(self)
         self._stopping = False
-        for index in range(self.settings.workers):
+        for index in range(self.workers):
             self._spawn(index)
 
     def _spawn(self, index: int) -> None:
         self._restarts.pop(index, None)
-        if self._stopping or self._socket is None:
+        if self._stopping or not self._sockets:
             return
         worker = _WorkerProcess(self, index)
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in SOCKET_ACTIVATION_VARIABLES}
         env.update(self._environ)
-        env[FAMILY_VARIABLE] = "6" if self._socket.family == socket.AF_INET6 else "4"
+        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: 2}
+        passed = []
+        for offset, ((role, spec), sock) in enumerate(zip(self.listeners, self._sockets)):
+            fd = FIRST_LISTEN_FD + offset
+            childFDs[fd] = sock.fileno()
+            passed.append(PassedListener(fd, sock.family, role.name, spec))
+        env.update(describePassedListeners(passed))
         self._reactor.spawnProcess(
             worker,
             sys.executable,
             [sys.executable, "-m", "gopherpost.inbound.worker"],
             env=env,
-            childFDs={0: "w", 1: "r", 2: 2, LISTEN_FD: self._socket.fileno()},
+            childFDs=childFDs,
         )
         self._workers[index] = worker
 
@@ -204,7 +237,7 @@ class WorkerPool(Service):
     def stopService(self) -> Deferred:
         """
         Ask every worker to finish (SIGTERM: messages in DATA complete),
-        kill those still running after the grace period, close the socket.
+        kill those still running after the grace period, close the sockets.
         """
         Service.stopService(self)
         self._stopping = True
@@ -212,19 +245,22 @@ class WorkerPool(Service):
             if call.active():
                 call.cancel()
         self._restarts.clear()
-        # Our copy of the socket goes first: once the workers close theirs,
+        # Our copies of the sockets go first: once the workers close theirs,
         # new connections are refused instead of queued for nobody.
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            sock.close()
         workers = list(self._workers.values())
         for worker in workers:
             _signal(worker, "TERM")
         if not workers:
             return succeed(None)
-        killer = self._reactor.callLater(
-            self._grace + 5, lambda: [_signal(w, "KILL") for w in workers]
-        )
+
+        def killAll() -> None:
+            for worker in workers:
+                _signal(worker, "KILL")
+
+        killer = self._reactor.callLater(self._grace + 5, killAll)
 
         def done(_: object) -> None:
             if killer.active():
@@ -234,6 +270,8 @@ class WorkerPool(Service):
 
 
 def _signal(worker: _WorkerProcess, name: str) -> None:
+    if worker.transport is None:
+        return
     try:
         worker.transport.signalProcess(name)
     except Exception:

@@ -9,7 +9,8 @@ as one warning and the service simply serves nothing.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import (
@@ -103,7 +104,7 @@ class _TrackingFactory(WrappingFactory):
         d: Deferred = Deferred()
         self._idle.append(d)
         for p in list(self.protocols):
-            p.transport.abortConnection()  # type: ignore[attr-defined]
+            p.transport.abortConnection()
         return d
 
 
@@ -220,7 +221,7 @@ class WebService(Service):
         return receiver.done
 
     @inlineCallbacks
-    def _bindAll(self, hosts: Sequence[str]):  # type: ignore[no-untyped-def]
+    def _bindAll(self, hosts: Sequence[str]) -> Generator[Deferred, Any, None]:
         if not hosts:
             raise RuntimeError(f"{self._host} has no address")
         port = self._port
@@ -268,7 +269,7 @@ class WebService(Service):
             "Health and metrics HTTP server not started: cannot listen on "
             "{address}: {error}; SMTP goes on without it",
             address=self.address,
-            error=_describe(failure.value),
+            error=_describe(cast(BaseException, failure.value)),
         )
         return None
 

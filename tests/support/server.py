@@ -6,15 +6,18 @@ Running a whole GopherPost server for integration tests: in this process
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from twisted.internet import reactor
 
-from gopherpost.tap import GopherPostService, Options, makeService
+from gopherpost.tap import Options, makeService
+from gopherpost.wiring import GopherPostService
 
 __all__ = [
     "REPOSITORY",
@@ -92,7 +95,18 @@ class TwistdProcess:
     environment (plus C{PATH} and C{PYTHONPATH} for this checkout).
     """
 
-    def __init__(self, environ: dict[str, str], cwd: str | None = None) -> None:
+    def __init__(
+        self,
+        environ: dict[str, str],
+        cwd: str | None = None,
+        socketActivation: Sequence[tuple[str, int, str]] = (),
+    ) -> None:
+        """
+        @param socketActivation: C{(host, port, name)} of sockets that
+            C{systemd-socket-activate} (Debian's systemd package) binds and
+            passes, as systemd would; the process starts at the first
+            connection to one of them.
+        """
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": REPOSITORY}
         env.update(environ)
         self.args: list[str] = [
@@ -103,6 +117,22 @@ class TwistdProcess:
             "--pidfile=",
             "gopherpost",
         ]
+        if socketActivation:
+            activator = shutil.which("systemd-socket-activate")
+            if activator is None:
+                raise AssertionError(
+                    "systemd-socket-activate is missing (Debian's systemd package; "
+                    ".ci/run installs it)"
+                )
+            prefix = [activator]
+            for host, port, _ in socketActivation:
+                prefix.append(f"--listen={host}:{port}")
+            names = [name for _, _, name in socketActivation]
+            if all(names):
+                prefix.append("--fdname=" + ":".join(names))
+            # It passes only the variables it is told to.
+            prefix += [f"--setenv={key}={value}" for key, value in env.items()]
+            self.args = prefix + self.args
         self.process = subprocess.Popen(
             self.args,
             env=env,
