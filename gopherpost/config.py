@@ -38,6 +38,13 @@ __all__ = [
     "settingsFromEnvironment",
     "parseHostPort",
     "healthAddress",
+    "FILTER_FAILURE_ACTIONS",
+    "FILTER_SCOPES",
+    "MilterSpec",
+    "SpamdAddress",
+    "parseMilters",
+    "parseRspamdURL",
+    "parseSpamdAddress",
     "openRelayProblem",
 ]
 
@@ -59,6 +66,15 @@ _T = TypeVar("_T")
 _D = TypeVar("_D")
 
 
+#: The values of C{SMTP_FILTER_FAIL}; a milter's C{default=} may also say
+#: C{reject}.
+FILTER_FAILURE_ACTIONS = ("tempfail", "accept")
+
+#: The values of C{SMTP_RSPAMD_SCOPE}, C{SMTP_SPAMD_SCOPE} and a milter's
+#: C{scope=}.
+FILTER_SCOPES = ("inbound", "all")
+
+
 class ConfigError(ValueError):
     """
     A configuration variable has an invalid value.
@@ -74,6 +90,48 @@ class ConfigError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.variable}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class MilterSpec:
+    """
+    One entry of C{SMTP_MILTERS}.
+
+    @ivar address: as given, e.g. C{inet:127.0.0.1:8891} (for logs).
+    @ivar host: the TCP host (C{inet:}/C{inet6:}), or C{""}.
+    @ivar port: the TCP port, or 0.
+    @ivar path: the socket path (C{unix:}/C{local:}), or C{""}.
+    @ivar name: the milter's name in logs and metrics (C{name=}, default
+        C{milter:} and the address).
+    @ivar timeout: seconds each stage's exchange may take (C{timeout=}).
+    @ivar default: what a failure of this milter means (C{default=}:
+        C{tempfail}, C{accept} or C{reject}); L{None}: C{SMTP_FILTER_FAIL}.
+    @ivar scope: C{all} (every client, the default) or C{inbound} (not for
+        clients that may relay or authenticated).
+    """
+
+    address: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    name: str = ""
+    timeout: float = 30.0
+    default: str | None = None
+    scope: str = "all"
+
+
+@dataclass(frozen=True)
+class SpamdAddress:
+    """
+    Where spamd listens (C{SMTP_SPAMD}): C{host:port} or C{unix:/path}.
+    """
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -195,6 +253,30 @@ class Settings:
     eventsWebhookURL: str | None = None
     #: C{SMTP_EVENTS_WEBHOOK_SECRET}; L{None}: C{SMTP_WEBHOOK_SECRET}.
     eventsWebhookSecret: str | None = None
+
+    # Content filters (issue 21: rspamd, SpamAssassin, milters)
+    #: C{SMTP_RSPAMD_URL}: rspamd's normal worker, e.g.
+    #: C{http://127.0.0.1:11333}; L{None}: no rspamd.
+    rspamdURL: str | None = None
+    #: C{SMTP_RSPAMD_SCOPE}: C{inbound} (skip clients that may relay or
+    #: authenticated) or C{all}.
+    rspamdScope: str = "inbound"
+    rspamdTimeout: float = 20.0
+    #: C{SMTP_FILTER_FAIL}: what a filter that is down or too slow means:
+    #: C{tempfail} (451 4.7.1) or C{accept} (logged, counted, accepted).
+    filterFail: str = "tempfail"
+    #: C{SMTP_SPAMD}: SpamAssassin's spamd; L{None}: no SpamAssassin.
+    spamd: SpamdAddress | None = None
+    spamdScope: str = "inbound"
+    spamdTimeout: float = 20.0
+    #: C{SMTP_SPAMD_MAX_SIZE}: larger messages are not given to spamd (as
+    #: spamc's C{--max-size}).
+    spamdMaxSize: int = 512000
+    #: C{SMTP_SPAM_REJECT_SCORE}: a SpamAssassin score at or above it is
+    #: refused (550 5.7.1); L{None} (C{none}): never refused for its score.
+    spamRejectScore: float | None = 10.0
+    #: C{SMTP_MILTERS}, in order.
+    milters: tuple[MilterSpec, ...] = ()
 
     # ACME (issue 22): certificates from an ACME CA (Let's Encrypt)
     #: C{SMTP_ACME_DOMAINS}: the certificate's names, the first is its
@@ -670,6 +752,19 @@ def settingsFromEnvironment(
         dkimKeyPath=optional("SMTP_DKIM_KEY_PATH", fileParser),
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),
         dkimDomain=optional("SMTP_DKIM_DOMAIN", _hostname),
+        # Content filters (issue 21)
+        rspamdURL=optional("SMTP_RSPAMD_URL", parseRspamdURL),
+        rspamdScope=get("SMTP_RSPAMD_SCOPE", lambda n, r: _choice(n, r, FILTER_SCOPES), "inbound"),
+        rspamdTimeout=get("SMTP_RSPAMD_TIMEOUT", _positiveFloat, 20.0),
+        filterFail=get(
+            "SMTP_FILTER_FAIL", lambda n, r: _choice(n, r, FILTER_FAILURE_ACTIONS), "tempfail"
+        ),
+        spamd=optional("SMTP_SPAMD", parseSpamdAddress),
+        spamdScope=get("SMTP_SPAMD_SCOPE", lambda n, r: _choice(n, r, FILTER_SCOPES), "inbound"),
+        spamdTimeout=get("SMTP_SPAMD_TIMEOUT", _positiveFloat, 20.0),
+        spamdMaxSize=get("SMTP_SPAMD_MAX_SIZE", _size, 512000),
+        spamRejectScore=get("SMTP_SPAM_REJECT_SCORE", _spamScore, _DEFAULT_REJECT_SCORE),
+        milters=get("SMTP_MILTERS", parseMilters, ()),
         **webhooks,
     )
     # Internet MX checks (issue 16).
@@ -1045,3 +1140,126 @@ def _webhookSettings(get: Callable[..., Any], optional: Callable[..., Any]) -> d
         "eventsWebhookURL": eventsURL,
         "eventsWebhookSecret": eventsSecret,
     }
+
+
+# Content filters (issue 21): SMTP_RSPAMD_URL, SMTP_SPAMD, SMTP_MILTERS.
+
+
+def parseRspamdURL(name: str, raw: str) -> str:
+    """
+    An rspamd URL: C{http://host:port} (or C{https://}), optionally with a
+    path prefix; C{/checkv2} is added by the client unless it is there.
+
+    @return: the URL without a trailing slash.
+    @raise ConfigError: for anything else.
+    """
+    from urllib.parse import urlsplit
+
+    text = raw.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(name, f"{raw!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(name, f"{raw!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ConfigError(name, f"{raw!r} has no host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(name, f"{raw!r}: give only scheme, host, port and path")
+    if port == 0:
+        raise ConfigError(name, f"{raw!r} is not a valid TCP port (1-65535)")
+    return text.rstrip("/")
+
+
+def parseSpamdAddress(name: str, raw: str) -> SpamdAddress:
+    """
+    C{host:port} (port 783 when left out) or C{unix:/path}.
+    """
+    text = raw.strip()
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path.startswith("/"):
+            raise ConfigError(name, f"{raw!r}: unix: needs an absolute socket path")
+        return SpamdAddress(path=path)
+    host, port = parseHostPort(name, text, 783)
+    return SpamdAddress(host=host, port=port)
+
+
+def _spamScore(name: str, raw: str) -> float | None:
+    if raw.strip().lower() == "none":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a score (a number, or none)") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"{raw!r} is not a score (a number, or none)")
+    return value
+
+
+_DEFAULT_REJECT_SCORE: float | None = 10.0
+
+_MILTER_OPTIONS = ("timeout", "default", "scope", "name")
+
+
+def _milterAddress(name: str, item: str) -> MilterSpec:
+    kind, colon, rest = item.partition(":")
+    kind = kind.strip().lower()
+    if not colon or kind not in ("inet", "inet6", "unix", "local"):
+        raise ConfigError(
+            name, f"{item!r}: a milter is inet:host:port, inet:port@host or unix:/path"
+        )
+    if kind in ("unix", "local"):
+        if not rest.startswith("/"):
+            raise ConfigError(name, f"{item!r}: {kind}: needs an absolute socket path")
+        return MilterSpec(address=item, path=rest)
+    if "@" in rest:
+        # Sendmail's form: inet:port@host
+        portText, _, hostText = rest.partition("@")
+        host, port = parseHostPort(
+            name, f"[{hostText}]:{portText}" if ":" in hostText else f"{hostText}:{portText}", None
+        )
+    else:
+        host, port = parseHostPort(name, rest, None)
+    return MilterSpec(address=item, host=host, port=port)
+
+
+def parseMilters(name: str, raw: str) -> tuple[MilterSpec, ...]:
+    """
+    C{SMTP_MILTERS}: a comma list of C{inet:host:port}, C{inet:port@host}
+    or C{unix:/path}, each optionally followed by C{;timeout=SECONDS},
+    C{;default=tempfail|accept|reject}, C{;scope=all|inbound} and
+    C{;name=NAME}.
+    """
+    from dataclasses import replace
+
+    specs = []
+    names: set[str] = set()
+    for item in _list(raw):
+        address, *options = [part.strip() for part in item.split(";")]
+        spec = _milterAddress(name, address)
+        values: dict[str, str] = {}
+        for option in options:
+            if not option:
+                continue
+            key, equals, value = option.partition("=")
+            key = key.strip().lower()
+            if not equals or key not in _MILTER_OPTIONS:
+                raise ConfigError(
+                    name, f"{option!r} in {item!r}: options are {', '.join(_MILTER_OPTIONS)}"
+                )
+            values[key] = value.strip()
+        timeout = _positiveFloat(name, values["timeout"]) if "timeout" in values else spec.timeout
+        default = None
+        if "default" in values:
+            default = _choice(name, values["default"], FILTER_FAILURE_ACTIONS + ("reject",))
+        scope = _choice(name, values["scope"], FILTER_SCOPES) if "scope" in values else "all"
+        milterName = values.get("name") or f"milter:{spec.address}"
+        if not all(c.isalnum() or c in "-_.:/@[]" for c in milterName):
+            raise ConfigError(name, f"name={milterName!r}: letters, digits and -_.:/@ only")
+        if milterName in names:
+            raise ConfigError(name, f"{milterName!r} is listed twice (give each a name=)")
+        names.add(milterName)
+        specs.append(replace(spec, name=milterName, timeout=timeout, default=default, scope=scope))
+    return tuple(specs)

@@ -83,6 +83,7 @@ class GopherPostService(MultiService):
     relayQueue: Any = None
     acme: Any = None
     webhooks: Any = None
+    filters: Any = None
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -278,6 +279,7 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
 
     relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
     _buildWebhooks(settings, spool, reactor, environ, relayQueue, service)
+    _buildFilters(settings, reactor, service)
 
     listeners = configuredListeners(settings)
     inherited = InheritedSockets([])
@@ -375,3 +377,15 @@ def _buildWebhooks(
     addDeliveryObserver = getattr(relayQueue, "addDeliveryObserver", None)
     if addDeliveryObserver is not None and webhooks.deliveryObserver is not None:
         addDeliveryObserver(webhooks.deliveryObserver)
+
+
+def _buildFilters(settings: Settings, reactor: Any, service: Any) -> None:
+    """
+    The content filters (rspamd, spamd, milters); their policies join the
+    inbound chains.
+    """
+    from gopherpost.filters.service import makeContentFilters
+
+    service.filters = makeContentFilters(settings, reactor)
+    service.filters.setServiceParent(service)
+    service.metrics.registry.register(service.filters.metrics)
