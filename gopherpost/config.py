@@ -118,6 +118,11 @@ class Settings:
     dkimPrivateKey: str | None = None
     dkimDomain: str | None = None
 
+    # Inbound DATA deadline (Postfix's smtpd_min_data_rate): octets per
+    # second of message content that earn their time back; 0: idle timer
+    # only.
+    minDataRate: int = 500
+
     @property
     def dkimEnabled(self) -> bool:
         """
@@ -490,6 +495,8 @@ def settingsFromEnvironment(
         dkimKeyPath=optional("SMTP_DKIM_KEY_PATH", fileParser),
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),
         dkimDomain=optional("SMTP_DKIM_DOMAIN", _hostname),
+        # Inbound
+        minDataRate=get("SMTP_MIN_DATA_RATE", _int, 500),
     )
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:

@@ -22,8 +22,9 @@ from zope.interface import implementer
 
 from gopherpost.config import Settings
 from gopherpost.inbound.access import makePortal
-from gopherpost.inbound.delivery import SpoolDelivery
-from gopherpost.inbound.factory import SMTPFactory
+from gopherpost.inbound.factory import makeSMTPFactory
+from gopherpost.inbound.policies import policiesFor
+from gopherpost.inbound.roles import SMTP, ListenerRole
 from gopherpost.interfaces import IAuditLog
 from gopherpost.spool import Spool
 
@@ -61,13 +62,23 @@ class RecordingAudit:
 class RecordingTransport(StringTransport):
     """
     A L{StringTransport} that also records each call that puts bytes on the
-    wire or changes it, in order: C{("write", data)}, C{("loseConnection",)}
-    and (for L{TLSStringTransport}) C{("startTLS",)}.
+    wire or changes it, in order: C{("write", data)}, C{("loseConnection",)},
+    C{("abortConnection",)} and (for L{TLSStringTransport}) C{("startTLS",)}.
+
+    @ivar lost: whether the protocol was told the connection is gone
+        (L{InboundHarness.disconnect}).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls: list[tuple[Any, ...]] = []
+        self.lost = False
+        self.aborted = False
+
+    def abortConnection(self) -> None:
+        self.calls.append(("abortConnection",))
+        self.aborted = True
+        super().abortConnection()
 
     def write(self, data: bytes) -> None:
         self.calls.append(("write", data))
@@ -117,17 +128,21 @@ def testSettings(queuePath: str, **overrides: Any) -> Settings:
 
 class InboundHarness:
     """
-    A server factory wired as in production, minus sockets and threads.
+    A server factory wired as in production (L{makeSMTPFactory}), minus
+    sockets and threads.
 
     @ivar threadWork: spool work waiting for L{runThreads}.
+    @ivar policies: the chain's policies (tests may insert their own with
+        C{policies=} or edit this list before the first connection).
     """
 
     def __init__(
         self,
         testCase: Any,
         contextFactory: Any = None,
-        deliveryFactory: Callable[[str], Any] | None = None,
         synchronousThreads: bool = True,
+        role: ListenerRole = SMTP,
+        policies: Callable[[list[Any]], list[Any]] | None = None,
         **overrides: Any,
     ) -> None:
         self.clock = Clock()
@@ -140,17 +155,20 @@ class InboundHarness:
         self.spool.addObserver(self)
         self.audit = RecordingAudit()
         self.relayed: list[tuple[str, str]] = []
-
-        def defaultDelivery(clientAddress: str) -> SpoolDelivery:
-            return SpoolDelivery(self.settings, self.spool, clientAddress, self.audit)
-
-        self.portal = makePortal(
-            deliveryFactory or defaultDelivery,
-            self.settings.allowNetworks,
-            self.settings.allowHosts,
-        )
-        self.factory = SMTPFactory(
-            self.settings, self.portal, self.audit, self.clock, contextFactory
+        self.portal = makePortal(self.settings.allowNetworks, self.settings.allowHosts)
+        self.policies = policiesFor(role, self.settings, self.portal)
+        if policies is not None:
+            self.policies = policies(self.policies)
+        self.factory = makeSMTPFactory(
+            self.settings,
+            self.spool,
+            self.audit,
+            None,
+            self.clock,
+            contextFactory,
+            role=role,
+            policies=self.policies,
+            runInThread=self._runInThread,
         )
         self._sessions: list[Any] = []
         testCase.addCleanup(self._cleanUp)
@@ -190,8 +208,9 @@ class InboundHarness:
         return proto, transport
 
     def _cleanUp(self) -> None:
-        for proto, _transport in self._sessions:
-            if proto._state != "CLOSED":
+        for proto, transport in self._sessions:
+            if not transport.lost:
+                transport.lost = True
                 proto.connectionLost(None)
 
     def storedFiles(self) -> list[str]:
