@@ -57,6 +57,11 @@ _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 _GENERAL_LITERAL = re.compile(rb"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")
 _PATH_ARGUMENT = re.compile(rb"(?i)\s*(FROM|TO)\s*:\s*(.*)\Z", re.S)
+_LABEL_TEXT = rb"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+# The common case in one match: <dot-atom@domain>, printable ASCII only.
+_SIMPLE_PATH = re.compile(
+    rb"<([" + _ATEXT + rb".]{1,64})@(" + _LABEL_TEXT + rb"(?:\." + _LABEL_TEXT + rb")*)>\Z"
+)
 
 
 class AddressError(Exception):
@@ -132,6 +137,14 @@ def parseCommandArgument(argument: bytes, keyword: bytes) -> tuple[bytes, bytes]
     if match is None or match.group(1).upper() != keyword:
         return None
     rest = match.group(2)
+    if rest.startswith(b"<") and b'"' not in rest:
+        end = rest.find(b">")
+        if end < 0:
+            return None
+        parameters = rest[end + 1 :]
+        if parameters and not parameters[:1].isspace():
+            return None
+        return rest[: end + 1], parameters.strip()
     if not rest.startswith(b"<"):
         path, _, parameters = rest.partition(b" ")
         if not path:
@@ -173,6 +186,9 @@ def parsePath(
         recipient.
     @raise AddressError: with the reply for a refused path.
     """
+    simple = _SIMPLE_PATH.match(path)
+    if simple is not None and len(path) <= PATH_LIMIT:
+        return Mailbox(simple.group(1).decode("ascii"), simple.group(2).decode("ascii"))
     status = "5.1.7" if sender else "5.1.3"
     what = "sender" if sender else "recipient"
 

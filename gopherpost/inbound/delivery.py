@@ -10,6 +10,7 @@ relaying.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -55,14 +56,25 @@ def traceHeader(
     ]
     if context.tls is not None:
         lines.append(f"\t({context.tls.description})")
-    stamp = email.utils.format_datetime(datetime.fromtimestamp(now, UTC))
+    stamp = _dateText(int(now))
     if len(recipients) == 1:
         lines.append(f"\tfor <{recipients[0]}>; {stamp}")
     else:
         lines[-1] += ";"
         lines.append(f"\t{stamp}")
-    text = "\r\n".join(_UNPRINTABLE.sub("?", line) for line in lines)
+    text = "\r\n".join(lines)
+    if not (text.isascii() and text.replace("\r\n\t", "").isprintable()):
+        text = "\r\n\t".join(_UNPRINTABLE.sub("?", line) for line in text.split("\r\n\t"))
     return text.encode("ascii") + b"\r\n"
+
+
+@functools.lru_cache(maxsize=4)
+def _dateText(second: int) -> str:
+    """
+    An RFC 5322 date for a whole second (messages of the same second share
+    it: formatting one costs more than the rest of the header).
+    """
+    return email.utils.format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 @implementer(IMessageSink)

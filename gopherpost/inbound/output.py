@@ -79,7 +79,7 @@ class ReplyWriter:
         """
         Write one reply (now, or with the others held).
         """
-        data = reply.wire()
+        data = reply.wire
         if self._holding or self._gated:
             self._held.append(data)
             self._heldBytes += len(data)

@@ -118,16 +118,39 @@ class PolicyChain:
                 return INTERNAL_ERROR
             if result is None:
                 continue
-            if isinstance(result, Deferred):
-                result.addCallbacks(
-                    self._resumed,
-                    self._failed,
-                    callbackArgs=(policies, i, stage, args),
-                    errbackArgs=(policy, stage),
-                )
+            if type(result) is Reply:
                 return result
+            if isinstance(result, Deferred):
+                result = self._settled(result, policy, stage)
+                if isinstance(result, Deferred):
+                    return result.addCallback(self._resumed, policies, i, stage, args)
+                if result is None:
+                    continue
             return self._checked(result, policy, stage)
         return None
+
+    def _settled(self, d: Deferred, policy: Any, stage: str) -> Any:
+        """
+        The result of C{d} if it has fired already (the common case for
+        an answer from memory), else C{d} with failures turned into
+        L{INTERNAL_ERROR}: a stage answered at once answers synchronously.
+        """
+        box: list[Any] = []
+        waiting = False
+
+        def settle(result: Any) -> Any:
+            if isinstance(result, Failure):
+                result = self._failed(result, policy, stage)
+            if waiting:
+                return result
+            box.append(result)
+            return None
+
+        d.addBoth(settle)
+        if box:
+            return box[0]
+        waiting = True
+        return d
 
     def _resumed(
         self, result: object, policies: tuple[Any, ...], index: int, stage: str, args: tuple

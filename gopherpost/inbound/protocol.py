@@ -42,7 +42,7 @@ from gopherpost.inbound.access import unmapAddress
 from gopherpost.inbound.context import SessionContext, TLSInfo
 from gopherpost.inbound.framing import Framer
 from gopherpost.inbound.output import ReplyWriter
-from gopherpost.inbound.replies import Action, Reply, Response, responseReplies
+from gopherpost.inbound.replies import Action, Reply, Response
 from gopherpost.inbound.session import Session
 from gopherpost.inbound.timeouts import DataDeadline
 
@@ -323,7 +323,7 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
         Write a session's response now, or when it is ready (meanwhile the
         server is working, and the client's clock is stopped).
         """
-        if isinstance(result, Deferred):
+        if type(result) is not Reply and type(result) is not tuple and isinstance(result, Deferred):
             if not result.called:
                 self.setTimeout(None)
             result.addErrback(self._internalError)
@@ -355,7 +355,7 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
         """
         writer = self._writer
         assert writer is not None
-        for reply in responseReplies(response):
+        for reply in (response,) if type(response) is Reply else response:  # type: ignore[union-attr]
             if self._closed:
                 return
             writer.write(reply)

@@ -19,6 +19,7 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["Action", "Reply", "Response", "printable", "responseReplies"]
 
@@ -88,13 +89,18 @@ class Reply:
         """
         return self.code < 400
 
+    @cached_property
     def wire(self) -> bytes:
         """
         The reply as it goes on the wire: each line but the last as
         C{NNN-text}, the last as C{NNN text} (RFC 5321 4.2.1), CRLF after
-        each, printable US-ASCII only.
+        each, printable US-ASCII only.  (Computed once per reply: the
+        common replies are constants.)
         """
-        lines = self.text.split("\n")
+        text = self.text
+        if "\n" not in text and text.isascii() and text.isprintable():
+            return b"%03d %s\r\n" % (self.code, text.encode("ascii"))
+        lines = text.split("\n")
         last = len(lines) - 1
         prefix = "%03d" % (self.code,)
         out = []

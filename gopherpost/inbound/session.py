@@ -23,8 +23,10 @@ old leniency (a body sent before the C{354} is taken as the body).
 from __future__ import annotations
 
 import errno
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
@@ -93,11 +95,36 @@ class SessionSettings:
         """
         return cls(settings.hostname, settings.banner, settings.maxMessageSize)
 
+    @cached_property
+    def bannerReply(self) -> Reply:
+        """
+        C{220 <hostname> ESMTP <banner>}.
+        """
+        return Reply(220, f"{self.hostname} ESMTP {self.banner}")
+
+    @cached_property
+    def heloReply(self) -> Reply:
+        """
+        C{250 <hostname>}.
+        """
+        return Reply(250, self.hostname)
+
+
+@functools.lru_cache(maxsize=64)
+def _ehloReply(settings: SessionSettings, keywords: tuple[str, ...]) -> Reply:
+    """
+    The EHLO reply (a few variants per server: made once each).
+    """
+    return Reply(250, "\n".join([settings.hostname, *keywords]))
+
 
 def _then(result: _T | Deferred[_T], f: Callable[[_T], Any]) -> Any:
     """
     C{f(result)}, now or when the L{Deferred} fires.
     """
+    # Cheap type checks first: isinstance(x, Deferred) goes through an ABC.
+    if result is None or type(result) is Reply or type(result) is tuple:
+        return f(result)  # type: ignore[arg-type]
     if isinstance(result, Deferred):
         return result.addCallback(f)
     return f(result)
@@ -142,19 +169,6 @@ class Session:
         self._dataFailure: Reply | None = None
         self._errors = 0
         self.admitted = False
-        self._handlers: dict[bytes, Callable[[bytes], Any]] = {
-            b"HELO": self.smtp_HELO,
-            b"EHLO": self.smtp_EHLO,
-            b"MAIL": self.smtp_MAIL,
-            b"RCPT": self.smtp_RCPT,
-            b"DATA": self.smtp_DATA,
-            b"RSET": self.smtp_RSET,
-            b"NOOP": self.smtp_NOOP,
-            b"QUIT": self.smtp_QUIT,
-            b"VRFY": self.smtp_VRFY,
-            b"HELP": self.smtp_HELP,
-            b"STARTTLS": self.smtp_STARTTLS,
-        }
 
     @property
     def inData(self) -> bool:
@@ -194,7 +208,7 @@ class Session:
             and self._hasPendingInput()
         ):
             return self._syncError("the banner")
-        return Reply(220, f"{self._host} ESMTP {self._settings.banner}")
+        return self._settings.bannerReply
 
     def tlsEstablished(self, tls: TLSInfo) -> None:
         """
@@ -241,16 +255,17 @@ class Session:
         if not parts:
             return self._finish(Reply(500, "5.5.2 Error: bad syntax"))
         verb = parts[0].upper()
-        handler = self._handlers.get(verb)
+        handler = _COMMANDS.get(verb)
         if handler is None:
             return self._finish(Reply(502, "5.5.2 Error: command not recognized"))
+        context = self.context
         if (
-            not self.context.mayRelay
-            and (verb in _LAST_IN_GROUP or not self.context.extended)
+            not (context.relayClient or context.authenticatedUser is not None)
+            and (verb in _LAST_IN_GROUP or not context.extended)
             and self._hasPendingInput()
         ):
             return self._syncError(verb.decode("ascii"))
-        return _then(handler(parts[1] if len(parts) == 2 else b""), self._finish)
+        return _then(handler(self, parts[1] if len(parts) == 2 else b""), self._finish)
 
     def lineTooLong(self) -> Response:
         """
@@ -280,12 +295,12 @@ class Session:
         Count errors; past the limit, the reply is followed by 421 and the
         close.
         """
-        replies = responseReplies(response)
-        last = replies[-1]
-        if last.isError and last.code not in (421, 452) and last.action is not Action.CLOSE:
+        last = response if type(response) is Reply else response[-1]  # type: ignore[index]
+        code = last.code  # type: ignore[union-attr]
+        if code >= 400 and code not in (421, 452) and last.action is not Action.CLOSE:  # type: ignore[union-attr]
             self._errors += 1
             if self._errors >= HARD_ERROR_LIMIT:
-                return (*replies, self._closingReply("too many errors"))
+                return (*responseReplies(response), self._closingReply("too many errors"))
         return response
 
     def smtp_HELO(self, argument: bytes) -> Response | Deferred[Response]:
@@ -317,8 +332,8 @@ class Session:
                 self.context.extended = False
                 return verdict
             if not extended:
-                return Reply(250, self._host)
-            return Reply(250, "\n".join([self._host, *self.extensions()]))
+                return self._settings.heloReply
+            return _ehloReply(self._settings, tuple(self.extensions()))
 
         return _then(self._chain.run("helo", self.context), judged)
 
@@ -572,3 +587,19 @@ class Session:
         self.context.helo = None
         self.context.extended = False
         return Reply(220, "2.0.0 Ready to start TLS", Action.STARTTLS)
+
+
+#: The command handlers, by upper-case verb.
+_COMMANDS: dict[bytes, Callable[[Session, bytes], Any]] = {
+    b"HELO": Session.smtp_HELO,
+    b"EHLO": Session.smtp_EHLO,
+    b"MAIL": Session.smtp_MAIL,
+    b"RCPT": Session.smtp_RCPT,
+    b"DATA": Session.smtp_DATA,
+    b"RSET": Session.smtp_RSET,
+    b"NOOP": Session.smtp_NOOP,
+    b"QUIT": Session.smtp_QUIT,
+    b"VRFY": Session.smtp_VRFY,
+    b"HELP": Session.smtp_HELP,
+    b"STARTTLS": Session.smtp_STARTTLS,
+}
