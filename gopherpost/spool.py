@@ -309,14 +309,13 @@ class MessageWriter:
         Make the spilled file start with the current head: a new file with
         the head, then the body copied in the kernel, renamed over the old.
         """
-        assert self._file is not None and self._headOnDisk is not None
+        assert self._headOnDisk is not None
         replacement = self._tmpPath + ".head"
-        source = self._file.fileno()
         try:
-            with open(replacement, "wb") as out:
+            with open(self._tmpPath, "rb") as source, open(replacement, "wb") as out:
                 out.write(self._head)
                 out.flush()
-                _copyRange(source, out, len(self._headOnDisk), self._bodySize)
+                _copyRange(source.fileno(), out, len(self._headOnDisk), self._bodySize)
                 if sync:
                     os.fsync(out.fileno())
             os.replace(replacement, self._tmpPath)

@@ -451,9 +451,13 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
 
     def shutDown(self) -> None:
         """
-        The server is stopping: C{421 4.3.2} and close.
+        The server is stopping: C{421 4.3.2} and close (abort a TLS
+        handshake in progress: nothing can be written into it).
         """
         if self._closed or self.session is None:
+            return
+        if self._tlsPending:
+            self._abort()
             return
         self._send(self.session.shutdownReply())
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -18,6 +19,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
 
 from gopherpost.config import Settings
@@ -31,6 +33,7 @@ from gopherpost.spool import Spool
 __all__ = [
     "RecordingAudit",
     "InboundHarness",
+    "LiveServer",
     "RecordingTransport",
     "TLSStringTransport",
     "testSettings",
@@ -239,3 +242,130 @@ def replies(transport: StringTransport) -> list[bytes]:
     lines = transport.value().split(b"\r\n")
     transport.clear()
     return [line for line in lines if line]
+
+
+class _RecordingProtocol(ProtocolWrapper):
+    """
+    Counts the octets the server protocol was handed, read by read.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.received += len(data)
+        self.factory.reads += 1
+        ProtocolWrapper.dataReceived(self, data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.factory.closed += 1
+        ProtocolWrapper.connectionLost(self, reason)
+
+
+class _RecordingFactory(WrappingFactory):
+    protocol = _RecordingProtocol  # type: ignore[assignment]
+    received = 0
+    reads = 0
+    closed = 0
+
+
+class LiveServer:
+    """
+    The inbound side on a real loopback port of the real reactor: the
+    factory of L{makeSMTPFactory} with a real spool, optionally TLS
+    (STARTTLS, or implicit TLS for the submissions role, wrapped as the
+    wiring does), and a count of the octets the protocol has read, so a
+    client can make sure each of its writes is a read of its own.
+
+    Stopped, with every connection closed, at the test's cleanup.
+
+    @ivar port: the port number.
+    @ivar factory: the L{SMTPFactory}.
+    @ivar spool: the L{Spool}.
+    @ivar pki: the test PKI when TLS is on (trust C{pki.ca.certPath}).
+    """
+
+    def __init__(
+        self,
+        testCase: Any,
+        role: ListenerRole = SMTP,
+        tls: bool = False,
+        **overrides: Any,
+    ) -> None:
+        from twisted.internet import reactor
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from gopherpost.tls import loadServerContextFactory
+        from tests.support.certs import makeTestPKI
+
+        self._reactor = reactor
+        self.path = os.path.abspath(testCase.mktemp())
+        contextFactory = None
+        self.pki = None
+        if tls or role.implicitTLS:
+            self.pki = makeTestPKI(testCase.mktemp(), "mx.gopherpost.test")
+            contextFactory = loadServerContextFactory(self.pki.good.certPath, self.pki.good.keyPath)
+            overrides.setdefault("tlsDisable", False)
+        self.settings = testSettings(self.path, **overrides)
+        self.spool = Spool(self.path, reactor)
+        self.spool.open()
+        self.audit = RecordingAudit()
+        self.factory = makeSMTPFactory(
+            self.settings, self.spool, self.audit, None, reactor, contextFactory, role=role
+        )
+        wrapped: Any = self.factory
+        if role.implicitTLS:
+            wrapped = TLSMemoryBIOFactory(contextFactory, False, wrapped)
+        self.recorder = _RecordingFactory(wrapped)
+        self.listener = reactor.listenTCP(0, self.recorder, interface="127.0.0.1")
+        self.port = self.listener.getHost().port
+        testCase.addCleanup(self.stop)
+
+    @property
+    def received(self) -> int:
+        """
+        Octets handed to the server protocols so far.
+        """
+        return self.recorder.received
+
+    @property
+    def closed(self) -> int:
+        """
+        Connections the server has seen closed so far.
+        """
+        return self.recorder.closed
+
+    def waitForReceived(self, count: int, closed: int | None = None, timeout: float = 30.0) -> None:
+        """
+        Block (in a client thread) until the server has read C{count}
+        octets in all, or (with C{closed}) until more than C{closed}
+        connections have closed: the server stopped reading by closing.
+        """
+        deadline = time.monotonic() + timeout
+        while self.recorder.received < count:
+            if closed is not None and self.recorder.closed > closed:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"server read {self.recorder.received} octets, not {count}, in {timeout}s"
+                )
+            time.sleep(0.002)
+
+    def storedFiles(self) -> list[str]:
+        """
+        Every C{.eml} file in the spool, as paths relative to it.
+        """
+        found = []
+        for directory in self.spool.dateDirectories():
+            for name in sorted(os.listdir(os.path.join(self.path, directory))):
+                if name.endswith(".eml"):
+                    found.append(os.path.join(directory, name))
+        return found
+
+    def read(self, relative: str) -> bytes:
+        with open(os.path.join(self.path, relative), "rb") as f:
+            return f.read()
+
+    def stop(self) -> Deferred:
+        """
+        Stop listening and close every connection.
+        """
+        d = maybeDeferred(self.listener.stopListening)
+        return d.addCallback(lambda _: self.factory.drain(0))
