@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gopherpost.inbound.context import SessionContext, TLSInfo
 from gopherpost.inbound.delivery import traceHeader
+from gopherpost.inbound import session
 from gopherpost.inbound.framing import DISCARD_LIMIT
 from gopherpost.inbound.roles import SUBMISSIONS
 from gopherpost.spool import MessageWriter
@@ -159,8 +160,11 @@ class BoundedOutputTests(SynchronousTestCase):
         """
         10 MB of pipelined NOOPs without reading: the session pauses reading
         once the unread replies pass the bound, holds at most one read of
-        input, and goes on (in order) when the client reads.
+        input, and goes on (in order) when the client reads.  (The junk
+        command limit, which ends such a session after 120 NOOPs, is lifted
+        here to see the flow control alone.)
         """
+        self.patch(session, "JUNK_COMMAND_LIMIT", 10**9)
         harness = InboundHarness(self)
         transport = FlowControlTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
         proto = harness.factory.buildProtocol(None)
@@ -184,6 +188,46 @@ class BoundedOutputTests(SynchronousTestCase):
         banner = b"220 mx.gopherpost.test ESMTP GopherPost ready\r\n"
         self.assertEqual(answered, banner + b"250 2.0.0 Ok\r\n" * (sent // 6))
         self.assertEqual(proto.bufferedInput, 0)
+
+
+class JunkCommandTests(SynchronousTestCase):
+    """
+    Postfix's smtpd_junk_command_limit: a flood of commands that do nothing
+    ends the session.
+    """
+
+    def test_flood(self) -> None:
+        """
+        After 100 NOOP/RSET/VRFY/HELP/EHLO, each one more counts as an
+        error: 20 later the session gets 421 and is closed.
+        """
+        harness = InboundHarness(self)
+        proto, transport = begin(harness)
+        proto.dataReceived(b"NOOP\r\nRSET\r\n" * 100)
+        lines = replies(transport)
+        # EHLO was the first; 99 more are free, 20 more are errors.
+        self.assertEqual(
+            lines,
+            [b"250 2.0.0 Ok"] * 119 + [b"421 4.7.0 mx.gopherpost.test Error: too many errors"],
+        )
+        self.assertTrue(transport.disconnecting)
+
+    def test_messagesForgive(self) -> None:
+        """
+        A message received resets both counts: a long session that sends
+        messages with RSETs between them goes on.
+        """
+        harness = InboundHarness(self)
+        proto, transport = begin(harness)
+        for _ in range(30):
+            proto.dataReceived(
+                b"NOOP\r\n" * 10
+                + b"BOGUS\r\n" * 3
+                + envelopeCommands()
+                + b"Subject: x\r\n\r\nhi\r\n.\r\nRSET\r\n"
+            )
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(len(harness.storedFiles()), 30)
 
 
 class CommandTimeoutTests(SynchronousTestCase):

@@ -43,7 +43,7 @@ from gopherpost.inbound.replies import Action, Reply, Response, responseReplies
 from gopherpost.interfaces import IAuditLog
 from gopherpost.spool import SpoolError
 
-__all__ = ["Session", "SessionSettings", "HARD_ERROR_LIMIT"]
+__all__ = ["Session", "SessionSettings", "HARD_ERROR_LIMIT", "JUNK_COMMAND_LIMIT"]
 
 _log = Logger()
 
@@ -51,6 +51,14 @@ _T = TypeVar("_T")
 
 #: Errors tolerated in one session (Postfix's smtpd_hard_error_limit).
 HARD_ERROR_LIMIT = 20
+#: Commands that do nothing for a transaction (HELO, EHLO, RSET, NOOP,
+#: VRFY, HELP) tolerated before each one more counts as an error (Postfix's
+#: smtpd_junk_command_limit): a client cannot keep the server busy for
+#: ever with them.  A message received forgives both counts.
+JUNK_COMMAND_LIMIT = 100
+
+#: The commands L{JUNK_COMMAND_LIMIT} counts.
+_JUNK = frozenset((b"HELO", b"EHLO", b"RSET", b"NOOP", b"VRFY", b"HELP"))
 
 #: Commands that must end a pipelined group (RFC 2920 3.1; Postfix's list).
 _LAST_IN_GROUP = frozenset((b"HELO", b"EHLO", b"DATA", b"NOOP", b"VRFY"))
@@ -168,6 +176,7 @@ class Session:
         self.message: Any = None
         self._dataFailure: Reply | None = None
         self._errors = 0
+        self._junk = 0
         self.admitted = False
 
     @property
@@ -265,6 +274,10 @@ class Session:
             and self._hasPendingInput()
         ):
             return self._syncError(verb.decode("ascii"))
+        if verb in _JUNK:
+            self._junk += 1
+            if self._junk > JUNK_COMMAND_LIMIT:
+                return _then(handler(self, parts[1] if len(parts) == 2 else b""), self._finishJunk)
         return _then(handler(self, parts[1] if len(parts) == 2 else b""), self._finish)
 
     def lineTooLong(self) -> Response:
@@ -301,6 +314,20 @@ class Session:
             self._errors += 1
             if self._errors >= HARD_ERROR_LIMIT:
                 return (*responseReplies(response), self._closingReply("too many errors"))
+        return response
+
+    def _finishJunk(self, response: Response) -> Response:
+        """
+        L{_finish} for a command past the junk limit: it counts as an error
+        whatever its reply.
+        """
+        replies = responseReplies(response)
+        last = replies[-1]
+        if last.isError or last.action is Action.CLOSE:
+            return self._finish(response)
+        self._errors += 1
+        if self._errors >= HARD_ERROR_LIMIT:
+            return (*replies, self._closingReply("too many errors"))
         return response
 
     def smtp_HELO(self, argument: bytes) -> Response | Deferred[Response]:
@@ -523,6 +550,9 @@ class Session:
         return _then(self._chain.run("message", self.context, transaction, message), judged)
 
     def _stored(self, envelope: Any) -> Response:
+        # A message received forgives earlier errors (as Postfix does).
+        self._errors = 0
+        self._junk = 0
         return Reply(250, f"2.0.0 Ok: queued as {envelope.queueId}")
 
     def _notStored(self, failure: Failure) -> Response:
