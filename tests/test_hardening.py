@@ -16,9 +16,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from gopherpost.inbound import session
 from gopherpost.inbound.context import SessionContext, TLSInfo
 from gopherpost.inbound.delivery import traceHeader
-from gopherpost.inbound import session
 from gopherpost.inbound.framing import DISCARD_LIMIT
 from gopherpost.inbound.roles import SUBMISSIONS
 from gopherpost.spool import MessageWriter
