@@ -132,7 +132,7 @@ class PortalTests(SynchronousTestCase):
         )
         self.assertIs(interface, IClientIdentity)
         self.assertTrue(verifyObject(IClientIdentity, avatar))
-        self.assertEqual(avatar.name, "127.0.0.1")
+        self.assertEqual(avatar.name, "127.0.0.1")  # type: ignore[attr-defined]
         logout()
         self.failureResultOf(
             portal.login(PeerAddress("192.0.2.1"), None, IClientIdentity), UnauthorizedLogin

@@ -130,7 +130,7 @@ class SplitTests(TestCase):
 
         return deferToThread(work)
 
-    def test_finalDotStartsRead(self) -> None:
+    def test_finalDotStartsRead(self) -> Any:
         """
         After a body, C{.\\r\\nNOOP\\r\\n} in a read of its own: 250, 250;
         C{DATA\\r\\n} then C{.\\r\\nQUIT\\r\\n}: 354, 250, 221 and the close.
@@ -154,7 +154,7 @@ class SplitTests(TestCase):
         cases += [(p, 7, emptyThenQuit) for p in splits(payload2, [ENVELOPE, b".\r\nQUIT\r\n"])]
         return self.sendAll(cases, server)
 
-    def test_lineLengthsWhateverTheReads(self) -> None:
+    def test_lineLengthsWhateverTheReads(self) -> Any:
         """
         Bare-LF lines over 1,000 octets in all, none over 998, in one read;
         a dot-stuffed 998-octet line whose CR comes in a later read: both
@@ -194,7 +194,7 @@ class SplitTests(TestCase):
 
         return self.sendAll(cases, server).addCallback(check)
 
-    def test_longCommandLines(self) -> None:
+    def test_longCommandLines(self) -> Any:
         """
         A command line over 16 KiB closes the session (500, 421), in one
         read or split; one of 10 KiB is a 500 and the session goes on.
@@ -232,7 +232,7 @@ class FlowControlTests(TestCase):
 
     timeout = 120
 
-    def test_neverReads(self) -> None:
+    def test_neverReads(self) -> Any:
         """
         A client pipelines NOOPs without reading until its socket is full:
         the server stops reading long before the client has sent 10 MB;
@@ -306,21 +306,21 @@ class TLSTimeoutTests(TestCase):
 
         return deferToThread(work).addCallback(self.assertTrue)
 
-    def test_startTLSSilence(self) -> None:
+    def test_startTLSSilence(self) -> Any:
         """
         STARTTLS, then nothing.
         """
         server = LiveServer(self, tls=True, commandTimeout=2)
         return self.silence(server, [b"EHLO c.test\r\nSTARTTLS\r\n"])
 
-    def test_startTLSPartialHello(self) -> None:
+    def test_startTLSPartialHello(self) -> Any:
         """
         STARTTLS, then half a ClientHello.
         """
         server = LiveServer(self, tls=True, commandTimeout=2)
         return self.silence(server, [b"EHLO c.test\r\nSTARTTLS\r\n", b"\x16\x03\x01\x02\x00\x01"])
 
-    def test_implicitTLSSilence(self) -> None:
+    def test_implicitTLSSilence(self) -> Any:
         """
         The implicit-TLS listener, and a client that sends nothing, or half
         a ClientHello.
@@ -337,7 +337,7 @@ class ImplicitTLSTests(TestCase):
 
     timeout = 60
 
-    def test_smtpSSL(self) -> None:
+    def test_smtpSSL(self) -> Any:
         """
         The handshake comes first, then the banner; EHLO offers no
         STARTTLS; the message's Received header says ESMTPS and names the
@@ -345,21 +345,22 @@ class ImplicitTLSTests(TestCase):
         """
         server = LiveServer(self, role=SUBMISSIONS)
 
-        def send() -> tuple[Any, Any, str]:
+        def send() -> tuple[Any, Any, Any]:
             assert server.pki is not None
             context = ssl.create_default_context(cafile=server.pki.ca.certPath)
             with smtplib.SMTP_SSL(timeout=30, context=context) as client:
                 # The name the certificate is checked against.
-                client._host = "mx.gopherpost.test"
+                client._host = "mx.gopherpost.test"  # type: ignore[attr-defined]
                 client.connect("127.0.0.1", server.port)
                 code, greeting = client.ehlo("client.test")
                 startTLS = client.has_extn("starttls")
                 refused = client.sendmail(
                     "alice@gopherpost.test", ["bob@gopherpost.test"], b"Subject: ssl\r\n\r\nhi\r\n"
                 )
+                assert isinstance(client.sock, ssl.SSLSocket)
                 return startTLS, refused, client.sock.version()
 
-        def check(result: tuple[Any, Any, str]) -> None:
+        def check(result: tuple[Any, Any, Any]) -> None:
             startTLS, refused, version = result
             self.assertFalse(startTLS)
             self.assertEqual(refused, {})
@@ -378,7 +379,7 @@ class DiskFullTests(TestCase):
 
     timeout = 60
 
-    def test_noSpace(self) -> None:
+    def test_noSpace(self) -> Any:
         """
         smtplib sends a 300 KB message whose file cannot be written (no
         space): it is told 452 4.3.1 and can go on; nothing is left in

@@ -141,7 +141,8 @@ class PolicyUnitTests(SynchronousTestCase):
         A declared size over the limit is C{552 5.3.4}.
         """
         transaction = Transaction(Mailbox("a", "b.test"), declaredSize=11)
-        self.assertEqual(MessageSizePolicy(10).mail(SessionContext("x"), transaction).code, 552)
+        refusal = MessageSizePolicy(10).mail(SessionContext("x"), transaction)
+        self.assertEqual(refusal and refusal.code, 552)
         self.assertIsNone(MessageSizePolicy(11).mail(SessionContext("x"), transaction))
 
     def test_localSender(self) -> None:
@@ -153,7 +154,8 @@ class PolicyUnitTests(SynchronousTestCase):
         relay = SessionContext("127.0.0.1", relayClient=True)
         mx = SessionContext("192.0.2.1")
         foreign = Transaction(Mailbox("m", "example.test"))
-        self.assertEqual(policy.mail(relay, foreign).code, 553)
+        refusal = policy.mail(relay, foreign)
+        self.assertEqual(refusal and refusal.code, 553)
         self.assertIsNone(policy.mail(relay, Transaction(Mailbox("a", "gopherpost.test"))))
         self.assertIsNone(policy.mail(relay, Transaction(NULL_PATH)))
         self.assertIsNone(policy.mail(mx, foreign))

@@ -149,7 +149,7 @@ class ChainTests(SynchronousTestCase):
 
         chain = PolicyChain([Recorder("a", log, {"mail": later}), Recorder("b", log)])
         result = chain.run("mail", self.context, None)
-        self.assertIsInstance(result, Deferred)
+        assert isinstance(result, Deferred)
         self.assertEqual(log, [("a", "mail")])
         pending[0].callback(None)
         self.assertIsNone(self.successResultOf(result))
@@ -158,6 +158,7 @@ class ChainTests(SynchronousTestCase):
         refusal = Reply(451, "4.7.1 Try later")
         chain = PolicyChain([Recorder("a", log, {"mail": later}), Recorder("b", log)])
         result = chain.run("mail", self.context, None)
+        assert isinstance(result, Deferred)
         pending[1].callback(refusal)
         self.assertIs(self.successResultOf(result), refusal)
 

@@ -46,7 +46,7 @@ def slowSenderSession(case: SynchronousTestCase) -> tuple:
         name = "slow-sender"
 
         def mail(self, context, transaction):
-            d = Deferred()
+            d: Deferred = Deferred()
             pending.append(d)
             return d
 
@@ -513,7 +513,7 @@ class StartTLSTests(SynchronousTestCase):
         replies(self.transport)
         self.proto.dataReceived(b"STARTTLS\r\nMAIL FROM:<alice@gopherpost.test>\r\n")
         self.assertEqual(replies(self.transport), [b"220 2.0.0 Ready to start TLS"])
-        self.assertIsNotNone(self.transport.tlsStarted)
+        self.assertEqual(self.transport.calls[-1], ("startTLS",))
         self.proto.handshakeCompleted()
         self.proto.dataReceived(b"MAIL FROM:<alice@gopherpost.test>\r\n")
         self.assertEqual(replies(self.transport), [b"503 5.5.1 Error: send HELO/EHLO first"])
@@ -720,11 +720,11 @@ class AccessTests(SynchronousTestCase):
         original = checker.requestAvatarId
 
         def slow(credentials):
-            d = Deferred()
+            d: Deferred = Deferred()
             pending.append((d, original(credentials)))
             return d
 
-        checker.requestAvatarId = slow
+        checker.requestAvatarId = slow  # type: ignore[method-assign]
         proto, transport = harness.connect()
         proto.dataReceived(b"EHLO c.test\r\n")
         self.assertEqual(transport.value(), b"")

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import ICredentials
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, succeed
@@ -72,7 +73,7 @@ def unmapNetwork(network: IPNetwork) -> IPNetwork:
     return network
 
 
-@implementer(IPeerAddress)
+@implementer(IPeerAddress, ICredentials)
 class PeerAddress:
     """
     Credentials naming the address a client connects from.

@@ -148,7 +148,7 @@ class SMTPFactory(ServerFactory):
         """
         self.listening = False
 
-    def buildProtocol(self, addr: Any) -> SMTPServerProtocol:
+    def buildProtocol(self, addr: Any) -> SMTPServerProtocol:  # type: ignore[override]
         """
         A new connection.
         """
@@ -216,7 +216,7 @@ class SMTPFactory(ServerFactory):
         if not self._sessions:
             return succeed(None)
         for session in list(self._sessions):
-            session.whenIdle().addCallback(lambda _, s=session: s.shutDown())
+            _shutDownWhenIdle(session)
         allGone: Deferred = Deferred()
         self._emptyWaiters.append(allGone)
 
@@ -235,6 +235,17 @@ class SMTPFactory(ServerFactory):
             return result
 
         return allGone.addBoth(cancelTimer)
+
+
+def _shutDownWhenIdle(session: SMTPServerProtocol) -> None:
+    """
+    Tell C{session} 421 and close it once it has no message in flight.
+    """
+
+    def idle(_: object) -> None:
+        session.shutDown()
+
+    session.whenIdle().addCallback(idle)
 
 
 class SMTPService(MultiService):
@@ -310,7 +321,7 @@ def makeSMTPFactory(
     if runInThread is None and hasattr(clock, "getThreadPool"):
 
         def runInThread(f: Callable[..., Any], *args: Any) -> Deferred:
-            return deferToThreadPool(clock, clock.getThreadPool(), f, *args)  # type: ignore[arg-type, attr-defined]
+            return deferToThreadPool(clock, clock.getThreadPool(), f, *args)  # type: ignore[arg-type]
 
     sink = SpoolDelivery(spool, settings.hostname, settings.isLocalDomain, audit, runInThread)
     return SMTPFactory(

@@ -73,6 +73,8 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
     """
 
     factory: SMTPFactory
+    #: The connection (a TCP, TLS or PROXY-protocol transport).
+    transport: Any
 
     def __init__(self, factory: SMTPFactory) -> None:
         self.factory = factory

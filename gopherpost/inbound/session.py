@@ -27,7 +27,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -47,7 +47,6 @@ __all__ = ["Session", "SessionSettings", "HARD_ERROR_LIMIT", "JUNK_COMMAND_LIMIT
 
 _log = Logger()
 
-_T = TypeVar("_T")
 
 #: Errors tolerated in one session (Postfix's smtpd_hard_error_limit).
 HARD_ERROR_LIMIT = 20
@@ -126,13 +125,13 @@ def _ehloReply(settings: SessionSettings, keywords: tuple[str, ...]) -> Reply:
     return Reply(250, "\n".join([settings.hostname, *keywords]))
 
 
-def _then(result: _T | Deferred[_T], f: Callable[[_T], Any]) -> Any:
+def _then(result: Any, f: Callable[[Any], Any]) -> Any:
     """
     C{f(result)}, now or when the L{Deferred} fires.
     """
     # Cheap type checks first: isinstance(x, Deferred) goes through an ABC.
     if result is None or type(result) is Reply or type(result) is tuple:
-        return f(result)  # type: ignore[arg-type]
+        return f(result)
     if isinstance(result, Deferred):
         return result.addCallback(f)
     return f(result)
@@ -308,9 +307,9 @@ class Session:
         Count errors; past the limit, the reply is followed by 421 and the
         close.
         """
-        last = response if type(response) is Reply else response[-1]  # type: ignore[index]
-        code = last.code  # type: ignore[union-attr]
-        if code >= 400 and code not in (421, 452) and last.action is not Action.CLOSE:  # type: ignore[union-attr]
+        last = response if isinstance(response, Reply) else response[-1]
+        code = last.code
+        if code >= 400 and code not in (421, 452) and last.action is not Action.CLOSE:
             self._errors += 1
             if self._errors >= HARD_ERROR_LIMIT:
                 return (*responseReplies(response), self._closingReply("too many errors"))
@@ -557,7 +556,7 @@ class Session:
 
     def _notStored(self, failure: Failure) -> Response:
         if failure.check(SpoolError):
-            full = failure.value.errno in _FULL
+            full = getattr(failure.value, "errno", None) in _FULL
         else:
             _log.failure(
                 "Storing a message from {client} failed", failure, client=self.context.clientAddress

@@ -32,7 +32,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from zope.interface import implementer
 
 from gopherpost.config import Settings
@@ -118,7 +118,7 @@ class _NullAudit:
 
 
 @implementer(ITLSTransport)
-class _TLSTransport(StringTransport):
+class _TLSTransport(StringTransport):  # type: ignore[misc]
     """
     A StringTransport that can "start TLS" (the handshake is completed by
     the fuzzer, at once or never).
@@ -191,23 +191,23 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
     """
     One to four random edits: flip, insert a token, delete, duplicate.
     """
-    data = bytearray(data)
+    edited = bytearray(data)
     for _ in range(rng.randrange(1, 5)):
-        if not data:
-            data += rng.choice(_TOKENS)
+        if not edited:
+            edited += rng.choice(_TOKENS)
             continue
-        where = rng.randrange(len(data))
+        where = rng.randrange(len(edited))
         kind = rng.randrange(4)
         if kind == 0:
-            data[where] = rng.randrange(256)
+            edited[where] = rng.randrange(256)
         elif kind == 1:
-            data[where:where] = rng.choice(_TOKENS + _ADDRESSES)
+            edited[where:where] = rng.choice(_TOKENS + _ADDRESSES)
         elif kind == 2:
-            del data[where : where + rng.randrange(1, 20)]
+            del edited[where : where + rng.randrange(1, 20)]
         else:
-            end = min(len(data), where + rng.randrange(1, 200))
-            data[where:where] = data[where:end] * rng.randrange(1, 4)
-    return bytes(data)
+            end = min(len(edited), where + rng.randrange(1, 200))
+            edited[where:where] = edited[where:end] * rng.randrange(1, 4)
+    return bytes(edited)
 
 
 def checkReplies(output: bytes) -> list[str]:
@@ -271,6 +271,7 @@ def fuzz(
     report = FuzzReport()
     logged: list[str] = []
 
+    @implementer(ILogObserver)
     def observer(event: dict[str, Any]) -> None:
         failure = event.get("log_failure")
         level = event.get("log_level")

@@ -102,7 +102,7 @@ class RecordingTransport(StringTransport):
 
 
 @implementer(ITLSTransport)
-class TLSStringTransport(RecordingTransport):
+class TLSStringTransport(RecordingTransport):  # type: ignore[misc]
     """
     A L{RecordingTransport} that records a STARTTLS.
     """
@@ -155,7 +155,7 @@ class InboundHarness:
         self.threadWork: list[tuple[Deferred, Callable[..., Any], tuple]] = []
         self.spool = Spool(self.path, self.clock, runInThread=self._runInThread)
         self.spool.open()
-        self.spool.addObserver(self)
+        self.spool.addObserver(self)  # type: ignore[arg-type]
         self.audit = RecordingAudit()
         self.relayed: list[tuple[str, str]] = []
         self.portal = makePortal(self.settings.allowNetworks, self.settings.allowHosts)
@@ -254,13 +254,13 @@ class _RecordingProtocol(ProtocolWrapper):
         self.factory.reads += 1
         ProtocolWrapper.dataReceived(self, data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         self.factory.closed += 1
         ProtocolWrapper.connectionLost(self, reason)
 
 
 class _RecordingFactory(WrappingFactory):
-    protocol = _RecordingProtocol  # type: ignore[assignment]
+    protocol = _RecordingProtocol
     received = 0
     reads = 0
     closed = 0
@@ -312,10 +312,10 @@ class LiveServer:
         )
         wrapped: Any = self.factory
         if role.implicitTLS:
-            wrapped = TLSMemoryBIOFactory(contextFactory, False, wrapped)
+            wrapped = TLSMemoryBIOFactory(contextFactory, False, wrapped)  # type: ignore[arg-type]
         self.recorder = _RecordingFactory(wrapped)
-        self.listener = reactor.listenTCP(0, self.recorder, interface="127.0.0.1")
-        self.port = self.listener.getHost().port
+        self.listener = reactor.listenTCP(0, self.recorder, interface="127.0.0.1")  # type: ignore[arg-type]
+        self.port: int = self.listener.getHost().port  # type: ignore[attr-defined]
         testCase.addCleanup(self.stop)
 
     @property
