@@ -80,6 +80,17 @@ class TLSHandshakeTimeoutTests(SynchronousTestCase):
         self.assertTrue(transport.aborted)
         self.assertEqual(transport.value(), b"")
 
+    def test_implicitTLSRefusalWritesNothing(self) -> None:
+        """
+        A connection refused (over the limit) on the implicit-TLS listener
+        is closed without writing into the unfinished handshake.
+        """
+        harness = InboundHarness(self, role=SUBMISSIONS, maxConnections=1)
+        harness.connect()
+        proto, transport = harness.connect("127.0.0.2")
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnecting)
+
     def test_implicitTLSBanner(self) -> None:
         """
         After the handshake: the banner, no STARTTLS, ESMTPS in Received.

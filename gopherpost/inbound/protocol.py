@@ -113,6 +113,12 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
         self._writer = ReplyWriter(self.transport)
         self.transport.registerProducer(self, True)
         self._producing = True
+        role = factory.role
+        if role.implicitTLS:
+            # Nothing is written before the handshake; a refusal then ends
+            # the connection without one.
+            self._tlsPending = True
+            self._writer.gate()
         refusal = factory.admit(self)
         if refusal is not None:
             reason, text = refusal
@@ -124,7 +130,6 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
             )
             self._send(Reply(421, f"4.7.0 {factory.hostname} Error: {text}", Action.CLOSE))
             return
-        role = factory.role
         context = SessionContext(
             self.clientAddress,
             int(getattr(peer, "port", 0) or 0),
@@ -140,9 +145,6 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
             ),
             hasPendingInput=lambda: self._framer.buffered > 0,
         )
-        if role.implicitTLS:
-            self._tlsPending = True
-            self._writer.gate()
         self.setTimeout(self._commandTimeout)
         self._respond(self.session.start())
 

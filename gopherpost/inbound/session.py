@@ -18,6 +18,10 @@ HELO, EHLO, DATA, NOOP or VRFY (which must end a group), or after any
 command following a plain HELO, is a protocol synchronization error:
 C{554 5.5.0}, then C{421} and the close.  Clients that may relay keep the
 old leniency (a body sent before the C{354} is taken as the body).
+
+Errors are counted (L{HARD_ERROR_LIMIT}), and so are commands that do
+nothing for a transaction (L{JUNK_COMMAND_LIMIT}); a message received
+forgives both, as in Postfix.
 """
 
 from __future__ import annotations
