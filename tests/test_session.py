@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -84,6 +84,14 @@ def codes(response: Any) -> list[int]:
     return [r.code for r in responseReplies(response)]
 
 
+def one(response: Any) -> Reply:
+    """
+    The response, which must be a single reply given at once.
+    """
+    assert isinstance(response, Reply), response
+    return response
+
+
 class SessionTests(SynchronousTestCase):
     """
     The state machine, reply by reply.
@@ -97,7 +105,7 @@ class SessionTests(SynchronousTestCase):
         """
         s, sink = session(canStartTLS=True)
         self.assertEqual(s.start(), Reply(220, "mx.test ESMTP hello"))
-        ehlo = s.lineReceived(b"EHLO client.test")
+        ehlo = one(s.lineReceived(b"EHLO client.test"))
         self.assertEqual(
             ehlo.text.split("\n"),
             [
@@ -116,11 +124,13 @@ class SessionTests(SynchronousTestCase):
         assert s.transaction is not None
         self.assertEqual(s.transaction.declaredSize, 10)
         self.assertEqual(codes(s.lineReceived(b"RCPT TO:<b@mx.test>")), [250])
-        data = s.lineReceived(b"DATA")
+        data = one(s.lineReceived(b"DATA"))
         self.assertEqual((data.code, data.action), (354, Action.DATA))
         self.assertTrue(s.inData)
         self.assertTrue(s.bodyReceived(b"Subject: x\r\n\r\nhi\r\n"))
-        done = self.successResultOf(s.endOfData())
+        ended = s.endOfData()
+        assert isinstance(ended, Deferred)
+        done = self.successResultOf(ended)
         self.assertEqual(done, Reply(250, "2.0.0 Ok: queued as QUEUEID"))
         self.assertFalse(s.inData)
         self.assertIsNone(s.transaction)
@@ -151,12 +161,12 @@ class SessionTests(SynchronousTestCase):
         s.start()
         s.lineReceived(b"EHLO c.test")
         s.lineReceived(b"MAIL FROM:<a@mx.test>")
-        reply = s.lineReceived(b"STARTTLS")
+        reply = one(s.lineReceived(b"STARTTLS"))
         self.assertEqual((reply.code, reply.action), (220, Action.STARTTLS))
         self.assertIsNone(s.context.helo)
         self.assertIsNone(s.transaction)
         s.tlsEstablished(TLSInfo("TLSv1.3", "TLS_AES_128_GCM_SHA256"))
-        self.assertNotIn("STARTTLS", s.lineReceived(b"EHLO c.test").text)
+        self.assertNotIn("STARTTLS", one(s.lineReceived(b"EHLO c.test")).text)
         self.assertEqual(s.context.protocolName, "ESMTPS")
         self.assertEqual(codes(s.lineReceived(b"STARTTLS")), [503])
 
@@ -170,7 +180,8 @@ class SessionTests(SynchronousTestCase):
             self.assertEqual(codes(s.lineReceived(b"BOGUS")), [502])
         response = s.lineReceived(b"BOGUS")
         self.assertEqual(codes(response), [502, 421])
-        self.assertIs(responseReplies(response)[-1].action, Action.CLOSE)
+        assert isinstance(response, tuple)
+        self.assertIs(response[-1].action, Action.CLOSE)
 
     def test_quit(self) -> None:
         """
@@ -178,7 +189,7 @@ class SessionTests(SynchronousTestCase):
         """
         s, _ = session()
         s.start()
-        reply = s.lineReceived(b"quit")
+        reply = one(s.lineReceived(b"quit"))
         self.assertEqual((reply.code, reply.action), (221, Action.CLOSE))
 
     def test_pendingInputRules(self) -> None:
