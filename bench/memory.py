@@ -9,7 +9,8 @@ on, a short C{SMTP_COMMAND_TIMEOUT}), then runs each attack in turn:
     can and never read a reply (issue 12 item 2: 4 such clients used to grow
     the server by 2.3 MB per MB sent);
   - C{slowloris}: C{--slow} connections each send one octet of a command
-    every few seconds (item 3: they used to live for ever);
+    every few seconds for over two command timeouts (item 3: they used to
+    live for ever; C{openWhileTrickling} counts those still open);
   - C{silent-tls}: C{--silent} connections say EHLO and STARTTLS, then send
     half a ClientHello and nothing more (item 1).
 
@@ -136,7 +137,9 @@ def neverRead(port: int, args: argparse.Namespace) -> tuple[dict[str, Any], list
 
 def slowloris(port: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[socket.socket]]:
     socks = _openHeld(port, args.slow)
-    deadline = time.monotonic() + args.seconds
+    # Trickle for longer than two command timeouts: a per-command limit
+    # ends these sessions, an idle timer does not.
+    deadline = time.monotonic() + max(args.seconds, 2 * args.timeout + 3)
     command = b"NOOP"
     step = 0
     while time.monotonic() < deadline:
@@ -146,8 +149,8 @@ def slowloris(port: int, args: argparse.Namespace) -> tuple[dict[str, Any], list
             except OSError:
                 pass
         step += 1
-        time.sleep(3)
-    return {"connections": len(socks)}, socks
+        time.sleep(min(3.0, args.timeout / 3))
+    return {"connections": len(socks), "openWhileTrickling": _stillOpen(socks)}, socks
 
 
 def silentTLS(port: int, args: argparse.Namespace) -> tuple[dict[str, Any], list[socket.socket]]:
