@@ -293,6 +293,7 @@ def makeSMTPFactory(
     limits: ConnectionLimits | None = None,
     policies: Sequence[IPolicy] | None = None,
     runInThread: Callable[..., Deferred] | None = None,
+    extraPolicies: Sequence[IPolicy] = (),
 ) -> SMTPFactory:
     """
     The SMTP factory of one listener role as wired in production: the
@@ -310,6 +311,8 @@ def makeSMTPFactory(
     @param runInThread: C{runInThread(f) -> Deferred}, where policies read
         a spilled message body (default: the reactor's thread pool when
         C{clock} has one, else at once).
+    @param extraPolicies: policies put after the role's own, at the end of
+        the chain (the content filters).
     """
     from gopherpost.inbound.access import makePortal
     from gopherpost.inbound.delivery import SpoolDelivery
@@ -324,6 +327,5 @@ def makeSMTPFactory(
             return deferToThreadPool(clock, clock.getThreadPool(), f, *args)  # type: ignore[arg-type]
 
     sink = SpoolDelivery(spool, settings.hostname, settings.isLocalDomain, audit, runInThread)
-    return SMTPFactory(
-        settings, PolicyChain(policies), sink, audit, clock, contextFactory, role, limits
-    )
+    chain = PolicyChain([*policies, *extraPolicies])
+    return SMTPFactory(settings, chain, sink, audit, clock, contextFactory, role, limits)

@@ -117,6 +117,8 @@ def main(reactor: Any = None) -> None:
         from twisted.internet import reactor
     from gopherpost import tls, wiring
     from gopherpost.config import settingsFromEnvironment
+    from gopherpost.filters.inbound import makeInboundFilters
+    from gopherpost.filters.metrics import AuditFilterMetrics
     from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingSpoolObserver
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
@@ -137,8 +139,18 @@ def main(reactor: Any = None) -> None:
     resolver, dnsThreads = wiring.makeResolver(settings.dnsServers, reactor)
     dnsThreads.start()
     roles = [wiring.roleByName(p.role) for p in passed]
+    # wiring: filters (their verdicts counted in the parent)
+    filters = makeInboundFilters(settings, reactor, AuditFilterMetrics(audit))
+    filters.startService()
     factories = wiring.smtpFactories(
-        settings, spool, audit, resolver, reactor, contextFactory, roles
+        settings,
+        spool,
+        audit,
+        resolver,
+        reactor,
+        contextFactory,
+        roles,
+        extraPolicies=filters.policies,
     )
     ports = []
     for listener, role in zip(passed, roles):
@@ -156,6 +168,7 @@ def main(reactor: Any = None) -> None:
     def drain() -> Any:
         d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
         d.addCallback(lambda _: gatherResults([f.drain() for f in factories.values()]))
+        d.addBoth(lambda _: filters.stopService())
         d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: dnsThreads.stop())
         return d
