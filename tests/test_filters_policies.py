@@ -480,7 +480,7 @@ class MilterPolicyTests(SynchronousTestCase):
         def broken(section: bytes) -> None:
             raise RuntimeError("cannot replace")
 
-        self.msg.replaceHeaderSection = broken  # type: ignore[method-assign]
+        self.msg.replaceFullHeaderSection = broken  # type: ignore[method-assign]
         milter = FakeConversation("m", {"message": Verdict.accept([AddHeader(b"X-A", b"1")])})
         replies = self.session(self.policy(FakeClient("m", milter)))
         self.assertEqual(
