@@ -187,10 +187,13 @@ def smtpFactories(
     clock: IReactorTime,
     contextFactory: Any,
     roles: Iterable[ListenerRole],
+    extraPolicies: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """
     One SMTP factory per role, all sharing one set of connection limits.
 
+    @param extraPolicies: put at the end of every role's chain (the content
+        filters).
     @return: the factories by role name, in the order of L{ROLES}.
     """
     from gopherpost.inbound.factory import ConnectionLimits, makeSMTPFactory
@@ -199,7 +202,15 @@ def smtpFactories(
     limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
     return {
         role.name: makeSMTPFactory(
-            settings, spool, audit, resolver, clock, contextFactory, role=role, limits=limits
+            settings,
+            spool,
+            audit,
+            resolver,
+            clock,
+            contextFactory,
+            role=role,
+            limits=limits,
+            extraPolicies=extraPolicies,
         )
         for role in ROLES
         if role in wanted
@@ -305,7 +316,15 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         )
     else:
         factories = smtpFactories(
-            settings, spool, auditLog, resolver, reactor, contextFactory, [r for r, _ in listeners]
+            settings,
+            spool,
+            auditLog,
+            resolver,
+            reactor,
+            contextFactory,
+            [r for r, _ in listeners],
+            # wiring: filters (last on every chain)
+            extraPolicies=service.filters.policies,
         )
         inbound = InboundService(list(factories.values()), SHUTDOWN_GRACE)
         for role, spec in listeners:
@@ -386,14 +405,18 @@ def _buildWebhooks(
 
 def _buildFilters(settings: Settings, reactor: Any, service: Any) -> None:
     """
-    The content filters (rspamd, spamd, milters); their policies join the
-    inbound chains.
+    The content filters (rspamd, spamd, milters); their policies go last
+    on every role's chain.  With inbound workers, each worker builds its
+    own (L{gopherpost.inbound.worker}) and this process counts their
+    verdicts from the audit events they forward.
     """
-    from gopherpost.filters.service import makeContentFilters
+    from gopherpost.filters.inbound import makeInboundFilters
 
-    service.filters = makeContentFilters(settings, reactor)
+    service.filters = makeInboundFilters(settings, reactor)
     service.filters.setServiceParent(service)
     service.metrics.registry.register(service.filters.metrics)
+    if settings.workers > 1 and service.filters.policies:
+        service.audit.subscribe(service.filters.metrics.eventReceived)
 
 
 def _buildWebUI(settings: Settings, spool: Any, reactor: Any, service: Any) -> None:
