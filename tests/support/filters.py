@@ -119,9 +119,12 @@ class FakeMessage:
         return self.headerSection + b"\r\n" + self.body
 
 
-def message(body: bytes = b"Hello, a plain message.\r\n", **fields: str) -> FakeMessage:
+def message(
+    body: bytes = b"Hello, a plain message.\r\n", deadline: float | None = None, **fields: str
+) -> FakeMessage:
     """
-    A small well-formed message.
+    A small well-formed message (C{deadline}: when the filters must have
+    answered).
     """
     section = (
         b"From: Sender <sender@example.test>\r\n"
@@ -132,7 +135,7 @@ def message(body: bytes = b"Hello, a plain message.\r\n", **fields: str) -> Fake
         b"MIME-Version: 1.0\r\n"
         b"Content-Type: text/plain; charset=us-ascii\r\n"
     )
-    return FakeMessage(section, body)
+    return FakeMessage(section, body, deadline=deadline)
 
 
 def noTracebacks(testCase: Any) -> list[dict[str, Any]]:
