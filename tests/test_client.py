@@ -16,18 +16,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from gopherpost.relay.client import (
-    DEFERRED,
-    FAILED,
-    SENT,
-    TIMEOUTS,
-    DeliveryResult,
-    Envelope,
-    Reply,
-    deliver,
-    deliverMany,
-    prepareMessage,
-)
+from gopherpost.relay.body import prepareMessage
+from gopherpost.relay.channel import TIMEOUTS
+from gopherpost.relay.client import Envelope, deliver, deliverMany
+from gopherpost.relay.outcome import DEFERRED, FAILED, SENT, DeliveryResult, Reply
 
 HOST = "mx.example.test"
 ADDRESS = "192.0.2.25"

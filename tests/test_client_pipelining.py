@@ -11,7 +11,8 @@ import gc
 from twisted.internet.error import ConnectionLost
 from twisted.trial.unittest import SynchronousTestCase
 
-from gopherpost.relay.client import DEFERRED, FAILED, SENT, Envelope, prepareMessage
+from gopherpost.relay.body import prepareMessage
+from gopherpost.relay.client import DEFERRED, FAILED, SENT, Envelope
 from tests.test_client import (
     DEFAULT_MESSAGE,
     DEFAULT_SIZE,
