@@ -136,7 +136,7 @@ class DeliveryTests(RelayTestCase):
             ]
         )
         for envelope in envelopes + envelopes[:1]:
-            queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+            queue.messageCommitted(envelope)
         yield eventually(lambda: len(mx1.messages) == 4)
         self.assertEqual(mx1.connectionsMade, 1)
         yield eventually(lambda: queue.queueDepth() == 0)
@@ -159,7 +159,7 @@ class DeliveryTests(RelayTestCase):
         path = os.path.join(h.path, envelope.dateDirectory, envelope.queueId + ".envelope")
         with open(path, "wb") as f:
             f.write(b"not JSON")
-        queue.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
+        queue.messageCommitted(envelope)
         yield eventually(lambda: len(mx1.messages) == 1)
         self.assertEqual(mx1.messages[0].recipients, ["bob@example.test"])
 
@@ -198,7 +198,7 @@ class DeliveryTests(RelayTestCase):
             ]
         )
         for envelope in envelopes:
-            queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+            queue.messageCommitted(envelope)
         yield eventually(lambda: len(mx1.messages) == 3)
         self.assertEqual(mx1.connectionsMade, 1)
         received = sorted(mx1.messages, key=lambda m: m.recipients)
@@ -446,7 +446,7 @@ class RetryTests(RelayTestCase):
         h.startQueue()
         envelope = yield h.spoolMessage(["x@nullmx.test"], sender="")
         yield eventually(lambda: h.state(envelope).recipients and h.state(envelope).done)
-        yield eventually(lambda: not h.queue._tasks)
+        yield eventually(lambda: not h.queue.busy)
         self.assertEqual([e for e in h.bounces() if e.queueId != envelope.queueId], [])
 
     @inlineCallbacks
@@ -462,8 +462,8 @@ class RetryTests(RelayTestCase):
             b"Subject: x\r\n\r\ny\r\n", "alice@gopherpost.test", [("bob@example.test", False)]
         )
         os.unlink(h.spool.messagePath(envelope))
-        queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
-        yield eventually(lambda: queue._messages and not queue._inFlight and not queue._tasks)
+        queue.messageCommitted(envelope)
+        yield eventually(lambda: queue._messages and not queue.busy)
         [recipient] = queue._messages[envelope.queueId].recipients
         self.assertEqual(recipient.attempts, 1)
         self.assertGreaterEqual(recipient.nextAttempt - h.clock.seconds(), 45)
