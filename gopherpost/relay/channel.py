@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay_session,tests.test_relay_pipelining -*-
+# -*- test-case-name: tests.test_relay_session,tests.test_client_pipelining -*-
 """
 The command channel of an outbound SMTP connection: command lines out,
 replies in, matched in order to the commands that wait for them, each stage

@@ -257,17 +257,19 @@ class RelayQueue(Service):
             task.cancel()
         deliveries = list(self._deliveries)
         graceTimer = self._reactor.callLater(STOP_GRACE, self._cancelDeliveries)
-        stopped = self._courier.stop()
+        # The deliveries in progress are the courier's attempts: they end
+        # when it has stopped them (or when the grace timer cancels them).
+        self._courier.stop().addErrback(
+            lambda f: _log.failure("The relay courier failed to stop", f)
+        )
 
         def waitForWrites(_: object) -> Deferred[Any]:
             if graceTimer.active():
                 graceTimer.cancel()
             return DeferredList(list(self._writes), consumeErrors=True)
 
-        d = DeferredList(
-            [stopped] + deliveries + list(self._preparing), consumeErrors=True
-        ).addCallback(waitForWrites)
-        return d.addCallback(lambda _: None)
+        d = DeferredList(deliveries + list(self._preparing), consumeErrors=True)
+        return d.addCallback(waitForWrites).addCallback(lambda _: None)
 
     def _cancelDeliveries(self) -> None:
         for task in list(self._deliveries):
@@ -572,6 +574,8 @@ class RelayQueue(Service):
             work.tried = True
             self._save(work)
             self._bounceNewFailures(work)
+            if work.state.done:
+                self._messages.pop(work.state.queueId, None)
 
     def _final(
         self, work: _Work, recipient: RecipientState, status: str, reply: str, host: str
@@ -607,8 +611,12 @@ class RelayQueue(Service):
         schedule of what was not tried alone.
         """
         for work in batch:
-            if work.dirty and work.tried:
-                self._save(work)
+            if not (work.dirty and work.tried):
+                continue
+            if work.lastError:
+                for recipient in work.remaining.values():
+                    recipient.lastError, recipient.lastHost = work.lastError, work.lastHost
+            self._save(work)
 
     def _finish(self, batch: Sequence[_Work]) -> None:
         """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay_session,tests.test_relay_pipelining -*-
+# -*- test-case-name: tests.test_relay_session,tests.test_relay_transaction,tests.test_relay_timeouts,tests.test_relay_starttls,tests.test_client_pipelining -*-
 """
 The client side of one outbound SMTP session: one connection to one remote
 host, carrying one or more mail transactions, driven by Deferreds (no

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay_session -*-
+# -*- test-case-name: tests.test_relay_transaction,tests.test_relay_session -*-
 """
 One message's bookkeeping inside an outbound SMTP session: the envelope to
 send, the outcome of each of its recipients as the replies settle them, and
