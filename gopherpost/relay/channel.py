@@ -142,13 +142,16 @@ class CommandChannel(LineReceiver):
         self._timer: Any = None
         self._lost: Failure | None = None
         self._aborted = False
+        #: Whether the connection is gone or being dropped (an attribute,
+        #: not a property: it is read for every line).
+        self._closed = False
 
     @property
     def closed(self) -> bool:
         """
         Whether the connection is gone (or being dropped).
         """
-        return self._lost is not None or self._aborted
+        return self._closed
 
     # -- timers ---------------------------------------------------------
 
@@ -174,8 +177,8 @@ class CommandChannel(LineReceiver):
         """
         Abort the connection now, unless it is already gone.
         """
-        if self.transport is not None and not self.closed:
-            self._aborted = True
+        if self.transport is not None and not self._closed:
+            self._aborted = self._closed = True
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _abort(self, why: Exception) -> None:
@@ -215,7 +218,7 @@ class CommandChannel(LineReceiver):
         @return: a Deferred firing with the L{Reply}.
         """
         d: Deferred[Reply] = Deferred()
-        if self.closed:
+        if self._closed:
             d.errback(
                 ConnectionLostWaiting(stage, self._lost or Failure(ConnectionDone("aborted")))
             )
@@ -236,7 +239,7 @@ class CommandChannel(LineReceiver):
         @return: C{(stage, Deferred)} pairs, in the same order.
         """
         awaited = [(stage, self._awaitReply(stage)) for _, stage in commands]
-        if not self.closed:
+        if not self._closed:
             writeNow(
                 self.transport,  # type: ignore[arg-type]
                 b"".join(line.encode(encoding) + b"\r\n" for line, _ in commands),
@@ -253,7 +256,7 @@ class CommandChannel(LineReceiver):
         """
         One reply line: complete the reply, hand it to the first waiter.
         """
-        if self.closed:
+        if self._closed:
             return
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -303,6 +306,7 @@ class CommandChannel(LineReceiver):
         Fail every reply awaited.
         """
         self._lost = reason
+        self._closed = True
         self._disarm()
         awaiting, self._awaiting = self._awaiting, deque()
         for awaited in awaiting:

@@ -23,8 +23,7 @@ next host, and its last outcome stands at the end of the attempt.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import (
     Deferred,
@@ -60,8 +59,7 @@ MAX_CONNECTIONS_PER_ATTEMPT = 6
 ADDRESSES_PER_HOST = 2
 
 
-@dataclass(frozen=True)
-class OutboundMessage:
+class OutboundMessage(NamedTuple):
     """
     One message for the courier to carry.
 
@@ -78,8 +76,7 @@ class OutboundMessage:
     content: bytes
 
 
-@dataclass(frozen=True)
-class RecipientDelivery:
+class RecipientDelivery(NamedTuple):
     """
     One recipient's outcome at one host, or at the DNS: what a delivery log
     line says (C{to=, relay=host[address]:port, delays=, dsn=, status=}).
@@ -316,25 +313,26 @@ class Courier:
         attempt: _Attempt,
     ) -> Generator[Deferred[Any], Any, None]:
         started = self._reactor.seconds()
-        remaining = {id(m): list(m.recipients) for m in messages}
+        # The recipients of each message without a final outcome yet.
+        remaining = [list(m.recipients) for m in messages]
 
-        def report(message: OutboundMessage, deliveries: list[RecipientDelivery]) -> object:
-            unsettled = remaining[id(message)]
+        def report(index: int, deliveries: list[RecipientDelivery]) -> object:
+            unsettled = remaining[index]
             for delivery in deliveries:
-                if delivery.final and delivery.recipient in unsettled:
+                if delivery.status != DEFERRED and delivery.recipient in unsettled:
                     unsettled.remove(delivery.recipient)
-            return listener.settled(message, deliveries)
+            return listener.settled(messages[index], deliveries)
 
         def reportLocal(status: str, reply: str, dsn: str) -> Deferred[Any]:
             seconds = self._reactor.seconds() - started
             reports = []
-            for message in messages:
-                if remaining[id(message)]:
+            for index, unsettled in enumerate(remaining):
+                if unsettled:
                     deliveries = [
                         RecipientDelivery(r, status, reply, dsn, False, connectSeconds=seconds)
-                        for r in remaining[id(message)]
+                        for r in unsettled
                     ]
-                    reports.append(maybeDeferred(report, message, deliveries))
+                    reports.append(maybeDeferred(report, index, deliveries))
             return gatherResults(reports)
 
         try:
@@ -354,7 +352,7 @@ class Courier:
         for exchange in exchanges:
             if attempt.stopping or connections >= MAX_CONNECTIONS_PER_ATTEMPT:
                 break
-            if not any(remaining.values()):
+            if not any(remaining):
                 break
             try:
                 addresses = yield attempt.waitFor(
@@ -366,27 +364,37 @@ class Courier:
             except _Stopping:
                 return
             for address in addresses[:ADDRESSES_PER_HOST]:
-                active = [m for m in messages if remaining[id(m)]]
+                active = [i for i, unsettled in enumerate(remaining) if unsettled]
                 if not active or attempt.stopping or connections >= MAX_CONNECTIONS_PER_ATTEMPT:
                     break
                 connections += 1
-                listener.attempting(active, exchange.hostname, address, self._destinations.port)
+                listener.attempting(
+                    [messages[i] for i in active],
+                    exchange.hostname,
+                    address,
+                    self._destinations.port,
+                )
+                envelopes = [
+                    Envelope(messages[i].sender, tuple(remaining[i]), messages[i].content)
+                    for i in active
+                ]
                 yield self._connect(
-                    exchange.hostname, address, active, remaining, report, started, attempt
+                    exchange.hostname, address, envelopes, active, report, started, attempt
                 )
 
     def _connect(
         self,
         host: str,
         address: str,
-        messages: list[OutboundMessage],
-        remaining: dict[int, list[str]],
-        report: Callable[[OutboundMessage, list[RecipientDelivery]], object],
+        envelopes: list[Envelope],
+        indices: list[int],
+        report: Callable[[int, list[RecipientDelivery]], object],
         started: float,
         attempt: _Attempt,
     ) -> Deferred[Any]:
         """
-        One connection carrying C{messages} (their open recipients).
+        One connection carrying C{envelopes}, for the messages at
+        C{indices}.
         """
         beforeConnection = self._reactor.seconds() - started
 
@@ -394,7 +402,7 @@ class Courier:
             # The time before this connection counts for the messages that
             # waited for it to be set up: the first, or all when it failed.
             setup = beforeConnection if index == 0 or result.connectSeconds else 0.0
-            return report(messages[index], _deliveries(result, setup))
+            return report(indices[index], _deliveries(result, setup))
 
         connection = self._startDelivery(
             self._reactor,
@@ -402,7 +410,7 @@ class Courier:
             address,
             self._destinations.port,
             self._heloName,
-            [Envelope(m.sender, tuple(remaining[id(m)]), m.content) for m in messages],
+            envelopes,
             self._tlsPolicy,
             self._timeoutScale,
             self._contextFactoryFor,

@@ -106,6 +106,7 @@ class _Work:
         saved yet.
     @ivar tried: whether the courier reported anything real for it.
     @ivar bounced: the recipients whose failure a DSN already reported.
+    @ivar unbounced: whether a recipient failed since the last DSN.
     """
 
     def __init__(self, state: MessageState, recipients: list[RecipientState]) -> None:
@@ -119,6 +120,7 @@ class _Work:
         self.dirty = False
         self.tried = False
         self.bounced: set[str] = set()
+        self.unbounced = False
 
 
 @implementer(IDeliveryListener)
@@ -129,16 +131,16 @@ class _BatchListener:
 
     def __init__(self, queue: RelayQueue, batch: Sequence[_Work]) -> None:
         self._queue = queue
-        self._works = {id(w.message): w for w in batch}
+        self._works = {w.state.queueId: w for w in batch}
 
     def attempting(
         self, messages: Sequence[OutboundMessage], host: str, address: str, port: int
     ) -> None:
         for message in messages:
-            self._queue._attempting(self._works[id(message)], host)
+            self._queue._attempting(self._works[message.queueId], host)
 
     def settled(self, message: OutboundMessage, deliveries: Sequence[RecipientDelivery]) -> None:
-        self._queue._settled(self._works[id(message)], deliveries)
+        self._queue._settled(self._works[message.queueId], deliveries)
 
 
 @implementer(ISpoolObserver)
@@ -586,6 +588,7 @@ class RelayQueue(Service):
         work.remaining.pop(recipient.address, None)
         work.dirty = True
         if status == FAILED:
+            work.unbounced = True
             self._audit.emit("delivery.failure", queueId=work.state.queueId, mx=host, reply=reply)
 
     def _save(self, work: _Work) -> None:
@@ -663,6 +666,9 @@ class RelayQueue(Service):
         Send a DSN for the recipients of C{work} that failed in this
         attempt and were not reported yet.
         """
+        if not work.unbounced:
+            return
+        work.unbounced = False
         failures = [
             r
             for r in work.recipients

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -271,27 +271,34 @@ class ClientSession(CommandChannel):
             return SessionFailure(error.stage, 421, "4.5.0", text, False)
         raise error
 
-    def _report(self, index: int, transaction: Transaction) -> Deferred[object]:
+    def _report(self, index: int, transaction: Transaction) -> Deferred[object] | None:
         """
         Tell the listener the outcome of one envelope.
 
-        @return: a Deferred that fires (never fails) once the listener is
-            done with it.
+        @return: the listener's Deferred to wait for (it never fails), or
+            L{None} when there is nothing to wait for.
         """
         if transaction.endedAt is None:
             transaction.endedAt = self._reactor.seconds()
+        result = transaction.result = self._result(index, transaction)
         if self._onResult is None:
-            return succeed(None)
-        result = self._result(index, transaction)
-
-        def failed(failure: Failure) -> None:
+            return None
+        try:
+            waiting = self._onResult(index, result)
+        except Exception:
             _log.failure(
+                "Could not record the outcome of a message sent to {host}", host=self._host
+            )
+            return None
+        if not isinstance(waiting, Deferred):
+            return None
+        return waiting.addErrback(
+            lambda failure: _log.failure(
                 "Could not record the outcome of a message sent to {host}",
                 failure,
                 host=self._host,
             )
-
-        return maybeDeferred(self._onResult, index, result).addErrback(failed)
+        )
 
     @inlineCallbacks
     def _run(self) -> Generator[Deferred[Any], Any, list[DeliveryResult]]:
@@ -313,20 +320,24 @@ class ClientSession(CommandChannel):
                 needReset = yield self._transaction(transaction)
                 transaction.endedAt = self._reactor.seconds()
                 reported = index + 1
-                yield self._report(index, transaction)
+                waiting = self._report(index, transaction)
+                if waiting is not None:
+                    yield waiting
         except _ENDINGS as e:
             failure = self._failureFor(e)
         if failure is not None:
             for index in range(reported, len(transactions)):
                 transactions[index].settleAll(failure)
-                yield self._report(index, transactions[index])
+                waiting = self._report(index, transactions[index])
+                if waiting is not None:
+                    yield waiting
             if failure.abort:
                 self._dropConnection()
             elif failure.polite and not self.closed:
                 yield self._quit()
         else:
             yield self._quit()
-        return [self._result(i, t) for i, t in enumerate(transactions)]
+        return [t.result or self._result(i, t) for i, t in enumerate(transactions)]
 
     def _result(self, index: int, transaction: Transaction) -> DeliveryResult:
         if self._readyAt is None:
@@ -334,6 +345,8 @@ class ClientSession(CommandChannel):
         elif index == 0:
             connectSeconds = self._readyAt - self._startedAt
         else:
+            connectSeconds = 0.0
+        if connectSeconds < 0.0:
             connectSeconds = 0.0
         return DeliveryResult(
             host=self._host,
@@ -345,7 +358,7 @@ class ClientSession(CommandChannel):
             tlsVersion=self.tlsVersion,
             cipher=self.cipher,
             failureStage=None if transaction.accepted else transaction.failureStage,
-            connectSeconds=max(0.0, connectSeconds),
+            connectSeconds=connectSeconds,
             transferSeconds=transaction.transferSeconds,
         )
 

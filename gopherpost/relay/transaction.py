@@ -152,6 +152,7 @@ class Transaction:
     @ivar failureStage: where the message last failed.
     @ivar startedAt: when its first command went out (L{None}: never).
     @ivar endedAt: when its outcome became known.
+    @ivar result: its L{DeliveryResult}, once reported.
     """
 
     def __init__(self, envelope: Envelope) -> None:
@@ -162,6 +163,8 @@ class Transaction:
         self.failureStage: str | None = None
         self.startedAt: float | None = None
         self.endedAt: float | None = None
+        #: The result as reported (L{None} until then).
+        self.result: DeliveryResult | None = None
 
     def settle(
         self, recipient: str, status: str, code: int, enhanced: str, text: str, remote: bool
@@ -212,9 +215,9 @@ class Transaction:
         """
         How long the transaction took (C{0} if it never started).
         """
-        if self.startedAt is None or self.endedAt is None:
+        if self.startedAt is None or self.endedAt is None or self.endedAt < self.startedAt:
             return 0.0
-        return max(0.0, self.endedAt - self.startedAt)
+        return self.endedAt - self.startedAt
 
 
 def unreachedResults(
