@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay_state -*-
+# -*- test-case-name: tests.test_relay_state,tests.test_relay_duplicates -*-
 """
 The relay's durable bookkeeping: per message, per recipient, whether it is
 still pending, how often it was tried, when it is due next, and why it last
@@ -10,14 +10,17 @@ state or none).  When every recipient is final the file becomes
 C{<queueid>.relayed}, so start-up skips finished messages without reading
 them.
 
+The queue saves a message's state as soon as one of its recipients is
+final (delivered or refused for good), before the connection carries the
+next message, and again when the attempt ends with recipients deferred.
 States are not fsynced, as Postfix does not sync the marks of delivered
 recipients: the message itself is durable, and the state only records
-progress.  A power failure can forget the last seconds of progress (the
-spool's next group commit syncs the whole file system, so under load it is
-milliseconds); what is forgotten is tried again, so the price is a
-duplicate delivery, never a lost message.  A state file that a crash left
-unreadable counts as missing, and the message starts again from its
-envelope.
+progress.  A killed process forgets nothing written (the page cache keeps
+it); a power failure can forget the last writes (the spool's next group
+commit syncs the whole file system, so under load it is milliseconds).
+What is forgotten is tried again, so the price is a duplicate delivery,
+never a lost message.  A state file that a crash left unreadable counts as
+missing, and the message starts again from its envelope.
 """
 
 from __future__ import annotations
