@@ -433,21 +433,25 @@ def _deliveries(result: DeliveryResult, setupSeconds: float) -> list[RecipientDe
         to the connection's own set-up time.
     """
     connectSeconds = result.connectSeconds + setupSeconds
+    host, address, port = result.host, result.address, result.port
+    tlsUsed, tlsVersion, cipher = result.tlsUsed, result.tlsVersion, result.cipher
+    transferSeconds = result.transferSeconds
+    # Positional: this runs for every recipient of every message.
     return [
         RecipientDelivery(
-            recipient=outcome.recipient,
-            status=outcome.status,
-            reply=outcome.line,
-            dsn=outcome.enhancedCode,
-            remote=outcome.remote,
-            host=result.host,
-            address=result.address,
-            port=result.port,
-            tlsUsed=result.tlsUsed,
-            tlsVersion=result.tlsVersion,
-            cipher=result.cipher,
-            connectSeconds=connectSeconds,
-            transferSeconds=result.transferSeconds,
+            outcome.recipient,
+            outcome.status,
+            outcome.line,
+            outcome.enhancedCode,
+            outcome.remote,
+            host,
+            address,
+            port,
+            tlsUsed,
+            tlsVersion,
+            cipher,
+            connectSeconds,
+            transferSeconds,
         )
         for outcome in result.outcomes
     ]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
 
 from twisted.python.failure import Failure
 
@@ -44,6 +46,9 @@ def cleanText(text: str) -> str:
     C{text} with control characters replaced by C{?}: remote text goes into
     logs and DSNs.
     """
+    if text.isprintable():
+        # Nothing to replace (the usual case): no regular expression.
+        return text
     return _UNPRINTABLE.sub("?", text)
 
 
@@ -98,7 +103,7 @@ class Reply:
     code: int
     lines: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def enhancedCode(self) -> str | None:
         """
         The RFC 3463 status code the reply starts with (class matching
@@ -111,7 +116,7 @@ class Reply:
             return None
         return ".".join(match.groups())
 
-    @property
+    @cached_property
     def text(self) -> str:
         """
         The reply text on one line, enhanced codes removed.
@@ -129,8 +134,7 @@ class Reply:
         return " ".join(str(x) for x in (self.code, enhanced, self.text) if x)
 
 
-@dataclass(frozen=True)
-class RecipientOutcome:
+class RecipientOutcome(NamedTuple):
     """
     What happened to one recipient.
 
@@ -171,8 +175,7 @@ class RecipientOutcome:
         return f"{self.code} {self.enhancedCode} {self.text}".strip()
 
 
-@dataclass(frozen=True)
-class DeliveryResult:
+class DeliveryResult(NamedTuple):
     """
     The outcome of one message sent to one host.
 

@@ -352,7 +352,7 @@ class ClientSession(CommandChannel):
             host=self._host,
             address=self._address,
             port=self._port,
-            outcomes=tuple(transaction.outcomes[r] for r in transaction.recipients),
+            outcomes=tuple([transaction.outcomes[r] for r in transaction.recipients]),
             accepted=transaction.accepted,
             tlsUsed=self.tlsUsed,
             tlsVersion=self.tlsVersion,

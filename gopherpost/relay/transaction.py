@@ -184,15 +184,10 @@ class Transaction:
         status = statusFor(reply.code)
         if status != SENT and recipients:
             self.failureStage = stage
+        enhanced = reply.enhancedCode or defaultEnhancedCode(reply.code)
+        text = cleanText(reply.text)
         for recipient in recipients:
-            self.settle(
-                recipient,
-                status,
-                reply.code,
-                reply.enhancedCode or defaultEnhancedCode(reply.code),
-                cleanText(reply.text),
-                True,
-            )
+            self.settle(recipient, status, reply.code, enhanced, text, True)
 
     def settleAll(self, failure: SessionFailure) -> None:
         """
