@@ -179,7 +179,12 @@ class RecordingTests(QueueTestCase):
         self.assertEqual([self.stateFiles(e) for e in envelopes], [[], [], []])
         saves: list[str] = []
         save = self.queue._store.save
-        self.patch(self.queue._store, "save", lambda s: (saves.append(s.queueId), save(s)))
+
+        def counted(state: Any) -> None:
+            saves.append(state.queueId)
+            save(state)
+
+        self.patch(self.queue._store, "save", counted)
         for n, (message, envelope) in enumerate(zip(messages, envelopes)):
             listener.attempting([message], "mx.example.test", "192.0.2.1", 25)
             listener.settled(message, [delivery(message.recipients[0], SENT)])

@@ -97,7 +97,7 @@ class InProcessTests(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> Any:  # type: ignore[override]
         self.dns, self.receiver = startRemoteDomain(self)
         self.harness = RelayHarness(self, self.dns, self.receiver.port)
         yield _spoolMessages(self.harness.spool, 6)

@@ -173,9 +173,9 @@ class DeliveryTests(RelayTestCase):
         from twisted.internet.defer import gatherResults
         from twisted.internet.threads import deferToThreadPool
 
-        from gopherpost.relay import queue as queueModule
+        from gopherpost.relay import content
 
-        self.patch(queueModule, "INLINE_READ_BUDGET", 200)
+        self.patch(content, "INLINE_READ_BUDGET", 200)
         mx1 = self.server("127.0.0.2")
         h = self.harness()
         hops = []
@@ -205,7 +205,7 @@ class DeliveryTests(RelayTestCase):
         for n, (message, body) in enumerate(zip(received, bodies)):
             self.assertEqual(message.data, b"Subject: %d\r\n\r\n%s\r\n" % (n, body))
         [(f, (paths,))] = hops
-        self.assertEqual(f, queueModule._readAll)
+        self.assertEqual(f, content.readAll)
         self.assertEqual([os.path.basename(p).split("_")[0] for p in paths], [envelopes[1].queueId])
 
     @inlineCallbacks

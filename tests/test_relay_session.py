@@ -210,7 +210,13 @@ class ReportTests(SynchronousTestCase):
         reported once, in order, and the final results are the same.
         """
         reports: list[tuple[int, DeliveryResult, bytes]] = []
-        c = self.twoMessages(lambda i, r: reports.append((i, r, c.transport.value())))
+        conversation: list[Conversation] = []
+
+        def onResult(index: int, result: DeliveryResult) -> None:
+            reports.append((index, result, conversation[0].transport.value()))
+
+        c = self.twoMessages(onResult)
+        conversation.append(c)
         self.sendFirst(c)
         c.reply("250 2.0.0 queued as A")
         [(index, result, written)] = reports

@@ -89,6 +89,7 @@ class TimeoutTests(SynchronousTestCase):
         c.reply("354 go")
         c.reactor.advance(179)
         c.transport.pauseAtWrite = c.transport.writes + 1
+        assert c.transport.producer is not None
         c.transport.producer.resumeProducing()
         result = self.assertTimesOut(c, 180, "data block")
         self.assertIn("read the message", result.outcomes[0].text)

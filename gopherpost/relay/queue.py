@@ -11,7 +11,8 @@ the messages, found again at start-up.  A recipient's delivery is recorded
 as soon as the courier reports it, before the connection carries its next
 message, so a process killed at any moment sends again at most the message
 in flight on each connection.  All protocol work is Deferred-driven on the
-reactor; only large reads, DKIM signing and DNS run in threads.  Time comes
+reactor; only large reads and DKIM signing (L{gopherpost.relay.content})
+and DNS run in threads.  Time comes
 from the injected reactor, so tests drive it with a clock.
 
 Work is grouped by destination (MX domain, or the smarthost): the
@@ -23,7 +24,6 @@ C{SMTP_DESTINATION_CONCURRENCY} to one destination.
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Generator, Sequence
@@ -44,7 +44,7 @@ from zope.interface import implementer
 
 from gopherpost.config import Settings
 from gopherpost.interfaces import IAuditLog, ISpoolObserver
-from gopherpost.relay import dsn
+from gopherpost.relay import content, dsn
 from gopherpost.relay.courier import (
     ICourier,
     IDeliveryListener,
@@ -77,10 +77,6 @@ BATCH_SIZE = 20
 #: Seconds a stopping queue waits for replies to messages already sent
 #: before it drops the connections.
 STOP_GRACE = 10.0
-#: Bytes of message content one batch reads on the reactor thread at most;
-#: larger messages are read in the thread pool.  A thread hop costs more
-#: than reading a few small files from the page cache.
-INLINE_READ_BUDGET = 1024 * 1024
 
 
 def retryDelay(attempts: int, initial: float, maximum: float, randomSource: random.Random) -> float:
@@ -354,20 +350,12 @@ class RelayQueue(Service):
         self._track(self._preparing, d)
 
     def _dkimHeader(self, envelope: Envelope) -> str:
-        with open(self._spool.messagePath(envelope), "rb") as f:
-            content = f.read()
-        try:
-            signed = self._signer.sign(content, _domainOf(envelope.sender) or None)
-        except Exception as e:
-            _log.error(
-                "DKIM signing of {queueId} failed, sending unsigned: {error}",
-                queueId=envelope.queueId,
-                error=e,
-            )
-            return ""
-        if not signed.endswith(content):
-            return ""
-        return str(signed[: len(signed) - len(content)].decode("ascii"))
+        return content.dkimHeader(
+            self._signer,
+            self._spool.messagePath(envelope),
+            _domainOf(envelope.sender) or None,
+            envelope.queueId,
+        )
 
     def queueDepth(self) -> int:
         """
@@ -509,14 +497,9 @@ class RelayQueue(Service):
                     state.dateDirectory, state.queueId, state.recipients[0].token
                 )
             )
-        contents = _readSmall(paths, INLINE_READ_BUDGET)
-        large = [path for path, content in zip(paths, contents) if content is None]
-        if large:
-            read = iter((yield self._runInThread(_readAll, large)))
-            contents = [next(read) if content is None else content for content in contents]
-        for work, content in zip(batch, contents):
-            assert content is not None
-            work.content = work.state.dkimHeader.encode("ascii") + content
+        contents = yield content.readContents(paths, self._runInThread)
+        for work, body in zip(batch, contents):
+            work.content = work.state.dkimHeader.encode("ascii") + body
             work.message = OutboundMessage(
                 work.state.queueId, work.state.sender, tuple(work.remaining), work.content
             )
@@ -723,34 +706,6 @@ class RelayQueue(Service):
         # The spool tells its observers (this queue among them) of the
         # bounce: its remote recipient is taken on from there.
         return d.addCallbacks(stored, failed)
-
-
-def _readSmall(paths: Sequence[str], budget: int) -> list[bytes | None]:
-    """
-    Read spool files now, on the reactor thread, while their sizes add up
-    to at most C{budget} bytes; L{None} for each file left to L{_readAll}.
-    """
-    contents: list[bytes | None] = []
-    for path in paths:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > budget:
-                contents.append(None)
-                continue
-            budget -= size
-            contents.append(f.read())
-    return contents
-
-
-def _readAll(paths: Sequence[str]) -> list[bytes]:
-    """
-    Read several spool files (in a thread).
-    """
-    contents = []
-    for path in paths:
-        with open(path, "rb") as f:
-            contents.append(f.read())
-    return contents
 
 
 def _diagnosticOf(error: str) -> str | None:

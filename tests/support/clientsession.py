@@ -10,6 +10,8 @@ the server one reply at a time, on a L{MemoryReactorClock}.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -115,7 +117,9 @@ class Conversation:
         self.contextError: Exception | None = None
         self.transport = ClientTransport()
         self._seen = 0
-        self.attempt = None
+        self.attempt: Any = None
+        self.d: Any
+        self.protocol: Any = None
         if onResult is not None:
             self.attempt = startDelivery(
                 self.reactor,

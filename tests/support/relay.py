@@ -43,7 +43,7 @@ class SteppedReactor:
         return self.clock.callLater(delay, f, *args, **kw)
 
     def getDelayedCalls(self) -> list[Any]:
-        return self.clock.getDelayedCalls()
+        return list(self.clock.getDelayedCalls())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -83,7 +83,7 @@ class RelayHarness:
         )
         options.update(overrides)
         self.settings = testSettings(self.path, **options)
-        self.spool = Spool(self.path, self.reactor)
+        self.spool = Spool(self.path, self.reactor)  # type: ignore[arg-type]
         self.spool.open()
         self.audit = RecordingAudit()
         self.resolver = Resolver(self.settings.dnsServers, globalReactor)
@@ -129,7 +129,7 @@ class RelayHarness:
         self.testCase.addCleanup(self._stop, self.queue)
         return self.queue
 
-    def _stop(self, queue: RelayQueue) -> Deferred:
+    def _stop(self, queue: RelayQueue) -> Deferred[None] | None:
         self.spool.removeObserver(queue)
         if queue.running:
             return queue.stopService()

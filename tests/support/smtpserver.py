@@ -270,6 +270,7 @@ class _ScriptedESMTP(ESMTP):
 
     def _messageHandled(self, resultList) -> None:
         transaction, self._transaction = self._transaction, None
+        assert transaction is not None
         transaction.wire = b"".join(line + b"\r\n" for line in self._wire)
         transaction.data = b"".join(
             (line[1:] if line.startswith(b".") else line) + b"\r\n" for line in self._wire[:-1]
