@@ -58,3 +58,28 @@ class StateStoreTests(SynchronousTestCase):
                 f.write(raw)
             self.assertIsNone(store.load("2026-11-22", "ABC"))
         self.assertEqual(len(self.flushLoggedErrors()), 0)
+
+    def test_finishedAfterRestart(self) -> None:
+        """
+        A message left pending by an earlier process (or an unreadable
+        state) loses its C{.relay} file when a new store finishes it.
+        """
+        path = self.mktemp()
+        os.makedirs(os.path.join(path, "2026-11-22"))
+        state = MessageState(
+            "ABC", "2026-11-22", 1.5, "a@gopherpost.test", [RecipientState("b@x.test", "0" * 16)]
+        )
+        StateStore(path).save(state)
+        store = StateStore(path)
+        loaded = store.load("2026-11-22", "ABC")
+        assert loaded is not None
+        loaded.recipients[0].status = DELIVERED
+        store.save(loaded)
+        self.assertEqual(os.listdir(os.path.join(path, "2026-11-22")), ["ABC.relayed"])
+        with open(os.path.join(path, "2026-11-22", "DEF.relay"), "wb") as f:
+            f.write(b"{")
+        self.assertIsNone(store.load("2026-11-22", "DEF"))
+        store.save(MessageState("DEF", "2026-11-22", 1.5, "a@gopherpost.test", []))
+        self.assertEqual(
+            sorted(os.listdir(os.path.join(path, "2026-11-22"))), ["ABC.relayed", "DEF.relayed"]
+        )

@@ -141,6 +141,11 @@ class StateStore:
 
     def __init__(self, spoolPath: str) -> None:
         self.path = spoolPath
+        #: Messages (by base path) that may have a C{.relay} file: read or
+        #: written by this store.  Only those are unlinked when they finish,
+        #: which saves a failing system call for every message delivered at
+        #: its first attempt.
+        self._pendingFiles: set[str] = set()
 
     def _base(self, dateDirectory: str, queueId: str) -> str:
         return os.path.join(self.path, dateDirectory, queueId)
@@ -165,6 +170,8 @@ class StateStore:
                     raw = f.read()
             except FileNotFoundError:
                 continue
+            if suffix == ".relay":
+                self._pendingFiles.add(base)
             try:
                 return MessageState.fromJSON(raw)
             except (ValueError, KeyError, TypeError) as e:
@@ -188,10 +195,14 @@ class StateStore:
         """
         for state in states:
             base = self._base(state.dateDirectory, state.queueId)
-            final = base + (".relayed" if state.done else ".relay")
+            done = state.done
+            final = base + (".relayed" if done else ".relay")
             writeFile(final + ".tmp", state.toJSON(), sync=False)
             os.replace(final + ".tmp", final)
-            if state.done:
+            if not done:
+                self._pendingFiles.add(base)
+            elif base in self._pendingFiles:
+                self._pendingFiles.discard(base)
                 try:
                     os.unlink(base + ".relay")
                 except FileNotFoundError:
