@@ -394,7 +394,13 @@ class RelayQueue(Service):
         waiting = [r for r in state.pending if (state.queueId, r.address) not in self._inFlight]
         if not waiting or self._stopping:
             return
-        delay = max(0.0, min(r.nextAttempt for r in waiting) - self._reactor.seconds())
+        delay = min(r.nextAttempt for r in waiting) - self._reactor.seconds()
+        if delay <= 0:
+            # Due now (a new message, or one found at start-up): no timer.
+            # The pump still waits for the end of this reactor turn, so
+            # what becomes due together shares connections.
+            self._wake(state.queueId)
+            return
         self._timers[state.queueId] = self._reactor.callLater(delay, self._wake, state.queueId)
 
     def _wake(self, queueId: str) -> None:
