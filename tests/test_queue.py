@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -153,8 +154,39 @@ class QueueTestCase(SynchronousTestCase):
 
 class RecordingTests(QueueTestCase):
     """
-    Outcomes are on disk as soon as the courier reports them.
+    Outcomes are on disk (in the journal, then in the state files) as soon
+    as the courier reports them.
     """
+
+    def afterCrash(self) -> dict[str, dict[str, str]]:
+        """
+        What a new queue finds in a copy of the spool taken now (what a
+        kill -9 at this instant would leave): queue id -> recipient ->
+        status, for every message with a state.
+        """
+        copy = os.path.abspath(self.mktemp())
+        shutil.copytree(self.path, copy)
+        spool = Spool(copy, self.clock, runInThread=_synchronous)
+        spool.open()
+        queue = RelayQueue(
+            testSettings(copy), spool, RecordingAudit(), ScriptedCourier(), self.clock
+        )
+        queue.startService()
+        store = StateStore(copy)
+        found = {}
+        for envelope in spool.envelopes():
+            state = store.load(envelope.dateDirectory, envelope.queueId)
+            if state is not None:
+                found[envelope.queueId] = {r.address: r.status for r in state.recipients}
+        queue.stopService()
+        return found
+
+    def doneAfterCrash(self) -> set[str]:
+        return {
+            queueId
+            for queueId, statuses in self.afterCrash().items()
+            if PENDING not in statuses.values()
+        }
 
     def test_interfaces(self) -> None:
         """
@@ -166,17 +198,18 @@ class RecordingTests(QueueTestCase):
         [(_, _, listener, _)] = self.courier.attempts
         self.assertTrue(verifyObject(IDeliveryListener, listener))
 
-    def test_eachOutcomeSavedAtOnce(self) -> None:
+    def test_eachOutcomeRecordedAtOnce(self) -> None:
         """
-        One attempt carries the due messages; each delivered message's
-        state is C{.relayed} right when it is reported, before the next one
-        is; the end of the attempt writes nothing more.
+        One attempt carries the due messages; each delivered message is
+        recorded right when it is reported, before the next one is: a crash
+        then would not send it again.  The state files are written once
+        each, together, when the attempt ends, and the journal goes.
         """
         envelopes = self.spoolMessages(3)
         [(domain, messages, listener, d)] = self.courier.attempts
         self.assertEqual(domain, "example.test")
         self.assertEqual([m.queueId for m in messages], [e.queueId for e in envelopes])
-        self.assertEqual([self.stateFiles(e) for e in envelopes], [[], [], []])
+        self.assertEqual(self.doneAfterCrash(), set())
         saves: list[str] = []
         save = self.queue._store.save
 
@@ -185,14 +218,15 @@ class RecordingTests(QueueTestCase):
             save(state)
 
         self.patch(self.queue._store, "save", counted)
-        for n, (message, envelope) in enumerate(zip(messages, envelopes)):
+        for n, message in enumerate(messages):
             listener.attempting([message], "mx.example.test", "192.0.2.1", 25)
             listener.settled(message, [delivery(message.recipients[0], SENT)])
-            self.assertEqual(self.stateFiles(envelope), [".relayed"])
-            for later in envelopes[n + 1 :]:
-                self.assertEqual(self.stateFiles(later), [])
+            self.assertEqual(self.doneAfterCrash(), {m.queueId for m in messages[: n + 1]})
+        self.assertEqual(saves, [])
         d.callback(None)
         self.assertEqual(saves, [e.queueId for e in envelopes])
+        self.assertEqual([self.stateFiles(e) for e in envelopes], [[".relayed"]] * 3)
+        self.assertEqual(os.listdir(self.queue._journal.directory), [])
         self.assertEqual(self.queue.queueDepth(), 0)
         self.assertEqual(
             [f["queueId"] for f in self.audit.named("delivery.success")],
@@ -219,16 +253,18 @@ class RecordingTests(QueueTestCase):
 
     def test_mixedRecipients(self) -> None:
         """
-        A message with one recipient delivered and one deferred is saved
-        when the delivered one is reported; the bounce for a failed one goes
-        out with it.
+        A message with one recipient delivered, one deferred and one failed:
+        the final two are recorded at once (a crash then leaves them final
+        and the deferred one pending), and the bounce for the failed one
+        goes out with them.
         """
         [envelope] = self.spoolMessages(1, recipients=3)
         [(_, [message], listener, d)] = self.courier.attempts
         a, b, c = message.recipients
         listener.settled(message, [delivery(a, SENT), delivery(b, DEFERRED), delivery(c, FAILED)])
-        statuses = {r.address: r.status for r in self.state(envelope).recipients}
-        self.assertEqual(statuses, {a: DELIVERED, b: PENDING, c: "failed"})
+        self.assertEqual(
+            self.afterCrash()[envelope.queueId], {a: DELIVERED, b: PENDING, c: "failed"}
+        )
         self.clock.advance(0)
         bounces = [e for e in self.spool.envelopes() if e.sender == ""]
         self.assertEqual(len(bounces), 1)
@@ -236,7 +272,8 @@ class RecordingTests(QueueTestCase):
         d.callback(None)
         self.clock.advance(0)
         self.assertEqual(len([e for e in self.spool.envelopes() if e.sender == ""]), 2)
-        self.assertTrue(self.state(envelope).done)
+        statuses = {r.address: r.status for r in self.state(envelope).recipients}
+        self.assertEqual(statuses, {a: DELIVERED, b: "failed", c: "failed"})
 
 
 class StopTests(QueueTestCase):
