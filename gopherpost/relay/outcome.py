@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
 from typing import NamedTuple
 
 from twisted.python.failure import Failure
@@ -103,7 +102,7 @@ class Reply:
     code: int
     lines: tuple[str, ...] = ()
 
-    @cached_property
+    @property
     def enhancedCode(self) -> str | None:
         """
         The RFC 3463 status code the reply starts with (class matching
@@ -116,7 +115,7 @@ class Reply:
             return None
         return ".".join(match.groups())
 
-    @cached_property
+    @property
     def text(self) -> str:
         """
         The reply text on one line, enhanced codes removed.

@@ -290,7 +290,7 @@ class ClientSession(CommandChannel):
                 "Could not record the outcome of a message sent to {host}", host=self._host
             )
             return None
-        if not isinstance(waiting, Deferred):
+        if waiting is None or not isinstance(waiting, Deferred):
             return None
         return waiting.addErrback(
             lambda failure: _log.failure(

@@ -141,11 +141,11 @@ class StateStore:
 
     def __init__(self, spoolPath: str) -> None:
         self.path = spoolPath
-        #: Messages (date directory, queue id) that may have a C{.relay}
-        #: file: read or written by this store.  Only those are unlinked
-        #: when they finish, which saves a failing system call for every
-        #: message delivered at its first attempt.
-        self._pendingFiles: set[tuple[str, str]] = set()
+        #: Messages (by base path) that may have a C{.relay} file: read or
+        #: written by this store.  Only those are unlinked when they finish,
+        #: which saves a failing system call for every message delivered at
+        #: its first attempt.
+        self._pendingFiles: set[str] = set()
 
     def _base(self, dateDirectory: str, queueId: str) -> str:
         return os.path.join(self.path, dateDirectory, queueId)
@@ -171,7 +171,7 @@ class StateStore:
             except FileNotFoundError:
                 continue
             if suffix == ".relay":
-                self._pendingFiles.add((dateDirectory, queueId))
+                self._pendingFiles.add(base)
             try:
                 return MessageState.fromJSON(raw)
             except (ValueError, KeyError, TypeError) as e:
@@ -181,13 +181,6 @@ class StateStore:
                     error=e,
                 )
         return None
-
-    def hasFile(self, state: MessageState) -> bool:
-        """
-        Whether C{state}'s message has a C{.relay} file (as far as this
-        store wrote or read one).
-        """
-        return (state.dateDirectory, state.queueId) in self._pendingFiles
 
     def save(self, state: MessageState) -> None:
         """
@@ -206,11 +199,10 @@ class StateStore:
             final = base + (".relayed" if done else ".relay")
             writeFile(final + ".tmp", state.toJSON(), sync=False)
             os.replace(final + ".tmp", final)
-            key = (state.dateDirectory, state.queueId)
             if not done:
-                self._pendingFiles.add(key)
-            elif key in self._pendingFiles:
-                self._pendingFiles.discard(key)
+                self._pendingFiles.add(base)
+            elif base in self._pendingFiles:
+                self._pendingFiles.discard(base)
                 try:
                     os.unlink(base + ".relay")
                 except FileNotFoundError:
