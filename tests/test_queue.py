@@ -154,7 +154,8 @@ class QueueTestCase(SynchronousTestCase):
 
 class RecordingTests(QueueTestCase):
     """
-    Outcomes are on disk as soon as the courier reports them.
+    Outcomes are on disk (in the journal, then in the state files) as soon
+    as the courier reports them.
     """
 
     def afterCrash(self) -> dict[str, dict[str, str]]:
@@ -200,16 +201,15 @@ class RecordingTests(QueueTestCase):
     def test_eachOutcomeRecordedAtOnce(self) -> None:
         """
         One attempt carries the due messages; each delivered message is
-        recorded (its state C{.relayed}) right when it is reported, before
-        the next one is: a crash then would not send it again.  The end of
-        the attempt writes nothing more.
+        recorded right when it is reported, before the next one is: a crash
+        then would not send it again.  The state files are written once
+        each, together, when the attempt ends, and the journal goes.
         """
         envelopes = self.spoolMessages(3)
         [(domain, messages, listener, d)] = self.courier.attempts
         self.assertEqual(domain, "example.test")
         self.assertEqual([m.queueId for m in messages], [e.queueId for e in envelopes])
         self.assertEqual(self.doneAfterCrash(), set())
-        self.assertEqual([self.stateFiles(e) for e in envelopes], [[], [], []])
         saves: list[str] = []
         save = self.queue._store.save
 
@@ -222,9 +222,11 @@ class RecordingTests(QueueTestCase):
             listener.attempting([message], "mx.example.test", "192.0.2.1", 25)
             listener.settled(message, [delivery(message.recipients[0], SENT)])
             self.assertEqual(self.doneAfterCrash(), {m.queueId for m in messages[: n + 1]})
-            self.assertEqual(self.stateFiles(envelopes[n]), [".relayed"])
+        self.assertEqual(saves, [])
         d.callback(None)
         self.assertEqual(saves, [e.queueId for e in envelopes])
+        self.assertEqual([self.stateFiles(e) for e in envelopes], [[".relayed"]] * 3)
+        self.assertEqual(os.listdir(self.queue._journal.directory), [])
         self.assertEqual(self.queue.queueDepth(), 0)
         self.assertEqual(
             [f["queueId"] for f in self.audit.named("delivery.success")],

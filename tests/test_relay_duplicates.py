@@ -24,6 +24,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from gopherpost.relay.journal import JOURNAL_DIRECTORY
 from gopherpost.spool import Envelope, Spool
 from tests.support.relay import RelayHarness, eventually, startRemoteDomain
 from tests.support.server import TwistdProcess, freePort, serverEnvironment
@@ -67,10 +68,11 @@ def _spoolMessages(spool: Spool, count: int) -> Deferred[list[Envelope]]:
 
 def _relayStates(path: str) -> dict[str, bytes]:
     """
-    The relay's state files in a spool: what a crash at this instant
-    would leave.
+    The relay's state files and journals in a spool: what a crash at this
+    instant would leave.
     """
     states = {}
+    journals = os.path.join(".gopherpost", JOURNAL_DIRECTORY)
     for directory in os.listdir(path):
         if not directory[:1].isdigit():
             continue
@@ -78,6 +80,9 @@ def _relayStates(path: str) -> dict[str, bytes]:
             if name.endswith((".relay", ".relayed")):
                 with open(os.path.join(path, directory, name), "rb") as f:
                     states[os.path.join(directory, name)] = f.read()
+    for name in os.listdir(os.path.join(path, journals)):
+        with open(os.path.join(path, journals, name), "rb") as f:
+            states[os.path.join(journals, name)] = f.read()
     return states
 
 
@@ -152,7 +157,10 @@ class InProcessTests(TestCase):
         first = self.harness.startQueue()
         yield eventually(lambda: len(self.receiver.finalDots) == 6 and self.quiet())
         yield first.stopService()
-        self.assertEqual(len(image), 3)
+        # Three outcomes, in the attempt's journal (the states are written
+        # when the attempt ends).
+        [journal] = image.values()
+        self.assertEqual(journal.count(b"\n"), 3)
         beforeCrash = {_subject(m) for m in self.receiver.finalDots[:4]}
         _restoreStates(self.harness.path, image)
         self.harness.startQueue()

@@ -24,6 +24,7 @@ C{SMTP_DESTINATION_CONCURRENCY} to one destination.
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Generator, Sequence
@@ -51,6 +52,7 @@ from gopherpost.relay.courier import (
     OutboundMessage,
     RecipientDelivery,
 )
+from gopherpost.relay.journal import JOURNAL_DIRECTORY, Journal, JournalFile, replayJournals
 from gopherpost.relay.outcome import DEFERRED, SENT
 from gopherpost.relay.state import (
     DELIVERED,
@@ -125,9 +127,10 @@ class _BatchListener:
     Hears the courier's reports for one batch and records them.
     """
 
-    def __init__(self, queue: RelayQueue, batch: Sequence[_Work]) -> None:
+    def __init__(self, queue: RelayQueue, batch: Sequence[_Work], journal: JournalFile) -> None:
         self._queue = queue
         self._works = {w.state.queueId: w for w in batch}
+        self._journal = journal
 
     def attempting(
         self, messages: Sequence[OutboundMessage], host: str, address: str, port: int
@@ -136,7 +139,7 @@ class _BatchListener:
             self._queue._attempting(self._works[message.queueId], host)
 
     def settled(self, message: OutboundMessage, deliveries: Sequence[RecipientDelivery]) -> None:
-        self._queue._settled(self._works[message.queueId], deliveries)
+        self._queue._settled(self._works[message.queueId], deliveries, self._journal)
 
 
 @implementer(ISpoolObserver)
@@ -184,6 +187,7 @@ class RelayQueue(Service):
 
         self._runInThread = runInThread
         self._store = StateStore(spool.path)
+        self._journal = Journal(os.path.join(spool.stateDirectory, JOURNAL_DIRECTORY))
         self._messages: dict[str, MessageState] = {}
         self._timers: dict[str, Any] = {}
         #: destination key -> queue id -> recipients due now
@@ -214,6 +218,15 @@ class RelayQueue(Service):
         """
         Service.startService(self)
         self._stopping = False
+        self._journal.open()
+        restored = replayJournals(
+            self._journal.directory, self._store, self._spool.envelopeIn, self._reactor.seconds()
+        )
+        if restored:
+            _log.info(
+                "Relay queue restored the outcomes of {count} messages from its journal",
+                count=restored,
+            )
         recovered = 0
         for envelope in self._spool.envelopes():
             if not envelope.relayRecipients:
@@ -510,17 +523,30 @@ class RelayQueue(Service):
                 work.state.queueId, work.state.sender, tuple(work.remaining), work.content
             )
         messages = [work.message for work in batch if work.message is not None]
+        journal = self._journal.start()
+        saved = False
         try:
-            yield self._courier.deliver(domain, messages, _BatchListener(self, batch))
-        except CancelledError:
-            # Stopped, and the grace period is over: what is known was
-            # recorded as it came; save the rest of it.
-            self._saveKnown(batch)
-            return
-        if self._stopping:
-            self._saveKnown(batch)
-            return
-        self._finish(batch)
+            try:
+                yield self._courier.deliver(domain, messages, _BatchListener(self, batch, journal))
+            except CancelledError:
+                # Stopped, and the grace period is over: what is known was
+                # journaled as it came; save it.
+                saved = self._saveKnown(batch)
+                return
+            if self._stopping:
+                saved = self._saveKnown(batch)
+                return
+            saved = self._finish(batch)
+        finally:
+            # The journal goes once the states hold what it recorded; kept,
+            # the next start-up applies it again (its outcomes are final).
+            self._closeJournal(journal, saved)
+
+    def _closeJournal(self, journal: JournalFile, discard: bool) -> None:
+        try:
+            journal.close(discard)
+        except OSError as e:
+            _log.error("Could not close relay journal {path}: {error}", path=journal.path, error=e)
 
     def _attempting(self, work: _Work, host: str) -> None:
         """
@@ -528,11 +554,13 @@ class RelayQueue(Service):
         """
         self._audit.emit("delivery.attempt", queueId=work.state.queueId, mx=host)
 
-    def _settled(self, work: _Work, deliveries: Sequence[RecipientDelivery]) -> None:
+    def _settled(
+        self, work: _Work, deliveries: Sequence[RecipientDelivery], journal: JournalFile
+    ) -> None:
         """
         Apply the courier's outcomes for some of C{work}'s recipients, and
-        save them at once when any is final: the next message of the
-        connection starts only after this returns.
+        journal the final ones at once: the next message of the connection
+        starts only after this returns.
         """
         sent: list[RecipientDelivery] = []
         final: list[RecipientState] = []
@@ -563,10 +591,28 @@ class RelayQueue(Service):
             )
         if final:
             work.tried = True
-            self._save(work)
+            self._journalOutcomes(work, final, journal)
             self._bounceNewFailures(work)
             if work.state.done:
                 self._messages.pop(work.state.queueId, None)
+
+    def _journalOutcomes(
+        self, work: _Work, recipients: list[RecipientState], journal: JournalFile
+    ) -> None:
+        """
+        Record final outcomes now, in the attempt's journal (one small
+        write; the state file follows when the attempt ends), or, when the
+        journal cannot be written, in the state file itself.
+        """
+        try:
+            journal.record(work.state, recipients, withDKIM=not self._store.hasFile(work.state))
+        except OSError as e:
+            _log.error(
+                "Could not journal the outcome of {queueId}: {error}",
+                queueId=work.state.queueId,
+                error=e,
+            )
+            self._save(work)
 
     def _final(
         self, work: _Work, recipient: RecipientState, status: str, reply: str, host: str
@@ -580,11 +626,12 @@ class RelayQueue(Service):
             work.unbounced = True
             self._audit.emit("delivery.failure", queueId=work.state.queueId, mx=host, reply=reply)
 
-    def _save(self, work: _Work) -> None:
+    def _save(self, work: _Work) -> bool:
         """
         Write C{work}'s state now (atomically, into the page cache: see
-        L{gopherpost.relay.state}).  A failed write is logged, and tried
-        again when the attempt ends.
+        L{gopherpost.relay.state}).  A failed write is logged.
+
+        @return: whether it was written.
         """
         try:
             self._store.save(work.state)
@@ -594,26 +641,33 @@ class RelayQueue(Service):
                 queueId=work.state.queueId,
                 error=e,
             )
-            return
+            return False
         work.dirty = False
+        return True
 
-    def _saveKnown(self, batch: Sequence[_Work]) -> None:
+    def _saveKnown(self, batch: Sequence[_Work]) -> bool:
         """
         A stopped attempt: save the outcomes not saved yet, leave the
         schedule of what was not tried alone.
+
+        @return: whether every state that needed it was written.
         """
+        saved = True
         for work in batch:
             if not (work.dirty and work.tried):
                 continue
             if work.lastError:
                 for recipient in work.remaining.values():
                     recipient.lastError, recipient.lastHost = work.lastError, work.lastHost
-            self._save(work)
+            saved = self._save(work) and saved
+        return saved
 
-    def _finish(self, batch: Sequence[_Work]) -> None:
+    def _finish(self, batch: Sequence[_Work]) -> bool:
         """
         The attempt is over: defer or expire what is left, save the states
         that changed, send bounces.
+
+        @return: whether every state that changed was written.
         """
         now = self._reactor.seconds()
         settings = self._settings
@@ -641,12 +695,16 @@ class RelayQueue(Service):
                     mx=work.lastHost,
                     reply=error,
                 )
-        # Small, unsynced writes: on the reactor thread (see relay.state).
+        # Small, unsynced writes: on the reactor thread (see relay.state),
+        # together (a burst of writes costs less than the same writes
+        # spread between network events).
+        saved = True
         for work in batch:
             if work.dirty:
-                self._save(work)
+                saved = self._save(work) and saved
         for work in batch:
             self._bounceNewFailures(work)
+        return saved
 
     # Bounces
 

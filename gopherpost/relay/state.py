@@ -10,9 +10,9 @@ state or none).  When every recipient is final the file becomes
 C{<queueid>.relayed}, so start-up skips finished messages without reading
 them.
 
-The queue saves a message's state as soon as one of its recipients is
-final (delivered or refused for good), before the connection carries the
-next message, and again when the attempt ends with recipients deferred.
+The queue saves a message's state when a delivery attempt for it ends;
+the final outcomes of an attempt in progress are in its journal
+(L{gopherpost.relay.journal}) as soon as the remote's replies arrive.
 States are not fsynced, as Postfix does not sync the marks of delivered
 recipients: the message itself is durable, and the state only records
 progress.  A killed process forgets nothing written (the page cache keeps
@@ -141,11 +141,11 @@ class StateStore:
 
     def __init__(self, spoolPath: str) -> None:
         self.path = spoolPath
-        #: Messages (by base path) that may have a C{.relay} file: read or
-        #: written by this store.  Only those are unlinked when they finish,
-        #: which saves a failing system call for every message delivered at
-        #: its first attempt.
-        self._pendingFiles: set[str] = set()
+        #: Messages (date directory, queue id) that may have a C{.relay}
+        #: file: read or written by this store.  Only those are unlinked
+        #: when they finish, which saves a failing system call for every
+        #: message delivered at its first attempt.
+        self._pendingFiles: set[tuple[str, str]] = set()
 
     def _base(self, dateDirectory: str, queueId: str) -> str:
         return os.path.join(self.path, dateDirectory, queueId)
@@ -171,7 +171,7 @@ class StateStore:
             except FileNotFoundError:
                 continue
             if suffix == ".relay":
-                self._pendingFiles.add(base)
+                self._pendingFiles.add((dateDirectory, queueId))
             try:
                 return MessageState.fromJSON(raw)
             except (ValueError, KeyError, TypeError) as e:
@@ -181,6 +181,13 @@ class StateStore:
                     error=e,
                 )
         return None
+
+    def hasFile(self, state: MessageState) -> bool:
+        """
+        Whether C{state}'s message has a C{.relay} file (as far as this
+        store wrote or read one).
+        """
+        return (state.dateDirectory, state.queueId) in self._pendingFiles
 
     def save(self, state: MessageState) -> None:
         """
@@ -199,10 +206,11 @@ class StateStore:
             final = base + (".relayed" if done else ".relay")
             writeFile(final + ".tmp", state.toJSON(), sync=False)
             os.replace(final + ".tmp", final)
+            key = (state.dateDirectory, state.queueId)
             if not done:
-                self._pendingFiles.add(base)
-            elif base in self._pendingFiles:
-                self._pendingFiles.discard(base)
+                self._pendingFiles.add(key)
+            elif key in self._pendingFiles:
+                self._pendingFiles.discard(key)
                 try:
                     os.unlink(base + ".relay")
                 except FileNotFoundError:
