@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_queue,tests.test_relay_integration,tests.test_relay_duplicates -*-
+# -*- test-case-name: tests.test_queue,tests.test_relay_integration,tests.test_relay_duplicates,tests.test_relay_journal -*-
 """
 The outbound queue: every spooled recipient outside our local domains is
 handed to the courier (L{gopherpost.relay.courier}), retried with capped
@@ -7,12 +7,13 @@ fails.  The queue is schedule, retries and bounces; the courier walks the
 mail exchangers and runs the SMTP client.
 
 The queue is the spool: its state is L{gopherpost.relay.state} files beside
-the messages, found again at start-up.  A recipient's delivery is recorded
-as soon as the courier reports it, before the connection carries its next
-message, so a process killed at any moment sends again at most the message
-in flight on each connection.  All protocol work is Deferred-driven on the
-reactor; only large reads and DKIM signing (L{gopherpost.relay.content})
-and DNS run in threads.  Time comes
+the messages, found again at start-up.  A recipient's final outcome is
+recorded as soon as the courier reports it, before the connection carries
+its next message (in the attempt's journal, L{gopherpost.relay.journal};
+the state files follow when the attempt ends), so a process killed at any
+moment sends again at most the message in flight on each connection.  All
+protocol work is Deferred-driven on the reactor; only large reads and DKIM
+signing (L{gopherpost.relay.content}) and DNS run in threads.  Time comes
 from the injected reactor, so tests drive it with a clock.
 
 Work is grouped by destination (MX domain, or the smarthost): the
