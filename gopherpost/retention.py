@@ -421,17 +421,21 @@ class RetentionService(Service):
         """
         if self._sweeping is not None:
             running: Deferred[SweepResult] = Deferred()
-            self._sweeping.addBoth(lambda r: running.callback(r) or r)
+
+            def alsoTell(result: SweepResult) -> SweepResult:
+                running.callback(result)
+                return result
+
+            self._sweeping.addCallback(alsoTell)
             return running
-        d: Deferred[SweepResult] = self._sweep()
-
-        def finished(result: object) -> object:
-            self._sweeping = None
-            return result
-
-        d.addBoth(finished)
-        d.addErrback(self._failed)
+        d: Deferred[SweepResult] = Deferred()
         self._sweeping = d
+
+        def finished(result: SweepResult) -> None:
+            self._sweeping = None
+            d.callback(result)
+
+        self._sweep().addErrback(self._failed).addCallback(finished)
         return d
 
     def _failed(self, failure: Any) -> SweepResult:

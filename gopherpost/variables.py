@@ -29,6 +29,7 @@ __all__ = [
     "closestName",
     "formatValue",
     "maskSecret",
+    "effectiveValues",
 ]
 
 #: The prefix of GopherPost's variables.
