@@ -225,7 +225,10 @@ class ReloaderTests(SynchronousTestCase):
         """
         seen = []
         self.reloader = Reloader(
-            self.source, self.settings, settingsFromEnvironment, warn=lambda l, s: seen.append(l)
+            self.source,
+            self.settings,
+            settingsFromEnvironment,
+            warn=lambda loaded, s: seen.append(loaded),
         )
         self.write("SMTP_HOSTNAME=mx.test\nSMTP_PROT=1\n")
         self.reload()
