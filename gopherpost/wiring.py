@@ -389,7 +389,7 @@ def buildServer(
     service.installSignals = installSignals
     _warnIgnored(settings, environ)
     for warning in configurationWarnings(loaded, settings):
-        _log.warn("{warning}", warning=warning)
+        _log.warn("{problem}", problem=warning)
 
     spool = openSpool(settings.queuePath, reactor)
     service.spool = spool
@@ -518,7 +518,7 @@ def _buildOperations(
 
     def warn(new: LoadedEnvironment, newSettings: Settings) -> None:
         for warning in configurationWarnings(new, newSettings):
-            _log.warn("{warning}", warning=warning)
+            _log.warn("{problem}", problem=warning)
 
     reloadMetrics = ReloadMetrics()
     service.metrics.registry.register(reloadMetrics)
