@@ -125,3 +125,97 @@ def runCtlInThread(
     L{runCtl} in a thread, so that a server in this process can answer.
     """
     return deferToThread(runCtl, args, environ)
+
+
+class ServerProcess:
+    """
+    C{twistd -n gopherpost} as a child process whose log goes to a file
+    that tests wait on (blocking: call from a thread).
+
+    @param environ: its whole environment (plus C{PATH} and
+        C{PYTHONPATH} for this checkout).
+    @param args: options after C{gopherpost} (e.g. C{--env-file PATH}).
+    """
+
+    def __init__(self, environ: dict[str, str], args: Sequence[str], logPath: str) -> None:
+        import subprocess
+        import sys
+
+        from tests.support.server import REPOSITORY
+
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": REPOSITORY}
+        env.update(environ)
+        self.logPath = logPath
+        self._log = open(logPath, "wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "--nodaemon",
+                "--pidfile=",
+                "gopherpost",
+                *args,
+            ],
+            env=env,
+            cwd=os.path.dirname(logPath),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        """
+        Everything it logged so far.
+        """
+        with open(self.logPath, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def waitForLog(self, text: str, timeout: float = 60, count: int = 1) -> str:
+        """
+        Wait until C{text} was logged C{count} times.
+
+        @raise AssertionError: it was not within C{timeout} seconds, or the
+            process ended.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if log.count(text) >= count:
+                return log
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged {count} times; the log:\n{log}")
+            time.sleep(0.05)
+
+    def signal(self, number: int) -> None:
+        """
+        Send it a signal.
+        """
+        self.process.send_signal(number)
+
+    def finish(self, timeout: float = 60) -> int:
+        """
+        Wait for it to end.
+
+        @return: its exit status (negative: the signal that ended it).
+        """
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        """
+        Make sure it and its workers are gone.
+        """
+        import signal as _signal
+
+        try:
+            os.killpg(self.process.pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(30)
+        self._log.close()
