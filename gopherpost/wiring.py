@@ -108,7 +108,8 @@ class GopherPostService(MultiService):
         The configuration in use (the last one a reload applied).
         """
         if self.reloader is not None:
-            return self.reloader.settings  # type: ignore[no-any-return]
+            settings: Settings = self.reloader.settings
+            return settings
         return self._settings
 
     @settings.setter

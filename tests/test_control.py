@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import stat
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -117,7 +118,7 @@ class ProtocolTests(SynchronousTestCase):
         registry = CommandRegistry()
         self.commands = _Commands()
         registry.addProvider(self.commands)
-        self.protocol = ControlFactory(registry).buildProtocol(None)
+        self.protocol: Any = ControlFactory(registry).buildProtocol(None)
         self.transport = StringTransport()
         self.protocol.makeConnection(self.transport)
 
@@ -156,6 +157,7 @@ class ProtocolTests(SynchronousTestCase):
         self.send({"command": "test.wait"})
         self.send({"command": "test.echo", "arguments": {"text": "second"}})
         self.assertEqual(self.transport.value(), b"")
+        assert self.commands.waiting is not None
         self.commands.waiting.callback("first")
         self.assertEqual([r["result"] for r in self.responses()], ["first", "second"])
 
@@ -164,8 +166,9 @@ class ProtocolTests(SynchronousTestCase):
         A command that fails unexpectedly is logged with its traceback (a
         bug) and answered C{failed}.
         """
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
         self.send({"command": "test.wait"})
+        assert self.commands.waiting is not None
         self.commands.waiting.errback(RuntimeError("broken"))
         [response] = self.responses()
         self.assertEqual(
@@ -270,7 +273,7 @@ class ServiceTests(TestCase):
         """
         deep = os.path.join(self.state, "x" * 100)
         os.mkdir(deep)
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
         service = ControlService(self.registry, deep, reactor)
         service.startService()
         self.addCleanup(service.stopService)

@@ -57,7 +57,8 @@ class CommandLineTests(SynchronousTestCase):
         self.assertIn(["queue", "flush"], commands)
         self.assertIn(["config", "check"], commands)
         self.assertIn(["status"], commands)
-        for command in [[]] + commands:
+        everything: list[list[str]] = [[], *commands]
+        for command in everything:
             status, out, _ = self.invoke(*command, "--help")
             self.assertEqual(status, EXIT_OK, command)
             self.assertIn("usage: gopherpostctl", out)

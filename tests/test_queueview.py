@@ -8,9 +8,15 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from gopherpost.queueview import InvalidQueueId, QueueView, normalizeQueueId
+from gopherpost.queueview import InvalidQueueId, MessageView, QueueView, normalizeQueueId
 from gopherpost.relay.state import DELIVERED, FAILED
 from tests.support.operations import SpoolFixture
+
+
+def _found(view: QueueView, queueId: str) -> MessageView:
+    message = view.find(queueId)
+    assert message is not None, queueId
+    return message
 
 
 class QueueViewTests(SynchronousTestCase):
@@ -84,7 +90,7 @@ class QueueViewTests(SynchronousTestCase):
             everything,
             {finished.queueId: "finished", local.queueId: "local", queued.queueId: "queued"},
         )
-        self.assertEqual(self.view.find(finished.queueId.lower()).state, "finished")
+        self.assertEqual(_found(self.view, finished.queueId.lower()).state, "finished")
 
     def test_find(self) -> None:
         """
@@ -93,7 +99,7 @@ class QueueViewTests(SynchronousTestCase):
         name is built from it.
         """
         envelope = self.fixture.message()
-        self.assertEqual(self.view.find(envelope.queueId.lower()).queueId, envelope.queueId)
+        self.assertEqual(_found(self.view, envelope.queueId.lower()).queueId, envelope.queueId)
         self.assertIsNone(self.view.find("0" * 19))
         self.assertRaises(InvalidQueueId, self.view.find, "../../etc/passwd")
         self.assertRaises(InvalidQueueId, normalizeQueueId, "")
@@ -104,7 +110,7 @@ class QueueViewTests(SynchronousTestCase):
         """
         content = b"Subject: hello\r\nX-Test: 1\r\n\r\nline one\r\n"
         envelope = self.fixture.message(content=content)
-        message = self.view.find(envelope.queueId)
+        message = _found(self.view, envelope.queueId)
         self.assertEqual(self.view.content(message), content)
         self.assertEqual(self.view.headers(message), b"Subject: hello\r\nX-Test: 1\r\n")
 
@@ -114,7 +120,7 @@ class QueueViewTests(SynchronousTestCase):
         """
         envelope = self.fixture.message()
         os.unlink(self.fixture.spool.messagePath(envelope))
-        message = self.view.find(envelope.queueId)
+        message = _found(self.view, envelope.queueId)
         self.assertRaises(OSError, self.view.content, message)
 
     def test_unreadableStateSkipped(self) -> None:

@@ -14,6 +14,7 @@ import signal
 import socket
 import ssl
 import time
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
@@ -104,9 +105,9 @@ class InProcessReloadTests(TestCase):
             f.write("".join(f"{k}={v}\n" for k, v in settings.items()))
 
     def reload(self):
-        return blockingCallFromThread(reactor, self.service.reload)
+        return blockingCallFromThread(cast(Any, reactor), self.service.reload)
 
-    def test_newSessionsOnly(self) -> None:
+    def test_newSessionsOnly(self):
         """
         After a reload new sessions get the new banner, size limit and
         certificate (read again from disk under the same name); a session
@@ -152,7 +153,7 @@ class InProcessReloadTests(TestCase):
 
         return deferToThread(scenario).addCallback(check)
 
-    def test_sessionBeforeKeepsCertificate(self) -> None:
+    def test_sessionBeforeKeepsCertificate(self):
         """
         A session greeted before the certificate was renewed gets the old
         certificate at its STARTTLS.
@@ -170,7 +171,7 @@ class InProcessReloadTests(TestCase):
 
         return deferToThread(scenario).addCallback(check)
 
-    def test_invalidChangesNothing(self) -> None:
+    def test_invalidChangesNothing(self):
         """
         A reload with an invalid value applies nothing of the file, also
         what is valid in it, and the server goes on serving.
@@ -195,7 +196,7 @@ class InProcessReloadTests(TestCase):
 
         return deferToThread(scenario).addCallback(check)
 
-    def test_badCertificateChangesNothing(self) -> None:
+    def test_badCertificateChangesNothing(self):
         """
         A renewed certificate that does not match its key: nothing changes,
         new sessions keep the certificate in use.
@@ -219,7 +220,7 @@ class InProcessReloadTests(TestCase):
 
         return deferToThread(scenario).addCallback(check)
 
-    def test_ctl(self) -> None:
+    def test_ctl(self):
         """
         gopherpostctl reaches the running server: status, the configuration
         as the server sees it, a reload, the queue; an action it does not
@@ -291,7 +292,7 @@ class DaemonReloadTests(TestCase):
         sock.close()
         return banner
 
-    def test_sighup(self) -> None:
+    def test_sighup(self):
         """
         SIGHUP reads the edited env file: a valid change is applied and
         logged in one line; an invalid one changes nothing and is one error
@@ -329,7 +330,7 @@ class DaemonReloadTests(TestCase):
 
         return deferToThread(scenario).addCallback(check)
 
-    def test_workersReload(self) -> None:
+    def test_workersReload(self):
         """
         With SMTP_WORKERS=2 every worker reloads: new connections, whichever
         worker takes them, get the new banner.
@@ -356,7 +357,7 @@ class DaemonReloadTests(TestCase):
 
         return deferToThread(scenario).addCallback(check)
 
-    def test_secondSignal(self) -> None:
+    def test_secondSignal(self):
         """
         SIGTERM with a session in DATA waits for it and says so; a second
         SIGTERM ends the process at once, without a traceback.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any, cast
 
 from twisted.internet.defer import succeed
 from twisted.internet.protocol import Factory
@@ -70,13 +71,13 @@ class ListenerFactoriesTests(SynchronousTestCase):
         """
         generations = self.generations()
         [switch] = generations.switches
-        first = switch.current
+        first: Any = switch.current
         first.sessionCount = 2
         new = testSettings("/q", banner="two")
         apply = generations.prepareReload(new)
         self.assertIs(switch.current, first)
         apply()
-        self.assertEqual(switch.current.settings.banner, "two")
+        self.assertEqual(cast(Any, switch.current).settings.banner, "two")
         self.assertEqual(self.limits, [new])
         self.assertEqual(generations.factories, [switch.current, first])
         self.assertEqual(self.changes[-1], [switch.current, first])
@@ -209,9 +210,12 @@ class WorkerReloadTests(SynchronousTestCase):
     def test_tellsWorkers(self) -> None:
         told: list = []
         checked: list = []
-        part = WorkerReload(
-            checked.append, lambda v: succeed(told.append(v)), lambda: {"SMTP_BANNER": "x"}
-        )
+
+        def tell(variables: Any) -> Any:
+            told.append(variables)
+            return succeed(None)
+
+        part = WorkerReload(checked.append, tell, lambda: {"SMTP_BANNER": "x"})
         verifyObject(IReconfigurable, part)
         settings = testSettings("/q")
         apply = part.prepareReload(settings)

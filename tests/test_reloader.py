@@ -6,6 +6,7 @@ apply only if all could; one log line and one count per reload.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
@@ -62,7 +63,7 @@ class ReloaderTests(SynchronousTestCase):
         self.reloader = Reloader(
             self.source, self.settings, settingsFromEnvironment, self.metrics, loaded=loaded
         )
-        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.events = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
 
     def write(self, text: str) -> None:
         with open(self.path, "w") as f:

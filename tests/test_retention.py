@@ -6,6 +6,7 @@ mail is pruned only when asked, nothing still queued is touched.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
@@ -33,7 +34,7 @@ class RetentionTests(SynchronousTestCase):
         self.fixture = SpoolFixture(self)
         self.clock = self.fixture.clock
 
-    def service(self, **policy: float) -> RetentionService:
+    def service(self, **policy: Any) -> RetentionService:
         return RetentionService(
             self.fixture.path, RetentionPolicy(**policy), self.clock, synchronous
         )
@@ -205,7 +206,7 @@ class RetentionTests(SynchronousTestCase):
         """
         A sweep that removed something says so in one line.
         """
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
         envelope = self.fixture.message()
         self.fixture.relayState(envelope, {"rcpt@remote.test": DELIVERED})
         self.sweep(self.service())

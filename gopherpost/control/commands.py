@@ -41,7 +41,7 @@ def queueList(path: str, limit: int | None = None) -> dict[str, Any]:
     The messages in the relay queue, oldest first (the first C{limit}).
     """
     view = QueueView(path)
-    messages = []
+    messages: list[dict[str, Any]] = []
     count = size = 0
     for message in view.messages():
         count += 1

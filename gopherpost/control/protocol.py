@@ -112,7 +112,14 @@ class ControlFactory(Factory):
     """
 
     noisy = False
-    protocol = ControlProtocol
 
     def __init__(self, registry: CommandRegistry) -> None:
         self.registry = registry
+
+    def buildProtocol(self, addr: object) -> Any:
+        """
+        A new connection.
+        """
+        protocol = ControlProtocol()
+        protocol.factory = self
+        return protocol

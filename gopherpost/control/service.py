@@ -14,7 +14,6 @@ does not answer is what a killed server left, and is replaced.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 from typing import Any
@@ -144,9 +143,10 @@ class ControlService(Service):
                 self.path, ControlFactory(self.registry), mode=SOCKET_MODE
             )
         except Exception as e:
-            reason = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else str(e)
-            if getattr(e, "socketError", None) is not None:
-                reason = os.strerror(getattr(e.socketError, "errno", errno.EIO) or errno.EIO)
+            number = getattr(e, "errno", None) or getattr(
+                getattr(e, "socketError", None), "errno", None
+            )
+            reason = os.strerror(number) if number else str(e)
             _log.warn(
                 "No control socket at {path}: {reason}; gopherpostctl cannot reach this server",
                 path=self.path,

@@ -70,6 +70,7 @@ def _show(context: Context) -> int:
     args = context.args
     running, result = (False, None) if args.local else context.tryCall("config.show")
     if running:
+        assert result is not None
         rows = result["variables"]
     else:
         loaded = context.loaded()

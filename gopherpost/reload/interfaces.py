@@ -5,7 +5,12 @@ What a part of the server offers to live reload.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from gopherpost.config import Settings
 
 __all__ = ["IReconfigurable"]
 
@@ -27,7 +32,7 @@ class IReconfigurable(Interface):
         "(a frozenset): it is asked to reload when one of them changed."
     )
 
-    def prepareReload(settings: object) -> object:
+    def prepareReload(settings: Settings) -> object:
         """
         Get ready to work with C{settings}, changing nothing yet.
 

@@ -266,37 +266,37 @@ class SwitchableResolver:
         """
         See L{gopherpost.dns.IDNSResolver.lookupMX}.
         """
-        return self.current.lookupMX(name)  # type: ignore[no-any-return]
+        return self.current.lookupMX(name)
 
     def lookupAddresses(self, name: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """
         See L{gopherpost.dns.IDNSResolver.lookupAddresses}.
         """
-        return self.current.lookupAddresses(name, *args, **kwargs)  # type: ignore[no-any-return]
+        return self.current.lookupAddresses(name, *args, **kwargs)
 
     def lookupPTR(self, address: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """
         See L{gopherpost.dns.IDNSResolver.lookupPTR}.
         """
-        return self.current.lookupPTR(address, *args, **kwargs)  # type: ignore[no-any-return]
+        return self.current.lookupPTR(address, *args, **kwargs)
 
     def lookupTXT(self, name: str) -> Deferred[Any]:
         """
         See L{gopherpost.dns.IDNSResolver.lookupTXT}.
         """
-        return self.current.lookupTXT(name)  # type: ignore[no-any-return]
+        return self.current.lookupTXT(name)
 
     def lookupRecords(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """
         See L{gopherpost.dns.Resolver.lookupRecords}.
         """
-        return self.current.lookupRecords(*args, **kwargs)  # type: ignore[no-any-return]
+        return self.current.lookupRecords(*args, **kwargs)
 
     def forwardConfirmedNames(self, address: str, timeout: float | None = None) -> Deferred[Any]:
         """
         See L{gopherpost.dns.IDNSResolver.forwardConfirmedNames}.
         """
-        return self.current.forwardConfirmedNames(address, timeout)  # type: ignore[no-any-return]
+        return self.current.forwardConfirmedNames(address, timeout)
 
 
 @implementer(IReconfigurable)
@@ -352,10 +352,12 @@ class RelayReload:
         loadSigner: Callable[[Settings], Any] | None = None,
     ) -> None:
         if loadSigner is None:
-            from gopherpost.dkim import loadSigner
+            from gopherpost import dkim
+
+            loadSigner = dkim.loadSigner
         self._queue = queue
         self._buildCourier = buildCourier
-        self._loadSigner = loadSigner
+        self._loadSigner: Callable[[Settings], Any] = loadSigner
 
     def prepareReload(self, settings: Settings) -> Callable[[], Deferred[Any]]:
         """

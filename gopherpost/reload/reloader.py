@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client.core import CounterMetricFamily
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults, maybeDeferred
@@ -182,7 +182,7 @@ class Reloader:
 
         @return: fires with the L{ReloadOutcome} (never fails).
         """
-        d: Deferred[ReloadOutcome] = self._lock.run(self._reload)
+        d = cast("Deferred[ReloadOutcome]", self._lock.run(self._reload))
         return d.addErrback(self._unexpected)
 
     def _unexpected(self, failure: Failure) -> ReloadOutcome:
@@ -200,7 +200,7 @@ class Reloader:
         self._count(FAILURE)
         return outcome
 
-    def _reload(self) -> Deferred[ReloadOutcome] | ReloadOutcome:
+    def _reload(self) -> Any:
         loaded = None
         try:
             loaded = self.source.load()
