@@ -183,6 +183,7 @@ class QueueView:
             names = os.listdir(self.path)
         except FileNotFoundError:
             return []
+        # Any other error (permission denied) is for the caller to report.
         return sorted(n for n in names if _isDateDirectory(n))
 
     def messages(self, queuedOnly: bool = True) -> Iterator[MessageView]:

@@ -392,9 +392,11 @@ def buildServer(
     for warning in configurationWarnings(loaded, settings):
         _log.warn("{problem}", problem=warning)
 
+    # Before the spool is opened: opening it recovers from a crash, which
+    # must never happen under a server that is running.
+    checkNoOtherServer(os.path.join(os.path.abspath(settings.queuePath), ".gopherpost"))
     spool = openSpool(settings.queuePath, reactor)
     service.spool = spool
-    checkNoOtherServer(spool.stateDirectory)
     tlsDirectory = os.path.join(spool.stateDirectory, "tls")
     _checkOutboundTrust(settings)
 

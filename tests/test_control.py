@@ -289,3 +289,27 @@ class ServiceTests(TestCase):
         self.assertRaises(
             client.ServerNotRunning, client.call, controlSocketPath(self.state), "help"
         )
+
+
+class OneServerPerSpoolTests(TestCase):
+    """
+    A second server on a spool refuses to start, before it touches the
+    spool (opening it would recover from a crash under the running one).
+    """
+
+    def test_secondServer(self) -> None:
+        from gopherpost.tap import Options, makeService
+        from tests.support.server import freePort, serverEnvironment
+
+        path = os.path.join(shortDirectory(self), "spool")
+        first = makeService(Options(), serverEnvironment(path, freePort()), reactor)
+        first.startService()
+        self.addCleanup(first.stopService)
+        leftover = os.path.join(path, "tmp", "write-in-progress")
+        with open(leftover, "w") as f:
+            f.write("a message being received")
+        error = self.assertRaises(
+            SystemExit, makeService, Options(), serverEnvironment(path, freePort()), reactor
+        )
+        self.assertIn("another GopherPost server is running on this spool", str(error.code))
+        self.assertTrue(os.path.exists(leftover))

@@ -364,3 +364,24 @@ class OfflineConfigTests(SynchronousTestCase):
         status, _, err = runCtl(["-q", spool.path, "config", "show"], {"SMTP_HOSTNAME": "mx.test"})
         self.assertEqual(status, EXIT_OK)
         self.assertIn("the server is not running: computed from this environment", err)
+
+
+class UnreadableSpoolTests(SynchronousTestCase):
+    """
+    A spool this user cannot read is one clear line, never a traceback.
+    """
+
+    def test_permissionDenied(self) -> None:
+        """
+        (Faked: the tests run as root, who may read anything.)
+        """
+        from gopherpost.queueview import QueueView
+
+        def denied(self: QueueView) -> list[str]:
+            raise PermissionError(13, "Permission denied", self.path)
+
+        spool = SpoolFixture(self)
+        self.patch(QueueView, "dateDirectories", denied)
+        status, _, err = runCtl(["-q", spool.path, "queue", "list"])
+        self.assertEqual(status, EXIT_FAILURE)
+        self.assertIn(f"gopherpostctl: cannot read the spool {spool.path}: permission denied", err)

@@ -34,13 +34,30 @@ def _readLocally(context: Context, what: str) -> None:
     context.note(f"the server is not running: {what} read from {context.spoolPath}")
 
 
+def _fromSpool(context: Context, read: Any, *args: Any) -> Any:
+    """
+    Read the spool here (the server is not running).
+
+    @raise CtlError: it cannot be read.
+    """
+    try:
+        return read(context.spoolPath, *args)
+    except PermissionError:
+        raise CtlError(
+            f"cannot read the spool {context.spoolPath}: permission denied (run as root or "
+            "as a member of the server's group)"
+        ) from None
+    except OSError as e:
+        raise CtlError(f"cannot read the spool {context.spoolPath}: {e.strerror or e}") from None
+
+
 def _list(context: Context) -> int:
     args = context.args
     running, result = context.tryCall("queue.list", limit=args.limit)
     if not running:
         if not args.json:
             _readLocally(context, "the queue")
-        result = queueList(context.spoolPath, args.limit)
+        result = _fromSpool(context, queueList, args.limit)
     if args.json:
         context.printJSON(result)
     else:
@@ -53,7 +70,7 @@ def _show(context: Context) -> int:
     try:
         running, result = context.tryCall("queue.show", queueId=args.id, body=args.body)
         if not running:
-            result = queueShow(context.spoolPath, args.id, args.body)
+            result = _fromSpool(context, queueShow, args.id, args.body)
     except ControlError as e:
         raise CtlError(e.message) from None
     if args.json:
@@ -78,7 +95,7 @@ def _summary(context: Context) -> int:
     if not running:
         if not args.json:
             _readLocally(context, "the queue")
-        result = queueSummary(context.spoolPath, time.time())
+        result = _fromSpool(context, queueSummary, time.time())
     if args.json:
         context.printJSON(result)
     else:
