@@ -177,6 +177,10 @@ class ConfigurationDocumentationTests(SynchronousTestCase):
         )
         self.assertEqual(_unitValues(self.unit, "EnvironmentFile"), [])
         self.assertEqual(_unitValues(self.unit, "ExecReload"), ["/bin/kill -HUP $MAINPID"])
+        # /bin/kill is procps' (not in a minimal system).
+        control = _sourceFile("debian", "control")
+        depends = control.split("Package: gopherpost", 1)[1].split("Description:", 1)[0]
+        self.assertIn(" procps,", depends)
         install = _sourceFile("debian", "gopherpost.install")
         self.assertIn("debian/gopherpost.env etc/gopherpost/", install)
 
