@@ -372,6 +372,7 @@ def buildServer(
     from gopherpost import audit as _audit
     from gopherpost import metrics as _metrics
     from gopherpost import tls, web
+    from gopherpost.control.registry import CommandRegistry
     from gopherpost.control.service import checkNoOtherServer
     from gopherpost.inbound.factory import SHUTDOWN_GRACE, ConnectionLimits
     from gopherpost.inbound.workers import WorkerPool
@@ -388,6 +389,9 @@ def buildServer(
     service = GopherPostService()
     service.settings = settings
     service.installSignals = installSignals
+    # Parts that own state offer their control commands here
+    # (service.commands.addProvider(part); see gopherpost.control).
+    service.commands = CommandRegistry()
     _warnIgnored(settings, environ)
     for warning in configurationWarnings(loaded, settings):
         _log.warn("{problem}", problem=warning)
@@ -497,7 +501,6 @@ def _buildOperations(
     from gopherpost import tls
     from gopherpost.configsource import describeConfiguration
     from gopherpost.control.commands import QueueViewCommands, ServerCommands
-    from gopherpost.control.registry import CommandRegistry
     from gopherpost.control.service import ControlService
     from gopherpost.reload.parts import (
         RELAY_FIELDS,
@@ -548,7 +551,7 @@ def _buildOperations(
     for name, fields in STATIC_PARTS:
         reloader.addStatic(name, fields)
 
-    registry = CommandRegistry()
+    registry = service.commands
     registry.addProvider(
         ServerCommands(
             service.status,
@@ -557,7 +560,6 @@ def _buildOperations(
         )
     )
     registry.addProvider(QueueViewCommands(spool.path, runInThread, reactor))
-    service.commands = registry
     ControlService(registry, spool.stateDirectory, reactor).setServiceParent(service)
 
 

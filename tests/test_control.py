@@ -108,6 +108,14 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(self.registry.help()["test.echo"], "Say it again.")
         self.assertRaises(ValueError, self.registry.register, "test.echo", print)
 
+    def test_replace(self) -> None:
+        """
+        A part may take a command over, when it says so.
+        """
+        self.registry.register("test.echo", lambda text: text.upper(), replace=True)
+        d = self.registry.dispatch("test.echo", {"text": "ab"})
+        self.assertEqual(self.successResultOf(d), "AB")
+
 
 class ProtocolTests(SynchronousTestCase):
     """

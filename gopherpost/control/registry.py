@@ -76,22 +76,25 @@ class CommandRegistry:
         self._commands: dict[str, Callable[..., Any]] = {}
         self.register("help", self.help)
 
-    def register(self, name: str, command: Callable[..., Any]) -> None:
+    def register(self, name: str, command: Callable[..., Any], replace: bool = False) -> None:
         """
         Offer C{command} as C{name}; its docstring's first line is its help.
 
-        @raise ValueError: C{name} is taken.
+        @param replace: take the name over from the command registered
+            before (e.g. the relay queue's own C{queue.list} over the
+            read-only view of the spool).
+        @raise ValueError: C{name} is taken (and not C{replace}).
         """
-        if name in self._commands:
+        if name in self._commands and not replace:
             raise ValueError(f"control command {name!r} is already registered")
         self._commands[name] = command
 
-    def addProvider(self, provider: IControlCommands) -> None:
+    def addProvider(self, provider: IControlCommands, replace: bool = False) -> None:
         """
-        Offer every command of C{provider}.
+        Offer every command of C{provider} (see L{register}).
         """
         for name, command in provider.controlCommands().items():
-            self.register(name, command)
+            self.register(name, command, replace)
 
     @property
     def names(self) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gopherpost.config import Settings
-from gopherpost.variables import variablesOfField
+from gopherpost.variables import VARIABLES
 
 __all__ = ["FILE_FIELDS", "Changes", "fileDigests", "changesBetween"]
 
@@ -70,8 +70,6 @@ class Changes:
         """
         wanted = self.all if among is None else self.all & frozenset(among)
         names = []
-        from gopherpost.variables import VARIABLES
-
         for variable in VARIABLES:
             if variable.field in wanted:
                 suffix = " (file)" if variable.field in self.files - self.fields else ""
@@ -100,13 +98,3 @@ def changesBetween(
         if name not in fields and oldDigests.get(name) != newDigests.get(name)
     )
     return Changes(fields, files)
-
-
-def describeFields(fields: Iterable[str]) -> str:
-    """
-    Fields as the variables that set them, comma-separated.
-    """
-    names: list[str] = []
-    for field in sorted(fields):
-        names += variablesOfField(field) or [field]
-    return ", ".join(sorted(set(names)))
