@@ -1,7 +1,7 @@
 """
 A loopback authoritative DNS server for the relay benchmark (twisted.names).
 
-Serves one C{.test} zone on UDP and TCP at 127.0.0.1:C{--port}: an MX for
+Serves one C{.test} zone on UDP and TCP at C{--host} (127.0.0.1) port C{--port}: an MX for
 C{--domain} pointing at C{--mx}, whose A record is C{--address}.  Every other
 name in the zone answers NXDOMAIN (names with records of another type answer
 an empty NOERROR with the zone's SOA), names outside it are refused.  Prints C{ready} once
@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     Serve the zone until SIGTERM.
     """
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="a loopback address")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--domain", default="relay.test")
     parser.add_argument("--mx", default="mx.relay.test")
@@ -91,6 +92,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.domain.endswith(".test"):
         parser.error("only .test domains are served")
+    if not args.host.startswith("127."):
+        parser.error("only loopback addresses are served")
     mx, domain = _key(args.mx), _key(args.domain)
     records = {
         (domain, dns.MX): [dns.Record_MX(10, mx, ttl=60)],
@@ -99,8 +102,8 @@ def main(argv=None) -> int:
     zone = Zone(domain.decode(), records)
     factory = server.DNSServerFactory(authorities=[zone])
     protocol = dns.DNSDatagramProtocol(factory)
-    reactor.listenUDP(args.port, protocol, interface="127.0.0.1")
-    reactor.listenTCP(args.port, factory, interface="127.0.0.1")
+    reactor.listenUDP(args.port, protocol, interface=args.host)
+    reactor.listenTCP(args.port, factory, interface=args.host)
     reactor.callWhenRunning(lambda: print("ready", flush=True))
     reactor.run()
     return 0

@@ -25,6 +25,7 @@ import resource
 import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,9 +42,9 @@ from servers import (
     Bench,
     GopherPost,
     Postfix,
+    PostfixRelay,
     Server,
     SmtpSink,
-    freePort,
     run,
 )
 
@@ -399,6 +400,115 @@ def ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str,
     return result
 
 
+# Latency
+
+
+def latencyRun(
+    server: Server, sessions: int, size: int, messages: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """
+    One run of C{latency.py} against one server: C{messages} in all over
+    C{sessions} connections, each message timed from its final dot to its
+    250.
+    """
+    perSession = max(1, messages // sessions)
+    command = [
+        sys.executable,
+        os.path.join(BENCH, "latency.py"),
+        "--host",
+        server.host,
+        "--port",
+        str(server.port),
+        "--sessions",
+        str(sessions),
+        "--messages",
+        str(perSession),
+        "--size",
+        str(size),
+        "--sender",
+        SENDER,
+        "--recipient",
+        LOCAL_RECIPIENT,
+        "--timeout",
+        str(args.run_timeout),
+    ]
+    storedBefore = server.stored()
+    process = subprocess.run(command, capture_output=True, timeout=args.run_timeout + 30)
+    try:
+        record: dict[str, Any] = json.loads(process.stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        record = {"errors": [process.stderr.decode(errors="replace")[-300:]]}
+    expected = None if storedBefore is None else storedBefore + sessions * perSession
+    settled = server.settle(expected, args.settle_timeout)
+    record.update(
+        server=server.name,
+        sessions=sessions,
+        size=size,
+        ok=process.returncode == 0 and settled and not record.get("errors"),
+    )
+    server.syncStorage()
+    return record
+
+
+def latency(servers: list[Server], args: argparse.Namespace) -> dict[str, Any]:
+    """
+    Per-message latency at C{--latency-sessions}, C{--latency-sizes},
+    C{--reps} times, servers round-robin; medians of the runs' p50 and p99.
+    """
+    runs = []
+    configurations = [(n, z) for z in args.latency_sizes for n in args.latency_sessions]
+    for rep in range(args.reps):
+        for index, (sessions, sizeName) in enumerate(configurations):
+            shift = (rep + index) % len(servers)
+            for server in servers[shift:] + servers[:shift]:
+                record = latencyRun(server, sessions, SIZES[sizeName], args.latency_messages, args)
+                record["rep"] = rep
+                runs.append(record)
+                log(
+                    f"latency {sizeName} x{sessions} {server.name}: p50 {record.get('p50_ms')} ms, "
+                    f"p99 {record.get('p99_ms')} ms, {record.get('msgs_per_s')} msgs/s"
+                    + ("" if record["ok"] else f"  FAILED: {record.get('errors')}")
+                )
+                time.sleep(args.pause)
+    summary: dict[str, dict[str, Any]] = {}
+    for record in runs:
+        key = f"{record['size'] // 1024}k x{record['sessions']}"
+        summary.setdefault(key, {}).setdefault(record["server"], []).append(record)
+    for entries in summary.values():
+        for name, records in entries.items():
+            good = [r for r in records if r["ok"]]
+            entry: dict[str, Any] = {"runs": len(records), "failed": len(records) - len(good)}
+            for field in ("p50_ms", "p90_ms", "p99_ms", "msgs_per_s"):
+                if good:
+                    entry[field] = round(statistics.median(r[field] for r in good), 3)
+            entries[name] = entry
+    return {"runs": runs, "summary": summary}
+
+
+def latencyTable(result: dict[str, Any], order: list[str], args) -> str:
+    lines = [
+        "Latency, final dot to 250 (latency.py: one connection per session, "
+        f"{args.latency_messages} messages per run; medians of {args.reps} runs' percentiles, ms)",
+        f"{'config':<11} {'server':<13} {'p50':>8} {'p90':>8} {'p99':>8} {'msgs/s':>8}",
+    ]
+    for sizeName in args.latency_sizes:
+        for sessions in args.latency_sessions:
+            key = f"{SIZES[sizeName] // 1024}k x{sessions}"
+            for name in order:
+                entry = result["summary"].get(key, {}).get(name)
+                if not entry:
+                    continue
+                if "p50_ms" not in entry:
+                    lines.append(f"{key:<11} {name:<13} {'failed':>8}")
+                    continue
+                lines.append(
+                    f"{key:<11} {name:<13} {entry['p50_ms']:>8.3f} {entry['p90_ms']:>8.3f} "
+                    f"{entry['p99_ms']:>8.3f} {entry['msgs_per_s']:>8.0f}"
+                    + (f" ({entry['failed']} failed)" if entry["failed"] else "")
+                )
+    return "\n".join(lines)
+
+
 # Idle sessions
 
 
@@ -499,18 +609,32 @@ RELAY_RECIPIENT = "user@relay.test"
 def relayBenchmark(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """
     GopherPost relaying to smtp-sink on 127.0.0.2 found through a loopback
-    DNS server (MX relay.test -> mx.relay.test -> 127.0.0.2).  With
-    C{--compare}, the other tree's GopherPost relays too, run for run
-    interleaved with ours, and its figures are under C{"compare"}.
+    DNS server (MX relay.test -> mx.relay.test -> 127.0.0.2), and Postfix
+    relaying the same load to the same sink through the same DNS server
+    (L{PostfixRelay}), run for run interleaved.  With C{--compare}, the
+    other tree's GopherPost relays too.  Postfix's figures are under
+    C{"postfix"} (with GopherPost's ratio to them), the other tree's under
+    C{"compare"}.
     """
     sink = SmtpSink(bench, "relay-sink", host="127.0.0.2")
     sink.start()
-    dnsPort = freePort(udp=True)
+    # Port 53: Postfix resolves through resolv.conf, which takes no port.
+    dnsHost, dnsPort = args.relay_dns, 53
+    try:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(socket.AF_INET, kind) as probe:
+                probe.bind((dnsHost, dnsPort))
+    except OSError as e:
+        raise RuntimeError(
+            f"{dnsHost}:53 is not free for the relay's DNS server ({e}): see --relay-dns"
+        ) from None
     dnsServer = bench.spawn(
         "relay-dns",
         [
             bench.python(),
             os.path.join(BENCH, "dnszone.py"),
+            "--host",
+            dnsHost,
             "--port",
             str(dnsPort),
             "--domain",
@@ -526,11 +650,13 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     if not ready or dnsServer.stdout.readline().strip() != b"ready":
         raise RuntimeError("the relay benchmark's DNS server did not start")
     settings = dict(
-        SMTP_DNS_SERVERS=f"127.0.0.1:{dnsPort}",
+        SMTP_DNS_SERVERS=f"{dnsHost}:{dnsPort}",
         SMTP_OUTBOUND_PORT=str(sink.port),
         SMTP_OUTBOUND_TLS="none",
     )
-    servers = {"gopherpost": GopherPost(bench, "gopherpost-relay", **settings)}
+    servers: dict[str, Any] = {"gopherpost": GopherPost(bench, "gopherpost-relay", **settings)}
+    if "postfix" in args.relay_servers:
+        servers["postfix"] = PostfixRelay(bench, sink.port, dnsHost)
     if args.compare:
         servers["gopherpost-b"] = GopherPost(
             bench, "gopherpost-relay-b", PYTHONPATH=args.compare, **settings
@@ -542,9 +668,8 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         for rep in range(args.reps + 1):
             count = 50 if rep == 0 else args.relay_messages
             order = list(servers.items())
-            if rep % 2:
-                order.reverse()
-            for name, server in order:
+            shift = rep % len(order)
+            for name, server in order[shift:] + order[:shift]:
                 record = _relayRun(server, rep, count, args)
                 if rep == 0:
                     log(f"relay warm-up {name}: {record['relayed']}/{count} relayed")
@@ -569,7 +694,10 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
                 lambda: _relayRun(server, 0, args.relay_messages, args)["seconds"],
             )
             profileEntry = profileSummary(path, args.relay_messages, seconds)
-        outcomes = {name: _relayOutcomes(s.spool) for name, s in servers.items()}
+        outcomes = {
+            name: _relayOutcomes(s.spool) if isinstance(s, GopherPost) else s.outcomes()
+            for name, s in servers.items()
+        }
     finally:
         for server in servers.values():
             server.stop()
@@ -585,10 +713,14 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     }
     if "gopherpost-b" in results:
         result["compare"] = results["gopherpost-b"]
+    if "postfix" in results:
+        result["postfix"] = peer = results["postfix"]
+        if result["msgs_per_s"] and peer["msgs_per_s"]:
+            result["ratio_postfix"] = round(result["msgs_per_s"] / peer["msgs_per_s"], 2)
     return result
 
 
-def _relayRun(server: GopherPost, rep: int, count: int, args: argparse.Namespace) -> dict[str, Any]:
+def _relayRun(server: Any, rep: int, count: int, args: argparse.Namespace) -> dict[str, Any]:
     """
     One relay run: C{count} messages in through smtp-source, timed until
     the last is delivered (or the run's time is up).
@@ -853,29 +985,45 @@ def ratioTable(ratio, args) -> str:
 
 def targets(summary, ratio, idle, relay) -> list[str]:
     """
-    The issue's targets, each marked met or not.
+    The issues' targets, each marked met or not.
     """
     lines = []
+
+    def mark(label: str, value: float, goal: float, aim: float | None = None) -> None:
+        goals = f">= {goal}" + (f", aim {aim}" if aim else "")
+        lines.append(f"{label} = {value:.2f} ({goals}): " + ("met" if value >= goal else "NOT met"))
+
+    # Issue 20: a client alone at least as fast as Postfix, groups as before.
+    for key, goal, aim in (
+        ("1k x1", 1.0, 1.3),
+        ("100k x1", 1.0, 1.3),
+        ("1k x20", 2.0, None),
+        ("100k x20", 1.5, None),
+    ):
+        value = ratio.get(key, {}).get("postfix")
+        if value is not None:
+            mark(f"issue 20: {key} GopherPost/postfix", value, goal, aim)
+    if relay and relay.get("msgs_per_s") is not None:
+        value = relay["msgs_per_s"]
+        lines.append(
+            f"issue 20: relay {value:.0f} msgs/s (target >= 1500): "
+            + ("met" if value >= 1500 else "NOT met")
+        )
+        if relay.get("ratio_postfix") is not None:
+            mark("issue 20: relay GopherPost/postfix", relay["ratio_postfix"], 1.2)
+    # Issue 6.
     for key in ("1k x20", "100k x20"):
         for peer, goal in (("postfix", 1.2), ("aiosmtpd", 2.0)):
             value = ratio.get(key, {}).get(peer)
             if value is not None:
-                lines.append(
-                    f"{key} GopherPost/{peer} = {value:.2f} (target >= {goal}): "
-                    + ("met" if value >= goal else "NOT met")
-                )
+                mark(f"issue 6: {key} GopherPost/{peer}", value, goal)
     for entry in idle:
         if entry["server"] == "gopherpost":
             value = entry["kib_per_session_pss"]
             lines.append(
-                f"idle session cost {value:.1f} KiB at {entry['held']} sessions (target <= 16): "
+                f"issue 6: idle session cost {value:.1f} KiB at {entry['held']} sessions (target <= 16): "
                 + ("met" if value <= 16 else "NOT met")
             )
-    if relay and relay.get("msgs_per_s") is not None:
-        value = relay["msgs_per_s"]
-        lines.append(
-            f"relay {value:.0f} msgs/s (target >= 1000): " + ("met" if value >= 1000 else "NOT met")
-        )
     return lines
 
 
@@ -910,6 +1058,14 @@ def parseArguments(argv) -> argparse.Namespace:
         help="seconds to wait for a queue to drain after a run",
     )
     parser.add_argument("--pause", type=float, default=0.5, help="seconds between runs")
+    parser.add_argument(
+        "--latency-messages",
+        type=int,
+        default=1000,
+        help="messages per latency run, shared by its sessions (0: skip the latency runs)",
+    )
+    parser.add_argument("--latency-sessions", default="1,20", help="comma-separated session counts")
+    parser.add_argument("--latency-sizes", default="1k", help="comma-separated: 1k, 100k")
     parser.add_argument("--idle", type=int, default=5000, help="idle sessions to hold (0: skip)")
     parser.add_argument("--idle-servers", default=",".join(IDLE_SERVERS))
     parser.add_argument(
@@ -925,6 +1081,18 @@ def parseArguments(argv) -> argparse.Namespace:
         help="messages per relay run (0: skip the relay benchmark)",
     )
     parser.add_argument("--relay-sessions", type=int, default=20)
+    parser.add_argument(
+        "--relay-servers",
+        default="gopherpost,postfix",
+        help="who relays in the relay benchmark (gopherpost always; postfix: PostfixRelay)",
+    )
+    parser.add_argument(
+        "--relay-dns",
+        default="127.0.0.3",
+        metavar="ADDRESS",
+        help="loopback address where the relay's DNS server answers on port 53 "
+        "(Postfix's resolv.conf takes no port)",
+    )
     parser.add_argument(
         "--warm-memory",
         type=float,
@@ -968,15 +1136,19 @@ def parseArguments(argv) -> argparse.Namespace:
         args.messages_large = min(args.messages_large, 100)
         args.idle = min(args.idle, 500)
         args.relay_messages = min(args.relay_messages, 300)
+        args.latency_messages = min(args.latency_messages, 200)
         args.warm_memory = min(args.warm_memory, 1.0)
     args.servers = [s for s in args.servers.split(",") if s]
     args.idle_servers = [s for s in args.idle_servers.split(",") if s]
+    args.relay_servers = [s for s in args.relay_servers.split(",") if s]
     args.sizes = [s.lower() for s in args.sizes.split(",") if s]
     args.sessions = [int(s) for s in args.sessions.split(",") if s]
+    args.latency_sessions = [int(s) for s in args.latency_sessions.split(",") if s]
+    args.latency_sizes = [s.lower() for s in args.latency_sizes.split(",") if s]
     for name in args.servers + args.idle_servers:
         if name not in ALL_SERVERS:
             parser.error(f"unknown server {name!r}")
-    for size in args.sizes:
+    for size in args.sizes + args.latency_sizes:
         if size not in SIZES:
             parser.error(f"unknown size {size!r}")
     if args.compare:
@@ -1060,6 +1232,8 @@ def main(argv=None) -> int:
             result["ratios"] = ratio = ratios(summary)
         else:
             summary, ratio = {}, {}
+        if args.latency_messages:
+            result["latency"] = latency(measured, args)
         if args.profile and "gopherpost" in servers:
             log("profiling GopherPost with py-spy at 20 sessions")
             result["profile"] = profile(bench, servers["gopherpost"], args, args.results, stamp)
@@ -1151,6 +1325,9 @@ def report(result: dict[str, Any], args, path: str) -> None:
         print(table(result["summary"], args.servers, args))
         print()
         print(ratioTable(result["ratios"], args))
+    if result.get("latency"):
+        print()
+        print(latencyTable(result["latency"], args.servers, args))
     if result.get("idle"):
         print("\nIdle sessions (greeted with EHLO, held open; delta of the server's process tree)")
         print(f"{'server':<11} {'held':>6} {'KiB/sess PSS':>13} {'KiB/sess RSS':>13} {'procs':>11}")
@@ -1167,12 +1344,20 @@ def report(result: dict[str, Any], args, path: str) -> None:
     relay = result.get("relay")
     if relay:
         print(
-            f"\nRelay (GopherPost -> loopback DNS MX -> smtp-sink on 127.0.0.2, 1 KiB, "
+            f"\nRelay (-> loopback DNS MX -> smtp-sink on 127.0.0.2, 1 KiB, "
             f"{args.relay_sessions} sessions in, {args.relay_messages} messages, median of {args.reps}): "
-            f"{relay['msgs_per_s']} msgs/s first accept to last delivery "
+            f"GopherPost {relay['msgs_per_s']} msgs/s first accept to last delivery "
             f"(accepted at {relay['accept_msgs_per_s']} msgs/s; {relay['cpu_ms_per_msg']} ms CPU/msg; "
             f"{relay['recipients_delivered']} delivered, {relay['recipients_failed']} failed)"
         )
+        peer = relay.get("postfix")
+        if peer:
+            print(
+                f"  postfix: {peer['msgs_per_s']} msgs/s (accepted at {peer['accept_msgs_per_s']} msgs/s; "
+                f"{peer['cpu_ms_per_msg']} ms CPU/msg; {peer['recipients_delivered']} delivered, "
+                f"{peer['recipients_failed']} deferred or bounced); GopherPost/Postfix "
+                f"{relay.get('ratio_postfix')}"
+            )
         other = relay.get("compare")
         if other:
             print(
@@ -1206,7 +1391,7 @@ def report(result: dict[str, Any], args, path: str) -> None:
             for name, pct in entry["pool_own"][:5]:
                 print(f"    {pct:5.1f}%  {name}")
     if result.get("targets"):
-        print("\nTargets (issue 6):")
+        print("\nTargets:")
         for line in result["targets"]:
             print("  " + line)
     print(f"\nJSON: {path}")

@@ -29,6 +29,7 @@ __all__ = [
     "Postfix",
     "Aiosmtpd",
     "SmtpSink",
+    "PostfixRelay",
     "freePort",
     "SENDER",
     "LOCAL_RECIPIENT",
@@ -504,16 +505,22 @@ class Postfix(Server):
     name = "postfix"
     description = "Postfix 3.7 (real queue, fsync, discard transport)"
 
-    def __init__(self, bench: Bench, name: str | None = None, idleProcesses: int = 5100) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        name: str | None = None,
+        idleProcesses: int = 5100,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
         Server.__init__(self, bench, name)
         self.idlePort = freePort()
         #: How the idle service's smtpd processes are named (smtpd -n NAME).
         self.idleService = f"-n 127.0.0.1:{self.idlePort} "
         self.mount = bench.image(self.name)
-        self.config = os.path.join(bench.work, "postfix-etc")
+        self.config = os.path.join(bench.work, f"{self.name}-etc")
         self.queue = os.path.join(self.mount, "queue")
         self.data = os.path.join(self.mount, "data")
-        self.logDirectory = os.path.join(bench.logs, "postfix")
+        self.logDirectory = os.path.join(bench.logs, self.name)
         self.maillog = os.path.join(self.logDirectory, "maillog")
         self._logOffset = 0
         self._sent = 0
@@ -536,6 +543,8 @@ class Postfix(Server):
                 text = f.read()
             for key, value in values.items():
                 text = text.replace(key, value)
+            if name == "main.cf" and overrides:
+                text = _overrideParameters(text, overrides)
             with open(os.path.join(self.config, name), "w") as f:
                 f.write(text)
         self._master: int | None = None
@@ -620,3 +629,94 @@ class Postfix(Server):
                 return True
             time.sleep(0.1)
         return False
+
+
+def _overrideParameters(text: str, overrides: dict[str, str]) -> str:
+    """
+    C{main.cf} text with each parameter of C{overrides} set to its value
+    (in place where the text sets it, else appended).
+    """
+    lines = text.splitlines()
+    left = dict(overrides)
+    for index, line in enumerate(lines):
+        name = line.split("=", 1)[0].strip()
+        if "=" in line and not line.startswith(("#", " ", "\t")) and name in left:
+            lines[index] = f"{name} = {left.pop(name)}"
+    lines += [f"{name} = {value}" for name, value in left.items()]
+    return "\n".join(lines) + "\n"
+
+
+class PostfixRelay(Postfix):
+    """
+    A private Postfix instance relaying everything to the relay benchmark's
+    sink, as GopherPost's relay does: smtpd on a loopback port, the real
+    queue on its own image, the smtp client finding the sink through the
+    benchmark's loopback DNS server (MX, then A), on the sink's port.
+
+    Postfix resolves through C{/etc/resolv.conf}, which takes no port: the
+    instance runs in a mount namespace of its own where a copy naming the
+    benchmark's DNS server (port 53 on a loopback address) is bind-mounted
+    over it.  Nothing outside that namespace sees the copy.
+
+    @param sinkPort: where the sink listens (on the MX host's address).
+    @param nameserver: the loopback address of the DNS server (port 53).
+    """
+
+    name = "postfix-relay"
+    description = "Postfix 3.7 relaying (real queue, smtp client, MX through loopback DNS)"
+
+    def __init__(
+        self, bench: Bench, sinkPort: int, nameserver: str, name: str | None = None
+    ) -> None:
+        Postfix.__init__(
+            self,
+            bench,
+            name,
+            idleProcesses=10,
+            overrides={
+                "default_transport": "smtp",
+                "relay_transport": "smtp",
+                "local_transport": "smtp",
+                "virtual_transport": "smtp",
+                "disable_dns_lookups": "no",
+                "smtp_dns_support_level": "enabled",
+                "smtp_tcp_port": str(sinkPort),
+                "smtp_tls_security_level": "none",
+            },
+        )
+        self.resolvConf = os.path.join(bench.work, f"{self.name}-resolv.conf")
+        with open(self.resolvConf, "w") as f:
+            f.write(f"nameserver {nameserver}\noptions attempts:2 timeout:2\n")
+
+    def _postfix(self, command: str) -> None:
+        if command != "start":
+            Postfix._postfix(self, command)
+            return
+        inner = (
+            f"mount --bind {self.resolvConf} /etc/resolv.conf"
+            f" && exec script -qc 'postfix -c {self.config} start' /dev/null"
+        )
+        run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
+            env=self.bench.environment(),
+            timeout=120,
+        )
+
+    def relayed(self) -> int:
+        """
+        Messages the smtp client delivered (C{status=sent} lines).
+        """
+        return self.stored()
+
+    def outcomes(self) -> tuple[int, int]:
+        """
+        Recipients delivered and not (deferred or bounced), from its log.
+        """
+        try:
+            with open(self.maillog, "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return 0, 0
+        return text.count(b"status=sent"), text.count(b"status=deferred") + text.count(
+            b"status=bounced"
+        )

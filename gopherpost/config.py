@@ -17,8 +17,14 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from gopherpost.listeners.endpoints import EndpointError, ListenerSpec, parseListeners
+from gopherpost.listeners.endpoints import (
+    EndpointError,
+    ListenerSpec,
+    parseEndpoint,
+    parseListeners,
+)
 
 __all__ = [
     "ConfigError",
@@ -26,21 +32,47 @@ __all__ = [
     "IPNetwork",
     "HostPort",
     "OUTBOUND_TLS_POLICIES",
+    "LETS_ENCRYPT_DIRECTORY",
+    "LETS_ENCRYPT_STAGING_DIRECTORY",
     "loadEnvironment",
     "settingsFromEnvironment",
     "parseHostPort",
     "healthAddress",
+    "FILTER_FAILURE_ACTIONS",
+    "FILTER_SCOPES",
+    "MilterSpec",
+    "SpamdAddress",
+    "parseMilters",
+    "parseRspamdURL",
+    "parseSpamdAddress",
     "openRelayProblem",
 ]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 HostPort = tuple[str, int]
 
+#: Let's Encrypt's production ACME directory, C{SMTP_ACME_DIRECTORY}'s default.
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+#: Let's Encrypt's staging directory: for trials, its certificates are not trusted.
+LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+#: C{SMTP_ACME_CHALLENGE_LISTEN}'s default: HTTP-01 is checked on port 80.
+ACME_CHALLENGE_LISTEN = parseEndpoint("SMTP_ACME_CHALLENGE_LISTEN", "tcp:80")
+
 #: The accepted values of C{SMTP_OUTBOUND_TLS}.
 OUTBOUND_TLS_POLICIES = ("verify", "may", "require", "none")
 
 _T = TypeVar("_T")
 _D = TypeVar("_D")
+
+
+#: The values of C{SMTP_FILTER_FAIL}; a milter's C{default=} may also say
+#: C{reject}.
+FILTER_FAILURE_ACTIONS = ("tempfail", "accept")
+
+#: The values of C{SMTP_RSPAMD_SCOPE}, C{SMTP_SPAMD_SCOPE} and a milter's
+#: C{scope=}.
+FILTER_SCOPES = ("inbound", "all")
 
 
 class ConfigError(ValueError):
@@ -58,6 +90,48 @@ class ConfigError(ValueError):
 
     def __str__(self) -> str:
         return f"{self.variable}: {self.problem}"
+
+
+@dataclass(frozen=True)
+class MilterSpec:
+    """
+    One entry of C{SMTP_MILTERS}.
+
+    @ivar address: as given, e.g. C{inet:127.0.0.1:8891} (for logs).
+    @ivar host: the TCP host (C{inet:}/C{inet6:}), or C{""}.
+    @ivar port: the TCP port, or 0.
+    @ivar path: the socket path (C{unix:}/C{local:}), or C{""}.
+    @ivar name: the milter's name in logs and metrics (C{name=}, default
+        C{milter:} and the address).
+    @ivar timeout: seconds each stage's exchange may take (C{timeout=}).
+    @ivar default: what a failure of this milter means (C{default=}:
+        C{tempfail}, C{accept} or C{reject}); L{None}: C{SMTP_FILTER_FAIL}.
+    @ivar scope: C{all} (every client, the default) or C{inbound} (not for
+        clients that may relay or authenticated).
+    """
+
+    address: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    name: str = ""
+    timeout: float = 30.0
+    default: str | None = None
+    scope: str = "all"
+
+
+@dataclass(frozen=True)
+class SpamdAddress:
+    """
+    Where spamd listens (C{SMTP_SPAMD}): C{host:port} or C{unix:/path}.
+    """
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -159,6 +233,89 @@ class Settings:
     banMaxDuration: float = 86400.0
     redisURL: str | None = None
     redisPrefix: str = "gopherpost:"
+    # Webhooks (issue 18): inbound mail and delivery events as signed JSON.
+    #: C{SMTP_WEBHOOK_URL}: where inbound mail is posted (L{None}: off).
+    webhookURL: str | None = None
+    #: C{SMTP_WEBHOOK_SECRET}: C{whsec_<base64>}, Standard Webhooks signing.
+    webhookSecret: str | None = None
+    #: C{SMTP_WEBHOOK_SCOPE}: C{"local"} (messages with a local recipient)
+    #: or C{"all"}.
+    webhookScope: str = "local"
+    webhookMaxInline: int = 1048576
+    webhookRaw: bool = False
+    webhookTimeout: float = 15.0
+    webhookRetryInitial: float = 10.0
+    webhookRetryMax: float = 3600.0
+    webhookLifetime: float = 259200.0
+    #: C{SMTP_WEBHOOK_CONCURRENCY}: requests in flight to each webhook URL.
+    webhookConcurrency: int = 4
+    #: C{SMTP_EVENTS_WEBHOOK_URL}: where delivery events are posted.
+    eventsWebhookURL: str | None = None
+    #: C{SMTP_EVENTS_WEBHOOK_SECRET}; L{None}: C{SMTP_WEBHOOK_SECRET}.
+    eventsWebhookSecret: str | None = None
+
+    # Content filters (issue 21: rspamd, SpamAssassin, milters)
+    #: C{SMTP_RSPAMD_URL}: rspamd's normal worker, e.g.
+    #: C{http://127.0.0.1:11333}; L{None}: no rspamd.
+    rspamdURL: str | None = None
+    #: C{SMTP_RSPAMD_SCOPE}: C{inbound} (skip clients that may relay or
+    #: authenticated) or C{all}.
+    rspamdScope: str = "inbound"
+    rspamdTimeout: float = 20.0
+    #: C{SMTP_FILTER_FAIL}: what a filter that is down or too slow means:
+    #: C{tempfail} (451 4.7.1) or C{accept} (logged, counted, accepted).
+    filterFail: str = "tempfail"
+    #: C{SMTP_SPAMD}: SpamAssassin's spamd; L{None}: no SpamAssassin.
+    spamd: SpamdAddress | None = None
+    spamdScope: str = "inbound"
+    spamdTimeout: float = 20.0
+    #: C{SMTP_SPAMD_MAX_SIZE}: larger messages are not given to spamd (as
+    #: spamc's C{--max-size}).
+    spamdMaxSize: int = 512000
+    #: C{SMTP_SPAM_REJECT_SCORE}: a SpamAssassin score at or above it is
+    #: refused (550 5.7.1); L{None} (C{none}): never refused for its score.
+    spamRejectScore: float | None = 10.0
+    #: C{SMTP_MILTERS}, in order.
+    milters: tuple[MilterSpec, ...] = ()
+    # Web UI, message index and capture mode (issue 17; gopherpost.webui,
+    # gopherpost.index).  Parsed in one block by _webSettings.
+    #: C{SMTP_WEB_LISTEN}: a Twisted server endpoint string; C{""}: off.
+    webListen: str = ""
+    #: C{SMTP_WEB_AUTH}: C{(user, scrypt hash)}; L{None}: no authentication.
+    webAuth: tuple[str, str] | None = None
+    #: C{SMTP_CAPTURE}: the development role: keep and index everything,
+    #: relay nothing.
+    capture: bool = False
+    #: C{SMTP_CAPTURE_MAX_MESSAGES}: messages kept in capture mode (the
+    #: newest); C{0}: no limit.
+    captureMaxMessages: int = 500
+    #: C{SMTP_INDEX_RELAYED}: index messages without a local recipient too.
+    indexRelayed: bool = False
+    #: C{SMTP_RELEASE_TO}: address patterns the API may release messages to.
+    releaseTo: tuple[str, ...] = ()
+
+    # ACME (issue 22): certificates from an ACME CA (Let's Encrypt)
+    #: C{SMTP_ACME_DOMAINS}: the certificate's names, the first is its
+    #: subject; empty turns ACME off.
+    acmeDomains: tuple[str, ...] = ()
+    #: C{SMTP_ACME_EMAIL}: the account's contact address.
+    acmeEmail: str | None = None
+    #: C{SMTP_ACME_DIRECTORY}: the CA's directory URL.
+    acmeDirectory: str = LETS_ENCRYPT_DIRECTORY
+    #: C{SMTP_ACME_AGREE_TOS}: the operator agrees to the CA's terms.
+    acmeAgreeTOS: bool = False
+    #: C{SMTP_ACME_CHALLENGE_LISTEN}: the endpoint answering HTTP-01.
+    acmeChallengeListen: ListenerSpec = ACME_CHALLENGE_LISTEN
+    #: C{SMTP_ACME_DIRECTORY_CA}: CA certificates (PEM) to trust for the
+    #: directory's HTTPS instead of the system's (a private CA).
+    acmeDirectoryCA: str | None = None
+
+    @property
+    def acmeEnabled(self) -> bool:
+        """
+        Whether certificates come from ACME (C{SMTP_ACME_DOMAINS} is set).
+        """
+        return bool(self.acmeDomains)
 
     # Operations (issue 14): spool retention (gopherpost.retention)
     #: C{SMTP_KEEP_DELIVERED}: seconds a message whose recipients are all
@@ -574,6 +731,9 @@ def settingsFromEnvironment(
             "SMTP_RETRY_MAX", f"{retryMax:g} is less than SMTP_RETRY_INITIAL ({retryInitial:g})"
         )
 
+    # Webhooks (issue 18)
+    webhooks = _webhookSettings(get, optional)
+
     settings = Settings(
         port=get("SMTP_PORT", _port, 2525),
         listenAddress=get("SMTP_LISTEN_ADDR", _listenAddress, ""),
@@ -619,6 +779,20 @@ def settingsFromEnvironment(
         dkimKeyPath=optional("SMTP_DKIM_KEY_PATH", fileParser),
         dkimPrivateKey=optional("SMTP_DKIM_PRIVATE_KEY", lambda n, r: r),
         dkimDomain=optional("SMTP_DKIM_DOMAIN", _hostname),
+        # Content filters (issue 21)
+        rspamdURL=optional("SMTP_RSPAMD_URL", parseRspamdURL),
+        rspamdScope=get("SMTP_RSPAMD_SCOPE", lambda n, r: _choice(n, r, FILTER_SCOPES), "inbound"),
+        rspamdTimeout=get("SMTP_RSPAMD_TIMEOUT", _positiveFloat, 20.0),
+        filterFail=get(
+            "SMTP_FILTER_FAIL", lambda n, r: _choice(n, r, FILTER_FAILURE_ACTIONS), "tempfail"
+        ),
+        spamd=optional("SMTP_SPAMD", parseSpamdAddress),
+        spamdScope=get("SMTP_SPAMD_SCOPE", lambda n, r: _choice(n, r, FILTER_SCOPES), "inbound"),
+        spamdTimeout=get("SMTP_SPAMD_TIMEOUT", _positiveFloat, 20.0),
+        spamdMaxSize=get("SMTP_SPAMD_MAX_SIZE", _size, 512000),
+        spamRejectScore=get("SMTP_SPAM_REJECT_SCORE", _spamScore, _DEFAULT_REJECT_SCORE),
+        milters=get("SMTP_MILTERS", parseMilters, ()),
+        **webhooks,
     )
     # Internet MX checks (issue 16).
     banDuration = get("SMTP_BAN_DURATION", lambda n, r: _seconds(n, r, 1), 600.0)
@@ -651,6 +825,21 @@ def settingsFromEnvironment(
         redisURL=optional("SMTP_REDIS_URL", _redisURL),
         redisPrefix=get("SMTP_REDIS_PREFIX", _redisPrefix, "gopherpost:"),
     )
+    settings = _webSettings(env, settings)
+    # ACME (issue 22).
+    settings = dataclasses.replace(
+        settings,
+        acmeDomains=get("SMTP_ACME_DOMAINS", _acmeDomains, ()),
+        acmeEmail=optional("SMTP_ACME_EMAIL", _email),
+        acmeDirectory=get("SMTP_ACME_DIRECTORY", _httpsURL, LETS_ENCRYPT_DIRECTORY),
+        acmeAgreeTOS=get("SMTP_ACME_AGREE_TOS", _bool, False),
+        acmeChallengeListen=get(
+            "SMTP_ACME_CHALLENGE_LISTEN", _challengeListen, ACME_CHALLENGE_LISTEN
+        ),
+        acmeDirectoryCA=optional("SMTP_ACME_DIRECTORY_CA", fileParser),
+    )
+    if settings.acmeEnabled:
+        _checkACME(settings)
 
     # Operations (issue 14): spool retention.
     settings = dataclasses.replace(
@@ -664,7 +853,7 @@ def settingsFromEnvironment(
     if not settings.healthDisable:
         healthAddress(settings)
     _checkListeners(settings)
-    openRelay = openRelayProblem(settings)
+    openRelay = None if settings.capture else openRelayProblem(settings)
     if openRelay is not None:
         raise ConfigError("SMTP_RELAY_NETWORKS", openRelay)
     if settings.dkimEnabled:
@@ -833,3 +1022,370 @@ def _duration(name: str, raw: str) -> float:
     if not value == value or value in (float("inf"), float("-inf")) or value < 0:
         raise ConfigError(name, f"{raw!r} is not a duration (seconds, or e.g. 30m, 12h, 7d)")
     return value * _DURATION_UNITS[unit]
+
+
+# ACME (issue 22).
+
+
+def _acmeDomains(name: str, raw: str) -> tuple[str, ...]:
+    domains: list[str] = []
+    for item in _list(raw):
+        if item.startswith("*."):
+            raise ConfigError(
+                name, f"{item!r}: a wildcard needs DNS-01, and GopherPost answers HTTP-01 only"
+            )
+        try:
+            ipaddress.ip_address(item.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            raise ConfigError(name, f"{item!r}: list host names, not IP addresses")
+        domain = _hostname(name, item)
+        if "." not in domain:
+            raise ConfigError(name, f"{item!r} is not a fully qualified host name")
+        if domain not in domains:
+            domains.append(domain)
+    if len(domains) > 100:
+        raise ConfigError(name, f"{len(domains)} names; a certificate holds at most 100")
+    return tuple(domains)
+
+
+def _email(name: str, raw: str) -> str:
+    text = raw.strip()
+    if text.lower().startswith("mailto:"):
+        text = text[len("mailto:") :]
+    local, at, domain = text.rpartition("@")
+    if (
+        not at
+        or not local
+        or any(c.isspace() or c in ',<>"' for c in local)
+        or not all(c.isprintable() for c in local)
+    ):
+        raise ConfigError(name, f"{raw!r} is not an email address")
+    return f"{local}@{_hostname(name, domain)}"
+
+
+def _httpsURL(name: str, raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    text = raw.strip()
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as e:
+        raise ConfigError(name, f"{text!r} is not a URL ({e})") from None
+    if url.scheme != "https" or not url.hostname:
+        raise ConfigError(name, f"{text!r}: an ACME directory is an https:// URL (RFC 8555)")
+    if port == 0:
+        raise ConfigError(name, f"{text!r}: port 0 is not a valid TCP port")
+    return text
+
+
+def _challengeListen(name: str, raw: str) -> ListenerSpec:
+    try:
+        return parseEndpoint(name, raw)
+    except EndpointError as e:
+        raise ConfigError(name, f"{raw.strip()!r}: {e}") from None
+
+
+def _checkACME(settings: Settings) -> None:
+    """
+    ACME's settings together with the others.
+    """
+    if not settings.acmeAgreeTOS:
+        raise ConfigError(
+            "SMTP_ACME_AGREE_TOS",
+            "must be true to use ACME (SMTP_ACME_DOMAINS is set): it says you agree to "
+            f"the terms of service of the CA at {settings.acmeDirectory}",
+        )
+    if settings.tlsDisable:
+        raise ConfigError(
+            "SMTP_TLS_DISABLE",
+            "is true, but SMTP_ACME_DOMAINS asks for a certificate: unset one of them",
+        )
+    for variable, value in (("SMTP_TLS_CERT", settings.tlsCert), ("SMTP_TLS_KEY", settings.tlsKey)):
+        if value is not None:
+            raise ConfigError(
+                variable,
+                "must be empty when SMTP_ACME_DOMAINS is set: ACME provides the certificate",
+            )
+    if settings.workers > 1:
+        raise ConfigError(
+            "SMTP_WORKERS",
+            "ACME certificates (SMTP_ACME_DOMAINS) are served by a single process for now: "
+            "set SMTP_WORKERS=1",
+        )
+
+
+# Webhooks (issue 18)
+
+#: The accepted values of C{SMTP_WEBHOOK_SCOPE}.
+WEBHOOK_SCOPES = ("local", "all")
+
+
+def _webhookURL(name: str, raw: str) -> str:
+    """
+    An C{http://} or C{https://} URL with a host (and optionally a port,
+    user and password); no fragment.
+    """
+    text = raw.strip()
+    if any(c.isspace() for c in text) or not text.isprintable():
+        raise ConfigError(name, f"{raw!r} is not a URL (no spaces or control characters)")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(name, f"{raw!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(name, f"{raw!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ConfigError(name, f"{raw!r} has no host")
+    if port == 0:
+        raise ConfigError(name, f"{raw!r}: port 0 is not a valid TCP port")
+    if parts.fragment or text.endswith("#"):
+        raise ConfigError(name, f"{raw!r} has a fragment (#...), which HTTP never sends")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise ConfigError(name, f"{raw!r}: the host name is not valid") from None
+    return text
+
+
+def _webhookSecret(name: str, raw: str) -> str:
+    from gopherpost.webhooks.signing import parseSecret
+
+    try:
+        parseSecret(raw.strip())
+    except ValueError as e:
+        raise ConfigError(name, str(e)) from None
+    return raw.strip()
+
+
+def _webhookSettings(get: Callable[..., Any], optional: Callable[..., Any]) -> dict[str, Any]:
+    """
+    The C{SMTP_WEBHOOK_*} and C{SMTP_EVENTS_WEBHOOK_*} variables, as
+    L{Settings} fields.
+    """
+    url = optional("SMTP_WEBHOOK_URL", _webhookURL)
+    secret = optional("SMTP_WEBHOOK_SECRET", _webhookSecret)
+    eventsURL = optional("SMTP_EVENTS_WEBHOOK_URL", _webhookURL)
+    eventsSecret = optional("SMTP_EVENTS_WEBHOOK_SECRET", _webhookSecret)
+    if url is not None and secret is None:
+        raise ConfigError("SMTP_WEBHOOK_SECRET", "is required with SMTP_WEBHOOK_URL")
+    if eventsURL is not None and eventsSecret is None and secret is None:
+        raise ConfigError(
+            "SMTP_EVENTS_WEBHOOK_SECRET",
+            "is required with SMTP_EVENTS_WEBHOOK_URL (or set SMTP_WEBHOOK_SECRET)",
+        )
+    initial = get("SMTP_WEBHOOK_RETRY_INITIAL", lambda n, r: _seconds(n, r, 1), 10.0)
+    maximum = get("SMTP_WEBHOOK_RETRY_MAX", lambda n, r: _seconds(n, r, 1), 3600.0)
+    if maximum < initial:
+        raise ConfigError(
+            "SMTP_WEBHOOK_RETRY_MAX",
+            f"{maximum:g} is less than SMTP_WEBHOOK_RETRY_INITIAL ({initial:g})",
+        )
+    return {
+        "webhookURL": url,
+        "webhookSecret": secret,
+        "webhookScope": get(
+            "SMTP_WEBHOOK_SCOPE", lambda n, r: _choice(n, r.strip(), WEBHOOK_SCOPES), "local"
+        ),
+        "webhookMaxInline": get("SMTP_WEBHOOK_MAX_INLINE", _size, 1048576),
+        "webhookRaw": get("SMTP_WEBHOOK_RAW", _bool, False),
+        "webhookTimeout": get("SMTP_WEBHOOK_TIMEOUT", lambda n, r: _seconds(n, r, 1), 15.0),
+        "webhookRetryInitial": initial,
+        "webhookRetryMax": maximum,
+        "webhookLifetime": get("SMTP_WEBHOOK_LIFETIME", lambda n, r: _seconds(n, r, 60), 259200.0),
+        "webhookConcurrency": get("SMTP_WEBHOOK_CONCURRENCY", lambda n, r: _int(n, r, 1, 256), 4),
+        "eventsWebhookURL": eventsURL,
+        "eventsWebhookSecret": eventsSecret,
+    }
+
+
+# Content filters (issue 21): SMTP_RSPAMD_URL, SMTP_SPAMD, SMTP_MILTERS.
+
+
+def parseRspamdURL(name: str, raw: str) -> str:
+    """
+    An rspamd URL: C{http://host:port} (or C{https://}), optionally with a
+    path prefix; C{/checkv2} is added by the client unless it is there.
+
+    @return: the URL without a trailing slash.
+    @raise ConfigError: for anything else.
+    """
+    from urllib.parse import urlsplit
+
+    text = raw.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ConfigError(name, f"{raw!r} is not a URL ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(name, f"{raw!r} is not an http:// or https:// URL")
+    if not parts.hostname:
+        raise ConfigError(name, f"{raw!r} has no host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(name, f"{raw!r}: give only scheme, host, port and path")
+    if port == 0:
+        raise ConfigError(name, f"{raw!r} is not a valid TCP port (1-65535)")
+    return text.rstrip("/")
+
+
+def parseSpamdAddress(name: str, raw: str) -> SpamdAddress:
+    """
+    C{host:port} (port 783 when left out) or C{unix:/path}.
+    """
+    text = raw.strip()
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path.startswith("/"):
+            raise ConfigError(name, f"{raw!r}: unix: needs an absolute socket path")
+        return SpamdAddress(path=path)
+    host, port = parseHostPort(name, text, 783)
+    return SpamdAddress(host=host, port=port)
+
+
+def _spamScore(name: str, raw: str) -> float | None:
+    if raw.strip().lower() == "none":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a score (a number, or none)") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(name, f"{raw!r} is not a score (a number, or none)")
+    return value
+
+
+_DEFAULT_REJECT_SCORE: float | None = 10.0
+
+_MILTER_OPTIONS = ("timeout", "default", "scope", "name")
+
+
+def _milterAddress(name: str, item: str) -> MilterSpec:
+    kind, colon, rest = item.partition(":")
+    kind = kind.strip().lower()
+    if not colon or kind not in ("inet", "inet6", "unix", "local"):
+        raise ConfigError(
+            name, f"{item!r}: a milter is inet:host:port, inet:port@host or unix:/path"
+        )
+    if kind in ("unix", "local"):
+        if not rest.startswith("/"):
+            raise ConfigError(name, f"{item!r}: {kind}: needs an absolute socket path")
+        return MilterSpec(address=item, path=rest)
+    if "@" in rest:
+        # Sendmail's form: inet:port@host
+        portText, _, hostText = rest.partition("@")
+        host, port = parseHostPort(
+            name, f"[{hostText}]:{portText}" if ":" in hostText else f"{hostText}:{portText}", None
+        )
+    else:
+        host, port = parseHostPort(name, rest, None)
+    return MilterSpec(address=item, host=host, port=port)
+
+
+def parseMilters(name: str, raw: str) -> tuple[MilterSpec, ...]:
+    """
+    C{SMTP_MILTERS}: a comma list of C{inet:host:port}, C{inet:port@host}
+    or C{unix:/path}, each optionally followed by C{;timeout=SECONDS},
+    C{;default=tempfail|accept|reject}, C{;scope=all|inbound} and
+    C{;name=NAME}.
+    """
+    from dataclasses import replace
+
+    specs = []
+    names: set[str] = set()
+    for item in _list(raw):
+        address, *options = [part.strip() for part in item.split(";")]
+        spec = _milterAddress(name, address)
+        values: dict[str, str] = {}
+        for option in options:
+            if not option:
+                continue
+            key, equals, value = option.partition("=")
+            key = key.strip().lower()
+            if not equals or key not in _MILTER_OPTIONS:
+                raise ConfigError(
+                    name, f"{option!r} in {item!r}: options are {', '.join(_MILTER_OPTIONS)}"
+                )
+            values[key] = value.strip()
+        timeout = _positiveFloat(name, values["timeout"]) if "timeout" in values else spec.timeout
+        default = None
+        if "default" in values:
+            default = _choice(name, values["default"], FILTER_FAILURE_ACTIONS + ("reject",))
+        scope = _choice(name, values["scope"], FILTER_SCOPES) if "scope" in values else "all"
+        milterName = values.get("name") or f"milter:{spec.address}"
+        if not all(c.isalnum() or c in "-_.:/@[]" for c in milterName):
+            raise ConfigError(name, f"name={milterName!r}: letters, digits and -_.:/@ only")
+        if milterName in names:
+            raise ConfigError(name, f"{milterName!r} is listed twice (give each a name=)")
+        names.add(milterName)
+        specs.append(replace(spec, name=milterName, timeout=timeout, default=default, scope=scope))
+    return tuple(specs)
+
+
+# Web UI, message index and capture mode (issue 17).
+
+#: C{SMTP_WEB_LISTEN} in capture mode when it is not set.
+CAPTURE_WEB_LISTEN = "tcp:8025:interface=127.0.0.1"
+
+
+def _webSettings(env: Mapping[str, str], settings: Settings) -> Settings:
+    """
+    Parse the variables of the web UI, the message index and capture mode
+    into C{settings}.
+
+    Capture mode changes three defaults, for a developer's machine: the web
+    UI listens on C{127.0.0.1:8025} (C{SMTP_WEB_LISTEN=none}: no UI), only
+    loopback clients may connect when neither allow-list is set, and any
+    sender domain is accepted unless C{SMTP_REQUIRE_LOCAL_DOMAIN} says
+    otherwise.
+    """
+    from dataclasses import replace
+
+    from gopherpost.webui.listen import parseWebAuth, parseWebListen
+
+    def raw(name: str) -> str | None:
+        value = env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value
+
+    capture = _bool("SMTP_CAPTURE", raw("SMTP_CAPTURE") or "false")
+    listen = raw("SMTP_WEB_LISTEN")
+    if listen is None and capture:
+        listen = CAPTURE_WEB_LISTEN
+    if listen is not None and listen.strip().lower() == "none":
+        listen = None
+    auth = raw("SMTP_WEB_AUTH")
+    webAuth = parseWebAuth("SMTP_WEB_AUTH", auth) if auth is not None else None
+    webListen = "" if listen is None else parseWebListen("SMTP_WEB_LISTEN", listen, webAuth)
+    maxMessages = raw("SMTP_CAPTURE_MAX_MESSAGES")
+    changes: dict = {
+        "webListen": webListen,
+        "webAuth": webAuth,
+        "capture": capture,
+        "captureMaxMessages": 500
+        if maxMessages is None
+        else _int("SMTP_CAPTURE_MAX_MESSAGES", maxMessages),
+        "indexRelayed": _bool("SMTP_INDEX_RELAYED", raw("SMTP_INDEX_RELAYED") or "false"),
+        "releaseTo": _releasePatterns("SMTP_RELEASE_TO", raw("SMTP_RELEASE_TO") or ""),
+    }
+    if capture:
+        if raw("SMTP_ALLOW_NETWORKS") is None and raw("SMTP_ALLOW_HOSTS") is None:
+            changes["allowNetworks"] = _networks("SMTP_ALLOW_NETWORKS", "127.0.0.0/8,::1/128")
+        if raw("SMTP_REQUIRE_LOCAL_DOMAIN") is None:
+            changes["requireLocalDomain"] = False
+    return replace(settings, **changes)
+
+
+def _releasePatterns(name: str, raw: str) -> tuple[str, ...]:
+    patterns = []
+    for item in _list(raw):
+        if any(c.isspace() for c in item) or "@" not in item:
+            raise ConfigError(
+                name, f"{item!r} is not an address pattern (e.g. *@example.org, me@example.org)"
+            )
+        patterns.append(item.lower())
+    return tuple(patterns)

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 
-__all__ = ["writeFile", "replaceFile", "fsyncDirectory", "loadSyncfs"]
+__all__ = ["writeFile", "writeOpen", "replaceFile", "fsyncDirectory", "loadSyncfs"]
 
 
 def writeFile(path: str, data: bytes, mode: int = 0o640, sync: bool = True) -> None:
@@ -89,3 +89,20 @@ def loadSyncfs() -> Callable[[str], None] | None:
             os.close(fd)
 
     return syncfs
+
+
+def writeOpen(path: str, data: bytes | bytearray, mode: int = 0o640) -> int:
+    """
+    Create (or truncate) C{path} with C{data}, not synced, and return its
+    open descriptor (the caller syncs it some way and closes it).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -13,9 +13,16 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from gopherpost.deliveryevents import DeliveryEvent
     from gopherpost.spool import Envelope
 
-__all__ = ["IAuditLog", "IAuditSubscription", "IPeerAddress", "ISpoolObserver"]
+__all__ = [
+    "IAuditLog",
+    "IAuditSubscription",
+    "IDeliveryObserver",
+    "IPeerAddress",
+    "ISpoolObserver",
+]
 
 
 class IAuditSubscription(Interface):
@@ -79,4 +86,23 @@ class ISpoolObserver(Interface):
         C{250}; it must return quickly (start work, do not do it) and must
         not raise (an exception is logged and the other observers are still
         told).
+        """
+
+
+class IDeliveryObserver(Interface):
+    """
+    Told by the relay queue what happened to relayed mail: the delivery
+    events webhook now.
+    """
+
+    def deliveryEvent(event: DeliveryEvent) -> None:
+        """
+        One L{gopherpost.deliveryevents.DeliveryEvent} happened (a message
+        was queued; a recipient was delivered, deferred, bounced or expired).
+
+        Called on the reactor thread as soon as the queue knows (a bounce
+        once its report is spooled, so that it carries the report's queue
+        id); it must return quickly (record the event, do not deliver it)
+        and must not raise (an exception is logged and the other observers
+        are still told).
         """

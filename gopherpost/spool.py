@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_spool -*-
+# -*- test-case-name: tests.test_spool,tests.test_commit -*-
 """
 The durable message store.
 
@@ -13,22 +13,26 @@ C{token} is 16 hex digits of HMAC-SHA256(secret, lowercased recipient), so
 no address appears in any path and names cannot be reversed by hashing a
 list of addresses without the secret.
 
-A message is committed in this order: its content is written under
-C{tmp/} and made durable; it is linked into its date directory once per
-recipient, and its envelope is written and renamed into place; that is made
+A message is committed in this order: its content and its envelope are
+written under C{tmp/}; their data is made safe to name (see
+L{gopherpost.syncstrategy}); the content is linked into its date directory
+once per recipient and the envelope renamed beside it; those names are made
 durable.  Only then are the spool's observers told (L{Spool.addObserver}:
 the relay queue) and the commit's L{Deferred} fired (and the client told
-250).  The envelope is the commit record: at start-up, C{.eml} files without
-one were never acknowledged and are removed, as is everything left in
-C{tmp/}.
+250).  No name exists before its data is safe, so whatever a crash or a
+power failure leaves visible is whole.  The envelope is the commit record:
+at start-up, C{.eml} files without one were never acknowledged and are
+removed, as is everything left in C{tmp/}.
 
-Commits are grouped: messages that become ready while a batch is being
-written go together in the next one, and each step is made durable for the
-whole batch at once, with one C{syncfs(2)} on Linux 5.8+ (else an fsync of
-every file and directory).  With syncfs the writes are made on the reactor
-thread (small: content beyond L{SPILL_THRESHOLD} was written while it
-arrived) and only the sync runs in the thread pool.  The spool knows nothing
-of SMTP.
+Commits are grouped and pipelined (L{Spool._startBatch}): one step writes
+the data of the messages that became ready meanwhile and names those of the
+step before, and one call of the sync strategy serves both.  On journaled
+ext4 and on XFS that call costs one journal commit for the whole step
+(C{sync_file_range} for the data, C{fsync} of the directories); elsewhere
+one C{syncfs}, or without it an fsync of every file and directory.  A
+client sending alone has its message named in the same step, right after
+its data sync: one hop to the sync thread (L{gopherpost.syncthread}) per
+message.  The spool knows nothing of SMTP.
 """
 
 from __future__ import annotations
@@ -43,15 +47,18 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import IO, Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gopherpost.diskspace import StatVFSFunction, freeSpaceProblem
-from gopherpost.durable import fsyncDirectory, loadSyncfs, replaceFile, writeFile
+from gopherpost.durable import replaceFile, writeFile, writeOpen
+from gopherpost.faults import CRASH_VARIABLE, SYNC_VARIABLE, CrashPoints
 from gopherpost.interfaces import ISpoolObserver
+from gopherpost.syncstrategy import ISyncStrategy, chooseSyncStrategy, strategyNamed
+from gopherpost.syncthread import sharedSyncThread
 
 __all__ = ["Envelope", "Recipient", "Spool", "MessageWriter", "SpoolError"]
 
@@ -64,6 +71,9 @@ MAX_BATCH = 64
 #: Bytes of in-memory content one commit step writes at most (at least one
 #: message): the writes are made on the reactor thread.
 MAX_BATCH_BYTES = 8 * 1024 * 1024
+#: Messages a step with nothing else to name names in the sync thread, right
+#: after their data sync (one thread hop per message for a client alone).
+SAME_STEP_LIMIT = 4
 
 _ENVELOPE_SUFFIX = ".envelope"
 _MESSAGE_SUFFIX = ".eml"
@@ -139,8 +149,6 @@ class Envelope:
 
 
 _ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
-
-_syncfs = loadSyncfs()
 
 
 class MessageWriter:
@@ -225,31 +233,57 @@ def _unlinkQuietly(path: str) -> None:
         pass
 
 
-@dataclass
+@dataclass(eq=False)
+class _Commit:
+    """
+    One message on its way through the commit pipeline.
+
+    @ivar files: open descriptors of its content and envelope under
+        C{tmp/}, from its write until its step's sync is done.
+    @ivar error: what failed it, if anything did.
+    @ivar named: whether its names (links, envelope) were all made.
+    """
+
+    writer: MessageWriter
+    envelope: Envelope
+    deferred: Deferred
+    files: list[int] = field(default_factory=list)
+    error: Failure | None = None
+    named: bool = False
+
+    @property
+    def envelopeTmp(self) -> str:
+        """
+        Where its envelope is written under C{tmp/} before its rename.
+        """
+        return self.writer.path + _ENVELOPE_SUFFIX
+
+
+@dataclass(eq=False)
 class _CommitStep:
     """
     One step of the group commit (see L{Spool._startBatch}).
 
-    @ivar fresh: messages whose content this step writes.
-    @ivar naming: messages whose content is durable, named in this step.
-    @ivar freshResults: per C{fresh} message, L{None} or the error that
-        failed its write.
-    @ivar sameStep: indexes of C{fresh} messages also named in this step
-        (without syncfs).
-    @ivar toName: the messages named in this step.
-    @ivar namedResults: per C{toName} message, the date directory it was
-        named in, or the error that failed it.
+    @ivar fresh: messages whose data (content, envelope) this step writes.
+    @ivar naming: messages whose data an earlier step made safe to name,
+        named in this step before its sync.
+    @ivar sameStep: whether C{fresh} is also named in this step, in the
+        sync thread right after its data sync, then synced again.
+    @ivar directories: directories the reactor-side naming created entries
+        in (the spool itself for a new date directory).
     """
 
-    fresh: list[tuple[MessageWriter, Envelope]]
-    naming: list[tuple[MessageWriter, Envelope]]
-    freshResults: list[object] = field(default_factory=list)
-    sameStep: list[int] = field(default_factory=list)
-    toName: list[tuple[MessageWriter, Envelope]] = field(default_factory=list)
-    namedResults: list[object] = field(default_factory=list)
+    fresh: list[_Commit]
+    naming: list[_Commit]
+    sameStep: bool = False
+    directories: set[str] = field(default_factory=set)
 
-    def __post_init__(self) -> None:
-        self.freshResults = [None] * len(self.fresh)
+    @property
+    def written(self) -> list[_Commit]:
+        """
+        The C{fresh} messages whose data was written.
+        """
+        return [c for c in self.fresh if c.error is None]
 
 
 class Spool:
@@ -257,9 +291,17 @@ class Spool:
     The on-disk store of accepted messages.
 
     @param path: the spool directory (C{SMTP_QUEUE_PATH}).
-    @param reactor: provides time and the thread pool that does the fsyncs.
+    @param reactor: provides time, C{callFromThread} and the thread pool
+        that reads large files.
     @param runInThread: C{runInThread(f, *args) -> Deferred}; the default
-        runs C{f} in the reactor's thread pool.
+        runs reads in the reactor's thread pool and commit syncs in the
+        process's sync thread (L{gopherpost.syncthread}); tests give one
+        function for both.
+    @param syncStrategy: how commits are made durable (default: chosen by
+        L{open} for the file system, see L{gopherpost.syncstrategy}).
+    @param crashPoints: fault injection for tests (default: from
+        C{GOPHERPOST_TEST_CRASH_AT}, read by L{open}; see
+        L{gopherpost.faults}).
     """
 
     def __init__(
@@ -267,26 +309,36 @@ class Spool:
         path: str,
         reactor: IReactorTime,
         runInThread: Callable[..., Deferred] | None = None,
+        syncStrategy: ISyncStrategy | None = None,
+        crashPoints: CrashPoints | None = None,
     ) -> None:
         self.path = os.path.abspath(path)
         self._reactor = reactor
         if runInThread is None:
+            # Also IReactorThreads and IReactorFromThreads, as the real one.
+            threads: Any = reactor
 
             def runInThread(f: Callable[..., Any], *args: Any) -> Deferred:
-                pool = reactor.getThreadPool()  # type: ignore[attr-defined]
-                return deferToThreadPool(reactor, pool, f, *args)
+                return deferToThreadPool(threads, threads.getThreadPool(), f, *args)
 
+            def runSync(f: Callable[..., Any], *args: Any) -> Deferred:
+                return sharedSyncThread().run(threads, f, *args)
+
+            self._runSync = runSync
+        else:
+            self._runSync = runInThread
         self._runInThread = runInThread
         self._tmp = os.path.join(self.path, "tmp")
         self._stateDirectory = os.path.join(self.path, ".gopherpost")
         self._secret = b""
         self._knownDateDirectories: set = set()
-        self._pendingCommits: list[tuple[MessageWriter, Envelope, Deferred]] = []
-        #: Messages whose content is durable, to be named in the next step.
-        self._contentDurable: list[tuple[MessageWriter, Envelope, Deferred]] = []
+        self._pendingCommits: list[_Commit] = []
+        #: Messages whose data is safe to name, to be named in the next step.
+        self._contentDurable: list[_Commit] = []
         self._batchRunning = False
-        #: Syncs a whole file system per batch (None: fsync file by file).
-        self.syncfs = _syncfs
+        #: How commit steps are made durable (L{open} chooses one if unset).
+        self.syncStrategy: ISyncStrategy | None = syncStrategy
+        self._crashPoints = crashPoints
         self._observers: list[ISpoolObserver] = []
 
     def addObserver(self, observer: ISpoolObserver) -> None:
@@ -348,8 +400,9 @@ class Spool:
 
     def open(self, recover: bool = True) -> None:
         """
-        Create the layout, load or create the secret, and recover from a
-        crash.  Called once at start-up, before the reactor runs.
+        Create the layout, load or create the secret, recover from a crash,
+        and choose how commits are synced.  Called once at start-up, before
+        the reactor runs.
 
         @param recover: clean up after a crash; an inbound worker process
             passes C{False}, since its siblings are writing already.
@@ -369,6 +422,40 @@ class Spool:
             os.unlink(probe)
         except OSError as e:
             raise SpoolError(f"{self.path}: {e.strerror or e}") from e
+        self._openTestHooks()
+        if self.syncStrategy is None:
+            self.syncStrategy = chooseSyncStrategy(self.path)
+        if recover:
+            _log.info(
+                "Spool {path}: commits synced by {strategy}",
+                path=self.path,
+                strategy=self.syncStrategy.name,
+            )
+
+    def _openTestHooks(self) -> None:
+        """
+        Read the fault-injection variables (L{gopherpost.faults}), once.
+        """
+        if self._crashPoints is not None:
+            return  # given by a test
+        try:
+            self._crashPoints = CrashPoints.fromEnvironment(os.environ)
+        except ValueError as e:
+            raise SpoolError(str(e)) from None
+        forced = os.environ.get(SYNC_VARIABLE, "").strip()
+        if forced and self.syncStrategy is None:
+            try:
+                self.syncStrategy = strategyNamed(forced, self.path)
+            except ValueError as e:
+                raise SpoolError(f"{SYNC_VARIABLE}: {e}") from None
+        if self._crashPoints.enabled or forced:
+            _log.warn(
+                "Test hooks enabled ({crash}={crashAt!r}, {sync}={forced!r}): not for production",
+                crash=CRASH_VARIABLE,
+                crashAt=os.environ.get(CRASH_VARIABLE, ""),
+                sync=SYNC_VARIABLE,
+                forced=forced,
+            )
 
     def _loadSecret(self) -> bytes:
         secretPath = os.path.join(self._stateDirectory, "secret")
@@ -403,6 +490,7 @@ class Spool:
                         _log.warn("Removing unacknowledged {name} left by a crash", name=name)
                         os.unlink(os.path.join(directory, name))
                 elif name.endswith(".tmp"):
+                    # Envelopes were written here before they moved to tmp/.
                     os.unlink(os.path.join(directory, name))
 
     def dateDirectories(self) -> list[str]:
@@ -452,7 +540,7 @@ class Spool:
             (in any case) are stored once.
         @param queueId: the id to store under (default: a new one).
         @return: a L{Deferred} that fires with the L{Envelope} once the
-            message and its envelope are on disk and fsynced, or fails with
+            message and its envelope are on disk and synced, or fails with
             L{SpoolError}.
         """
         now = self._reactor.seconds()
@@ -475,21 +563,21 @@ class Spool:
             tls=tls,
         )
         d: Deferred = Deferred()
-        self._pendingCommits.append((writer, envelope, d))
+        self._pendingCommits.append(_Commit(writer, envelope, d))
         self._startBatch()
 
-        def committed(stored: Envelope) -> Envelope:
-            self.announce(stored)
-            return stored
-
         def failed(failure):
+            if failure.check(CancelledError):
+                # The caller gave up waiting; the commit goes on (and, if it
+                # succeeds, is announced all the same).
+                return failure
             writer.abort()
             if failure.check(OSError):
                 _log.failure("Could not store message {queueId}", failure, queueId=envelope.queueId)
                 raise SpoolError(str(failure.value))
             return failure
 
-        return d.addCallbacks(committed, failed)
+        return d.addErrback(failed)
 
     def store(
         self,
@@ -506,29 +594,39 @@ class Spool:
         writer.write(content)
         return self.commit(writer, sender, recipients, clientAddress, helo, False)
 
+    def _crash(self, step: str) -> None:
+        if self._crashPoints is not None:
+            self._crashPoints.reached(step)
+
+    # The group commit.
+
     def _startBatch(self) -> None:
         """
         Group commit, pipelined: one step at a time takes every message that
-        became ready meanwhile (at most L{MAX_BATCH}) and writes its content;
-        the same step links the messages whose content the previous step
-        made durable and writes their envelopes; then one file-system sync
-        makes both durable.  A message is thus acknowledged after two syncs,
-        its content's and its name's, as write-fsync-rename-fsync requires,
-        while under load each sync serves two batches.
+        became ready meanwhile (at most L{MAX_BATCH}, and L{MAX_BATCH_BYTES}
+        of content still in memory) and writes its data, content and
+        envelope, under C{tmp/}; the same step names the messages whose data
+        the previous step made safe (links per recipient, the envelope
+        renamed into the date directory); then one call of the sync strategy
+        in the sync thread makes the new names durable and the new data safe
+        to name.  No name is made before its data is safe, so a crash (or a
+        power failure) at any moment leaves only whole messages visible, and
+        under load each sync serves two batches.
 
-        With syncfs, the writes, links and renames of a step are made on the
-        reactor thread (they are small: a message's content is in memory
-        only up to L{SPILL_THRESHOLD}, beyond that it was written while it
-        arrived) and only the sync goes to the thread pool: one thread hop
-        per step instead of a few system calls each passing the GIL between
-        the reactor and a pool thread.  Without syncfs, every file is
-        fsynced, so the whole step runs in the thread pool.
+        A step with nothing to name and at most L{SAME_STEP_LIMIT} messages
+        (a client sending alone) names them in the sync thread right after
+        their data sync and syncs again: one thread hop per message.
+
+        The writes, links and renames of the pipelined steps are made on the
+        reactor thread: they are small (content beyond L{SPILL_THRESHOLD}
+        was written while it arrived), and a thread hop per file costs more
+        than the system call, the GIL passing back and forth.
         """
         if self._batchRunning or not (self._pendingCommits or self._contentDurable):
             return
         count, size = 0, 0
-        for writer, _, _ in self._pendingCommits[:MAX_BATCH]:
-            size += writer.unwritten
+        for pending in self._pendingCommits[:MAX_BATCH]:
+            size += pending.writer.unwritten
             if count and size > MAX_BATCH_BYTES:
                 break
             count += 1
@@ -536,165 +634,154 @@ class Spool:
         del self._pendingCommits[:count]
         naming, self._contentDurable = self._contentDurable, []
         self._batchRunning = True
-        step = _CommitStep([(w, e) for w, e, _ in fresh], [(w, e) for w, e, _ in naming])
-        if self.syncfs is None:
-            d = self._runInThread(self._commitStepInThread, step)
-        else:
-            try:
-                self._writeStep(step, sync=False)
-            except Exception:
-                d = fail()
-            else:
-                d = self._runInThread(self._syncInThread, step)
-            d.addBoth(self._settleAfterSync, step)
-        d.addBoth(self._stepFinished, fresh, naming)
-
-    def _stepFinished(
-        self,
-        results: object,
-        fresh: list[tuple[MessageWriter, Envelope, Deferred]],
-        naming: list[tuple[MessageWriter, Envelope, Deferred]],
-    ) -> None:
-        self._batchRunning = False
-        if isinstance(results, tuple):
-            freshResults, namingResults = results
-        else:
-            freshResults = [results] * len(fresh)
-            namingResults = [results] * len(naming)
-        finished = []
-        for entry, result in zip(fresh, freshResults):
-            if result is None:
-                self._contentDurable.append(entry)
-            else:
-                finished.append((entry[2], result))
-        finished.extend((entry[2], result) for entry, result in zip(naming, namingResults))
-        self._startBatch()
-        for d, result in finished:
-            if isinstance(result, Envelope):
-                d.callback(result)
-            else:
-                d.errback(result if isinstance(result, Failure) else Failure(result))
-
-    def _writeStep(self, step: _CommitStep, sync: bool) -> None:
-        """
-        The writing part of a step (see L{_startBatch}): write the content of
-        C{step.fresh}; link C{step.naming} (whose content is already durable)
-        and write their envelopes.  With C{sync} (no syncfs) every file is
-        fsynced on its own, so C{fresh} messages are named in the same step,
-        right after their content.
-        """
-        for i, (writer, _) in enumerate(step.fresh):
-            try:
-                writer._finish(sync=sync)
-            except OSError as e:
-                step.freshResults[i] = e
-                _unlinkQuietly(writer.path)
-        if sync:
-            step.sameStep = [i for i, r in enumerate(step.freshResults) if r is None]
-        step.toName = step.naming + [step.fresh[i] for i in step.sameStep]
-        for writer, envelope in step.toName:
-            try:
-                step.namedResults.append(self._name(writer, envelope, sync=sync))
-            except OSError as e:
-                self._unname(envelope)
-                step.namedResults.append(e)
-
-    def _syncInThread(self, step: _CommitStep) -> None:
-        """
-        Make a step's writes durable with one C{syncfs}.  Runs in a thread.
-        """
-        self.syncfs(self.path)
-
-    def _settleAfterSync(
-        self, result: object, step: _CommitStep
-    ) -> tuple[list[object], list[object]]:
-        """
-        After the sync (or its failure, which fails the whole step): remove
-        the temporary names and give each message its outcome.
-        """
-        error = None
-        if isinstance(result, Failure):
-            error = result.value
-            if not isinstance(error, OSError):
-                _log.failure("Spool commit step failed", result)
-        return self._settle(step, error)
-
-    def _commitStepInThread(self, step: _CommitStep) -> tuple[list[object], list[object]]:
-        """
-        A whole step without syncfs: write, fsync every file and directory,
-        settle.  Runs in a thread.
-        """
-        self._writeStep(step, sync=True)
+        step = _CommitStep(fresh, naming)
+        for pending in fresh:
+            self._writeData(pending)
+        for pending in naming:
+            self._name(pending, step.directories)
+        written = step.written
+        step.sameStep = bool(written) and not naming and len(written) <= SAME_STEP_LIMIT
         try:
-            for directory in {r for r in step.namedResults if isinstance(r, str)}:
-                fsyncDirectory(directory)
-        except OSError as e:
-            return self._settle(step, e)
-        return self._settle(step, None)
+            d = self._runSync(self._syncStep, step)
+        except Exception:
+            d = fail()  # no thread to run it: the step fails, the spool goes on
+        d.addBoth(self._settle, step)
 
-    def _settle(
-        self, step: _CommitStep, error: BaseException | None
-    ) -> tuple[list[object], list[object]]:
+    def _writeData(self, pending: _Commit) -> None:
         """
-        Finish a step once its sync is done (C{error}: it failed, and with it
-        every message of the step).
+        Write a message's content and envelope under C{tmp/}, unsynced,
+        keeping them open for the sync.
+        """
+        try:
+            pending.writer._finish(sync=False)
+            # Opened again, not kept from the writes: a write-back error met
+            # before is still reported to a new descriptor.
+            pending.files.append(os.open(pending.writer.path, os.O_RDONLY))
+            self._crash("content-written")
+            pending.files.append(writeOpen(pending.envelopeTmp, pending.envelope.toJSON()))
+            self._crash("envelope-written")
+        except Exception:
+            pending.error = Failure()
 
-        @return: per C{fresh} message, L{None} (content durable, to be named
-            in the next step), its L{Envelope} (named in this step) or the
-            exception that failed it; per C{naming} message, its L{Envelope}
-            or the exception.
+    def _name(self, pending: _Commit, directories: set[str]) -> None:
         """
-        if error is not None:
-            for (_, envelope), result in zip(step.toName, step.namedResults):
-                if isinstance(result, str):
-                    self._unname(envelope)
-            for writer, _ in step.fresh + step.naming:
-                _unlinkQuietly(writer.path)
-            own = step.namedResults[: len(step.naming)]
-            own += [None] * (len(step.naming) - len(own))
-            return (
-                [r if isinstance(r, BaseException) else error for r in step.freshResults],
-                [r if isinstance(r, BaseException) else error for r in own],
-            )
-        for writer, _ in step.toName:
-            _unlinkQuietly(writer.path)
-        outcomes = [
-            envelope if isinstance(result, str) else result
-            for (_, envelope), result in zip(step.toName, step.namedResults)
-        ]
-        freshResults = list(step.freshResults)
-        for i, outcome in zip(step.sameStep, outcomes[len(step.naming) :]):
-            freshResults[i] = outcome
-        return freshResults, outcomes[: len(step.naming)]
-
-    def _name(self, writer: MessageWriter, envelope: Envelope, sync: bool) -> str:
+        Link a message's content under each recipient's name and rename its
+        envelope (the commit record) beside them; add the directories whose
+        entries changed to C{directories}.  On failure, remove what was
+        made.
         """
-        Link the content under each recipient's name and write the envelope
-        (the commit record) beside it.  With C{sync}, fsync as it goes;
-        without, the step's syncfs covers everything, the new date directory
-        included.
-
-        @return: the date directory touched.
-        """
+        envelope = pending.envelope
         directory = os.path.join(self.path, envelope.dateDirectory)
-        if envelope.dateDirectory not in self._knownDateDirectories:
+        try:
+            if envelope.dateDirectory not in self._knownDateDirectories:
+                try:
+                    os.mkdir(directory, 0o750)
+                except FileExistsError:
+                    pass
+                # Made by us or by another process on this spool (a worker)
+                # whose sync may not be done: sync its entry too.
+                directories.add(self.path)
+                self._knownDateDirectories.add(envelope.dateDirectory)
+            directories.add(directory)
+            for recipient in envelope.recipients:
+                os.link(pending.writer.path, self._messagePath(envelope, recipient.token))
+            self._crash("linked")
+            os.rename(
+                pending.envelopeTmp, os.path.join(directory, envelope.queueId + _ENVELOPE_SUFFIX)
+            )
+            self._crash("envelope-renamed")
+        except Exception:
+            pending.error = Failure()
+            self._unname(envelope)
+        else:
+            pending.named = True
+
+    def _syncStep(self, step: _CommitStep) -> None:
+        """
+        The sync of a step (see L{_startBatch}).  Runs in the sync thread.
+        """
+        strategy = self.syncStrategy
+        assert strategy is not None, "Spool.open was not called"
+        written = step.written
+        strategy.sync([fd for pending in written for fd in pending.files], sorted(step.directories))
+        for _ in written:
+            self._crash("data-synced")
+        for pending in step.naming:
+            if pending.named:
+                self._crash("names-synced")
+        if not step.sameStep:
+            return
+        directories: set[str] = set()
+        for pending in written:
+            self._name(pending, directories)
+        strategy.sync([], sorted(directories))
+        for pending in written:
+            if pending.named:
+                self._crash("names-synced")
+
+    def _settle(self, result: object, step: _CommitStep) -> None:
+        """
+        After a step's sync (or its failure, which fails every message of
+        the step): queue for naming the messages whose data is now safe,
+        start the next step, give each finished message its outcome, and
+        only then tidy up (close the step's files, remove the temporary
+        names of the committed messages), so that the clients wait for none
+        of it.
+        """
+        failure = result if isinstance(result, Failure) else None
+        if failure is not None:
+            if not failure.check(OSError):
+                _log.failure("Spool commit step failed", failure)
+            # A date directory this step made may not be durable: the next
+            # step to use it syncs its entry again.
+            self._knownDateDirectories.difference_update(
+                pending.envelope.dateDirectory for pending in step.fresh + step.naming
+            )
+        everyone = step.fresh + step.naming
+        fresh = {id(pending) for pending in step.fresh}
+        finished = []
+        for pending in everyone:
+            if failure is not None and pending.error is None:
+                pending.error = failure
+            if pending.error is not None:
+                self._closeFiles(pending)
+                self._unname(pending.envelope)
+                _unlinkQuietly(pending.envelopeTmp)
+                _unlinkQuietly(pending.writer.path)
+                finished.append(pending)
+            elif id(pending) in fresh and not step.sameStep:
+                self._contentDurable.append(pending)
+            else:
+                finished.append(pending)
+        self._batchRunning = False
+        self._startBatch()
+        for pending in finished:
+            if pending.error is None:
+                # Told even when the committer cancelled its Deferred: every
+                # committed message is announced.
+                self.announce(pending.envelope)
+                self._crash("announced")
+                pending.deferred.callback(pending.envelope)
+                self._crash("acknowledged")
+            else:
+                pending.deferred.errback(pending.error)
+        for pending in everyone:
+            self._closeFiles(pending)
+        for pending in finished:
+            if pending.error is None:
+                # Its content's extra name under tmp/ (start-up clears tmp/
+                # if a crash comes first).
+                _unlinkQuietly(pending.writer.path)
+                self._crash("tmp-removed")
+
+    @staticmethod
+    def _closeFiles(pending: _Commit) -> None:
+        for fd in pending.files:
             try:
-                os.mkdir(directory, 0o750)
-                if sync:
-                    fsyncDirectory(self.path)
-            except FileExistsError:
+                os.close(fd)
+            except OSError:
                 pass
-            self._knownDateDirectories.add(envelope.dateDirectory)
-        for recipient in envelope.recipients:
-            os.link(writer.path, self._messagePath(envelope, recipient.token))
-        if sync:
-            # Without syncfs: the links must be durable before the envelope
-            # that makes them count.
-            fsyncDirectory(directory)
-        base = os.path.join(directory, envelope.queueId)
-        writeFile(base + ".tmp", envelope.toJSON(), sync=sync)
-        os.rename(base + ".tmp", base + _ENVELOPE_SUFFIX)
-        return directory
+        pending.files = []
 
     def _unname(self, envelope: Envelope) -> None:
         """
@@ -702,7 +789,7 @@ class Spool:
         """
         paths = [self._messagePath(envelope, r.token) for r in envelope.recipients]
         base = os.path.join(self.path, envelope.dateDirectory, envelope.queueId)
-        for path in [base + _ENVELOPE_SUFFIX, base + ".tmp"] + paths:
+        for path in [base + _ENVELOPE_SUFFIX] + paths:
             try:
                 os.unlink(path)
             except OSError:

@@ -87,6 +87,10 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    acme: Any = None
+    webhooks: Any = None
+    filters: Any = None
+    webui: Any = None
     _settings: Settings
     # Operations (issue 14)
     #: The L{gopherpost.reload.reloader.Reloader} of this server.
@@ -124,6 +128,11 @@ class GopherPostService(MultiService):
         problem = self.inbound.notReady()
         if problem is not None:
             return (False, problem)
+        # wiring: acme
+        if self.acme is not None:
+            ready, reason = self.acme.readiness()
+            if not ready:
+                return (False, reason)
         return self.spool.isWritable()
 
     def privilegedStartService(self) -> None:
@@ -410,13 +419,26 @@ def buildServer(
     resolver = SwitchableResolver(firstResolver)
     ThreadPoolService(dnsThreads).setServiceParent(service)
 
-    _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+    relayQueue = None
+    if not settings.capture:
+        # Capture mode (the development role) relays nothing.
+        relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
+    _buildWebhooks(settings, spool, reactor, environ, relayQueue, service)
+    _buildFilters(settings, reactor, service)
 
     listeners = configuredListeners(settings)
     service.listeners = listeners
     inherited = InheritedSockets([])
-    if any(spec.kind == "systemd" for _, spec in listeners):
+    acmeSystemd = settings.acmeEnabled and settings.acmeChallengeListen.kind == "systemd"
+    if acmeSystemd or any(spec.kind == "systemd" for _, spec in listeners):
         inherited = InheritedSockets.fromEnvironment(environ)
+    # wiring: acme
+    if settings.acmeEnabled:
+        from gopherpost.acme import makeACMEService
+
+        service.acme = makeACMEService(settings, spool.stateDirectory, reactor, inherited=inherited)
+        service.acme.setServiceParent(service)
+        service.metrics.registry.register(service.acme.metrics)
     inbound: Any
     if settings.workers > 1:
         tls.serverContextFactory(settings, tlsDirectory)
@@ -428,7 +450,11 @@ def buildServer(
         roles = [r for r, _ in listeners]
 
         def build(new: Settings) -> tuple[list[Any], list[Any]]:
-            contextFactory = tls.serverContextFactory(new, tlsDirectory)
+            # With ACME, its certificate switch serves every generation.
+            if service.acme is not None:
+                contextFactory = service.acme.contextFactory
+            else:
+                contextFactory = tls.serverContextFactory(new, tlsDirectory)
             factories = smtpFactories(
                 new, spool, auditLog, resolver, reactor, contextFactory, roles, limits=limits
             )
@@ -457,6 +483,7 @@ def buildServer(
             inbound.addListener(ListenerService(spec, endpoint, switch))
     service.inbound = inbound
     inbound.setServiceParent(service)
+    _buildWebUI(settings, spool, reactor, service)
 
     if not settings.healthDisable:
         resource = web.makeWebResource(settings, auditLog, service.metrics, service.ready)
@@ -593,3 +620,53 @@ def _buildRelay(
     service.relayQueue = relayQueue
     service.metrics.setQueueDepthSource(relayQueue.queueDepth)
     return relayQueue
+
+
+def _buildWebhooks(
+    settings: Settings,
+    spool: Any,
+    reactor: Any,
+    environ: Mapping[str, str],
+    relayQueue: Any,
+    service: Any,
+) -> None:
+    """
+    The webhooks (inbound mail, delivery events), when configured: a spool
+    observer and a delivery observer of the relay queue.
+    """
+    from gopherpost.webhooks.service import makeWebhookService
+
+    webhooks = makeWebhookService(settings, spool, reactor, environ)
+    service.webhooks = webhooks
+    if webhooks is None:
+        return
+    webhooks.setServiceParent(service)
+    spool.addObserver(webhooks)
+    service.metrics.registry.register(webhooks.metrics)
+    addDeliveryObserver = getattr(relayQueue, "addDeliveryObserver", None)
+    if addDeliveryObserver is not None and webhooks.deliveryObserver is not None:
+        addDeliveryObserver(webhooks.deliveryObserver)
+
+
+def _buildFilters(settings: Settings, reactor: Any, service: Any) -> None:
+    """
+    The content filters (rspamd, spamd, milters); their policies join the
+    inbound chains.
+    """
+    from gopherpost.filters.service import makeContentFilters
+
+    service.filters = makeContentFilters(settings, reactor)
+    service.filters.setServiceParent(service)
+    service.metrics.registry.register(service.filters.metrics)
+
+
+def _buildWebUI(settings: Settings, spool: Any, reactor: Any, service: Any) -> None:
+    """
+    The message index, the Mailpit-compatible API and the web UI, when
+    C{SMTP_WEB_LISTEN} (or capture mode) asks for them.
+    """
+    from gopherpost.webui.service import makeWebUIService
+
+    service.webui = makeWebUIService(settings, spool, reactor)
+    if service.webui is not None:
+        service.webui.setServiceParent(service)

@@ -118,11 +118,63 @@ RELAY_FIELDS = frozenset(
 #: Read by the retention service.
 RETENTION_FIELDS = frozenset(("keepDelivered", "retentionDays", "retentionMaxMessages"))
 
+#: Read by the webhooks' service (issue 18), once.
+WEBHOOK_FIELDS = frozenset(
+    (
+        "webhookURL",
+        "webhookSecret",
+        "webhookScope",
+        "webhookMaxInline",
+        "webhookRaw",
+        "webhookTimeout",
+        "webhookRetryInitial",
+        "webhookRetryMax",
+        "webhookLifetime",
+        "webhookConcurrency",
+        "eventsWebhookURL",
+        "eventsWebhookSecret",
+    )
+)
+#: Read by the content filters (issue 21), once.
+FILTER_FIELDS = frozenset(
+    (
+        "rspamdURL",
+        "rspamdScope",
+        "rspamdTimeout",
+        "filterFail",
+        "spamd",
+        "spamdScope",
+        "spamdTimeout",
+        "spamdMaxSize",
+        "spamRejectScore",
+        "milters",
+    )
+)
+#: Read by the web UI, the message index and capture mode (issue 17), once.
+WEB_UI_FIELDS = frozenset(
+    ("webListen", "webAuth", "capture", "captureMaxMessages", "indexRelayed", "releaseTo")
+)
+#: Read by the ACME service (issue 22), once.
+ACME_FIELDS = frozenset(
+    (
+        "acmeDomains",
+        "acmeEmail",
+        "acmeDirectory",
+        "acmeAgreeTOS",
+        "acmeChallengeListen",
+        "acmeDirectoryCA",
+    )
+)
+
 #: The parts that read their settings once: (name, fields).
 STATIC_PARTS: tuple[tuple[str, frozenset[str]], ...] = (
     ("listeners", LISTENER_FIELDS),
     ("HTTP server and audit log", HTTP_FIELDS),
     ("spool", SPOOL_FIELDS),
+    ("webhooks", WEBHOOK_FIELDS),
+    ("content filters", FILTER_FIELDS),
+    ("web UI and capture mode", WEB_UI_FIELDS),
+    ("ACME", ACME_FIELDS),
 )
 
 #: What one generation of factories is: the SMTP factories (each with
