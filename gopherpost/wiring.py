@@ -439,6 +439,7 @@ def buildServer(
         service.acme = makeACMEService(settings, spool.stateDirectory, reactor, inherited=inherited)
         service.acme.setServiceParent(service)
         service.metrics.registry.register(service.acme.metrics)
+        service.commands.addProvider(service.acme)
     inbound: Any
     if settings.workers > 1:
         tls.serverContextFactory(settings, tlsDirectory)
