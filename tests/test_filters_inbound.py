@@ -403,7 +403,7 @@ class WorkerTests(ServerTestCase):
 
         agent = Agent(reactor)
         counted: dict[str, Any] = {}
-        for _ in range(100):
+        for _ in range(300):
             response = yield agent.request(b"GET", b"http://127.0.0.1:%d/metrics" % httpPort)
             counted = json.loads((yield readBody(response)))["smtp_filter_results_total"]
             if counted.get("rspamd", {}).get("reject") == 4:
