@@ -291,6 +291,10 @@ class MilterTests(ServerTestCase):
         self.assertEqual(
             sorted(filterTags(envelope)), ["clamav", "opendkim", "rspamd", "spamassassin"]
         )
+        # One line per verdict, none per connection to a filter.
+        self.assertEqual(len(self.logged("Filter ")), 4)
+        self.assertEqual(self.logged("Starting factory"), [])
+        self.assertEqual(self.logged("Stopping factory"), [])
 
 
 class MilterFailureTests(ServerTestCase):
