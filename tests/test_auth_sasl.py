@@ -133,9 +133,7 @@ class PlainTests(SynchronousTestCase):
         """
         Acting as someone else is refused.
         """
-        error = self.assertRaises(
-            SASLError, PlainExchange().start, b"root\0alice@example.org\0pw"
-        )
+        error = self.assertRaises(SASLError, PlainExchange().start, b"root\0alice@example.org\0pw")
         self.assertEqual(error.kind, AUTHZID)
 
     def test_nulTricks(self) -> None:
