@@ -38,6 +38,9 @@ __all__ = [
 
 _headers = HeaderRegistry()
 
+#: What a user owns who is no longer in the users file.
+_NOTHING = SenderRights("")
+
 #: Looks up the rights of a user name (L{None}: the user is gone).
 RightsLookup = Callable[[str], SenderRights | None]
 
@@ -140,8 +143,8 @@ class _RightsPolicy(_Policy):
         self._rightsOf = rightsOf
 
     def _rights(self, user: str) -> SenderRights:
-        # A user removed since they authenticated owns nothing.
-        return self._rightsOf(user) or SenderRights(user, ())
+        # A user removed since they authenticated owns nothing (but <>).
+        return self._rightsOf(user) or _NOTHING
 
 
 class SenderRightsPolicy(_RightsPolicy):
