@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from gopherpost.auth.directory import CHECK_EVERY, UserDirectory
 from gopherpost.auth.users import UsersFileError
-from tests.support.auth import writeUsers
+from tests.support.auth import captureLogs, writeUsers
 
 
 class DirectoryTests(SynchronousTestCase):
@@ -24,7 +23,7 @@ class DirectoryTests(SynchronousTestCase):
         writeUsers(self.path, [("alice@example.org", "pw")])
         self.users = UserDirectory(self.path, self.clock)
         self.users.load()
-        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.log = captureLogs(self)
 
     def rewrite(self, users: list) -> None:
         writeUsers(self.path + ".new", users)

@@ -30,7 +30,7 @@ class LockoutTests(SynchronousTestCase):
         self.clock.advance(1_000_000)
         self.lockouts = Lockouts(MemoryStore(), self.clock, PARAMETERS)
 
-    def fail(self, address: str, user: str | None = "alice", times: int = 1) -> LockoutsStarted:
+    def failFrom(self, address: str, user: str | None = "alice", times: int = 1) -> LockoutsStarted:
         started = LockoutsStarted()
         for _ in range(times):
             started = self.successResultOf(self.lockouts.failed(address, user))
@@ -49,9 +49,9 @@ class LockoutTests(SynchronousTestCase):
         The third failure from one address locks its network out for the
         base duration.
         """
-        self.assertEqual(self.fail(ATTACKER, None, 2), LockoutsStarted())
+        self.assertEqual(self.failFrom(ATTACKER, None, 2), LockoutsStarted())
         self.assertIsNone(self.clientLocked(ATTACKER))
-        started = self.fail(ATTACKER, None)
+        started = self.failFrom(ATTACKER, None)
         now = self.clock.seconds()
         self.assertEqual(started.client, now + 600)
         self.assertEqual(self.clientLocked(ATTACKER), now + 600)
@@ -61,8 +61,8 @@ class LockoutTests(SynchronousTestCase):
         """
         IPv6 clients are counted by their /64.
         """
-        self.fail("2001:db8:1:2::1", None, 2)
-        self.fail("2001:db8:1:2:ffff::9", None)
+        self.failFrom("2001:db8:1:2::1", None, 2)
+        self.failFrom("2001:db8:1:2:ffff::9", None)
         self.assertIsNotNone(self.clientLocked("2001:db8:1:2::77"))
         self.assertIsNone(self.clientLocked("2001:db8:1:3::1"))
 
@@ -70,7 +70,7 @@ class LockoutTests(SynchronousTestCase):
         """
         IPv4 clients are counted by their address alone.
         """
-        self.fail(ATTACKER, None, 3)
+        self.failFrom(ATTACKER, None, 3)
         self.assertIsNone(self.clientLocked(ATTACKER_NEIGHBOUR))
 
     def test_windowForgets(self) -> None:
@@ -78,9 +78,9 @@ class LockoutTests(SynchronousTestCase):
         Failures further apart than the window never add up.
         """
         for _ in range(6):
-            self.fail(ATTACKER, None)
+            self.failFrom(ATTACKER, None)
             self.clock.advance(301)
-            self.fail(ATTACKER, None)
+            self.failFrom(ATTACKER, None)
             self.clock.advance(301)
         self.assertIsNone(self.clientLocked(ATTACKER))
 
@@ -91,7 +91,7 @@ class LockoutTests(SynchronousTestCase):
         """
         durations = []
         for _ in range(5):
-            started = self.fail(ATTACKER, None, 3)
+            started = self.failFrom(ATTACKER, None, 3)
             assert started.client is not None
             durations.append(started.client - self.clock.seconds())
             self.clock.advance(started.client - self.clock.seconds() + 1)
@@ -101,19 +101,19 @@ class LockoutTests(SynchronousTestCase):
         """
         While a network is locked out its failures count against nobody.
         """
-        self.fail(ATTACKER, "alice", 3)
+        self.failFrom(ATTACKER, "alice", 3)
         for _ in range(10):
-            self.assertEqual(self.fail(ATTACKER, "alice"), LockoutsStarted())
+            self.assertEqual(self.failFrom(ATTACKER, "alice"), LockoutsStarted())
         self.assertIsNone(self.userLocked(REAL_USER))
 
     def test_userThreshold(self) -> None:
         """
         Failures for one user from several networks lock the user out.
         """
-        self.fail(ATTACKER, "alice", 2)
-        self.fail(OTHER_ATTACKER, "Alice", 2)
+        self.failFrom(ATTACKER, "alice", 2)
+        self.failFrom(OTHER_ATTACKER, "Alice", 2)
         self.assertIsNone(self.userLocked(REAL_USER))
-        started = self.fail("192.0.2.200", "ALICE")
+        started = self.failFrom("192.0.2.200", "ALICE")
         self.assertEqual(started.user, self.clock.seconds() + 600)
         self.assertEqual(self.userLocked(REAL_USER), self.clock.seconds() + 600)
         self.assertIsNone(self.userLocked(REAL_USER, "bob"))
@@ -124,7 +124,7 @@ class LockoutTests(SynchronousTestCase):
         the network.
         """
         for address in ("192.0.2.50", "192.0.2.51", "192.0.2.52"):
-            self.fail(address, None, 2)
+            self.failFrom(address, None, 2)
         self.assertIsNone(self.userLocked(REAL_USER))
 
     def test_realUserNotKeptOut(self) -> None:
@@ -137,7 +137,7 @@ class LockoutTests(SynchronousTestCase):
         for round in range(4):
             # A round: five failures from new addresses, two each at most.
             for _ in range(3):
-                self.fail(next(attackers), "alice", 2)
+                self.failFrom(next(attackers), "alice", 2)
             now = self.clock.seconds()
             real = self.userLocked(REAL_USER)
             self.assertEqual(real, now + 600, f"round {round}")

@@ -13,8 +13,7 @@ from twisted.cred.credentials import UsernamePassword
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gopherpost.auth.interfaces import IAuthenticatedUser
@@ -28,7 +27,7 @@ from gopherpost.auth.service import (
 from gopherpost.checks.service import STATE_FILE
 from gopherpost.checks.store import MemoryStore
 from gopherpost.config import ConfigError, Settings, settingsFromEnvironment
-from tests.support.auth import FakeContext, makeService, writeUsers
+from tests.support.auth import FakeContext, captureLogs, makeService, writeUsers
 
 
 def settingsFor(**environ: str) -> Settings:
@@ -152,7 +151,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.spool = os.path.abspath(self.mktemp())
         self.state = os.path.join(self.spool, ".gopherpost")
         os.makedirs(self.state)
-        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.log = captureLogs(self)
 
     def settings(self, **environ: str) -> Settings:
         environ.setdefault("SMTP_SUBMISSION_LISTEN", "tcp:2587")
@@ -227,7 +226,7 @@ class AuthServiceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.directory = self.mktemp()
         self.service = makeService(self.directory, [("alice@example.org", "pw")])
-        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.log = captureLogs(self)
 
     def test_enabledFor(self) -> None:
         self.assertTrue(self.service.enabledFor("submission"))
@@ -267,7 +266,8 @@ class AuthServiceTests(SynchronousTestCase):
         """
         A role's portal gets the password checker.
         """
-        portal = self.service.extendPortal(Portal(None, []))
+        portal = self.service.extendPortal(Portal(None, []))  # type: ignore[arg-type]
+        user: Any
         _, user, _ = self.successResultOf(
             portal.login(UsernamePassword(b"alice@example.org", b"pw"), None, IAuthenticatedUser)
         )
@@ -344,7 +344,7 @@ class AuthServiceTests(SynchronousTestCase):
 
 
 class VerifierLifecycleTests(TestCase):
-    def test_startStop(self) -> None:
+    def test_startStop(self) -> defer.Deferred[Any]:
         """
         The service starts and stops the verifier threads with itself.
         """

@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -25,7 +24,7 @@ from gopherpost.auth.metrics import RESULTS
 from gopherpost.auth.replies import AuthReply
 from gopherpost.auth.sasl import MAX_RESPONSE
 from gopherpost.checks.store import MemoryStore, StoreUnavailable
-from tests.support.auth import FakeContext, makeService
+from tests.support.auth import FakeContext, captureLogs, makeService
 
 ALICE = "alice@example.org"
 PASSWORD = "correct horse"
@@ -57,7 +56,7 @@ class AuthCommandTests(SynchronousTestCase):
         self.service = self.makeService()
         self.context = FakeContext()
         self.command = self.service.newCommand(self.context)
-        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.log = captureLogs(self)
 
     def makeService(self, **kwargs: Any) -> Any:
         return makeService(

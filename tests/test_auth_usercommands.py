@@ -322,5 +322,6 @@ class StandaloneTests(SynchronousTestCase):
         self.patch(sys, "stdin", _Stdin("pw\n", False))
         self.assertEqual(usercommands.main(["add", "alice", "--password-stdin"]), 0)
         self.assertEqual(usercommands.main(["list", "--json"]), 0)
-        self.assertIn('"name": "alice"', sys.stdout.getvalue())  # type: ignore[attr-defined]
+        out: Any = sys.stdout
+        self.assertIn('"name": "alice"', out.getvalue())
         self.assertEqual(usercommands.main(["nope"]), 2)

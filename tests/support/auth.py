@@ -15,6 +15,9 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import provider
 
 from gopherpost.auth.directory import UserDirectory
 from gopherpost.auth.lockout import LockoutParameters, Lockouts
@@ -24,6 +27,7 @@ from gopherpost.checks.store import MemoryStore
 from gopherpost.webui.password import hashPassword
 
 __all__ = [
+    "captureLogs",
     "FakeContext",
     "SyncVerifier",
     "TLS",
@@ -35,6 +39,21 @@ __all__ = [
 
 #: Stands for an encrypted session's C{context.tls}.
 TLS = object()
+
+
+def captureLogs(testCase: SynchronousTestCase) -> list[LogEvent]:
+    """
+    The log events of the rest of the test, in order.
+    """
+    events: list[LogEvent] = []
+
+    @provider(ILogObserver)
+    def observe(event: LogEvent) -> None:
+        events.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    testCase.addCleanup(globalLogPublisher.removeObserver, observe)
+    return events
 
 
 @functools.lru_cache(maxsize=64)
@@ -53,7 +72,7 @@ def usersText(users: Iterable[tuple[str, str] | tuple[str, str, Sequence[str]]])
     lines = ["# test users"]
     for user in users:
         name, password = user[0], user[1]
-        senders = user[2] if len(user) > 2 else ()  # type: ignore[misc]
+        senders = user[2] if len(user) > 2 else ()
         line = f"{name} {hashFor(password)}"
         if senders:
             line += " " + ",".join(senders)
