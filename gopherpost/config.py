@@ -208,6 +208,10 @@ class Settings:
     dkimPrivateKey: str | None = None
     dkimDomain: str | None = None
 
+    # Inbound DATA deadline (Postfix's smtpd_min_data_rate): octets per
+    # second of message content that earn their time back; 0: idle timer
+    # only.
+    minDataRate: int = 500
     # Internet MX checks (issue 16): sender authentication, abuse, shared state
     #: C{SMTP_SENDER_AUTH}: check SPF, DKIM, ARC and DMARC for mail from
     #: clients without relay permission and add Authentication-Results.
@@ -810,6 +814,8 @@ def settingsFromEnvironment(
         spamRejectScore=get("SMTP_SPAM_REJECT_SCORE", _spamScore, _DEFAULT_REJECT_SCORE),
         milters=get("SMTP_MILTERS", parseMilters, ()),
         **webhooks,
+        # Inbound
+        minDataRate=get("SMTP_MIN_DATA_RATE", _int, 500),
     )
     # Internet MX checks (issue 16).
     banDuration = get("SMTP_BAN_DURATION", lambda n, r: _seconds(n, r, 1), 600.0)
