@@ -39,6 +39,7 @@ __all__ = [
     "buildServer",
     "configuredListeners",
     "listenerFactory",
+    "makeAuth",
     "makeResolver",
     "openSpool",
     "roleByName",
@@ -85,6 +86,7 @@ class GopherPostService(MultiService):
     webhooks: Any = None
     filters: Any = None
     webui: Any = None
+    auth: Any = None
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -187,10 +189,12 @@ def smtpFactories(
     clock: IReactorTime,
     contextFactory: Any,
     roles: Iterable[ListenerRole],
+    auth: Any = None,
 ) -> dict[str, Any]:
     """
     One SMTP factory per role, all sharing one set of connection limits.
 
+    @param auth: the L{gopherpost.auth.service.AuthService}, or L{None}.
     @return: the factories by role name, in the order of L{ROLES}.
     """
     from gopherpost.inbound.factory import ConnectionLimits, makeSMTPFactory
@@ -199,7 +203,15 @@ def smtpFactories(
     limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
     return {
         role.name: makeSMTPFactory(
-            settings, spool, audit, resolver, clock, contextFactory, role=role, limits=limits
+            settings,
+            spool,
+            audit,
+            resolver,
+            clock,
+            contextFactory,
+            role=role,
+            limits=limits,
+            auth=auth,
         )
         for role in ROLES
         if role in wanted
@@ -298,6 +310,11 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         service.acme.setServiceParent(service)
         service.metrics.registry.register(service.acme.metrics)
         contextFactory = service.acme.contextFactory
+    # wiring: auth (issue 15): users, password checks, lockouts
+    service.auth = makeAuth(settings, spool, reactor)
+    if service.auth is not None:
+        service.auth.setServiceParent(service)
+        service.metrics.registry.register(service.auth.metrics)
     inbound: Any
     if settings.workers > 1:
         inbound = WorkerPool(
@@ -305,7 +322,14 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         )
     else:
         factories = smtpFactories(
-            settings, spool, auditLog, resolver, reactor, contextFactory, [r for r, _ in listeners]
+            settings,
+            spool,
+            auditLog,
+            resolver,
+            reactor,
+            contextFactory,
+            [r for r, _ in listeners],
+            auth=service.auth,
         )
         inbound = InboundService(list(factories.values()), SHUTDOWN_GRACE)
         for role, spec in listeners:
@@ -324,6 +348,19 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         if webService is not None:
             webService.setServiceParent(service)
     return service
+
+
+def makeAuth(settings: Settings, spool: Any, reactor: Any) -> Any:
+    """
+    Authenticated submission when a listener offers AUTH (its replies are
+    the inbound session's), else L{None}.
+
+    @raise ConfigError: the users file is not valid (C{SMTP_USERS_FILE}).
+    """
+    from gopherpost.auth.service import makeAuthService
+    from gopherpost.inbound.replies import Reply
+
+    return makeAuthService(settings, spool.stateDirectory, reactor, replyType=Reply)
 
 
 def _checkOutboundTrust(settings: Settings) -> None:

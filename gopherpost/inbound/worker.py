@@ -137,8 +137,12 @@ def main(reactor: Any = None) -> None:
     resolver, dnsThreads = wiring.makeResolver(settings.dnsServers, reactor)
     dnsThreads.start()
     roles = [wiring.roleByName(p.role) for p in passed]
+    # wiring: auth (issue 15); its counter stays in this process
+    auth = wiring.makeAuth(settings, spool, reactor)
+    if auth is not None:
+        auth.startService()
     factories = wiring.smtpFactories(
-        settings, spool, audit, resolver, reactor, contextFactory, roles
+        settings, spool, audit, resolver, reactor, contextFactory, roles, auth=auth
     )
     ports = []
     for listener, role in zip(passed, roles):
@@ -158,6 +162,8 @@ def main(reactor: Any = None) -> None:
         d.addCallback(lambda _: gatherResults([f.drain() for f in factories.values()]))
         d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: dnsThreads.stop())
+        if auth is not None:
+            d.addBoth(lambda _: auth.stopService())
         return d
 
     reactor.addSystemEventTrigger("before", "shutdown", drain)
