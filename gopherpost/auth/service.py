@@ -295,9 +295,9 @@ def makeAuthService(
     if directory.exists:
         _log.info("Users file {path}: {count} users", path=path, count=count)
     else:
-        _log.warn(
-            "Users file {path} does not exist: nobody can authenticate until users are "
-            "added (gopherpostctl user add NAME)",
+        _log.info(
+            "Users file {path} does not exist yet: nobody can authenticate until users "
+            "are added (gopherpostctl user add NAME)",
             path=path,
         )
     owned = None

@@ -27,6 +27,9 @@ from gopherpost.checks.store import MemoryStore
 from gopherpost.webui.password import hashPassword
 
 __all__ = [
+    "TEST_USER",
+    "TEST_PASSWORD",
+    "addTestUser",
     "captureLogs",
     "FakeContext",
     "SyncVerifier",
@@ -39,6 +42,10 @@ __all__ = [
 
 #: Stands for an encrypted session's C{context.tls}.
 TLS = object()
+
+#: The user L{addTestUser} adds (it owns its own address).
+TEST_USER = "alice@gopherpost.test"
+TEST_PASSWORD = "alice's password"
 
 
 def captureLogs(testCase: SynchronousTestCase) -> list[LogEvent]:
@@ -90,6 +97,17 @@ def writeUsers(path: str, users: Iterable[Any]) -> str:
     with open(path, "w", encoding="utf-8") as f:
         f.write(usersText(users))
     return path
+
+
+def addTestUser(spoolPath: str, users: Iterable[Any] = ((TEST_USER, TEST_PASSWORD),)) -> str:
+    """
+    Give the server that will run on C{spoolPath} a users file (in its
+    default place, the spool's state directory), for clients of the
+    submission listeners, which must authenticate.
+
+    @return: the users file.
+    """
+    return writeUsers(os.path.join(spoolPath, ".gopherpost", "users"), users)
 
 
 @dataclass
