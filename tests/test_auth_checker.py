@@ -21,6 +21,7 @@ from zope.interface import Interface, implementer
 from zope.interface.verify import verifyObject
 
 from gopherpost.auth.checker import (
+    VERIFY_NICENESS,
     VERIFY_THREADS,
     AuthenticatedUser,
     PasswordChecker,
@@ -177,7 +178,8 @@ class VerifierPoolTests(TestCase):
     def test_floodQueues(self) -> defer.Deferred[None]:
         """
         Eight checks at once run in the pool's own threads, never more than
-        L{VERIFY_THREADS} of them, off the reactor thread; all answer.
+        L{VERIFY_THREADS} of them, off the reactor thread and nicer than it;
+        all answer.
         """
         directory = _directory(self, [("alice", "right")])
         verifier = VerifierPool(reactor)
@@ -189,8 +191,11 @@ class VerifierPoolTests(TestCase):
         assert record is not None
         original = record.hash.verify
 
+        niceness: set[int] = set()
+
         def verify(password: str) -> bool:
             threadNames.add(threading.current_thread().name)
+            niceness.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
             return original(password)
 
         self.patch(type(record.hash), "verify", lambda self_, password: verify(password))
@@ -208,5 +213,8 @@ class VerifierPoolTests(TestCase):
             self.assertLessEqual(len(threadNames), VERIFY_THREADS)
             self.assertNotIn(threading.main_thread().name, threadNames)
             self.assertTrue(all("gopherpost-auth" in name for name in threadNames))
+            # Nicer than the reactor's thread, which keeps its priority.
+            mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            self.assertEqual(niceness, {min(19, mine + VERIFY_NICENESS)})
 
         return results.addCallback(done)

@@ -10,12 +10,17 @@ it never runs on the reactor: L{VerifierPool} has L{VERIFY_THREADS}
 threads of its own, apart from the DNS and spool threads, and a flood of
 attempts waits in its queue rather than starting more threads (the
 connection limits bound that queue: one check at a time per session).
+Its threads run at a lower scheduling priority (nice L{VERIFY_NICENESS},
+for those threads only), so that a flood of checks slows down the checks,
+not the reactor thread that serves every other session.
 A user name that does not exist costs the same check against a decoy
 hash, so answer times do not tell which names exist.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +40,7 @@ from gopherpost.auth.passwords import decoyHash
 from gopherpost.auth.senders import SenderRights
 
 __all__ = [
+    "VERIFY_NICENESS",
     "VERIFY_THREADS",
     "AuthenticatedUser",
     "PasswordChecker",
@@ -45,6 +51,30 @@ __all__ = [
 
 #: Threads checking passwords (scrypt is CPU-bound: one per core here).
 VERIFY_THREADS = 2
+#: How much nicer than the rest of the process the checking threads are.
+VERIFY_NICENESS = 10
+
+_niced = threading.local()
+
+
+def _lowerPriority() -> None:
+    """
+    Make the calling thread (only it: Linux's setpriority takes a thread id)
+    nicer, once.
+    """
+    if getattr(_niced, "done", False):
+        return
+    _niced.done = True
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + VERIFY_NICENESS)
+    except OSError:
+        pass
+
+
+def _nicely(f: Callable[..., Any], *args: Any) -> Any:
+    _lowerPriority()
+    return f(*args)
 
 
 class VerifierPool(Service):
@@ -70,7 +100,7 @@ class VerifierPool(Service):
             self.pending -= 1
             return result
 
-        return deferToThreadPool(self._reactor, self.pool, f, *args).addBoth(done)
+        return deferToThreadPool(self._reactor, self.pool, _nicely, f, *args).addBoth(done)
 
     def startService(self) -> None:
         Service.startService(self)
