@@ -32,6 +32,7 @@ __all__ = [
     "addTestUser",
     "captureLogs",
     "FakeContext",
+    "InstantVerifier",
     "SyncVerifier",
     "TLS",
     "hashFor",
@@ -137,12 +138,24 @@ class SyncVerifier(Service):
         return defer.maybeDeferred(f, *args)
 
 
+class InstantVerifier(SyncVerifier):
+    """
+    Answers a check as scrypt would, without scrypt (for fuzzing): only
+    L{TEST_PASSWORD} against its own hash.
+    """
+
+    def run(self, f: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        hashed = getattr(f, "__self__", None)
+        return defer.succeed(hashed == hashFor(TEST_PASSWORD) and args == (TEST_PASSWORD,))
+
+
 def makeService(
     directory: str,
     users: Iterable[Any] = (),
     clock: Clock | None = None,
     parameters: LockoutParameters | None = None,
     store: Any = None,
+    verifier: Service | None = None,
     **kwargs: Any,
 ) -> AuthService:
     """
@@ -156,4 +169,10 @@ def makeService(
     lockouts = Lockouts(
         store if store is not None else MemoryStore(), clock, parameters or LockoutParameters()
     )
-    return AuthService(users_, lockouts, SyncVerifier(), clock, **kwargs)  # type: ignore[arg-type]
+    return AuthService(
+        users_,
+        lockouts,
+        verifier or SyncVerifier(),  # type: ignore[arg-type]
+        clock,
+        **kwargs,
+    )
