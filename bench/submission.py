@@ -240,7 +240,7 @@ def main() -> None:
             hammer = Hammer(server.submissions, args.hammers)
             started = time.monotonic()
             time.sleep(3)  # every hammering client in its exchanges
-            attack = []
+            attack: list[float] = []
             # At least a few seconds of attack, however fast the sessions.
             while len(attack) < args.samples or time.monotonic() - started < 8:
                 attack.append(plainSession(server.smtp))

@@ -340,10 +340,12 @@ class WholeServerTests(TestCase):
                 c.ehlo("client.test")
                 c.starttls(context=_context())
                 c.ehlo("client.test")
+                text: bytes | str
                 try:
-                    return c.login(user, password)
+                    code, text = c.login(user, password)
                 except smtplib.SMTPResponseException as e:
-                    return e.smtp_code, e.smtp_error
+                    code, text = e.smtp_code, e.smtp_error
+                return code, text if isinstance(text, bytes) else text.encode()
 
         token = uuid.uuid4().hex.encode()
 

@@ -171,7 +171,7 @@ class MakeServiceTests(SynchronousTestCase):
         assert service is not None
         self.assertEqual(len(service.directory), 0)
         text = "\n".join(formatEvent(e) for e in self.log)
-        self.assertIn("does not exist: nobody can authenticate", text)
+        self.assertIn("does not exist yet: nobody can authenticate", text)
         self.assertIn("gopherpostctl user add NAME", text)
 
     def test_badUsersFile(self) -> None:

@@ -143,11 +143,11 @@ def _challenges(response: Response) -> Response:
     An AUTH command's response, its C{334} challenge (if any) made to let
     the client's response line be long.
     """
-    if type(response) is Reply:
+    if isinstance(response, Reply):
         if response.code == 334:
             return Reply(334, response.text, Action.AUTH_RESPONSE)
         return response
-    return tuple(_challenges(r) for r in response)  # type: ignore[misc]
+    return tuple(Reply(334, r.text, Action.AUTH_RESPONSE) if r.code == 334 else r for r in response)
 
 
 def _then(result: Any, f: Callable[[Any], Any]) -> Any:
