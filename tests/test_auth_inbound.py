@@ -10,12 +10,13 @@ import base64
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from gopherpost.auth.command import FAILURE_DELAY
 from gopherpost.inbound.replies import Reply
 from gopherpost.inbound.roles import SMTP, SUBMISSION, SUBMISSIONS, ListenerRole
-from tests.support.auth import makeService
+from tests.support.auth import captureLogs, makeService
 from tests.support.inbound import InboundHarness, replies
 
 ALICE = "alice@gopherpost.test"
@@ -126,6 +127,7 @@ class AuthSessionTests(SynchronousTestCase):
         says ESMTPSA and not the user, the envelope keeps the user, and the
         log names them.
         """
+        log = captureLogs(self)
         proto, transport = self.connect()
         self.send(proto, transport, b"EHLO client.test\r\n")
         self.assertEqual(
@@ -151,6 +153,8 @@ class AuthSessionTests(SynchronousTestCase):
         [envelope] = list(self.harness.spool.envelopes())
         self.assertEqual(envelope.metadata, {"authUser": ALICE, "authMechanism": "PLAIN"})
         self.assertEqual(len(self.harness.relayed), 1)
+        [accepted] = [formatEvent(e) for e in log if "Accepted" in e.get("log_format", "")]
+        self.assertIn(f"user={ALICE}", accepted)
 
     def test_senderNotOwned(self) -> None:
         """
