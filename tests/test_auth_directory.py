@@ -51,7 +51,7 @@ class DirectoryTests(SynchronousTestCase):
         self.clock.advance(CHECK_EVERY)
         self.users.refresh()
         self.assertIsNotNone(self.users.get("bob"))
-        self.assertIn("re-read: 2 users", formatEvent(self.log[-1]))
+        self.assertIn("re-read, users: 2", formatEvent(self.log[-1]))
 
     def test_unchangedNotRead(self) -> None:
         """

@@ -208,7 +208,7 @@ class MakeServiceTests(SynchronousTestCase):
             (7, True, True, "mx.example.test"),
         )
         self.assertEqual(service.lockouts.parameters.clientThreshold, 9)
-        self.assertIn("1 users", "\n".join(formatEvent(e) for e in self.log))
+        self.assertIn("users: 1", "\n".join(formatEvent(e) for e in self.log))
 
     def test_ownStore(self) -> None:
         """

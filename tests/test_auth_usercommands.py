@@ -276,7 +276,7 @@ class UserCommandTests(SynchronousTestCase):
         self.assertEqual(self.context.calls, ["users.reload"])
         self.server = lambda command: {"reloaded": True, "users": 2}
         _, _, err = self.ctl("add", "bob", "--password-stdin", stdin="pw\n")
-        self.assertIn("the running server now has 2 users", err)
+        self.assertIn("the running server read it again (users: 2)", err)
         self.server = lambda command: {"reloaded": False, "error": "line 9: broken"}
         _, _, err = self.ctl("remove", "bob")
         self.assertIn("did not take the file: line 9: broken", err)

@@ -137,11 +137,11 @@ class UserDirectory:
             # Not tried again until the file changes again.
             self._signature = signature
             _log.error(
-                "Users file not re-read, the {count} users from before stay: {problem}",
+                "Users file not re-read, the users from before ({count}) stay: {problem}",
                 count=before,
                 problem=str(e),
             )
             return
         _log.info(
-            "Users file {path} re-read: {count} users", path=self.path, count=len(self._users)
+            "Users file {path} re-read, users: {count}", path=self.path, count=len(self._users)
         )

@@ -255,7 +255,9 @@ class AuthService(MultiService):
         except UsersFileError as e:
             _log.error("Users file not re-read: {problem}", problem=str(e))
             return {"reloaded": False, "path": self.directory.path, "error": str(e)}
-        _log.info("Users file {path} re-read: {count} users", path=self.directory.path, count=count)
+        _log.info(
+            "Users file {path} re-read, users: {count}", path=self.directory.path, count=count
+        )
         return {"reloaded": True, "path": self.directory.path, "users": count}
 
     def controlCommands(self) -> Mapping[str, Callable[..., Any]]:
@@ -293,7 +295,7 @@ def makeAuthService(
     except UsersFileError as e:
         raise ConfigError("SMTP_USERS_FILE", str(e)) from None
     if directory.exists:
-        _log.info("Users file {path}: {count} users", path=path, count=count)
+        _log.info("Users file {path}, users: {count}", path=path, count=count)
     else:
         _log.info(
             "Users file {path} does not exist yet: nobody can authenticate until users "

@@ -134,7 +134,7 @@ def _tellServer(context: Any) -> None:
     if not running:
         return
     if isinstance(result, dict) and result.get("reloaded"):
-        context.note(f"the running server now has {result.get('users')} users")
+        context.note(f"the running server read it again (users: {result.get('users')})")
     elif isinstance(result, dict):
         context.note(f"the running server did not take the file: {result.get('error')}")
 
