@@ -307,21 +307,41 @@ class RealHashTests(SynchronousTestCase):
         self.assertEqual(parseUserHash(str(user.hash)), user.hash)
 
 
-class StandaloneTests(SynchronousTestCase):
+class GopherpostctlTests(SynchronousTestCase):
     def test_main(self) -> None:
         """
-        C{python3 -m gopherpost.auth.usercommands} runs the same commands
-        with the spool from C{SMTP_QUEUE_PATH}.
+        C{gopherpostctl user} runs the same commands, with the spool from
+        C{SMTP_QUEUE_PATH} (or C{--queue-path}), and C{--help} lists the
+        group.
         """
+        from gopherpost.ctl.main import main
+
         spool = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(spool, ".gopherpost"))
-        self.patch(os, "environ", {"SMTP_QUEUE_PATH": spool})
-        self.patch(sys, "stdout", io.StringIO())
-        self.patch(sys, "stderr", io.StringIO())
+        # An env file of its own: never the Debian package's, nor a .env here.
+        envFile = os.path.join(spool, "env")
+        with open(envFile, "w"):
+            pass
+        environ = {"SMTP_QUEUE_PATH": spool, "SMTP_ENV_FILE": envFile}
+        out, err = io.StringIO(), io.StringIO()
         self.patch(usercommands, "hashPassword", lambda password: hashFor(password))
         self.patch(sys, "stdin", _Stdin("pw\n", False))
-        self.assertEqual(usercommands.main(["add", "alice", "--password-stdin"]), 0)
-        self.assertEqual(usercommands.main(["list", "--json"]), 0)
-        out: Any = sys.stdout
+        status = main(["user", "add", "alice", "--password-stdin"], environ, out, err)
+        self.assertEqual(status, 0, err.getvalue())
+        self.assertEqual(main(["user", "list", "--json"], environ, out, err), 0)
         self.assertIn('"name": "alice"', out.getvalue())
-        self.assertEqual(usercommands.main(["nope"]), 2)
+        self.assertEqual(
+            main(
+                ["--queue-path", spool, "user", "remove", "alice"],
+                {"SMTP_ENV_FILE": envFile},
+                out,
+                err,
+            ),
+            0,
+        )
+        self.assertEqual(list(readUsersFile(os.path.join(spool, ".gopherpost", "users"))), [])
+        self.assertEqual(main(["user", "nope"], environ, out, err), 2)
+        help = io.StringIO()
+        self.patch(sys, "stdout", help)
+        main(["--help"], environ, out, err)
+        self.assertIn("user", help.getvalue())

@@ -17,9 +17,10 @@ rewritten atomically, keeping its mode, owner and comments
 again by itself within a second; when it runs, it is also told through the
 control socket (C{users.reload}), and says how many users it has.
 
-The handlers work with C{gopherpostctl}'s context (its C{args}, C{out},
-C{err}, C{loaded()}, C{spoolPath}, C{tryCall()}, C{printJSON()},
-C{note()}); L{configure} adds the subcommands to the group's parser.
+The handlers work with C{gopherpostctl}'s context
+(L{gopherpost.ctl.registry.Context}: its C{args}, C{out}, C{err},
+C{loaded()}, C{spoolPath}, C{tryCall()}, C{printJSON()}, C{note()});
+L{configure} adds the subcommands to the group's parser (L{GROUP}).
 Exit status: 0 done, 1 failed (no such user, a name taken, a file that
 cannot be written), 2 wrong usage (a bad name, pattern or password).
 """
@@ -44,8 +45,9 @@ from gopherpost.auth.users import (
     readUsersFile,
     updateUsersFile,
 )
+from gopherpost.ctl.registry import CommandGroup
 
-__all__ = ["HELP", "configure", "usersFileOf"]
+__all__ = ["GROUP", "HELP", "configure", "usersFileOf"]
 
 #: The group's one-line help.
 HELP = "users who may authenticate (AUTH) and send as which addresses"
@@ -315,56 +317,5 @@ def configure(parser: argparse.ArgumentParser) -> None:
     senders.set_defaults(handler=_handler(_senders))
 
 
-class _StandaloneContext:
-    """
-    What the handlers need of C{gopherpostctl}'s context, for
-    C{python3 -m gopherpost.auth.usercommands} (the environment and
-    C{.env}; no control socket).
-    """
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        from gopherpost.config import loadEnvironment
-
-        self.args = args
-        self.out = sys.stdout
-        self.err = sys.stderr
-        self._variables = loadEnvironment()
-
-    def loaded(self) -> Any:
-        return argparse.Namespace(variables=self._variables)
-
-    @property
-    def spoolPath(self) -> str:
-        return os.path.abspath(self._variables.get("SMTP_QUEUE_PATH", "").strip() or "./data/spool")
-
-    def tryCall(self, command: str, **arguments: Any) -> tuple[bool, Any]:
-        return False, None
-
-    def printJSON(self, value: Any) -> None:
-        import json
-
-        self.out.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-    def note(self, line: str) -> None:
-        self.err.write(f"gopherpostctl: {line}\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """
-    C{python3 -m gopherpost.auth.usercommands ...}: the C{user} commands on
-    their own.
-    """
-    parser = argparse.ArgumentParser(prog="gopherpostctl user", description=HELP)
-    configure(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    try:
-        return int(args.handler(_StandaloneContext(args)))
-    except KeyboardInterrupt:
-        return _FAILED
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+#: The C{user} group of C{gopherpostctl} (L{gopherpost.ctl.registry.GROUPS}).
+GROUP = CommandGroup("user", HELP, configure)
