@@ -8,6 +8,7 @@ running server through its control socket.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
@@ -15,8 +16,10 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from gopherpost.config import Settings
+from gopherpost.inbound.worker import _prepareAuthReload
 from gopherpost.tap import Options, makeService
 from tests.support.auth import writeUsers
 from tests.support.certs import makeTestPKI
@@ -115,3 +118,44 @@ class AuthReloadTests(TestCase):
         self.assertEqual(status, 0, err)
         self.assertIn("the running server read it again (users: 2)", err)
         self.assertIsNotNone(self.service.auth.directory.get("bob@gopherpost.test"))
+
+
+class WorkerAuthReloadTests(SynchronousTestCase):
+    """
+    A worker (C{SMTP_WORKERS} > 1) reloads its authenticated submission
+    only when the users file or an C{SMTP_AUTH_*} setting changed.
+    """
+
+    def setUp(self) -> None:
+        self.prepared: list[Settings] = []
+        self.applied: list[Settings] = []
+
+    def prepareReload(self, settings: Settings) -> Any:
+        self.prepared.append(settings)
+        return lambda: self.applied.append(settings)
+
+    def test_changed(self) -> None:
+        """
+        A changed AUTH setting: prepared at once, applied when told.
+        """
+        old = Settings()
+        new = dataclasses.replace(old, authMaxFailures=5)
+        apply = _prepareAuthReload(self, old, new)
+        self.assertEqual((self.prepared, self.applied), ([new], []))
+        apply()
+        self.assertEqual(self.applied, [new])
+
+    def test_unchanged(self) -> None:
+        """
+        Other settings changed: nothing read, nothing applied.
+        """
+        old = Settings()
+        _prepareAuthReload(self, old, dataclasses.replace(old, banner="other"))()
+        self.assertEqual((self.prepared, self.applied), ([], []))
+
+    def test_noAuth(self) -> None:
+        """
+        No listener offers AUTH: nothing to do.
+        """
+        old = Settings()
+        _prepareAuthReload(None, old, dataclasses.replace(old, authMaxFailures=5))()
