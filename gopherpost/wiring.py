@@ -632,11 +632,14 @@ def _buildOperations(
     else:
         reloader.addStatic("relay queue", RELAY_FIELDS)
     reloader.add(retention)
-    if service.auth is not None:
-        # wiring: auth (issue 15): the users file and SMTP_AUTH_* on reload,
-        # here and (changed) in every worker
-        from gopherpost.auth.service import AUTH_FIELDS
+    # wiring: auth (issue 15): the users file and SMTP_AUTH_* on reload, here
+    # and (changed) in every worker; without a listener offering AUTH they
+    # wait for the restart that adds one
+    from gopherpost.auth.service import AUTH_FIELDS
 
+    if service.auth is None:
+        reloader.addStatic("authenticated submission", AUTH_FIELDS - {"queuePath"})
+    else:
         reloader.add(service.auth)
         if service.listenerFactories is None:
             workersAuth = WorkerReload(
