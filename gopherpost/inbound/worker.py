@@ -138,6 +138,21 @@ def _workerSettings(settings: Any) -> Any:
     )
 
 
+def _prepareAuthReload(auth: Any, old: Any, new: Any) -> Any:
+    """
+    What a reload changes in this worker's authenticated submission (the
+    users file and the C{SMTP_AUTH_*} settings): a callable that applies
+    it, which does nothing when none of them changed.
+
+    @raise gopherpost.config.ConfigError: the new users file is not valid.
+    """
+    from gopherpost.auth.service import AUTH_FIELDS
+
+    if auth is None or all(getattr(old, f) == getattr(new, f) for f in AUTH_FIELDS):
+        return lambda: None
+    return auth.prepareReload(new)
+
+
 def main(reactor: Any = None) -> None:
     """
     Run one worker until SIGTERM or until the parent goes away.
@@ -167,6 +182,10 @@ def main(reactor: Any = None) -> None:
     dnsThreads.start()
     roles = [wiring.roleByName(p.role) for p in passed]
     limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
+    # wiring: auth (issue 15); its counter stays in this process
+    auth = wiring.makeAuth(settings, spool, reactor)
+    if auth is not None:
+        auth.startService()
     # wiring: filters (built once: their settings need a restart; their
     # verdicts are counted in the parent)
     filters = makeInboundFilters(settings, reactor, AuditFilterMetrics(audit))
@@ -183,6 +202,7 @@ def main(reactor: Any = None) -> None:
             contextFactory,
             roles,
             limits=limits,
+            auth=auth,
             extraPolicies=filters.policies,
         )
         outer = [
@@ -211,11 +231,13 @@ def main(reactor: Any = None) -> None:
         try:
             new = _workerSettings(settingsFromEnvironment(environ))
             apply = generations.prepareReload(new)
+            applyAuth = _prepareAuthReload(auth, current[0], new)
         except ConfigError as e:
             return str(e)
         if new.dnsServers != current[0].dnsServers:
             resolver.current = dns.Resolver(new.dnsServers, reactor, threadpool=dnsThreads)
         apply()
+        applyAuth()
         current[0] = new
         _log.info("Inbound worker {pid} reloaded", pid=os.getpid())
         return ""
@@ -241,6 +263,8 @@ def main(reactor: Any = None) -> None:
         d.addBoth(lambda _: filters.stopService())
         d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: dnsThreads.stop())
+        if auth is not None:
+            d.addBoth(lambda _: auth.stopService())
         return d
 
     reactor.addSystemEventTrigger("before", "shutdown", drain)
