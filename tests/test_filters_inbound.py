@@ -470,3 +470,39 @@ class WorkerMetricsTests(TestCase):
         self.assertEqual(parent.value(results, {"filter": "clamav", "result": "accept"}), 1)
         self.assertEqual(parent.value("smtp_spam_score_count", {"filter": "rspamd"}), 1)
         self.assertEqual(parent.value("smtp_spam_score_count", {"filter": "clamav"}), 0)
+
+
+class ReloadTests(ServerTestCase):
+    """
+    A live reload builds new inbound factories: the filters stay on their
+    chains (their own settings need a restart).
+    """
+
+    @defer.inlineCallbacks
+    def test_filtersKept(self) -> Generator[Deferred[Any], Any, None]:
+        from gopherpost.tap import Options, makeService
+
+        rspamd = yield services.rspamd()
+        envFile = os.path.abspath(self.mktemp())
+        with open(envFile, "w") as f:
+            f.write("SMTP_BANNER=first banner\n")
+        options = Options()
+        options.parseOptions(["--env-file", envFile])
+        service = makeService(
+            options, environ=self.environ(SMTP_RSPAMD_URL=rspamd.url), reactor=reactor
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        with open(envFile, "w") as f:
+            f.write("SMTP_BANNER=second banner\n")
+        yield service.reload()
+
+        def greeting() -> bytes:
+            client = smtplib.SMTP()
+            _, text = client.connect("127.0.0.1", self.port)
+            client.quit()
+            return text
+
+        self.assertIn(b"second banner", (yield deferToThread(greeting)))
+        code, text = yield self.send(content(GTUBE + b"\r\n"))
+        self.assertEqual((code, text), (550, b"5.7.1 Gtube pattern"))
