@@ -405,7 +405,7 @@ class Rspamd(Daemon):
             # Clean test messages score about 2 (no rDNS, no SPF/DKIM).
             "reject = 15;\nrewrite_subject = 12;\nadd_header = 6;\ngreylist = null;\n"
             # discard: for the discard test rule (a forced action only).
-            "discard { flags = [\"no_threshold\"]; }\n"
+            'discard { flags = ["no_threshold"]; }\n'
             'subject = "***SPAM*** %s";\n',
         )
         # Modules that only add time (and lookups) here; hfilter would
