@@ -7,6 +7,7 @@ the count of delivery attempts (C{smtp_delivery_attempts_total}).
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -73,7 +74,7 @@ def remote(
 
 class QueueLogTests(QueueTestCase):
     def setUp(self) -> None:
-        self.log = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.log = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
         super().setUp()
 
     def lines(self) -> list[str]:
@@ -136,11 +137,11 @@ class QueueLogTests(QueueTestCase):
         A refusal: a C{bounced} line with the recipient and the remote's
         reply, then the DSN's own queue id, then the DSN's own lines.
         """
-        d = self.spool.store(
+        stored = self.spool.store(
             b"Subject: x\r\n\r\ny\r\n", "al@sender.test", [("r0.0@example.test", False)]
         )
         self.clock.advance(0)
-        envelope = self.successResultOf(d)
+        envelope = self.successResultOf(stored)
         self.clock.advance(0)
         [(_, [message], listener, d)] = self.courier.attempts
         reply = "550 5.1.1 no such user"

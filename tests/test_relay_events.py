@@ -123,13 +123,13 @@ class EmissionTests(QueueTestCase):
         C{bounced} with the DSN code and the bounce's queue id; C{expired}
         when the lifetime ran out.
         """
-        d = self.spool.store(
+        stored = self.spool.store(
             b"Subject: x\r\n\r\ny\r\n",
             "al@sender.test",
             [("a@example.test", False), ("b@example.test", False)],
         )
         self.clock.advance(0)
-        envelope = self.successResultOf(d)
+        envelope = self.successResultOf(stored)
         self.clock.advance(0)
         [(_, [message], listener, d)] = self.courier.attempts
         listener.settled(
@@ -183,9 +183,9 @@ class EmissionTests(QueueTestCase):
         """
         A refused message from C{<>}: C{bounced} without a bounce queue id.
         """
-        d = self.spool.store(b"Subject: x\r\n\r\ny\r\n", "", [("a@example.test", False)])
+        stored = self.spool.store(b"Subject: x\r\n\r\ny\r\n", "", [("a@example.test", False)])
         self.clock.advance(0)
-        self.successResultOf(d)
+        self.successResultOf(stored)
         self.clock.advance(0)
         [(_, [message], listener, d)] = self.courier.attempts
         listener.settled(message, [refused("a@example.test", FAILED, "550 5.1.1 no")])

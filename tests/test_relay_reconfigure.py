@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import smtplib
 from dataclasses import replace
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -41,7 +42,7 @@ class ReconfigureTests(QueueTestCase):
         self.signers.append(settings)
         return None
 
-    def reload(self, **changes: object) -> None:
+    def reload(self, **changes: Any) -> None:
         self.settings = replace(self.settings, **changes)
         apply = self.part.prepareReload(self.settings)
         self.successResultOf(apply())
