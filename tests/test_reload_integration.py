@@ -235,6 +235,7 @@ class InProcessReloadTests(TestCase):
                 ("show", ["config", "show", "--json"]),
                 ("list", ["queue", "list"]),
                 ("flush", ["queue", "flush", "--all"]),
+                ("tls", ["tls", "status"]),
             ]:
                 results[name] = runCtl(["-q", spool, *args])
             self.write(SMTP_BANNER="from ctl")
@@ -252,6 +253,15 @@ class InProcessReloadTests(TestCase):
             self.assertEqual(results["list"], (0, "Mail queue is empty\n", ""))
             self.assertEqual(
                 results["flush"], (0, "flushed: none\nheld: none\nnotFound: none\n", "")
+            )
+            self.assertEqual(
+                results["tls"],
+                (
+                    1,
+                    "",
+                    "gopherpostctl: the running server does not use ACME "
+                    "(SMTP_ACME_DOMAINS is empty)\n",
+                ),
             )
             self.assertEqual(
                 results["reload"], (0, "Configuration reloaded: SMTP_BANNER changed\n", "")
