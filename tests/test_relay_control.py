@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -20,6 +22,7 @@ from gopherpost.relay.control import QueueCommands
 from gopherpost.relay.outcome import DEFERRED, SENT
 from gopherpost.relay.queue import RelayQueue
 from gopherpost.relay.state import DELETED, DELIVERED, FAILED, PENDING
+from gopherpost.retention import RetentionPolicy, RetentionService
 from tests.support.inbound import RecordingAudit, testSettings
 from tests.test_queue import QueueTestCase, ScriptedCourier, _synchronous, delivery
 
@@ -209,10 +212,20 @@ class HoldTests(OperationsTestCase):
 
 
 class DeleteTests(OperationsTestCase):
+    def sweep(self) -> None:
+        """
+        One retention sweep, as the server runs them.
+        """
+        # Retention compares the state file's time with its clock's.
+        clock = Clock()
+        clock.advance(time.time() + 1)
+        retention = RetentionService(self.path, RetentionPolicy(), clock, _synchronous)
+        self.successResultOf(retention.sweep())
+
     def test_deleteRemoteOnly(self) -> None:
         """
-        A deleted message without local recipients leaves the queue and the
-        spool, and no bounce is sent.
+        A deleted message without local recipients leaves the queue at once
+        and the spool at the next retention sweep, and no bounce is sent.
         """
         [envelope] = self.spoolMessages(1)
         self.deferAll()
@@ -220,6 +233,10 @@ class DeleteTests(OperationsTestCase):
         self.assertEqual(result, {"deleted": [envelope.queueId], "notFound": []})
         self.clock.advance(0)
         self.assertEqual(self.queue.queueDepth(), 0)
+        [recipient] = self.state(envelope).recipients
+        self.assertEqual(recipient.status, DELETED)
+        self.assertEqual(list(QueueView(self.path).messages()), [])
+        self.sweep()
         self.assertEqual(
             [n for n in os.listdir(os.path.join(self.path, envelope.dateDirectory))], []
         )
@@ -246,7 +263,9 @@ class DeleteTests(OperationsTestCase):
         [recipient] = self.state(envelope).recipients
         self.assertEqual(recipient.status, DELETED)
         self.assertEqual(self.stateFiles(envelope), [".relayed"])
+        self.sweep()
         self.assertEqual([v.state for v in QueueView(self.path).messages(False)], ["finished"])
+        self.assertTrue(os.path.exists(self.spool.messagePath(envelope)))
 
     def test_deleteWhileDelivering(self) -> None:
         """
@@ -265,7 +284,8 @@ class DeleteTests(OperationsTestCase):
         d.callback(None)
         self.clock.advance(0)
         self.assertEqual(self.queue.queueDepth(), 0)
-        self.assertFalse(os.path.exists(self.spool.messagePath(envelope)))
+        statuses = {r.address: r.status for r in self.state(envelope).recipients}
+        self.assertEqual(statuses, {a: DELIVERED, b: DELETED})
         self.clock.advance(100000)
         self.assertEqual(len(self.courier.attempts), 1)
         self.assertEqual([e for e in self.spool.envelopes() if e.sender == ""], [])

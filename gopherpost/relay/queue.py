@@ -38,6 +38,7 @@ from twisted.internet.defer import (
     DeferredList,
     inlineCallbacks,
     maybeDeferred,
+    succeed,
 )
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -568,14 +569,15 @@ class RelayQueue(Service):
     def delete(self, queueIds: Sequence[str] | None = None) -> Deferred[dict[str, list[str]]]:
         """
         Remove these messages from the queue, without a bounce (C{postsuper
-        -d}): their remote recipients still pending are marked deleted, and
-        a message without a local recipient leaves the spool.  A message
-        being delivered is deleted when the attempt ends (a recipient it
-        delivered meanwhile stays delivered).
+        -d}): their remote recipients still pending are marked deleted, so
+        the message is finished, and retention removes it from the spool as
+        any finished message (L{gopherpost.retention}: after
+        C{SMTP_KEEP_DELIVERED}, unless it has a local recipient).  A
+        message being delivered is deleted when the attempt ends (a
+        recipient it delivered meanwhile stays delivered).
 
         @param queueIds: the messages, or L{None} for every one.
-        @return: a Deferred of the C{deleted} and C{notFound} ids, once the
-            files are gone.
+        @return: a Deferred of the C{deleted} and C{notFound} ids.
         """
         return self._operate(queueIds, "delete", "deleted")
 
@@ -618,13 +620,7 @@ class RelayQueue(Service):
                 recipient.lastError = "deleted by the operator"
             self._saveState(state)
             self._leave(state)
-            d = self._runInThread(_removeIfRemoteOnly, self._spool.path, state)
-            d.addErrback(
-                lambda f: _log.failure(
-                    "Could not remove {queueId} from the spool", f, queueId=state.queueId
-                )
-            )
-            return self._track(self._writes, d)
+            return succeed(None)
         reason = "5.4.7 Message administratively expired"
         for recipient in pending:
             recipient.status = FAILED
@@ -1249,26 +1245,6 @@ class RelayQueue(Service):
         # The spool tells its observers (this queue among them) of the
         # bounce: its remote recipient is taken on from there.
         return d.addCallbacks(stored, failed)
-
-
-def _removeIfRemoteOnly(spoolPath: str, state: MessageState) -> None:
-    """
-    Remove a deleted message's files from the spool unless it has a local
-    recipient (local mail is the spool's product).  Blocking.
-    """
-    from gopherpost.retention import removeMessage
-
-    directory = os.path.join(spoolPath, state.dateDirectory)
-    try:
-        with open(os.path.join(directory, state.queueId + ".envelope"), "rb") as f:
-            envelope = Envelope.fromJSON(f.read())
-    except FileNotFoundError:
-        return
-    if any(r.local for r in envelope.recipients):
-        return
-    prefixes = (state.queueId + ".", state.queueId + "_")
-    names = [n for n in os.listdir(directory) if n.startswith(prefixes)]
-    removeMessage(directory, state.queueId, names)
 
 
 def _diagnosticOf(error: str) -> str | None:
