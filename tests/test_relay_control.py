@@ -202,6 +202,19 @@ class HoldTests(OperationsTestCase):
         self.clock.advance(0)
         self.assertEqual(len(self.courier.attempts), 1)
 
+    def test_heldDuringLastAttempt(self) -> None:
+        """
+        A message held while an attempt runs past its lifetime is kept, not
+        bounced, when that attempt fails.
+        """
+        [envelope] = self.spoolMessages(1)
+        self.call("queue.hold", ids=[envelope.queueId])
+        self.clock.advance(self.settings.queueLifetime + 1)
+        self.deferAll()
+        [recipient] = self.state(envelope).recipients
+        self.assertEqual(recipient.status, PENDING)
+        self.assertEqual([e for e in self.spool.envelopes() if e.sender == ""], [])
+
     def test_releaseNotHeld(self) -> None:
         """
         Releasing a message that is not held says so.
@@ -312,6 +325,19 @@ class BounceTests(OperationsTestCase):
             report = f.read()
         self.assertIn(b"Status: 5.4.7", report)
         self.assertIn(b"Subject: 0", report)
+
+    def test_bounceWithoutContent(self) -> None:
+        """
+        A message whose content is gone is still bounced (the DSN without
+        the original).
+        """
+        [envelope] = self.spoolMessages(1)
+        self.deferAll()
+        os.unlink(self.spool.messagePath(envelope))
+        result = self.call("queue.bounce", ids=[envelope.queueId])
+        self.assertEqual(result["bounced"], [envelope.queueId])
+        self.clock.advance(0)
+        self.assertEqual(len([e for e in self.spool.envelopes() if e.sender == ""]), 1)
 
     def test_bounceWhileDelivering(self) -> None:
         """

@@ -630,7 +630,8 @@ class RelayQueue(Service):
             )
         self._saveState(state)
         self._leave(state)
-        read = content.readContents([self._contentPath(state)], self._runInThread)
+        # (Small files are read at once: a missing one raises here.)
+        read = maybeDeferred(content.readContents, [self._contentPath(state)], self._runInThread)
 
         def bounceWith(contents: list[bytes]) -> None:
             body = state.dkimHeader.encode("ascii") + contents[0]
@@ -1084,7 +1085,8 @@ class RelayQueue(Service):
                 # Deleted or bounced by the operator meanwhile: done when
                 # the attempt has ended.
                 continue
-            expired = now - work.state.received >= settings.queueLifetime
+            # A message held meanwhile is kept past its lifetime.
+            expired = not work.state.held and now - work.state.received >= settings.queueLifetime
             for recipient in list(work.remaining.values()):
                 error = work.lastError or "4.4.1 No answer from any mail exchanger"
                 last = work.deferrals.get(recipient.address)
