@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_queue,tests.test_relay_integration,tests.test_relay_duplicates,tests.test_relay_journal -*-
+# -*- test-case-name: tests.test_queue,tests.test_relay_integration,tests.test_relay_duplicates,tests.test_relay_journal,tests.test_relay_control,tests.test_relay_deliverylog,tests.test_relay_reconfigure,tests.test_relay_events -*-
 """
 The outbound queue: every spooled recipient outside our local domains is
 handed to the courier (L{gopherpost.relay.courier}), retried with capped
@@ -21,6 +21,13 @@ recipients of one message for one destination go in one transaction, and one
 connection carries up to L{BATCH_SIZE} messages to the same destination.
 At most C{SMTP_QUEUE_WORKERS} deliveries run at once, and at most
 C{SMTP_DESTINATION_CONCURRENCY} to one destination.
+
+The queue also says what it does: Postfix-style delivery log lines
+(L{gopherpost.relay.deliverylog}), delivery events to
+L{IDeliveryObserver}s (L{addDeliveryObserver}), and audit events for the
+metrics.  Operators steer it through L{flush}, L{hold}, L{release},
+L{delete} and L{bounce} (the control commands of
+L{gopherpost.relay.control}); a live reload calls L{reconfigure}.
 """
 
 from __future__ import annotations
