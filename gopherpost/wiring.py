@@ -303,6 +303,7 @@ def smtpFactories(
     roles: Iterable[ListenerRole],
     limits: Any = None,
     auth: Any = None,
+    extraPolicies: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """
     One SMTP factory per role, all sharing one set of connection limits.
@@ -311,6 +312,8 @@ def smtpFactories(
         from C{settings}); a reload passes the ones in use, so that
         sessions in progress still count.
     @param auth: the L{gopherpost.auth.service.AuthService}, or L{None}.
+    @param extraPolicies: put at the end of every role's chain (the content
+        filters).
     @return: the factories by role name, in the order of L{ROLES}.
     """
     from gopherpost.inbound.factory import ConnectionLimits, makeSMTPFactory
@@ -329,6 +332,7 @@ def smtpFactories(
             role=role,
             limits=limits,
             auth=auth,
+            extraPolicies=extraPolicies,
         )
         for role in ROLES
         if role in wanted
@@ -488,6 +492,9 @@ def buildServer(
                 roles,
                 limits=limits,
                 auth=service.auth,
+                # wiring: filters (last on every chain; built once, their
+                # settings need a restart)
+                extraPolicies=service.filters.policies,
             )
             outer = [
                 listenerFactory(
@@ -726,14 +733,18 @@ def _buildWebhooks(
 
 def _buildFilters(settings: Settings, reactor: Any, service: Any) -> None:
     """
-    The content filters (rspamd, spamd, milters); their policies join the
-    inbound chains.
+    The content filters (rspamd, spamd, milters); their policies go last
+    on every role's chain.  With inbound workers, each worker builds its
+    own (L{gopherpost.inbound.worker}) and this process counts their
+    verdicts from the audit events they forward.
     """
-    from gopherpost.filters.service import makeContentFilters
+    from gopherpost.filters.inbound import makeInboundFilters
 
-    service.filters = makeContentFilters(settings, reactor)
+    service.filters = makeInboundFilters(settings, reactor)
     service.filters.setServiceParent(service)
     service.metrics.registry.register(service.filters.metrics)
+    if settings.workers > 1 and service.filters.policies:
+        service.audit.subscribe(service.filters.metrics.eventReceived)
 
 
 def _buildWebUI(settings: Settings, spool: Any, reactor: Any, service: Any) -> None:

@@ -305,6 +305,7 @@ def makeSMTPFactory(
     policies: Sequence[IPolicy] | None = None,
     runInThread: Callable[..., Deferred] | None = None,
     auth: Any = None,
+    extraPolicies: Sequence[IPolicy] = (),
 ) -> SMTPFactory:
     """
     The SMTP factory of one listener role as wired in production: the
@@ -324,6 +325,8 @@ def makeSMTPFactory(
         C{clock} has one, else at once).
     @param auth: the L{gopherpost.auth.service.AuthService} (AUTH, its
         policies, its password checker on the role's portal), or L{None}.
+    @param extraPolicies: policies put after the role's own, at the end of
+        the chain (the content filters).
     """
     from gopherpost.inbound.access import makePortal
     from gopherpost.inbound.delivery import SpoolDelivery
@@ -342,7 +345,7 @@ def makeSMTPFactory(
     sink = SpoolDelivery(spool, settings.hostname, settings.isLocalDomain, audit, runInThread)
     return SMTPFactory(
         settings,
-        PolicyChain(policies),
+        PolicyChain([*policies, *extraPolicies]),
         sink,
         audit,
         clock,

@@ -12,6 +12,10 @@ When every policy said "go on", the stage passes (L{None}).
 
 A stage whose policies all answer synchronously answers synchronously: no
 L{Deferred} is made on the common path.
+
+When the connection is gone, L{PolicyChain.disconnect} tells every policy
+that has a C{disconnect(context)} method (a milter conversation ends with
+its session).
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ class PolicyChain:
         self._byStage = {
             stage: tuple(p for p in self.policies if _overrides(p, stage)) for stage in STAGES
         }
+        self._disconnecting = tuple(
+            p for p in self.policies if callable(getattr(p, "disconnect", None))
+        )
 
     def __repr__(self) -> str:
         return f"<PolicyChain {[p.name for p in self.policies]}>"
@@ -107,6 +114,17 @@ class PolicyChain:
             L{Deferred} of either.
         """
         return self._runFrom(self._byStage[stage], 0, stage, args)
+
+    def disconnect(self, context: Any) -> None:
+        """
+        The session of C{context} ended: call C{disconnect(context)} on each
+        policy that has it (a failure is logged, the others still hear).
+        """
+        for policy in self._disconnecting:
+            try:
+                policy.disconnect(context)
+            except Exception:
+                _log.failure("Policy {policy!r} failed at disconnect", policy=policy)
 
     def _runFrom(self, policies: tuple[Any, ...], index: int, stage: str, args: tuple) -> Verdict:
         for i in range(index, len(policies)):

@@ -161,6 +161,8 @@ def main(reactor: Any = None) -> None:
         from twisted.internet import reactor
     from gopherpost import dns, tls, wiring
     from gopherpost.config import ConfigError, settingsFromEnvironment
+    from gopherpost.filters.inbound import makeInboundFilters
+    from gopherpost.filters.metrics import AuditFilterMetrics
     from gopherpost.inbound.factory import SHUTDOWN_GRACE, ConnectionLimits
     from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingSpoolObserver
     from gopherpost.reload.parts import ListenerFactories, SwitchableResolver
@@ -184,11 +186,24 @@ def main(reactor: Any = None) -> None:
     auth = wiring.makeAuth(settings, spool, reactor)
     if auth is not None:
         auth.startService()
+    # wiring: filters (built once: their settings need a restart; their
+    # verdicts are counted in the parent)
+    filters = makeInboundFilters(settings, reactor, AuditFilterMetrics(audit))
+    filters.startService()
 
     def build(new: Any) -> tuple[list[Any], list[Any]]:
         contextFactory = tls.serverContextFactory(new, tlsDirectory)
         factories = wiring.smtpFactories(
-            new, spool, audit, resolver, reactor, contextFactory, roles, limits=limits, auth=auth
+            new,
+            spool,
+            audit,
+            resolver,
+            reactor,
+            contextFactory,
+            roles,
+            limits=limits,
+            auth=auth,
+            extraPolicies=filters.policies,
         )
         outer = [
             wiring.listenerFactory(
@@ -245,6 +260,7 @@ def main(reactor: Any = None) -> None:
             )
         d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
         d.addCallback(lambda _: gatherResults([f.drain() for f in generations.factories]))
+        d.addBoth(lambda _: filters.stopService())
         d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: dnsThreads.stop())
         if auth is not None:
