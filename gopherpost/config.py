@@ -367,8 +367,17 @@ class Settings:
     def isLocalDomain(self, domain: str) -> bool:
         """
         Whether C{domain} (any case, an optional trailing dot) is one of ours.
+        An internationalised name (SMTPUTF8) matches by its A-labels.
         """
-        return domain.rstrip(".").lower() in self.localDomains
+        key = domain.rstrip(".").lower()
+        if key in self.localDomains:
+            return True
+        if key.isascii():
+            return False
+        # esmtp: IDNA 2008 (U-labels in an SMTPUTF8 address).
+        from gopherpost.esmtp.idn import domainKey
+
+        return domainKey(key) in self.localDomains
 
 
 def loadEnvironment(environ: Mapping[str, str] | None = None, dotenvPath: str = ".env") -> dict:
