@@ -22,7 +22,7 @@ next host, and its last outcome stands at the end of the attempt.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from twisted.internet.defer import (
@@ -37,6 +37,7 @@ from zope.interface import Interface, implementer
 
 from gopherpost.dns import PermanentDNSError, TemporaryDNSError
 from gopherpost.relay import client
+from gopherpost.relay.esmtp import relayEnvelope
 from gopherpost.relay.mx import IDestinationResolver
 from gopherpost.relay.outcome import DEFERRED, FAILED, DeliveryResult
 from gopherpost.relay.session import ContextFactoryFor
@@ -68,12 +69,15 @@ class OutboundMessage(NamedTuple):
     @ivar sender: the reverse-path, C{""} for C{<>}.
     @ivar recipients: the recipients to deliver to, all of this destination.
     @ivar content: the message as it goes on the wire (any line ends).
+    @ivar esmtp: what the relay needs of the envelope's ESMTP metadata
+        (L{gopherpost.esmtp.metadata}: SMTPUTF8, DSN parameters).
     """
 
     queueId: str
     sender: str
     recipients: tuple[str, ...]
     content: bytes
+    esmtp: Mapping[str, Any] = {}
 
 
 class RecipientDelivery(NamedTuple):
@@ -375,7 +379,12 @@ class Courier:
                     self._destinations.port,
                 )
                 envelopes = [
-                    Envelope(messages[i].sender, tuple(remaining[i]), messages[i].content)
+                    relayEnvelope(
+                        messages[i].sender,
+                        tuple(remaining[i]),
+                        messages[i].content,
+                        messages[i].esmtp,
+                    )
                     for i in active
                 ]
                 yield self._connect(

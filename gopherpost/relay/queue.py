@@ -45,6 +45,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gopherpost.config import Settings
+from gopherpost.esmtp.dsnparams import DSNRequest
 from gopherpost.interfaces import IAuditLog, ISpoolObserver
 from gopherpost.relay import content, dsn
 from gopherpost.relay.courier import (
@@ -521,7 +522,11 @@ class RelayQueue(Service):
         for work, body in zip(batch, contents):
             work.content = work.state.dkimHeader.encode("ascii") + body
             work.message = OutboundMessage(
-                work.state.queueId, work.state.sender, tuple(work.remaining), work.content
+                work.state.queueId,
+                work.state.sender,
+                tuple(work.remaining),
+                work.content,
+                work.state.esmtp,
             )
         messages = [work.message for work in batch if work.message is not None]
         journal = self._journal.start()
@@ -727,15 +732,20 @@ class RelayQueue(Service):
         if not failures:
             return
         work.bounced.update(r.address for r in failures)
-        if dsn.shouldBounce(work.state.sender):
+        # esmtp: NOTIFY (RFC 3461 4.1): NEVER, or a list without FAILURE.
+        request = DSNRequest.fromMetadata(work.state.esmtp)
+        failures = [r for r in failures if request.forRecipient(r.address).notifyFailure]
+        if failures and dsn.shouldBounce(work.state.sender):
             self._track(self._writes, self._bounce(work.state, work.content, failures))
 
     def _bounce(
         self, state: MessageState, content: bytes, failures: list[RecipientState]
     ) -> Deferred[None]:
         """
-        Tell the sender about final failures with an RFC 3464 report.
+        Tell the sender about final failures with an RFC 3464 report (with
+        the sender's RET, ENVID and ORCPT, RFC 3461).
         """
+        request = DSNRequest.fromMetadata(state.esmtp)
         report = dsn.buildDSN(
             reportingMTA=self._settings.hostname,
             originalSender=state.sender,
@@ -746,6 +756,7 @@ class RelayQueue(Service):
                     reason=r.lastError,
                     diagnosticCode=_diagnosticOf(r.lastError),
                     remoteMTA=r.lastHost or None,
+                    originalRecipient=request.forRecipient(r.address).originalRecipient,
                 )
                 for r in failures
             ],
@@ -753,6 +764,8 @@ class RelayQueue(Service):
             arrivalDate=state.received,
             now=self._reactor.seconds(),
             queueId=state.queueId,
+            envelopeId=request.envelopeIdText,
+            returnContent=request.returnFull,
         )
         senderLocal = self._settings.isLocalDomain(_domainOf(state.sender))
         d = self._spool.store(report, "", [(state.sender, senderLocal)])

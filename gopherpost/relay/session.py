@@ -50,6 +50,12 @@ from gopherpost.relay.channel import (
     ReplyTimeout,
     Stopped,
 )
+from gopherpost.relay.esmtp import (
+    mailParameters,
+    messageNeedsSMTPUTF8,
+    rcptParameters,
+    utf8Refusal,
+)
 from gopherpost.relay.outcome import (
     FAILED,
     DeliveryResult,
@@ -484,6 +490,13 @@ class ClientSession(CommandChannel):
                 )
             tx.failureStage = "MAIL"
             return False
+        # esmtp: a UTF-8 header section needs SMTPUTF8 for all.
+        refusal = None if utf8 else utf8Refusal(envelope, self._host)
+        if refusal is not None:
+            for r in tx.recipients:
+                tx.settle(r, FAILED, 553, "5.6.7", refusal, False)
+            tx.failureStage = "MAIL"
+            return False
         for r in tx.recipients:
             if not validAddress(r, allowEmpty=False):
                 tx.settle(r, FAILED, 553, "5.1.3", "invalid recipient address syntax", False)
@@ -522,12 +535,16 @@ class ClientSession(CommandChannel):
             parameters.append(f"SIZE={size}")
         if eightBit and "8BITMIME" in self.extensions:
             parameters.append("BODY=8BITMIME")
-        smtputf8 = utf8 and (needsUTF8(envelope.sender) or any(needsUTF8(r) for r in candidates))
+        smtputf8 = utf8 and messageNeedsSMTPUTF8(envelope, candidates)
         if smtputf8:
             parameters.append("SMTPUTF8")
+        parameters.extend(mailParameters(envelope, self.extensions))
         encoding = "utf-8" if smtputf8 else "ascii"
         mail = " ".join([f"MAIL FROM:<{envelope.sender}>"] + parameters)
-        rcpts = [(f"RCPT TO:<{r}>", "RCPT") for r in candidates]
+        rcpts = [
+            (f"RCPT TO:<{r}>" + rcptParameters(envelope, r, self.extensions, smtputf8), "RCPT")
+            for r in candidates
+        ]
         # With PIPELINING (RFC 2920 section 3.1) MAIL, RCPT... and DATA go
         # out at once; otherwise each command waits for the previous reply.
         group: list[tuple[str, Deferred]] = []

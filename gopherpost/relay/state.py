@@ -29,10 +29,12 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from twisted.logger import Logger
 
 from gopherpost.durable import writeFile
+from gopherpost.relay.esmtp import relayMetadata
 from gopherpost.spool import Envelope
 
 __all__ = ["PENDING", "DELIVERED", "FAILED", "RecipientState", "MessageState", "StateStore"]
@@ -69,6 +71,9 @@ class MessageState:
 
     @ivar dkimHeader: the C{DKIM-Signature} header computed once when the
         message was queued, prepended to every attempt (C{""}: none).
+    @ivar esmtp: the envelope metadata of the ESMTP extensions the relay
+        honours (L{gopherpost.relay.esmtp.relayMetadata}: SMTPUTF8, DSN
+        parameters, REQUIRETLS); C{{}} for a plain message.
     """
 
     queueId: str
@@ -77,6 +82,8 @@ class MessageState:
     sender: str
     recipients: list[RecipientState] = field(default_factory=list)
     dkimHeader: str = ""
+    # esmtp (issue 19)
+    esmtp: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def forEnvelope(cls, envelope: Envelope, now: float) -> MessageState:
@@ -92,6 +99,7 @@ class MessageState:
                 RecipientState(r.address, r.token, nextAttempt=now)
                 for r in envelope.relayRecipients
             ],
+            esmtp=relayMetadata(envelope.metadata),
         )
 
     @property
@@ -116,6 +124,9 @@ class MessageState:
         # every relayed message.
         data = {name: getattr(self, name) for name in _MESSAGE_FIELDS}
         data["recipients"] = [vars(r) for r in self.recipients]
+        if not self.esmtp:
+            # A plain message's state reads as it always did.
+            del data["esmtp"]
         data["version"] = 1
         return json.dumps(data, sort_keys=True).encode("utf-8")
 

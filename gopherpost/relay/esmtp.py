@@ -1,0 +1,141 @@
+# -*- test-case-name: tests.test_relay_esmtp -*-
+"""
+The relay's side of SMTPUTF8 (RFC 6531) and DSN (RFC 3461).
+
+  - L{relayMetadata}: the part of an envelope's metadata the relay keeps in
+    its state (whether the message came with SMTPUTF8, the DSN parameters).
+  - L{relayEnvelope}: one message for the client session, with them.
+  - L{utf8Refusal}: a message that needs SMTPUTF8 (a UTF-8 envelope address
+    or header section) and a server that does not offer it: the text of the
+    permanent failure, C{5.6.7} (RFC 6531 3.2: never downgraded).
+  - L{mailParameters} and L{rcptParameters}: what is added to MAIL and RCPT
+    for a server: C{SMTPUTF8} when the message needs it, and with DSN
+    offered C{RET}, C{ENVID}, C{NOTIFY} and C{ORCPT} as the sender gave
+    them (then the next hop, not GopherPost, reports success and delay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gopherpost.esmtp.dsnparams import DSNRequest
+from gopherpost.esmtp.metadata import DSN, REQUIRETLS, SMTPUTF8
+from gopherpost.esmtp.smtputf8 import needsSMTPUTF8
+from gopherpost.relay.transaction import Envelope
+
+__all__ = [
+    "relayMetadata",
+    "relayEnvelope",
+    "headerSection",
+    "messageNeedsSMTPUTF8",
+    "utf8Refusal",
+    "mailParameters",
+    "rcptParameters",
+]
+
+_KEPT = (SMTPUTF8, REQUIRETLS, DSN)
+
+
+def relayMetadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """
+    The keys of an envelope's metadata the relay needs (C{{}} for a plain
+    message).
+    """
+    if not metadata:
+        return {}
+    return {key: metadata[key] for key in _KEPT if key in metadata}
+
+
+def relayEnvelope(
+    sender: str, recipients: tuple[str, ...], content: bytes, esmtp: Mapping[str, Any]
+) -> Envelope:
+    """
+    The client session's L{Envelope} of one message.
+
+    @param esmtp: what L{relayMetadata} kept.
+    """
+    if not esmtp:
+        return Envelope(sender, recipients, content)
+    request = DSNRequest.fromMetadata(esmtp)
+    return Envelope(
+        sender,
+        recipients,
+        content,
+        smtputf8=esmtp.get(SMTPUTF8) is True,
+        dsn=request if request.anyParameter else None,
+    )
+
+
+def headerSection(content: bytes) -> bytes:
+    """
+    The header section of a message (all of it when it has no body).
+    """
+    end = content.find(b"\n\n")
+    crlf = content.find(b"\r\n\r\n")
+    if crlf >= 0 and (end < 0 or crlf < end):
+        return content[:crlf]
+    return content if end < 0 else content[:end]
+
+
+def messageNeedsSMTPUTF8(envelope: Envelope, recipients: Sequence[str]) -> bool:
+    """
+    Whether C{envelope}, sent to C{recipients}, needs SMTPUTF8: a UTF-8
+    address, or (for a message received with SMTPUTF8) a UTF-8 header
+    section.  8-bit headers of a message received without SMTPUTF8 are
+    the legacy kind and go as they always went.
+    """
+    headers = headerSection(envelope.message) if envelope.smtputf8 else b""
+    return needsSMTPUTF8(envelope.sender, recipients, headers)
+
+
+def utf8Refusal(envelope: Envelope, host: str) -> str | None:
+    """
+    Why the whole message cannot go to C{host}, which lacks SMTPUTF8, or
+    L{None}: a UTF-8 sender or header section (a UTF-8 recipient fails
+    alone, see the session).
+    """
+    if not envelope.sender.isascii():
+        what = "sender"
+    elif envelope.smtputf8 and not headerSection(envelope.message).isascii():
+        what = "header section"
+    else:
+        return None
+    return f"the message has a non-ASCII {what} and {host} does not offer SMTPUTF8"
+
+
+def mailParameters(envelope: Envelope, extensions: Mapping[str, object]) -> list[str]:
+    """
+    The DSN parameters of MAIL for a server with C{extensions}.
+    """
+    request = envelope.dsn
+    if request is None or "DSN" not in extensions:
+        return []
+    parameters = []
+    if request.ret is not None:
+        parameters.append(f"RET={request.ret}")
+    if request.envelopeId is not None:
+        parameters.append(f"ENVID={request.envelopeId}")
+    return parameters
+
+
+def rcptParameters(
+    envelope: Envelope, recipient: str, extensions: Mapping[str, object], smtputf8: bool
+) -> str:
+    """
+    The DSN parameters of one RCPT (with a leading space), or C{""}.
+
+    @param smtputf8: whether the transaction has SMTPUTF8 (a UTF-8 ORCPT
+        is otherwise sent as utf-8-addr-xtext).
+    """
+    request = envelope.dsn
+    if request is None or "DSN" not in extensions:
+        return ""
+    asked = request.forRecipient(recipient)
+    parameters = []
+    if asked.notify is not None:
+        parameters.append("NOTIFY=" + ",".join(asked.notify))
+    orcpt = asked.orcptParameter(smtputf8)
+    if orcpt is not None:
+        parameters.append(f"ORCPT={orcpt}")
+    return "".join(" " + p for p in parameters)
