@@ -34,7 +34,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ITLSTransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+    ITLSTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -66,7 +71,7 @@ CLOSE_GRACE = 10.0
 _INTERNAL_ERROR = Reply(451, "4.3.0 Error: internal error")
 
 
-@implementer(IHandshakeListener, IPushProducer)
+@implementer(IHandshakeListener, IPushProducer, IHalfCloseableProtocol)
 class SMTPServerProtocol(Protocol, TimeoutMixin):
     """
     One SMTP connection.
@@ -100,6 +105,8 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
         self._deadline: DataDeadline | None = None
         self._abortCall: Any = None
         self._idleWaiters: list[Deferred] = []
+        #: The client shut down its sending side (half-close).
+        self._inputEnded = False
 
     # Connection life cycle
 
@@ -296,6 +303,29 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
             self._pauseReading("input")
         if self._idleWaiters:
             self._notifyIdle()
+        if self._inputEnded and not (self._waiting or self._closed or self._outputPaused):
+            # Everything the client sent is answered, and it sends no more.
+            self._close()
+
+    # Half-close (IHalfCloseableProtocol): a client may pipeline its last
+    # commands and shut down its sending side (Exim sends QUIT after the end
+    # of its last message and shuts down at once); what it sent is still
+    # answered, then the connection is closed.
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sends nothing more: answer what it sent, then close.
+        """
+        self._inputEnded = True
+        if not self._processing and not self._closed:
+            self._process()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The client can read no more replies: end the connection.
+        """
+        if not self._closed:
+            self._abort()
 
     def _handle(self, event: framing.Event) -> None:
         session = self.session
