@@ -332,6 +332,11 @@ class Settings:
     #: many are removed (0: no limit).
     retentionMaxMessages: int = 0
 
+    # ESMTP (issue 19): DSNs the sender asked for (NOTIFY=DELAY)
+    #: C{SMTP_DELAY_WARNING}: seconds a recipient may wait in the queue
+    #: before a sender who asked (NOTIFY=DELAY) is told once (0: never).
+    delayWarning: float = 14400.0
+
     @property
     def dkimEnabled(self) -> bool:
         """
@@ -862,6 +867,11 @@ def settingsFromEnvironment(
         keepDelivered=get("SMTP_KEEP_DELIVERED", _duration, 0.0),
         retentionDays=get("SMTP_RETENTION_DAYS", _int, 0),
         retentionMaxMessages=get("SMTP_RETENTION_MAX_MESSAGES", _int, 0),
+    )
+
+    # ESMTP (issue 19): delay warnings.
+    settings = dataclasses.replace(
+        settings, delayWarning=get("SMTP_DELAY_WARNING", _duration, 14400.0)
     )
 
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.

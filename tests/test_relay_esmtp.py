@@ -21,7 +21,7 @@ from gopherpost.relay.esmtp import (
     relayMetadata,
     utf8Refusal,
 )
-from gopherpost.relay.outcome import FAILED, SENT
+from gopherpost.relay.outcome import DEFERRED, FAILED, SENT
 from gopherpost.relay.state import MessageState
 from gopherpost.relay.transaction import Envelope
 from gopherpost.spool import Envelope as SpoolEnvelope
@@ -255,6 +255,12 @@ class BounceTests(QueueTestCase):
         listener.settled(message, [delivery(r, FAILED) for r in message.recipients])
         d.callback(None)
         self.clock.advance(0)
+        return self.notices()
+
+    def notices(self) -> list[bytes]:
+        """
+        The contents of every DSN in the spool.
+        """
         found = []
         for envelope in self.spool.envelopes():
             if envelope.sender == "":
@@ -362,3 +368,112 @@ class BounceTests(QueueTestCase):
         (bounce,) = self.failAll()
         self.assertIn("To: <jürgen@gopherpost.test>".encode(), bounce)
         self.assertIn("Subject: Grüße".encode(), bounce)
+
+
+class NoticeTests(BounceTests):
+    """
+    Success and delay DSNs when the sender asked (NOTIFY=SUCCESS, DELAY).
+    """
+
+    def test_relayed(self) -> None:
+        """
+        NOTIFY=SUCCESS, delivered to a host without DSN: C{Action: relayed};
+        to a host with DSN (it was given NOTIFY): nothing from us.
+        """
+        metadata = dsnMetadata(
+            None,
+            "e1",
+            [
+                ("bob@example.test", ("SUCCESS",), "rfc822;bob@example.test"),
+                ("carol@example.test", ("SUCCESS", "FAILURE"), None),
+                ("dave@example.test", None, None),
+            ],
+        )
+        self.spoolWith(
+            metadata,
+            ["bob@example.test", "carol@example.test", "dave@example.test"],
+            b"Subject: x\r\n\r\nthe body\r\n",
+        )
+        [(_, [message], listener, d)] = self.courier.attempts
+        listener.settled(message, [delivery("bob@example.test", SENT)])
+        listener.settled(
+            message,
+            [
+                delivery("carol@example.test", SENT)._replace(dsnOffered=True),
+                delivery("dave@example.test", SENT),
+            ],
+        )
+        d.callback(None)
+        self.clock.advance(0)
+        (notice,) = self.notices()
+        self.assertIn(b"Action: relayed", notice)
+        self.assertIn(b"Final-Recipient: rfc822; bob@example.test", notice)
+        self.assertIn(b"Original-Recipient: rfc822; bob@example.test", notice)
+        self.assertIn(b"Original-Envelope-Id: e1", notice)
+        self.assertNotIn(b"carol@", notice)
+        self.assertNotIn(b"dave@", notice)
+        self.assertNotIn(b"the body", notice)
+
+    def test_delivered(self) -> None:
+        """
+        NOTIFY=SUCCESS for a local recipient: C{Action: delivered} once the
+        message is stored.
+        """
+        metadata = dsnMetadata(None, None, [("bob@gopherpost.test", ("SUCCESS",), None)])
+        writer = self.spool.newWriter()
+        writer.write(b"Subject: x\r\n\r\nhi\r\n")
+        d = self.spool.commit(
+            writer,
+            "alice@gopherpost.test",
+            [("bob@gopherpost.test", True), ("carol@gopherpost.test", True)],
+            "127.0.0.1",
+            "client.test",
+            False,
+            metadata=metadata,
+        )
+        self.clock.advance(0)
+        self.successResultOf(d)
+        self.clock.advance(0)
+        (notice,) = self.notices()
+        self.assertIn(b"Action: delivered", notice)
+        self.assertIn(b"Final-Recipient: rfc822; bob@gopherpost.test", notice)
+        self.assertNotIn(b"carol@", notice)
+
+    def test_delayed(self) -> None:
+        """
+        NOTIFY=DELAY: one C{Action: delayed} DSN once a recipient has waited
+        SMTP_DELAY_WARNING (4 h), with Will-Retry-Until; none before, none
+        again.
+        """
+        metadata = dsnMetadata(
+            None,
+            None,
+            [("bob@example.test", ("DELAY", "FAILURE"), None), ("carol@example.test", None, None)],
+        )
+        self.spoolWith(
+            metadata, ["bob@example.test", "carol@example.test"], b"Subject: x\r\n\r\nhi\r\n"
+        )
+
+        def deferAll() -> None:
+            _, [message], listener, d = self.courier.attempts[-1]
+            listener.settled(message, [delivery(r, DEFERRED) for r in message.recipients])
+            d.callback(None)
+            self.clock.advance(0)
+
+        deferAll()
+        self.assertEqual(self.notices(), [])
+        attempts = len(self.courier.attempts)
+        self.clock.advance(self.settings.delayWarning)
+        self.clock.advance(0)
+        self.assertGreater(len(self.courier.attempts), attempts)
+        deferAll()
+        (notice,) = self.notices()
+        self.assertIn(b"Action: delayed", notice)
+        self.assertIn(b"Status: 4.3.0", notice)
+        self.assertIn(b"Will-Retry-Until: ", notice)
+        self.assertIn(b"Final-Recipient: rfc822; bob@example.test", notice)
+        self.assertNotIn(b"carol@", notice)
+        self.clock.advance(self.settings.delayWarning)
+        self.clock.advance(0)
+        deferAll()
+        self.assertEqual(len(self.notices()), 1)

@@ -117,6 +117,8 @@ class RecipientDelivery(NamedTuple):
     cipher: str | None = None
     connectSeconds: float = 0.0
     transferSeconds: float = 0.0
+    # esmtp: the host offered DSN (see L{DeliveryResult.dsnOffered}).
+    dsnOffered: bool = False
 
     @property
     def final(self) -> bool:
@@ -445,6 +447,7 @@ def _deliveries(result: DeliveryResult, setupSeconds: float) -> list[RecipientDe
     host, address, port = result.host, result.address, result.port
     tlsUsed, tlsVersion, cipher = result.tlsUsed, result.tlsVersion, result.cipher
     transferSeconds = result.transferSeconds
+    dsnOffered = result.dsnOffered
     # Positional: this runs for every recipient of every message.
     return [
         RecipientDelivery(
@@ -461,6 +464,7 @@ def _deliveries(result: DeliveryResult, setupSeconds: float) -> list[RecipientDe
             cipher,
             connectSeconds,
             transferSeconds,
+            dsnOffered,
         )
         for outcome in result.outcomes
     ]

@@ -12,6 +12,9 @@ The relay's side of SMTPUTF8 (RFC 6531) and DSN (RFC 3461).
     for a server: C{SMTPUTF8} when the message needs it, and with DSN
     offered C{RET}, C{ENVID}, C{NOTIFY} and C{ORCPT} as the sender gave
     them (then the next hop, not GopherPost, reports success and delay).
+  - L{wantsSuccessNotice} and L{dueDelayWarnings}: when GopherPost itself
+    reports a success (C{Action: relayed}, the next hop lacks DSN) or a
+    delay (C{Action: delayed}, once, after C{SMTP_DELAY_WARNING}).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ __all__ = [
     "utf8Refusal",
     "mailParameters",
     "rcptParameters",
+    "DELAY_WARNED",
+    "wantsSuccessNotice",
+    "dueDelayWarnings",
 ]
 
 _KEPT = (SMTPUTF8, REQUIRETLS, DSN)
@@ -139,3 +145,42 @@ def rcptParameters(
     if orcpt is not None:
         parameters.append(f"ORCPT={orcpt}")
     return "".join(" " + p for p in parameters)
+
+
+# GopherPost's own success and delay DSNs (RFC 3461 4.1)
+
+#: The key in L{MessageState.esmtp} of the recipients already warned of a
+#: delay (one warning each).
+DELAY_WARNED = "delayWarned"
+
+
+def wantsSuccessNotice(request: DSNRequest, recipient: str, dsnOffered: bool) -> bool:
+    """
+    Whether the sender is to be told, by us, that C{recipient} was relayed:
+    it asked (NOTIFY=SUCCESS) and the next hop did not take the request on
+    (it does not offer DSN).
+    """
+    return not dsnOffered and request.forRecipient(recipient).notifySuccess
+
+
+def dueDelayWarnings(
+    esmtp: dict[str, Any],
+    received: float,
+    now: float,
+    delayWarning: float,
+    waiting: Sequence[str],
+) -> list[str]:
+    """
+    The recipients of C{waiting} whose sender asked to hear of a delay
+    (NOTIFY=DELAY), waiting for C{delayWarning} seconds or more and not
+    warned yet; they are marked warned in C{esmtp}.
+    """
+    if not delayWarning or now - received < delayWarning or DSN not in esmtp:
+        return []
+    request = DSNRequest.fromMetadata(esmtp)
+    warned = esmtp.get(DELAY_WARNED)
+    done = set(warned) if isinstance(warned, list) else set()
+    due = [r for r in waiting if r not in done and request.forRecipient(r).notifyDelay]
+    if due:
+        esmtp[DELAY_WARNED] = sorted(done | set(due))
+    return due

@@ -366,6 +366,7 @@ class ClientSession(CommandChannel):
             failureStage=None if transaction.accepted else transaction.failureStage,
             connectSeconds=connectSeconds,
             transferSeconds=transaction.transferSeconds,
+            dsnOffered="DSN" in self.extensions,
         )
 
     @inlineCallbacks
