@@ -439,6 +439,7 @@ def buildServer(
         service.acme = makeACMEService(settings, spool.stateDirectory, reactor, inherited=inherited)
         service.acme.setServiceParent(service)
         service.metrics.registry.register(service.acme.metrics)
+        service.commands.addProvider(service.acme)
     inbound: Any
     if settings.workers > 1:
         tls.serverContextFactory(settings, tlsDirectory)
@@ -544,8 +545,21 @@ def _buildOperations(
     spool = service.spool
     runInThread = _runInThreadOf(reactor)
 
+    owedWebhooks: Callable[[], Callable[[str, str, float], bool]] | None = None
+    if settings.webhookURL is not None:
+        from gopherpost.webhooks.records import OwedInbound, WebhookStore
+
+        webhookStore = WebhookStore(spool.stateDirectory)
+
+        def owedWebhooks() -> OwedInbound:
+            return OwedInbound(webhookStore)
+
     retention = RetentionService(
-        spool.path, RetentionPolicy.fromSettings(settings), reactor, runInThread
+        spool.path,
+        RetentionPolicy.fromSettings(settings),
+        reactor,
+        runInThread,
+        owedWebhooks=owedWebhooks,
     )
     retention.setServiceParent(service)
 

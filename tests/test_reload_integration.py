@@ -235,6 +235,7 @@ class InProcessReloadTests(TestCase):
                 ("show", ["config", "show", "--json"]),
                 ("list", ["queue", "list"]),
                 ("flush", ["queue", "flush", "--all"]),
+                ("tls", ["tls", "status"]),
             ]:
                 results[name] = runCtl(["-q", spool, *args])
             self.write(SMTP_BANNER="from ctl")
@@ -253,6 +254,15 @@ class InProcessReloadTests(TestCase):
             status, _, err = results["flush"]
             self.assertEqual(status, 1)
             self.assertIn("the running server does not offer queue.flush", err)
+            self.assertEqual(
+                results["tls"],
+                (
+                    1,
+                    "",
+                    "gopherpostctl: the running server does not use ACME "
+                    "(SMTP_ACME_DOMAINS is empty)\n",
+                ),
+            )
             self.assertEqual(
                 results["reload"], (0, "Configuration reloaded: SMTP_BANNER changed\n", "")
             )

@@ -51,6 +51,7 @@ GROUPS = (
     "gopherpost.ctl.queuecommands",
     "gopherpost.ctl.configcommands",
     "gopherpost.ctl.servercommands",
+    "gopherpost.ctl.tlscommands",
 )
 
 #: The env file the Debian package installs: read when there is no
