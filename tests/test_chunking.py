@@ -11,6 +11,7 @@ are never run as commands; the final C{250} waits for the spool.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -53,7 +54,7 @@ def dotStuffed(content: bytes) -> bytes:
 
 
 def run(
-    case: SynchronousTestCase, pieces: list[bytes], **overrides: object
+    case: SynchronousTestCase, pieces: list[bytes], **overrides: Any
 ) -> tuple[list[bytes], list[bytes]]:
     """
     The reply lines (queue ids blanked) and the stored messages of one

@@ -43,7 +43,7 @@ class SwaksTests(TestCase):
         """
         environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
         d = getProcessOutputAndValue(
-            SWAKS,  # type: ignore[arg-type]
+            SWAKS,
             ["--server", f"127.0.0.1:{server.port}", "--timeout", "30", *arguments],
             env=environ,
         )
@@ -100,7 +100,7 @@ class SwaksTests(TestCase):
         """
         server = LiveServer(self)
         d = getProcessOutputAndValue(
-            SWAKS,  # type: ignore[arg-type]
+            SWAKS,
             [
                 "--server",
                 f"127.0.0.1:{server.port}",

@@ -532,7 +532,7 @@ class RelayQueue(Service):
                 work.state.sender,
                 tuple(work.remaining),
                 work.content,
-                work.state.esmtp,
+                esmtp=work.state.esmtp,
             )
         messages = [work.message for work in batch if work.message is not None]
         journal = self._journal.start()

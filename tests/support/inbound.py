@@ -259,13 +259,13 @@ class _RecordingProtocol(ProtocolWrapper):
     def readConnectionLost(self) -> None:
         if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.readConnectionLost()
-        else:
+        elif self.transport is not None:
             self.transport.loseConnection()
 
     def writeConnectionLost(self) -> None:
         if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.writeConnectionLost()
-        else:
+        elif self.transport is not None:
             self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
