@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gopherpost.esmtp.dsnparams import dsnMetadata
 from gopherpost.relay.body import prepareMessage
 from gopherpost.relay.esmtp import (
+    asciiForm,
     headerSection,
     mailParameters,
     rcptParameters,
@@ -77,6 +78,12 @@ class HelperTests(SynchronousTestCase):
         self.assertTrue(envelope.smtputf8)
         assert envelope.dsn is not None
         self.assertEqual(envelope.dsn.ret, "HDRS")
+
+    def test_asciiForm(self) -> None:
+        self.assertEqual(asciiForm("a@x.test"), "a@x.test")
+        self.assertEqual(asciiForm("a@bücher.test"), "a@xn--bcher-kva.test")
+        self.assertIsNone(asciiForm("jü@x.test"))
+        self.assertIsNone(asciiForm("a@☃.test"))
 
     def test_headerSection(self) -> None:
         self.assertEqual(headerSection(b"A: 1\r\nB: 2\r\n\r\nbody\n\nmore"), b"A: 1\r\nB: 2")
@@ -181,6 +188,30 @@ class SessionTests(SynchronousTestCase):
         c.reply("250 queued")
         c.step("QUIT", "221 bye")
         self.assertEqual(statuses(c.result()[0]), [("bob@example.test", SENT, 250)])
+
+    def test_idnDomainWithoutSMTPUTF8(self) -> None:
+        """
+        An ASCII local part at an internationalised domain goes to a server
+        without SMTPUTF8 with the domain in A-labels (the same mailbox); a
+        UTF-8 local part fails alone with 5.6.7.
+        """
+        message = b"Subject: x\r\n\r\nhi\r\n"
+        envelope = Envelope(
+            "alice@gopher.example.test", ("bob@bücher.test", "jü@bücher.test"), message
+        )
+        c = self.conversation(envelope)
+        c.reply(EHLO_REPLY)
+        c.step(f"MAIL FROM:<alice@gopher.example.test> SIZE={prepareMessage(message)[1]}", "250 ok")
+        c.step("RCPT TO:<bob@xn--bcher-kva.test>", "250 ok")
+        c.step("DATA", "354 go")
+        c.written()
+        c.reply("250 queued")
+        c.step("QUIT", "221 bye")
+        (result,) = c.result()
+        self.assertEqual(
+            statuses(result), [("bob@bücher.test", SENT, 250), ("jü@bücher.test", FAILED, 553)]
+        )
+        self.assertEqual(result.outcomeFor("jü@bücher.test").enhancedCode, "5.6.7")
 
     def test_dsnPassedOn(self) -> None:
         """

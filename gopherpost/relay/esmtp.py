@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gopherpost.esmtp.dsnparams import DSNRequest
+from gopherpost.esmtp.idn import toALabel
 from gopherpost.esmtp.metadata import DSN, REQUIRETLS, SMTPUTF8
 from gopherpost.esmtp.smtputf8 import needsSMTPUTF8
 from gopherpost.relay.transaction import Envelope
@@ -31,6 +32,7 @@ __all__ = [
     "relayMetadata",
     "relayEnvelope",
     "headerSection",
+    "asciiForm",
     "messageNeedsSMTPUTF8",
     "utf8Refusal",
     "mailParameters",
@@ -82,6 +84,22 @@ def headerSection(content: bytes) -> bytes:
     if crlf >= 0 and (end < 0 or crlf < end):
         return content[:crlf]
     return content if end < 0 else content[:end]
+
+
+def asciiForm(address: str) -> str | None:
+    """
+    C{address} as US-ASCII for a server without SMTPUTF8: as it is, or an
+    ASCII local part at an internationalised domain with the domain in
+    A-labels (the same mailbox, no downgrade); L{None} for a UTF-8 local
+    part or a domain that has no A-labels.
+    """
+    if address.isascii():
+        return address
+    localPart, at, domain = address.rpartition("@")
+    if not at or not localPart.isascii():
+        return None
+    aLabels = toALabel(domain)
+    return None if aLabels is None else f"{localPart}@{aLabels}"
 
 
 def messageNeedsSMTPUTF8(envelope: Envelope, recipients: Sequence[str]) -> bool:

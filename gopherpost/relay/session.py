@@ -51,6 +51,7 @@ from gopherpost.relay.channel import (
     Stopped,
 )
 from gopherpost.relay.esmtp import (
+    asciiForm,
     mailParameters,
     messageNeedsSMTPUTF8,
     rcptParameters,
@@ -477,7 +478,8 @@ class ClientSession(CommandChannel):
         utf8 = "SMTPUTF8" in self.extensions
 
         def needsUTF8(address: str) -> bool:
-            return not address.isascii()
+            # esmtp: an ASCII local part at an IDN domain goes as A-labels.
+            return asciiForm(address) is None
 
         if not validAddress(envelope.sender, allowEmpty=True):
             for r in tx.recipients:
@@ -541,9 +543,16 @@ class ClientSession(CommandChannel):
             parameters.append("SMTPUTF8")
         parameters.extend(mailParameters(envelope, self.extensions))
         encoding = "utf-8" if smtputf8 else "ascii"
-        mail = " ".join([f"MAIL FROM:<{envelope.sender}>"] + parameters)
+
+        def wire(address: str) -> str:
+            return address if smtputf8 else asciiForm(address) or address
+
+        mail = " ".join([f"MAIL FROM:<{wire(envelope.sender)}>"] + parameters)
         rcpts = [
-            (f"RCPT TO:<{r}>" + rcptParameters(envelope, r, self.extensions, smtputf8), "RCPT")
+            (
+                f"RCPT TO:<{wire(r)}>" + rcptParameters(envelope, r, self.extensions, smtputf8),
+                "RCPT",
+            )
             for r in candidates
         ]
         # With PIPELINING (RFC 2920 section 3.1) MAIL, RCPT... and DATA go
