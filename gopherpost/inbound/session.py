@@ -34,6 +34,13 @@ or failed ends the transaction (later chunks of it get C{503} and are
 discarded); a malformed BDAT (where its chunk ends is unknown) ends the
 session with C{521}; DATA after BDAT, MAIL or RCPT after BDAT, and BDAT
 after DATA get C{503}.
+
+AUTH (RFC 4954) is the session's L{IAuthCommand}
+(L{gopherpost.auth.command}), when its listener role offers it: the
+session hands it the AUTH command and, while an exchange is in progress,
+every line (which is a response, not a command), and writes what it
+answers; a C{334} challenge lets the next line be as long as an AUTH
+response may be.
 """
 
 from __future__ import annotations
@@ -91,7 +98,7 @@ _JUNK = frozenset((b"HELO", b"EHLO", b"RSET", b"NOOP", b"VRFY", b"HELP"))
 _LAST_IN_GROUP = frozenset((b"HELO", b"EHLO", b"DATA", b"NOOP", b"VRFY"))
 
 _HELP = (
-    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS\n"
+    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH\n"
     "2.0.0 See RFC 5321"
 )
 
@@ -115,6 +122,7 @@ _BDAT_AFTER_DATA = Reply(503, "5.5.1 Error: BDAT after DATA")
 _DATA_AFTER_BDAT = Reply(503, "5.5.1 Error: DATA after BDAT")
 _MAIL_AFTER_BDAT = Reply(503, "5.5.1 Error: MAIL after BDAT")
 _RCPT_AFTER_BDAT = Reply(503, "5.5.1 Error: RCPT after BDAT")
+_AUTH_NOT_ENABLED = Reply(503, "5.5.1 Error: authentication not enabled", reason="auth")
 
 #: Error numbers that mean the spool is full (452 4.3.1, not 451).
 _FULL = frozenset((errno.ENOSPC, errno.EDQUOT))
@@ -179,6 +187,18 @@ class _Chunk:
     refusal: Reply | None = None
 
 
+def _challenges(response: Response) -> Response:
+    """
+    An AUTH command's response, its C{334} challenge (if any) made to let
+    the client's response line be long.
+    """
+    if isinstance(response, Reply):
+        if response.code == 334:
+            return Reply(334, response.text, Action.AUTH_RESPONSE)
+        return response
+    return tuple(Reply(334, r.text, Action.AUTH_RESPONSE) if r.code == 334 else r for r in response)
+
+
 def _then(result: Any, f: Callable[[Any], Any]) -> Any:
     """
     C{f(result)}, now or when the L{Deferred} fires.
@@ -204,6 +224,9 @@ class Session:
     @param canStartTLS: whether STARTTLS is offered.
     @param hasPendingInput: whether more client input is waiting right now
         (for the pipelining rules).
+    @param auth: the session's AUTH command (an
+        L{gopherpost.auth.interfaces.IAuthCommand}), or L{None} where the
+        role does not offer AUTH.
     """
 
     def __init__(
@@ -216,6 +239,7 @@ class Session:
         clock: IReactorTime,
         canStartTLS: bool = False,
         hasPendingInput: Callable[[], bool] = lambda: False,
+        auth: Any = None,
     ) -> None:
         self.context = context
         self._chain = chain
@@ -233,6 +257,7 @@ class Session:
         self._chunked: ChunkedContent | None = None
         self._errors = 0
         self._junk = 0
+        self._auth = auth
         self.admitted = False
 
     @property
@@ -295,6 +320,8 @@ class Session:
             self.message.abort()
             self.message = None
         self.transaction = None
+        if self._auth is not None:
+            self._auth.connectionLost()
         if self.admitted:
             self._audit.emit("session.close", client=self.context.clientAddress)
 
@@ -314,8 +341,12 @@ class Session:
 
     def lineReceived(self, line: bytes) -> Answer | Deferred[Answer]:
         """
-        One command line (without its line end).
+        One command line (without its line end), or the response line of
+        an AUTH exchange in progress.
         """
+        auth = self._auth
+        if auth is not None and auth.inProgress:
+            return _then(_then(auth.lineReceived(line), _challenges), self._finish)
         parts = line.strip().split(None, 1)
         if not parts:
             return self._finish(Reply(500, "5.5.2 Error: bad syntax"))
@@ -338,8 +369,12 @@ class Session:
 
     def lineTooLong(self) -> Response:
         """
-        A command line over the limit (the session goes on).
+        A command line over the limit (the session goes on); during an AUTH
+        exchange, a response over the limit (the exchange ends).
         """
+        auth = self._auth
+        if auth is not None and auth.inProgress:
+            return _then(auth.lineTooLong(), self._finish)
         return self._finish(_LINE_TOO_LONG)
 
     def inputTooLong(self) -> Response:
@@ -448,6 +483,9 @@ class Session:
         else:
             # RFC 8689 4: only on a TLS session.
             keywords.append("REQUIRETLS")
+        auth = self._auth.keyword() if self._auth is not None else None
+        if auth is not None:
+            keywords.append(auth)
         keywords.append("HELP")
         return keywords
 
@@ -788,6 +826,15 @@ class Session:
         """
         return Reply(214, _HELP)
 
+    def smtp_AUTH(self, argument: bytes) -> Response | Deferred[Response]:
+        """
+        AUTH mechanism [initial-response] (RFC 4954): handed to the role's
+        AUTH command.
+        """
+        if self._auth is None:
+            return _AUTH_NOT_ENABLED
+        return _then(self._auth.command(argument, self.transaction is not None), _challenges)
+
     def smtp_STARTTLS(self, argument: bytes) -> Response:
         """
         STARTTLS (RFC 3207): the session starts over, EHLO included (the
@@ -819,4 +866,5 @@ _COMMANDS: dict[bytes, Callable[[Session, bytes], Any]] = {
     b"VRFY": Session.smtp_VRFY,
     b"HELP": Session.smtp_HELP,
     b"STARTTLS": Session.smtp_STARTTLS,
+    b"AUTH": Session.smtp_AUTH,
 }
