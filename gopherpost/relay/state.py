@@ -37,13 +37,24 @@ from gopherpost.durable import writeFile
 from gopherpost.relay.esmtp import relayMetadata
 from gopherpost.spool import Envelope
 
-__all__ = ["PENDING", "DELIVERED", "FAILED", "RecipientState", "MessageState", "StateStore"]
+__all__ = [
+    "PENDING",
+    "DELIVERED",
+    "FAILED",
+    "DELETED",
+    "RecipientState",
+    "MessageState",
+    "StateStore",
+]
 
 _log = Logger()
 
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
+#: Removed from the queue by the operator (C{gopherpostctl queue delete}),
+#: without a bounce.
+DELETED = "deleted"
 
 
 @dataclass
@@ -71,6 +82,8 @@ class MessageState:
 
     @ivar dkimHeader: the C{DKIM-Signature} header computed once when the
         message was queued, prepended to every attempt (C{""}: none).
+    @ivar held: put on hold by the operator (C{gopherpostctl queue hold}):
+        never attempted, and kept past the queue lifetime, until released.
     @ivar esmtp: the envelope metadata of the ESMTP extensions the relay
         honours (L{gopherpost.relay.esmtp.relayMetadata}: SMTPUTF8, DSN
         parameters, REQUIRETLS); C{{}} for a plain message.
@@ -82,6 +95,7 @@ class MessageState:
     sender: str
     recipients: list[RecipientState] = field(default_factory=list)
     dkimHeader: str = ""
+    held: bool = False
     # esmtp (issue 19)
     esmtp: dict[str, Any] = field(default_factory=dict)
 
