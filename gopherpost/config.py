@@ -360,6 +360,11 @@ class Settings:
     #: many are removed (0: no limit).
     retentionMaxMessages: int = 0
 
+    # ESMTP (issue 19): DSNs the sender asked for (NOTIFY=DELAY)
+    #: C{SMTP_DELAY_WARNING}: seconds a recipient may wait in the queue
+    #: before a sender who asked (NOTIFY=DELAY) is told once (0: never).
+    delayWarning: float = 14400.0
+
     @property
     def dkimEnabled(self) -> bool:
         """
@@ -395,8 +400,17 @@ class Settings:
     def isLocalDomain(self, domain: str) -> bool:
         """
         Whether C{domain} (any case, an optional trailing dot) is one of ours.
+        An internationalised name (SMTPUTF8) matches by its A-labels.
         """
-        return domain.rstrip(".").lower() in self.localDomains
+        key = domain.rstrip(".").lower()
+        if key in self.localDomains:
+            return True
+        if key.isascii():
+            return False
+        # esmtp: IDNA 2008 (U-labels in an SMTPUTF8 address).
+        from gopherpost.esmtp.idn import domainKey
+
+        return domainKey(key) in self.localDomains
 
 
 def loadEnvironment(environ: Mapping[str, str] | None = None, dotenvPath: str = ".env") -> dict:
@@ -883,6 +897,11 @@ def settingsFromEnvironment(
         keepDelivered=get("SMTP_KEEP_DELIVERED", _duration, 0.0),
         retentionDays=get("SMTP_RETENTION_DAYS", _int, 0),
         retentionMaxMessages=get("SMTP_RETENTION_MAX_MESSAGES", _int, 0),
+    )
+
+    # ESMTP (issue 19): delay warnings.
+    settings = dataclasses.replace(
+        settings, delayWarning=get("SMTP_DELAY_WARNING", _duration, 14400.0)
     )
 
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.

@@ -56,6 +56,7 @@ from twisted.python.failure import Failure
 
 from gopherpost.diskspace import StatVFSFunction, freeSpaceProblem
 from gopherpost.durable import replaceFile, writeFile, writeOpen
+from gopherpost.esmtp.smtputf8 import addressKey
 from gopherpost.faults import CRASH_VARIABLE, SYNC_VARIABLE, CrashPoints
 from gopherpost.interfaces import ISpoolObserver
 from gopherpost.syncstrategy import ISyncStrategy, chooseSyncStrategy, strategyNamed
@@ -675,9 +676,11 @@ class Spool:
 
     def tokenFor(self, address: str) -> str:
         """
-        The 16-hex-digit keyed hash of a recipient address.
+        The 16-hex-digit keyed hash of a recipient address (of its
+        L{addressKey}: any case, an internationalised domain in U-labels or
+        A-labels).
         """
-        digest = hmac.new(self._secret, address.lower().encode("utf-8"), hashlib.sha256)
+        digest = hmac.new(self._secret, addressKey(address).encode("utf-8"), hashlib.sha256)
         return digest.hexdigest()[:16]
 
     def newQueueId(self) -> str:

@@ -105,6 +105,7 @@ VARIABLES: tuple[Variable, ...] = (
     _v("SMTP_RETRY_INITIAL", "retryInitial"),
     _v("SMTP_RETRY_MAX", "retryMax"),
     _v("SMTP_QUEUE_LIFETIME", "queueLifetime"),
+    _v("SMTP_DELAY_WARNING", "delayWarning"),  # esmtp (issue 19)
     _v("SMTP_QUEUE_WORKERS", "queueWorkers"),
     _v("SMTP_DESTINATION_CONCURRENCY", "destinationConcurrency"),
     # DKIM

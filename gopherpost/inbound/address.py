@@ -10,7 +10,8 @@ and its ESMTP parameters; L{parsePath} turns the path into a L{Mailbox}
     local part or after a backslash: C{501 5.1.3} (C{5.1.7} for a sender),
     so an address can never carry one into a header;
   - 8-bit octets (a UTF-8 address) without SMTPUTF8: C{553 5.6.7}
-    (RFC 6531 3.5), never an exception;
+    (RFC 6531 3.5), never an exception; with it, the address must be UTF-8
+    and a non-ASCII domain valid IDNA 2008 (U-labels, L{gopherpost.esmtp.idn});
   - a local part over 64 octets, a domain over 255, a path over 256
     (RFC 5321 4.5.3.1): C{501};
   - anything else that is not RFC 5321 syntax: C{501}.
@@ -28,6 +29,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from gopherpost.esmtp.idn import isValidDomain
 from gopherpost.inbound.replies import Reply, printable
 
 __all__ = [
@@ -298,4 +300,5 @@ def _isUTF8LocalPart(localPart: bytes) -> bool:
 
 
 def _isUTF8Domain(domain: bytes) -> bool:
-    return _isDomain(_EIGHT_BIT.sub(b"a", domain))
+    # U-labels: the LDH shape with UTF-8 letters, and valid IDNA 2008.
+    return _isDomain(_EIGHT_BIT.sub(b"a", domain)) and isValidDomain(domain.decode("utf-8"))

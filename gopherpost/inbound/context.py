@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gopherpost.esmtp.dsnparams import dsnMetadata
+from gopherpost.esmtp.metadata import REQUIRETLS, SMTPUTF8
+from gopherpost.esmtp.smtputf8 import addressKey
 from gopherpost.inbound.address import Mailbox
 from gopherpost.inbound.roles import SMTP, ListenerRole
 
@@ -122,10 +125,15 @@ class EnvelopeRecipient:
     @ivar mailbox: its address.
     @ivar parameters: its RCPT parameters by upper-case keyword (values as
         given, L{None} for a keyword without a value).
+    @ivar notify: the C{NOTIFY=} keywords (RFC 3461) in upper case, or
+        L{None}.
+    @ivar originalRecipient: the C{ORCPT=} value as given, or L{None}.
     """
 
     mailbox: Mailbox
     parameters: dict[str, str | None] = field(default_factory=dict)
+    notify: tuple[str, ...] | None = None
+    originalRecipient: str | None = None
 
     @property
     def address(self) -> str:
@@ -149,6 +157,13 @@ class Transaction:
         below our C{Received:} header.
     @ivar tags: what policies learned about the message (JSON-able values),
         kept with the message in its envelope's metadata.
+    @ivar smtputf8: whether MAIL had C{SMTPUTF8} (RFC 6531): addresses and
+        header fields may be UTF-8.
+    @ivar requireTLS: whether MAIL had C{REQUIRETLS} (RFC 8689).
+    @ivar dsnReturn: the C{RET=} value (C{"FULL"} or C{"HDRS"}), or L{None}.
+    @ivar envelopeId: the C{ENVID=} value as given (xtext), or L{None}.
+    @ivar contentCommand: C{"DATA"} or C{"BDAT"} once one of them started
+        the content (RFC 3030: one transaction uses one of them).
     """
 
     sender: Mailbox
@@ -158,6 +173,11 @@ class Transaction:
     recipients: list[EnvelopeRecipient] = field(default_factory=list)
     headers: list[tuple[str, str]] = field(default_factory=list)
     tags: dict[str, Any] = field(default_factory=dict)
+    smtputf8: bool = False
+    requireTLS: bool = False
+    dsnReturn: str | None = None
+    envelopeId: str | None = None
+    contentCommand: str | None = None
 
     def tag(self, name: str, value: Any = True) -> None:
         """
@@ -181,4 +201,29 @@ class Transaction:
             data["tags"] = dict(self.tags)
         if self.body is not None and self.body != "7BIT":
             data["body"] = self.body
+        if self.smtputf8:
+            data[SMTPUTF8] = True
+        if self.requireTLS:
+            data[REQUIRETLS] = True
+        if (
+            self.dsnReturn is not None
+            or self.envelopeId is not None
+            or any(r.notify is not None or r.originalRecipient is not None for r in self.recipients)
+        ):
+            data.update(dsnMetadata(self.dsnReturn, self.envelopeId, self._dsnRecipients()))
         return data
+
+    def _dsnRecipients(self) -> list[tuple[str, tuple[str, ...] | None, str | None]]:
+        """
+        The DSN parameters of each recipient the spool stores: a repeated
+        address (L{addressKey}) is stored once, as first given.
+        """
+        seen: set[str] = set()
+        found = []
+        for recipient in self.recipients:
+            key = addressKey(recipient.address)
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append((recipient.address, recipient.notify, recipient.originalRecipient))
+        return found

@@ -32,6 +32,8 @@ _log = Logger()
 
 _UNSAFE_NAME = re.compile(rb"[^\x21-\x7e]")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e\t]")
+# With SMTPUTF8 (RFC 6532) a field may hold UTF-8, never a control character.
+_UNPRINTABLE_UTF8 = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def traceHeader(
@@ -40,19 +42,24 @@ def traceHeader(
     recipients: Sequence[str],
     queueId: str | None,
     now: float,
+    smtputf8: bool = False,
 ) -> bytes:
     """
     An RFC 5321 section 4.4 C{Received:} header, folded, ending in CRLF.
 
     Only printable US-ASCII goes in (RFC 5322 field bodies): the HELO name
-    has anything else replaced by C{?}, and so would any other part.
+    has anything else replaced by C{?}, and so would any other part.  For a
+    transaction with SMTPUTF8 the protocol is C{UTF8SMTP...} (RFC 6531
+    3.7.3) and the recipient may be UTF-8 (RFC 6532).
     """
     helo = context.helo or ""
     heloText = _UNSAFE_NAME.sub(b"?", helo.encode("utf-8", "replace")[:255]).decode("ascii")
+    protocol = context.protocolName
+    if smtputf8 and protocol.startswith("ESMTP"):
+        protocol = "UTF8SMTP" + protocol[5:]
     lines = [
         f"Received: from {heloText or 'unknown'} ([{context.clientAddress}])",
-        f"\tby {serverName} (GopherPost) with {context.protocolName}"
-        + (f" id {queueId}" if queueId else ""),
+        f"\tby {serverName} (GopherPost) with {protocol}" + (f" id {queueId}" if queueId else ""),
     ]
     if context.tls is not None:
         lines.append(f"\t({context.tls.description})")
@@ -63,6 +70,9 @@ def traceHeader(
         lines[-1] += ";"
         lines.append(f"\t{stamp}")
     text = "\r\n".join(lines)
+    if smtputf8 and not text.isascii():
+        text = "\r\n\t".join(_UNPRINTABLE_UTF8.sub("?", line) for line in text.split("\r\n\t"))
+        return text.encode("utf-8") + b"\r\n"
     if not (text.isascii() and text.replace("\r\n\t", "").isprintable()):
         text = "\r\n\t".join(_UNPRINTABLE.sub("?", line) for line in text.split("\r\n\t"))
     return text.encode("ascii") + b"\r\n"
@@ -113,7 +123,9 @@ class SpoolDelivery:
         """
         queueId = self._spool.newQueueId()
         recipients = [r.address for r in transaction.recipients]
-        trace = traceHeader(self._serverName, context, recipients, queueId, now)
+        trace = traceHeader(
+            self._serverName, context, recipients, queueId, now, transaction.smtputf8
+        )
 
         def commit(message: IncomingMessage) -> Deferred[Envelope]:
             return self._commit(message, context, transaction)

@@ -24,7 +24,9 @@ reads:
     message L{BODY_LINE_TOO_LONG}, which is reported once, and its content
     is then no longer stored, but the end of data is still found, so
     nothing after an over-long line is ever run as a command.
-  - L{Framer.startRaw} reads exactly N octets untouched (for BDAT).
+  - L{Framer.startRaw} reads exactly N octets untouched (for BDAT); the
+    session stores them through the same checks (L{normaliseLineEnds},
+    L{LineLengths}).
   - L{Framer.expectLongLine} lets the next command line hold up to
     L{AUTH_RESPONSE_LIMIT} octets: an AUTH exchange's response (RFC 4954
     section 4); the usual limit applies again after it.
@@ -43,6 +45,8 @@ from typing import NamedTuple
 __all__ = [
     "Framer",
     "Event",
+    "LineLengths",
+    "normaliseLineEnds",
     "LINE",
     "LINE_TOO_LONG",
     "INPUT_TOO_LONG",
@@ -111,6 +115,63 @@ _DATA_END = Event(DATA_END)
 _RAW_END = Event(RAW_END)
 
 
+def normaliseLineEnds(piece: bytes) -> bytes:
+    """
+    C{piece} with every bare CR and bare LF made a CRLF (a CR at the end is
+    taken as bare: hold it back if more may follow).
+    """
+    # A bare CR or LF is whatever is left once the CRLFs are gone (a
+    # two-octet search and two memchr calls: no work per line).
+    rest = piece.replace(b"\r\n", b"")
+    if b"\n" in rest or b"\r" in rest:
+        return _LINE_BREAKS.sub(b"\r\n", piece)
+    return piece
+
+
+class LineLengths:
+    """
+    Checks that the lines of message content, given in pieces with CRLF
+    line ends only, stay within L{TEXT_LINE_LIMIT}.
+    """
+
+    def __init__(self) -> None:
+        #: The length of the line in progress.
+        self._lineLength = 0
+
+    def reset(self) -> None:
+        """
+        A new message starts.
+        """
+        self._lineLength = 0
+
+    def fits(self, piece: bytes) -> bool:
+        """
+        Whether the lines of C{piece} stay within the limit, continuing the
+        line in progress.
+
+        A line of at most 998 octets has its LF within 1,000 octets of its
+        start, so the last LF in each 1,000-octet window starts the next
+        one: a few C{rfind}s per 100 KiB instead of a look at every line.
+        """
+        first = piece.find(b"\n")
+        if first < 0:
+            self._lineLength += len(piece)
+            return self._lineLength <= _TEXT_CONTENT
+        # piece[first - 1] is the CR of the first CRLF.
+        if self._lineLength + first - 1 > _TEXT_CONTENT:
+            return False
+        last = piece.rfind(b"\n")
+        start = first + 1
+        rfind = piece.rfind
+        while last - start >= TEXT_LINE_LIMIT:
+            lf = rfind(b"\n", start, start + TEXT_LINE_LIMIT)
+            if lf < 0:
+                return False
+            start = lf + 1
+        self._lineLength = len(piece) - last - 1
+        return self._lineLength <= _TEXT_CONTENT
+
+
 class Framer:
     """
     Turns the client's bytes into L{Event}s.
@@ -129,10 +190,10 @@ class Framer:
         #: Octets the next command line may hold before its line end.
         self._lineLimit = _COMMAND_CONTENT
         # DATA state: whether the content consumed so far ends with CRLF
-        # (or nothing was consumed yet), the length of the stored line in
-        # progress, and whether content is still checked and delivered.
+        # (or nothing was consumed yet), the lengths of the stored lines,
+        # and whether content is still checked and delivered.
         self._afterCRLF = True
-        self._lineLength = 0
+        self._lines = LineLengths()
         self._storing = True
         self._failed = False
         self._rawLeft = 0
@@ -179,7 +240,7 @@ class Framer:
         """
         self.mode = _DATA
         self._afterCRLF = True
-        self._lineLength = 0
+        self._lines.reset()
         self._storing = True
         self._failed = False
 
@@ -310,42 +371,11 @@ class Framer:
             piece = piece.replace(b"\r\n.", b"\r\n")
         if not piece:
             return None
-        # A bare CR or LF is whatever is left once the CRLFs are gone (a
-        # two-octet search and two memchr calls: no work per line).
-        rest = piece.replace(b"\r\n", b"")
-        if b"\n" in rest or b"\r" in rest:
-            piece = _LINE_BREAKS.sub(b"\r\n", piece)
-        if not self._linesFit(piece):
+        piece = normaliseLineEnds(piece)
+        if not self._lines.fits(piece):
             self._failed = True
             return _BODY_LINE_TOO_LONG
         return Event(BODY, piece)
-
-    def _linesFit(self, piece: bytes) -> bool:
-        """
-        Whether the lines of C{piece} (CRLF line ends only) stay within the
-        limit, continuing the line in progress.
-
-        A line of at most 998 octets has its LF within 1,000 octets of its
-        start, so the last LF in each 1,000-octet window starts the next
-        one: a few C{rfind}s per 100 KiB instead of a look at every line.
-        """
-        first = piece.find(b"\n")
-        if first < 0:
-            self._lineLength += len(piece)
-            return self._lineLength <= _TEXT_CONTENT
-        # piece[first - 1] is the CR of the first CRLF.
-        if self._lineLength + first - 1 > _TEXT_CONTENT:
-            return False
-        last = piece.rfind(b"\n")
-        start = first + 1
-        rfind = piece.rfind
-        while last - start >= TEXT_LINE_LIMIT:
-            lf = rfind(b"\n", start, start + TEXT_LINE_LIMIT)
-            if lf < 0:
-                return False
-            start = lf + 1
-        self._lineLength = len(piece) - last - 1
-        return self._lineLength <= _TEXT_CONTENT
 
     # Raw octets
 

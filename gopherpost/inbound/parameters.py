@@ -5,12 +5,17 @@ ESMTP parameters of MAIL and RCPT (RFC 5321 4.1.2), one table per command.
 Each table maps an upper-case keyword to a handler that checks the value
 and records it on the transaction (MAIL) or the recipient (RCPT), or
 returns the reply that refuses it.  An extension adds its keyword to the
-table (SMTPUTF8, RET, ENVID for MAIL; NOTIFY, ORCPT for RCPT with DSN) and
-its EHLO keyword to the session; nothing else changes.
+table and its EHLO keyword to the session; nothing else changes.
+
+MAIL: C{SIZE} (RFC 1870), C{BODY=7BIT|8BITMIME} (RFC 6152; BINARYMIME is
+not offered), C{SMTPUTF8} (RFC 6531), C{RET} and C{ENVID} (RFC 3461),
+C{REQUIRETLS} (RFC 8689; only on a TLS session, else C{530 5.7.10}).
+RCPT: C{NOTIFY} and C{ORCPT} (RFC 3461).  A bad value is C{501 5.5.4}.
 
 Parameters are an ESMTP feature: after a plain HELO every one is refused
-(C{555 5.5.4}), as is an unknown keyword.  Echoed client text is escaped
-(L{printable}).
+(C{555 5.5.4}), as is an unknown keyword.  Values are printable US-ASCII,
+and in a transaction with SMTPUTF8 also UTF-8 (RFC 6531 3.3).  Echoed
+client text is escaped (L{printable}).
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
+from gopherpost.esmtp.dsnparams import (
+    checkEnvelopeId,
+    parseNotify,
+    parseOriginalRecipient,
+    parseReturn,
+)
 from gopherpost.inbound.context import EnvelopeRecipient, SessionContext, Transaction
 from gopherpost.inbound.replies import Reply, printable
 
@@ -27,6 +38,7 @@ __all__ = [
     "MAIL_PARAMETERS",
     "RCPT_PARAMETERS",
     "splitParameters",
+    "declaresSMTPUTF8",
     "applyMailParameters",
     "applyRcptParameters",
 ]
@@ -41,6 +53,8 @@ RcptParameterHandler = Callable[
 
 _KEYWORD = re.compile(rb"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _VALUE = re.compile(rb"[\x21-\x3c\x3e-\x7e]+\Z")
+# RFC 6531 3.3: with SMTPUTF8 a value may also hold UTF8-non-ascii.
+_UTF8_VALUE = re.compile(rb"[\x21-\x3c\x3e-\x7e\x80-\xff]+\Z")
 
 
 def _size(value: str | None, transaction: Transaction, context: SessionContext) -> Reply | None:
@@ -57,31 +71,119 @@ def _body(value: str | None, transaction: Transaction, context: SessionContext) 
     return None
 
 
-#: The MAIL parameters we take (RFC 1870 SIZE, RFC 6152 BODY).
-MAIL_PARAMETERS: Mapping[str, MailParameterHandler] = {"SIZE": _size, "BODY": _body}
-#: The RCPT parameters we take (none yet: DSN's NOTIFY and ORCPT come later).
-RCPT_PARAMETERS: Mapping[str, RcptParameterHandler] = {}
+def _smtputf8(value: str | None, transaction: Transaction, context: SessionContext) -> Reply | None:
+    if value is not None:
+        return Reply(501, "5.5.4 Bad SMTPUTF8 parameter syntax")
+    transaction.smtputf8 = True
+    return None
 
 
-def splitParameters(raw: bytes, context: SessionContext) -> list[tuple[str, str | None]] | Reply:
+def _ret(value: str | None, transaction: Transaction, context: SessionContext) -> Reply | None:
+    ret = parseReturn(value)
+    if ret is None:
+        return Reply(501, "5.5.4 Bad RET parameter syntax")
+    transaction.dsnReturn = ret
+    return None
+
+
+def _envid(value: str | None, transaction: Transaction, context: SessionContext) -> Reply | None:
+    if value is None or not checkEnvelopeId(value):
+        return Reply(501, "5.5.4 Bad ENVID parameter syntax")
+    transaction.envelopeId = value
+    return None
+
+
+def _requireTLS(
+    value: str | None, transaction: Transaction, context: SessionContext
+) -> Reply | None:
+    if value is not None:
+        return Reply(501, "5.5.4 Bad REQUIRETLS parameter syntax")
+    if context.tls is None:
+        return Reply(
+            530, "5.7.10 REQUIRETLS needs a TLS session: send STARTTLS first", reason="tls-required"
+        )
+    transaction.requireTLS = True
+    return None
+
+
+def _notify(
+    value: str | None,
+    recipient: EnvelopeRecipient,
+    transaction: Transaction,
+    context: SessionContext,
+) -> Reply | None:
+    keywords = parseNotify(value)
+    if keywords is None:
+        return Reply(501, "5.5.4 Bad NOTIFY parameter syntax")
+    recipient.notify = keywords
+    return None
+
+
+def _orcpt(
+    value: str | None,
+    recipient: EnvelopeRecipient,
+    transaction: Transaction,
+    context: SessionContext,
+) -> Reply | None:
+    if parseOriginalRecipient(value, transaction.smtputf8) is None:
+        return Reply(501, "5.5.4 Bad ORCPT parameter syntax")
+    recipient.originalRecipient = value
+    return None
+
+
+#: The MAIL parameters we take.
+MAIL_PARAMETERS: Mapping[str, MailParameterHandler] = {
+    "SIZE": _size,
+    "BODY": _body,
+    "SMTPUTF8": _smtputf8,
+    "RET": _ret,
+    "ENVID": _envid,
+    "REQUIRETLS": _requireTLS,
+}
+#: The RCPT parameters we take.
+RCPT_PARAMETERS: Mapping[str, RcptParameterHandler] = {"NOTIFY": _notify, "ORCPT": _orcpt}
+
+
+def declaresSMTPUTF8(raw: bytes) -> bool:
+    """
+    Whether the parameters of a MAIL command (C{raw}) include C{SMTPUTF8}:
+    the path is then parsed as UTF-8 (the checks of the parameters come
+    after it).
+    """
+    if b"SMTPUTF8" not in raw.upper():
+        return False
+    return any(item.partition(b"=")[0].upper() == b"SMTPUTF8" for item in raw.split())
+
+
+def splitParameters(
+    raw: bytes, context: SessionContext, utf8: bool = False
+) -> list[tuple[str, str | None]] | Reply:
     """
     Split C{KEY=value KEY ...} into C{(KEYWORD, value)} pairs.
 
+    @param utf8: whether values may be UTF-8 (SMTPUTF8).
     @return: the pairs, or the reply that refuses the whole command.
     """
     pairs: list[tuple[str, str | None]] = []
     seen: set[str] = set()
+    values = _UTF8_VALUE if utf8 else _VALUE
     for item in raw.split():
         keyword, equals, value = item.partition(b"=")
         if not context.extended:
             return Reply(555, f"5.5.4 Unsupported option: {printable(item)} (send EHLO first)")
-        if not _KEYWORD.match(keyword) or (equals and not _VALUE.match(value)):
+        if not _KEYWORD.match(keyword) or (equals and not values.match(value)):
             return Reply(501, f"5.5.4 Bad parameter syntax: {printable(item)}")
         name = keyword.decode("ascii").upper()
         if name in seen:
             return Reply(501, f"5.5.4 Duplicate parameter: {name}")
         seen.add(name)
-        pairs.append((name, value.decode("ascii") if equals else None))
+        if not equals:
+            pairs.append((name, None))
+            continue
+        try:
+            pairs.append((name, value.decode("utf-8" if utf8 else "ascii")))
+        except UnicodeDecodeError:
+            return Reply(501, f"5.5.4 Bad parameter syntax (not UTF-8): {printable(item)}")
     return pairs
 
 
@@ -98,7 +200,7 @@ def applyMailParameters(
     """
     if not raw:
         return None
-    pairs = splitParameters(raw, context)
+    pairs = splitParameters(raw, context, utf8=declaresSMTPUTF8(raw))
     if isinstance(pairs, Reply):
         return pairs
     for name, value in pairs:
@@ -126,7 +228,7 @@ def applyRcptParameters(
     """
     if not raw:
         return None
-    pairs = splitParameters(raw, context)
+    pairs = splitParameters(raw, context, utf8=transaction.smtputf8)
     if isinstance(pairs, Reply):
         return pairs
     for name, value in pairs:

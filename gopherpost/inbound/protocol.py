@@ -17,8 +17,12 @@ size, the transport pauses us: we stop reading and stop working through
 buffered commands until it resumes us, so a client that never reads costs a
 bounded amount of memory however much it sends.
 
+A BDAT command (L{ReadChunk}) switches the framer to reading its chunk's
+octets exactly; they go to the session as they come, and the command's
+reply follows the last of them.
+
 Timeouts (L{gopherpost.inbound.timeouts}): per command, not per byte; the
-message content has Postfix's deadline; a TLS handshake counts as part of
+message content (DATA, and each BDAT chunk) has Postfix's deadline; a TLS handshake counts as part of
 the next command.  A timed-out session is told C{421 4.4.2} and closed, and
 aborted if the close cannot complete (the client does not read, or the TLS
 handshake never finished).  Every close the server starts is preceded by a
@@ -30,7 +34,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ITLSTransport
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IPushProducer,
+    ITLSTransport,
+)
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -42,7 +51,7 @@ from gopherpost.inbound.access import unmapAddress
 from gopherpost.inbound.context import SessionContext, TLSInfo
 from gopherpost.inbound.framing import Framer
 from gopherpost.inbound.output import ReplyWriter
-from gopherpost.inbound.replies import Action, Reply, Response
+from gopherpost.inbound.replies import Action, Answer, ReadChunk, Reply, Response
 from gopherpost.inbound.session import Session
 from gopherpost.inbound.timeouts import DataDeadline
 
@@ -62,7 +71,7 @@ CLOSE_GRACE = 10.0
 _INTERNAL_ERROR = Reply(451, "4.3.0 Error: internal error")
 
 
-@implementer(IHandshakeListener, IPushProducer)
+@implementer(IHandshakeListener, IPushProducer, IHalfCloseableProtocol)
 class SMTPServerProtocol(Protocol, TimeoutMixin):
     """
     One SMTP connection.
@@ -96,6 +105,8 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
         self._deadline: DataDeadline | None = None
         self._abortCall: Any = None
         self._idleWaiters: list[Deferred] = []
+        #: The client shut down its sending side (half-close).
+        self._inputEnded = False
 
     # Connection life cycle
 
@@ -292,6 +303,29 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
             self._pauseReading("input")
         if self._idleWaiters:
             self._notifyIdle()
+        if self._inputEnded and not (self._waiting or self._closed or self._outputPaused):
+            # Everything the client sent is answered, and it sends no more.
+            self._close()
+
+    # Half-close (IHalfCloseableProtocol): a client may pipeline its last
+    # commands and shut down its sending side (Exim sends QUIT after the end
+    # of its last message and shuts down at once); what it sent is still
+    # answered, then the connection is closed.
+
+    def readConnectionLost(self) -> None:
+        """
+        The client sends nothing more: answer what it sent, then close.
+        """
+        self._inputEnded = True
+        if not self._processing and not self._closed:
+            self._process()
+
+    def writeConnectionLost(self) -> None:
+        """
+        The client can read no more replies: end the connection.
+        """
+        if not self._closed:
+            self._abort()
 
     def _handle(self, event: framing.Event) -> None:
         session = self.session
@@ -311,22 +345,28 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
             if deadline is not None:
                 timeLeft = deadline.leftAt(self.factory.clock.seconds())
             self._respond(session.endOfData(timeLeft))
+        elif kind is framing.RAW:
+            session.chunkReceived(event.data)
+        elif kind is framing.RAW_END:
+            deadline, self._deadline = self._deadline, None
+            self._waiting = True
+            timeLeft = None
+            if deadline is not None:
+                timeLeft = deadline.leftAt(self.factory.clock.seconds())
+            self._respond(session.endOfChunk(timeLeft))
         elif kind is framing.BODY_LINE_TOO_LONG:
             session.bodyLineTooLong()
         elif kind is framing.LINE_TOO_LONG:
             self._waiting = True
             self._respond(session.lineTooLong())
-        elif kind is framing.INPUT_TOO_LONG:
+        else:
+            # INPUT_TOO_LONG
             self._waiting = True
             self._respond(session.inputTooLong())
-        else:
-            # RAW / RAW_END: no command reads raw octets yet (BDAT).
-            self._waiting = True
-            self._respond(Reply(500, "5.5.2 Error: unexpected data"))
 
     # Output
 
-    def _respond(self, result: Response | Deferred[Response]) -> None:
+    def _respond(self, result: Answer | Deferred[Answer] | Deferred[Response]) -> None:
         """
         Write a session's response now, or when it is ready (meanwhile the
         server is working, and the client's clock is stopped).
@@ -343,7 +383,7 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
         _log.failure("Unhandled error in an SMTP command", failure)
         return _INTERNAL_ERROR
 
-    def _replied(self, response: Response) -> None:
+    def _replied(self, response: Answer) -> None:
         self._waiting = False
         if self._closed:
             return
@@ -357,12 +397,17 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
         if not self._processing:
             self._process()
 
-    def _send(self, response: Response) -> None:
+    def _send(self, response: Answer) -> None:
         """
-        Write the replies of a response and carry out their actions.
+        Write the replies of a response and carry out their actions (or
+        start reading a BDAT chunk).
         """
         writer = self._writer
         assert writer is not None
+        if isinstance(response, ReadChunk):
+            self._framer.startRaw(response.size)
+            self._startDeadline()
+            return
         for reply in (response,) if type(response) is Reply else response:  # type: ignore[union-attr]
             if self._closed:
                 return
@@ -372,16 +417,22 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
                 continue
             if action is Action.DATA:
                 self._framer.startData()
-                self._deadline = DataDeadline(
-                    self._commandTimeout, self.factory.minDataRate, self.factory.clock.seconds()
-                )
-                self.setTimeout(self._commandTimeout)
+                self._startDeadline()
             elif action is Action.STARTTLS:
                 self._startTLS()
             elif action is Action.CLOSE:
                 self._close()
             elif action is Action.AUTH_RESPONSE:
                 self._framer.expectLongLine()
+
+    def _startDeadline(self) -> None:
+        """
+        Message content (DATA, a BDAT chunk) follows: Postfix's deadline.
+        """
+        self._deadline = DataDeadline(
+            self._commandTimeout, self.factory.minDataRate, self.factory.clock.seconds()
+        )
+        self.setTimeout(self._commandTimeout)
 
     def _startTLS(self) -> None:
         assert self._writer is not None

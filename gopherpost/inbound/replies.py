@@ -5,7 +5,9 @@ SMTP replies as values.
 A session's command handlers return a L{Reply} (or a L{Deferred} of one);
 the protocol writes it.  A reply may ask the protocol to do something after
 writing it (L{Action}): switch to reading message content, start TLS, or
-close the connection.
+close the connection.  A BDAT command is answered only after its chunk:
+its handler returns L{ReadChunk}, and the protocol hands the chunk's octets
+to the session before it asks for the reply.
 
 Reply text goes to the client as printable US-ASCII only (RFC 5321 4.2):
 L{Reply.wire} escapes anything else, so client bytes echoed in a reply (an
@@ -21,7 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-__all__ = ["Action", "Reply", "Response", "printable", "responseReplies"]
+__all__ = [
+    "Action",
+    "Answer",
+    "Reply",
+    "ReadChunk",
+    "Response",
+    "printable",
+    "responseReplies",
+]
 
 _UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
 
@@ -123,6 +133,23 @@ class Reply:
 #: What a session hands the protocol for one command: one reply, or several
 #: in order (a refusal followed by C{421} and the close).
 Response = Reply | tuple[Reply, ...]
+
+
+@dataclass(frozen=True)
+class ReadChunk:
+    """
+    What a BDAT command asks of the protocol: read exactly C{size} octets,
+    hand them to C{Session.chunkReceived} as they come, then write the
+    reply of C{Session.endOfChunk}.
+
+    @ivar size: the chunk's size in octets.
+    """
+
+    size: int
+
+
+#: What a command line gets: replies, or (BDAT) a chunk to read first.
+Answer = Response | ReadChunk
 
 
 def responseReplies(response: Response) -> Sequence[Reply]:

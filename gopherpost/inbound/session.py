@@ -23,6 +23,18 @@ Errors are counted (L{HARD_ERROR_LIMIT}), and so are commands that do
 nothing for a transaction (L{JUNK_COMMAND_LIMIT}); a message received
 forgives both, as in Postfix.
 
+ESMTP extensions beyond RFC 5321: SIZE, 8BITMIME, SMTPUTF8 (RFC 6531: UTF-8
+paths and header fields, U-label domains checked as IDNA 2008), CHUNKING
+(RFC 3030, without BINARYMIME), DSN (RFC 3461: the parameters are kept in
+the envelope), REQUIRETLS (RFC 8689: offered, and taken, only under TLS).
+BDAT (L{smtp_BDAT}) works as Postfix's: the chunk's octets are always read
+(the command returns L{ReadChunk}) and answered after them; its size is
+checked against the message size limit before it is read; a chunk refused
+or failed ends the transaction (later chunks of it get C{503} and are
+discarded); a malformed BDAT (where its chunk ends is unknown) ends the
+session with C{521}; DATA after BDAT, MAIL or RCPT after BDAT, and BDAT
+after DATA get C{503}.
+
 AUTH (RFC 4954) is the session's L{IAuthCommand}
 (L{gopherpost.auth.command}), when its listener role offers it: the
 session hands it the AUTH command and, while an exchange is in progress,
@@ -47,10 +59,22 @@ from twisted.python.failure import Failure
 
 from gopherpost.config import Settings
 from gopherpost.inbound.address import AddressError, parseCommandArgument, parsePath
+from gopherpost.inbound.chunking import ChunkedContent, parseBDATArgument
 from gopherpost.inbound.context import EnvelopeRecipient, SessionContext, TLSInfo, Transaction
-from gopherpost.inbound.parameters import applyMailParameters, applyRcptParameters
+from gopherpost.inbound.parameters import (
+    applyMailParameters,
+    applyRcptParameters,
+    declaresSMTPUTF8,
+)
 from gopherpost.inbound.policy import PolicyChain
-from gopherpost.inbound.replies import Action, Reply, Response, responseReplies
+from gopherpost.inbound.replies import (
+    Action,
+    Answer,
+    ReadChunk,
+    Reply,
+    Response,
+    responseReplies,
+)
 from gopherpost.interfaces import IAuditLog
 from gopherpost.spool import SpoolError
 
@@ -74,7 +98,7 @@ _JUNK = frozenset((b"HELO", b"EHLO", b"RSET", b"NOOP", b"VRFY", b"HELP"))
 _LAST_IN_GROUP = frozenset((b"HELO", b"EHLO", b"DATA", b"NOOP", b"VRFY"))
 
 _HELP = (
-    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH\n"
+    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH\n"
     "2.0.0 See RFC 5321"
 )
 
@@ -88,6 +112,16 @@ _LINE_TOO_LONG = Reply(500, "5.5.2 Error: line too long", reason="line-length")
 _NO_SPACE = Reply(452, "4.3.1 Error: insufficient system storage", reason="storage")
 _WRITE_ERROR = Reply(451, "4.3.0 Error: queue file write error", reason="storage")
 _BODY_TOO_BIG = Reply(552, "5.3.4 Error: message file too big", reason="size")
+_NEED_MAIL = Reply(503, "5.5.1 Error: need MAIL command")
+_NEED_RCPT = Reply(503, "5.5.1 Error: need RCPT command")
+# CHUNKING (RFC 3030), with Postfix's replies.
+_BDAT_SYNTAX = Reply(521, "5.5.4 Syntax: BDAT count [LAST]", Action.CLOSE, reason="bdat")
+_NULL_CHUNK = Reply(551, "5.7.1 Null BDAT request", reason="bdat")
+_CHUNK_TOO_BIG = Reply(552, "5.3.4 Chunk exceeds message size limit", reason="size")
+_BDAT_AFTER_DATA = Reply(503, "5.5.1 Error: BDAT after DATA")
+_DATA_AFTER_BDAT = Reply(503, "5.5.1 Error: DATA after BDAT")
+_MAIL_AFTER_BDAT = Reply(503, "5.5.1 Error: MAIL after BDAT")
+_RCPT_AFTER_BDAT = Reply(503, "5.5.1 Error: RCPT after BDAT")
 _AUTH_NOT_ENABLED = Reply(503, "5.5.1 Error: authentication not enabled", reason="auth")
 
 #: Error numbers that mean the spool is full (452 4.3.1, not 451).
@@ -136,6 +170,21 @@ def _ehloReply(settings: SessionSettings, keywords: tuple[str, ...]) -> Reply:
     The EHLO reply (a few variants per server: made once each).
     """
     return Reply(250, "\n".join([settings.hostname, *keywords]))
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """
+    The BDAT chunk being read.
+
+    @ivar size: its octets.
+    @ivar last: whether it ends the message.
+    @ivar refusal: the reply when it is read only to be discarded.
+    """
+
+    size: int
+    last: bool
+    refusal: Reply | None = None
 
 
 def _challenges(response: Response) -> Response:
@@ -203,6 +252,9 @@ class Session:
         self.transaction: Transaction | None = None
         self.message: Any = None
         self._dataFailure: Reply | None = None
+        #: The BDAT chunk being read, and the content of the chunks so far.
+        self._chunk: _Chunk | None = None
+        self._chunked: ChunkedContent | None = None
         self._errors = 0
         self._junk = 0
         self._auth = auth
@@ -289,7 +341,7 @@ class Session:
 
     # Commands
 
-    def lineReceived(self, line: bytes) -> Response | Deferred[Response]:
+    def lineReceived(self, line: bytes) -> Answer | Deferred[Answer]:
         """
         One command line (without its line end), or the response line of
         an AUTH exchange in progress.
@@ -315,7 +367,7 @@ class Session:
             self._junk += 1
             if self._junk > JUNK_COMMAND_LIMIT:
                 return _then(handler(self, parts[1] if len(parts) == 2 else b""), self._finishJunk)
-        return _then(handler(self, parts[1] if len(parts) == 2 else b""), self._finish)
+        return _then(handler(self, parts[1] if len(parts) == 2 else b""), self._finishCommand)
 
     def lineTooLong(self) -> Response:
         """
@@ -343,6 +395,15 @@ class Session:
             "smtp.protocol-error", client=self.context.clientAddress, reason="pipelining"
         )
         return (_SYNC_ERROR, self._closingReply("protocol synchronization"))
+
+    def _finishCommand(self, answer: Answer) -> Answer:
+        """
+        L{_finish} for a command's answer: a BDAT's reply is counted once its
+        chunk is read.
+        """
+        if isinstance(answer, ReadChunk):
+            return answer
+        return self._finish(answer)
 
     def _finish(self, response: Response) -> Response:
         """
@@ -413,10 +474,17 @@ class Session:
             "PIPELINING",
             f"SIZE {self._settings.maxMessageSize}",
             "8BITMIME",
+            "SMTPUTF8",
+            "CHUNKING",
+            "DSN",
             "ENHANCEDSTATUSCODES",
         ]
-        if self._canStartTLS and self.context.tls is None:
-            keywords.append("STARTTLS")
+        if self.context.tls is None:
+            if self._canStartTLS:
+                keywords.append("STARTTLS")
+        else:
+            # RFC 8689 4: only on a TLS session.
+            keywords.append("REQUIRETLS")
         auth = self._auth.keyword() if self._auth is not None else None
         if auth is not None:
             keywords.append(auth)
@@ -430,13 +498,15 @@ class Session:
         if self.context.helo is None:
             return Reply(503, "5.5.1 Error: send HELO/EHLO first")
         if self.transaction is not None:
+            if self.message is not None:
+                return _MAIL_AFTER_BDAT
             return Reply(503, "5.5.1 Error: nested MAIL command")
         split = parseCommandArgument(argument, b"FROM")
         if split is None:
             return Reply(501, "5.5.4 Syntax: MAIL FROM:<address>")
         path, parameters = split
         try:
-            sender = parsePath(path, sender=True)
+            sender = parsePath(path, sender=True, smtputf8=declaresSMTPUTF8(parameters))
         except AddressError as e:
             return e.reply
         transaction = Transaction(sender)
@@ -476,13 +546,20 @@ class Session:
         """
         transaction = self.transaction
         if transaction is None:
-            return Reply(503, "5.5.1 Error: need MAIL command")
+            return _NEED_MAIL
+        if self.message is not None:
+            return _RCPT_AFTER_BDAT
         split = parseCommandArgument(argument, b"TO")
         if split is None:
             return Reply(501, "5.5.4 Syntax: RCPT TO:<address>")
         path, parameters = split
         try:
-            mailbox = parsePath(path, sender=False, postmasterDomain=self._host)
+            mailbox = parsePath(
+                path,
+                sender=False,
+                smtputf8=transaction.smtputf8,
+                postmasterDomain=self._host,
+            )
         except AddressError as e:
             return e.reply
         recipient = EnvelopeRecipient(mailbox)
@@ -515,9 +592,12 @@ class Session:
             return Reply(501, "5.5.4 Syntax: DATA")
         transaction = self.transaction
         if transaction is None:
-            return Reply(503, "5.5.1 Error: need MAIL command")
+            return _NEED_MAIL
+        if transaction.contentCommand == "BDAT":
+            return _DATA_AFTER_BDAT
         if not transaction.recipients:
-            return Reply(503, "5.5.1 Error: need RCPT command")
+            return _NEED_RCPT
+        transaction.contentCommand = "DATA"
 
         def judged(verdict: Reply | None) -> Response:
             if verdict is not None and verdict.isError:
@@ -527,6 +607,103 @@ class Session:
             return _GO_AHEAD
 
         return _then(self._chain.run("data", self.context, transaction), judged)
+
+    def smtp_BDAT(self, argument: bytes) -> ReadChunk | Response | Deferred[ReadChunk]:
+        """
+        BDAT <size> [LAST] (RFC 3030): a chunk of the message follows at
+        once; it is read (L{ReadChunk}) and answered by L{endOfChunk}.  The
+        first chunk of a message runs the DATA stage of the policies.
+        """
+        parsed = parseBDATArgument(argument)
+        if parsed is None:
+            # Where its chunk ends is unknown: its octets cannot be told
+            # from commands.
+            self._abortTransaction()
+            return _BDAT_SYNTAX
+        size, last = parsed
+        transaction = self.transaction
+        refusal: Reply | None = None
+        if transaction is None:
+            refusal = _NEED_MAIL
+        elif not transaction.recipients:
+            refusal = _NEED_RCPT
+        elif transaction.contentCommand == "DATA":
+            refusal = _BDAT_AFTER_DATA
+        elif size == 0 and not last:
+            refusal = _NULL_CHUNK
+        elif (0 if self.message is None else self.message.size) + size > (
+            self._settings.maxMessageSize
+        ):
+            refusal = _CHUNK_TOO_BIG
+        if refusal is not None or transaction is None:
+            return self._discardChunk(size, refusal or _NEED_MAIL)
+        if self.message is not None:
+            return self._readChunk(size, last)
+        transaction.contentCommand = "BDAT"
+
+        def judged(verdict: Reply | None) -> ReadChunk:
+            if verdict is not None and verdict.isError:
+                return self._discardChunk(size, verdict)
+            if self.transaction is not transaction:
+                return self._discardChunk(size, _NEED_MAIL)
+            self._dataFailure = None
+            self.message = self._sink.newMessage(self.context, transaction, self._clock.seconds())
+            self._chunked = ChunkedContent()
+            return self._readChunk(size, last)
+
+        return _then(self._chain.run("data", self.context, transaction), judged)
+
+    def _readChunk(self, size: int, last: bool) -> ReadChunk:
+        self._chunk = _Chunk(size, last)
+        return ReadChunk(size)
+
+    def _discardChunk(self, size: int, refusal: Reply) -> ReadChunk:
+        """
+        Read a chunk only to throw it away, then refuse it: the transaction
+        has failed (RFC 3030 2).
+        """
+        if refusal.reason == "size":
+            self._audit.emit("message.rejected", client=self.context.clientAddress, reason="size")
+        self._abortTransaction()
+        self._chunk = _Chunk(size, False, refusal)
+        return ReadChunk(size)
+
+    def chunkReceived(self, data: bytes) -> None:
+        """
+        Octets of the BDAT chunk being read (any number at a time).
+        """
+        chunk, chunked = self._chunk, self._chunked
+        if chunk is None or chunk.refusal is not None or chunked is None:
+            return
+        if self._dataFailure is not None:
+            return
+        content = chunked.feed(data)
+        if chunked.failed:
+            self._failData(_LINE_TOO_LONG)
+        elif content:
+            self.bodyReceived(content)
+
+    def endOfChunk(self, timeLeft: float | None = None) -> Response | Deferred[Response]:
+        """
+        The BDAT chunk was read: its reply (for the last one, once the
+        message is durable).
+
+        @param timeLeft: for the last chunk, as L{endOfData}'s.
+        """
+        chunk, self._chunk = self._chunk, None
+        assert chunk is not None
+        if chunk.refusal is not None:
+            return self._finish(chunk.refusal)
+        chunked = self._chunked
+        if chunk.last and self._dataFailure is None and chunked is not None:
+            tail = chunked.finish()
+            if chunked.failed:
+                self._failData(_LINE_TOO_LONG)
+            elif tail:
+                self.bodyReceived(tail)
+        if chunk.last or self._dataFailure is not None:
+            return self.endOfData(timeLeft)
+        return Reply(250, f"2.0.0 Ok: {chunk.size} octets")
 
     def bodyReceived(self, data: bytes) -> bool:
         """
@@ -580,6 +757,7 @@ class Session:
         message, self.message = self.message, None
         transaction, self.transaction = self.transaction, None
         failure, self._dataFailure = self._dataFailure, None
+        self._chunked = None
         if failure is not None:
             return self._finish(failure)
         assert message is not None and transaction is not None
@@ -633,6 +811,12 @@ class Session:
 
     def _abortTransaction(self) -> None:
         self.transaction = None
+        if self.message is not None:
+            # A BDAT transaction between chunks.
+            self.message.abort()
+            self.message = None
+        self._chunked = None
+        self._dataFailure = None
 
     def smtp_RSET(self, argument: bytes) -> Response:
         """
@@ -700,6 +884,7 @@ _COMMANDS: dict[bytes, Callable[[Session, bytes], Any]] = {
     b"MAIL": Session.smtp_MAIL,
     b"RCPT": Session.smtp_RCPT,
     b"DATA": Session.smtp_DATA,
+    b"BDAT": Session.smtp_BDAT,
     b"RSET": Session.smtp_RSET,
     b"NOOP": Session.smtp_NOOP,
     b"QUIT": Session.smtp_QUIT,

@@ -22,7 +22,7 @@ next host, and its last outcome stands at the end of the attempt.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from twisted.internet.defer import (
@@ -37,6 +37,7 @@ from zope.interface import Interface, implementer
 
 from gopherpost.dns import PermanentDNSError, TemporaryDNSError
 from gopherpost.relay import client
+from gopherpost.relay.esmtp import relayEnvelope
 from gopherpost.relay.mx import IDestinationResolver
 from gopherpost.relay.outcome import DEFERRED, FAILED, DeliveryResult
 from gopherpost.relay.session import ContextFactoryFor
@@ -68,12 +69,15 @@ class OutboundMessage(NamedTuple):
     @ivar sender: the reverse-path, C{""} for C{<>}.
     @ivar recipients: the recipients to deliver to, all of this destination.
     @ivar content: the message as it goes on the wire (any line ends).
+    @ivar esmtp: what the relay needs of the envelope's ESMTP metadata
+        (L{gopherpost.esmtp.metadata}: SMTPUTF8, DSN parameters).
     """
 
     queueId: str
     sender: str
     recipients: tuple[str, ...]
     content: bytes
+    esmtp: Mapping[str, Any] = {}
 
 
 class RecipientDelivery(NamedTuple):
@@ -113,6 +117,8 @@ class RecipientDelivery(NamedTuple):
     cipher: str | None = None
     connectSeconds: float = 0.0
     transferSeconds: float = 0.0
+    # esmtp: the host offered DSN (see L{DeliveryResult.dsnOffered}).
+    dsnOffered: bool = False
 
     @property
     def final(self) -> bool:
@@ -375,7 +381,12 @@ class Courier:
                     self._destinations.port,
                 )
                 envelopes = [
-                    Envelope(messages[i].sender, tuple(remaining[i]), messages[i].content)
+                    relayEnvelope(
+                        messages[i].sender,
+                        tuple(remaining[i]),
+                        messages[i].content,
+                        messages[i].esmtp,
+                    )
                     for i in active
                 ]
                 yield self._connect(
@@ -436,6 +447,7 @@ def _deliveries(result: DeliveryResult, setupSeconds: float) -> list[RecipientDe
     host, address, port = result.host, result.address, result.port
     tlsUsed, tlsVersion, cipher = result.tlsUsed, result.tlsVersion, result.cipher
     transferSeconds = result.transferSeconds
+    dsnOffered = result.dsnOffered
     # Positional: this runs for every recipient of every message.
     return [
         RecipientDelivery(
@@ -452,6 +464,7 @@ def _deliveries(result: DeliveryResult, setupSeconds: float) -> list[RecipientDe
             cipher,
             connectSeconds,
             transferSeconds,
+            dsnOffered,
         )
         for outcome in result.outcomes
     ]

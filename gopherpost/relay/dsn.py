@@ -27,6 +27,8 @@ from email.parser import BytesHeaderParser, BytesParser
 from email.policy import Compat32
 from email.utils import format_datetime, quote
 
+from gopherpost.esmtp.xtext import encodeUTF8Address
+
 __all__ = [
     "DSN_ENVELOPE_SENDER",
     "RETURN_CONTENT_LIMIT",
@@ -62,9 +64,10 @@ class _FieldsAsGiven(Compat32):
     def fold_binary(self, name: str, value: str) -> bytes:
         """
         L{fold}, as bytes; 8-bit octets of a returned message come back as
-        they were.
+        they were, and a UTF-8 address of ours (SMTPUTF8, RFC 6532) goes
+        as UTF-8.
         """
-        return self.fold(name, value).encode("ascii", "surrogateescape")
+        return self.fold(name, value).encode("utf-8", "surrogateescape")
 
 
 _POLICY = _FieldsAsGiven(linesep="\r\n", mangle_from_=False)
@@ -155,6 +158,17 @@ def _address(value: str, what: str) -> str:
     if any(c in text for c in "\r\n\0") or not text:
         raise ValueError(f"not a usable {what} address: {value!r}")
     return text
+
+
+def _finalRecipient(value: str) -> str:
+    """
+    The C{Final-Recipient} field: C{rfc822; address}, or for a UTF-8
+    address (SMTPUTF8) C{utf-8; } and its utf-8-addr-xtext (RFC 6533 3).
+    """
+    address = _address(value, "recipient")
+    if address.isascii():
+        return f"rfc822; {_field(address)}"
+    return f"utf-8; {_field(encodeUTF8Address(address))}"
 
 
 def _typedAddress(value: str) -> str:
@@ -271,8 +285,15 @@ def _notification(
             lines.append(f"    The remote server said: {_field(failure.diagnosticCode)}")
         lines.append("")
     lines.append(returned)
-    part = _part("text/plain; charset=us-ascii", "Notification")
-    part.set_payload("\r\n".join(lines) + "\r\n")
+    text = "\r\n".join(lines) + "\r\n"
+    if text.isascii():
+        part = _part("text/plain; charset=us-ascii", "Notification")
+        part.set_payload(text)
+        return part
+    # esmtp: a UTF-8 address (SMTPUTF8), as it is.
+    part = _part("text/plain; charset=utf-8", "Notification")
+    part["Content-Transfer-Encoding"] = "8bit"
+    part.set_payload(_text(text.encode("utf-8")))
     return part
 
 
@@ -302,12 +323,11 @@ def _deliveryStatus(
         )
     ]
     for failure in failures:
-        recipient = _field(_address(failure.recipient, "recipient"))
         original = failure.originalRecipient
         blocks.append(
             _fields(
                 ("Original-Recipient", _typedAddress(original) if original else None),
-                ("Final-Recipient", f"rfc822; {recipient}"),
+                ("Final-Recipient", _finalRecipient(failure.recipient)),
                 ("Action", failure.action),
                 ("Status", _status(failure)),
                 (
@@ -446,10 +466,11 @@ def buildDSN(
     # The report type unquoted, as RFC 6522 writes it and filters look for it.
     boundary = quote(_boundary(seed, host, content))
     report["Content-Type"] = f'multipart/report; report-type=delivery-status; boundary="{boundary}"'
-    if _is8bit(content):
+    notification = _notification(host, failures, queueId, note)
+    if _is8bit(content) or notification["Content-Transfer-Encoding"] == "8bit":
         report["Content-Transfer-Encoding"] = "8bit"
     report.preamble = "This is a MIME-encapsulated message.\r\n"
-    report.attach(_notification(host, failures, queueId, note))
+    report.attach(notification)
     report.attach(_deliveryStatus(host, failures, arrivalDate, queueId, envelopeId))
     report.attach(returned)
     return report.as_bytes(policy=_POLICY)

@@ -26,6 +26,7 @@ from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
 
 from gopherpost.dns import IDNSResolver, PermanentDNSError, TemporaryDNSError
+from gopherpost.esmtp.idn import toALabel
 
 __all__ = [
     "IDestinationResolver",
@@ -127,10 +128,11 @@ def normalizeDomain(domain: str) -> str:
     if not text:
         raise PermanentDNSError(domain, "empty domain")
     if not text.isascii():
-        try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise PermanentDNSError(domain, "not a valid domain name") from None
+        # esmtp: IDNA 2008 (Python's "idna" codec is IDNA 2003).
+        aLabels = toALabel(text)
+        if aLabels is None:
+            raise PermanentDNSError(domain, "not a valid domain name")
+        text = aLabels
     return text
 
 

@@ -209,6 +209,9 @@ class DeliveryResult(NamedTuple):
     failureStage: str | None = None
     connectSeconds: float = 0.0
     transferSeconds: float = 0.0
+    # esmtp: whether the server offered DSN (RFC 3461): it was given the
+    # sender's DSN parameters and reports success and delay itself.
+    dsnOffered: bool = False
 
     def outcomeFor(self, recipient: str) -> RecipientOutcome:
         """

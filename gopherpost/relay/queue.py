@@ -54,6 +54,8 @@ from zope.interface import implementer
 
 from gopherpost import deliveryevents as events
 from gopherpost.config import Settings
+from gopherpost.esmtp.dsnparams import DSNRequest
+from gopherpost.esmtp.metadata import DSN
 from gopherpost.interfaces import IAuditLog, IDeliveryObserver, ISpoolObserver
 from gopherpost.relay import content, dsn
 from gopherpost.relay.courier import (
@@ -65,6 +67,7 @@ from gopherpost.relay.courier import (
 from gopherpost.relay.deliverylog import BOUNCED, DeliveryLog
 from gopherpost.relay.deliverylog import DEFERRED as LOG_DEFERRED
 from gopherpost.relay.deliverylog import SENT as LOG_SENT
+from gopherpost.relay.esmtp import dueDelayWarnings, relayMetadata, wantsSuccessNotice
 from gopherpost.relay.journal import JOURNAL_DIRECTORY, Journal, JournalFile, replayJournals
 from gopherpost.relay.outcome import DEFERRED, SENT
 from gopherpost.relay.state import (
@@ -391,6 +394,9 @@ class RelayQueue(Service):
         """
         if envelope.relayRecipients:
             self._takeOn(envelope)
+        if DSN in envelope.metadata:
+            # esmtp: NOTIFY=SUCCESS for a local recipient: delivered.
+            self._deliveredNotice(envelope)
 
     def _takeOn(self, envelope: Envelope) -> None:
         """
@@ -842,7 +848,11 @@ class RelayQueue(Service):
         for work, body in zip(batch, contents):
             work.content = work.state.dkimHeader.encode("ascii") + body
             work.message = OutboundMessage(
-                work.state.queueId, work.state.sender, tuple(work.remaining), work.content
+                work.state.queueId,
+                work.state.sender,
+                tuple(work.remaining),
+                work.content,
+                esmtp=work.state.esmtp,
             )
         messages = [work.message for work in batch if work.message is not None]
         journal = self._journal.start()
@@ -956,6 +966,24 @@ class RelayQueue(Service):
                     work.lastHost = delivery.host
                 work.deferrals[recipient.address] = delivery
                 work.tried = work.dirty = True
+        if sent and work.state.esmtp:
+            # esmtp: NOTIFY=SUCCESS, and the next hop does not report it.
+            request = DSNRequest.fromMetadata(work.state.esmtp)
+            relayed = [d for d in sent if wantsSuccessNotice(request, d.recipient, d.dsnOffered)]
+            if relayed and dsn.shouldBounce(work.state.sender):
+                notices = [
+                    dsn.RecipientFailure(
+                        recipient=d.recipient,
+                        status=d.dsn if d.dsn.startswith("2.") else "2.0.0",
+                        reason=f"relayed to {d.host}, which does not report delivery",
+                        diagnosticCode=d.reply if d.remote else None,
+                        remoteMTA=d.host or None,
+                        action="relayed",
+                        originalRecipient=request.forRecipient(d.recipient).originalRecipient,
+                    )
+                    for d in relayed
+                ]
+                self._track(self._writes, self._notice(work.state, work.content, notices))
         if sent:
             self._audit.emit(
                 "delivery.success",
@@ -1131,12 +1159,28 @@ class RelayQueue(Service):
         # Small, unsynced writes: on the reactor thread (see relay.state),
         # together (a burst of writes costs less than the same writes
         # spread between network events).
+        # esmtp: NOTIFY=DELAY, once per recipient (marked before the save).
+        warnings = []
+        for work in batch:
+            if work.remaining and work.state.esmtp:
+                due = dueDelayWarnings(
+                    work.state.esmtp,
+                    work.state.received,
+                    now,
+                    settings.delayWarning,
+                    list(work.remaining),
+                )
+                if due:
+                    work.dirty = True
+                    warnings.append((work, due))
         saved = True
         for work in batch:
             if work.dirty:
                 saved = self._save(work) and saved
         for work in batch:
             self._bounceNewFailures(work)
+        for work, due in warnings:
+            self._delayNotice(work, due)
         return saved
 
     # Bounces
@@ -1175,6 +1219,15 @@ class RelayQueue(Service):
         Send the DSN for C{failures} (unless the sender is null), and tell
         the delivery observers once its queue id is known.
         """
+        # esmtp: NOTIFY (RFC 3461 4.1): NEVER, or a list without FAILURE,
+        # means no DSN for that recipient (the observers are still told).
+        request = DSNRequest.fromMetadata(state.esmtp)
+        unwanted = [r for r in failures if not request.forRecipient(r.address).notifyFailure]
+        if unwanted:
+            failures = [r for r in failures if r not in unwanted]
+            self._notifyFailures(state, unwanted, expired, None)
+        if not failures:
+            return
         if dsn.shouldBounce(state.sender):
             self._track(self._writes, self._bounce(state, content, failures, expired))
         else:
@@ -1220,8 +1273,10 @@ class RelayQueue(Service):
         expired: set[str] | frozenset[str] = frozenset(),
     ) -> Deferred[None]:
         """
-        Tell the sender about final failures with an RFC 3464 report.
+        Tell the sender about final failures with an RFC 3464 report (with
+        the sender's RET, ENVID and ORCPT, RFC 3461).
         """
+        request = DSNRequest.fromMetadata(state.esmtp)
         report = dsn.buildDSN(
             reportingMTA=self._settings.hostname,
             originalSender=state.sender,
@@ -1232,6 +1287,7 @@ class RelayQueue(Service):
                     reason=r.lastError,
                     diagnosticCode=_diagnosticOf(r.lastError),
                     remoteMTA=r.lastHost or None,
+                    originalRecipient=request.forRecipient(r.address).originalRecipient,
                 )
                 for r in failures
             ],
@@ -1239,6 +1295,8 @@ class RelayQueue(Service):
             arrivalDate=state.received,
             now=self._reactor.seconds(),
             queueId=state.queueId,
+            envelopeId=request.envelopeIdText,
+            returnContent=request.returnFull,
         )
         senderLocal = self._settings.isLocalDomain(_domainOf(state.sender))
         d = self._spool.store(report, "", [(state.sender, senderLocal)])
@@ -1254,6 +1312,118 @@ class RelayQueue(Service):
         # The spool tells its observers (this queue among them) of the
         # bounce: its remote recipient is taken on from there.
         return d.addCallbacks(stored, failed)
+
+    # Success and delay DSNs the sender asked for (esmtp, RFC 3461)
+
+    def _notice(
+        self, state: MessageState, content: bytes, entries: list[dsn.RecipientFailure]
+    ) -> Deferred[None]:
+        """
+        Send a DSN other than a failure (C{relayed}, C{delivered},
+        C{delayed}): the original's header section is returned.
+        """
+        request = DSNRequest.fromMetadata(state.esmtp)
+        try:
+            report = dsn.buildDSN(
+                reportingMTA=self._settings.hostname,
+                originalSender=state.sender,
+                failures=entries,
+                originalMessage=content,
+                arrivalDate=state.received,
+                now=self._reactor.seconds(),
+                queueId=state.queueId,
+                envelopeId=request.envelopeIdText,
+            )
+        except ValueError as e:
+            _log.error(
+                "Could not build a DSN for {queueId}: {error}", queueId=state.queueId, error=e
+            )
+            return succeed(None)
+        senderLocal = self._settings.isLocalDomain(_domainOf(state.sender))
+        d = self._spool.store(report, "", [(state.sender, senderLocal)])
+        action = entries[0].action
+
+        def stored(envelope: Envelope) -> None:
+            _log.info(
+                "Told the sender of {queueId} ({action}: {count} recipients) as {noticeId}",
+                queueId=state.queueId,
+                action=action,
+                count=len(entries),
+                noticeId=envelope.queueId,
+            )
+
+        def failed(failure: Failure) -> None:
+            _log.failure("Could not store a DSN for {queueId}", failure, queueId=state.queueId)
+
+        return d.addCallbacks(stored, failed)
+
+    def _delayNotice(self, work: _Work, due: list[str]) -> None:
+        """
+        Tell the sender that C{due} (recipients of C{work}) are delayed.
+        """
+        state = work.state
+        if not dsn.shouldBounce(state.sender):
+            return
+        request = DSNRequest.fromMetadata(state.esmtp)
+        recipients = {r.address: r for r in state.recipients}
+        entries = []
+        for address in due:
+            recipient = recipients.get(address)
+            error = recipient.lastError if recipient is not None else ""
+            # _statusOf gives the permanent form of the last status.
+            status = "4" + _statusOf(error)[1:]
+            entries.append(
+                dsn.RecipientFailure(
+                    recipient=address,
+                    status=status,
+                    reason=error or "not delivered yet",
+                    diagnosticCode=_diagnosticOf(error),
+                    remoteMTA=(recipient.lastHost or None) if recipient is not None else None,
+                    action="delayed",
+                    originalRecipient=request.forRecipient(address).originalRecipient,
+                    willRetryUntil=state.received + self._settings.queueLifetime,
+                )
+            )
+        self._track(self._writes, self._notice(state, work.content, entries))
+
+    def _deliveredNotice(self, envelope: Envelope) -> None:
+        """
+        NOTIFY=SUCCESS for local recipients: they have the message now.
+        """
+        request = DSNRequest.fromMetadata(envelope.metadata)
+        local = [
+            r.address
+            for r in envelope.recipients
+            if r.local and request.forRecipient(r.address).notifySuccess
+        ]
+        if not local or not dsn.shouldBounce(envelope.sender):
+            return
+        state = MessageState(
+            envelope.queueId,
+            envelope.dateDirectory,
+            envelope.received,
+            envelope.sender,
+            esmtp=relayMetadata(envelope.metadata),
+        )
+        entries = [
+            dsn.RecipientFailure(
+                recipient=address,
+                status="2.0.0",
+                reason="delivered to the mailbox",
+                action="delivered",
+                originalRecipient=request.forRecipient(address).originalRecipient,
+            )
+            for address in local
+        ]
+
+        def send(content: bytes) -> Deferred[None]:
+            return self._notice(state, content, entries)
+
+        def unreadable(failure: Failure) -> None:
+            _log.failure("Could not read {queueId} for its DSN", failure, queueId=envelope.queueId)
+
+        d = self._spool.readMessage(envelope).addCallback(send)
+        self._track(self._writes, d.addErrback(unreadable))
 
 
 def _diagnosticOf(error: str) -> str | None:

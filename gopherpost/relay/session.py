@@ -50,6 +50,13 @@ from gopherpost.relay.channel import (
     ReplyTimeout,
     Stopped,
 )
+from gopherpost.relay.esmtp import (
+    asciiForm,
+    mailParameters,
+    messageNeedsSMTPUTF8,
+    rcptParameters,
+    utf8Refusal,
+)
 from gopherpost.relay.outcome import (
     FAILED,
     DeliveryResult,
@@ -360,6 +367,7 @@ class ClientSession(CommandChannel):
             failureStage=None if transaction.accepted else transaction.failureStage,
             connectSeconds=connectSeconds,
             transferSeconds=transaction.transferSeconds,
+            dsnOffered="DSN" in self.extensions,
         )
 
     @inlineCallbacks
@@ -470,7 +478,8 @@ class ClientSession(CommandChannel):
         utf8 = "SMTPUTF8" in self.extensions
 
         def needsUTF8(address: str) -> bool:
-            return not address.isascii()
+            # esmtp: an ASCII local part at an IDN domain goes as A-labels.
+            return asciiForm(address) is None
 
         if not validAddress(envelope.sender, allowEmpty=True):
             for r in tx.recipients:
@@ -482,6 +491,13 @@ class ClientSession(CommandChannel):
                 tx.settle(
                     r, FAILED, 553, "5.6.7", "non-ASCII sender and the server lacks SMTPUTF8", False
                 )
+            tx.failureStage = "MAIL"
+            return False
+        # esmtp: a UTF-8 header section needs SMTPUTF8 for all.
+        refusal = None if utf8 else utf8Refusal(envelope, self._host)
+        if refusal is not None:
+            for r in tx.recipients:
+                tx.settle(r, FAILED, 553, "5.6.7", refusal, False)
             tx.failureStage = "MAIL"
             return False
         for r in tx.recipients:
@@ -522,12 +538,23 @@ class ClientSession(CommandChannel):
             parameters.append(f"SIZE={size}")
         if eightBit and "8BITMIME" in self.extensions:
             parameters.append("BODY=8BITMIME")
-        smtputf8 = utf8 and (needsUTF8(envelope.sender) or any(needsUTF8(r) for r in candidates))
+        smtputf8 = utf8 and messageNeedsSMTPUTF8(envelope, candidates)
         if smtputf8:
             parameters.append("SMTPUTF8")
+        parameters.extend(mailParameters(envelope, self.extensions))
         encoding = "utf-8" if smtputf8 else "ascii"
-        mail = " ".join([f"MAIL FROM:<{envelope.sender}>"] + parameters)
-        rcpts = [(f"RCPT TO:<{r}>", "RCPT") for r in candidates]
+
+        def wire(address: str) -> str:
+            return address if smtputf8 else asciiForm(address) or address
+
+        mail = " ".join([f"MAIL FROM:<{wire(envelope.sender)}>"] + parameters)
+        rcpts = [
+            (
+                f"RCPT TO:<{wire(r)}>" + rcptParameters(envelope, r, self.extensions, smtputf8),
+                "RCPT",
+            )
+            for r in candidates
+        ]
         # With PIPELINING (RFC 2920 section 3.1) MAIL, RCPT... and DATA go
         # out at once; otherwise each command waits for the previous reply.
         group: list[tuple[str, Deferred]] = []

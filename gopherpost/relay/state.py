@@ -29,10 +29,12 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from twisted.logger import Logger
 
 from gopherpost.durable import writeFile
+from gopherpost.relay.esmtp import relayMetadata
 from gopherpost.spool import Envelope
 
 __all__ = [
@@ -82,6 +84,9 @@ class MessageState:
         message was queued, prepended to every attempt (C{""}: none).
     @ivar held: put on hold by the operator (C{gopherpostctl queue hold}):
         never attempted, and kept past the queue lifetime, until released.
+    @ivar esmtp: the envelope metadata of the ESMTP extensions the relay
+        honours (L{gopherpost.relay.esmtp.relayMetadata}: SMTPUTF8, DSN
+        parameters, REQUIRETLS); C{{}} for a plain message.
     """
 
     queueId: str
@@ -91,6 +96,8 @@ class MessageState:
     recipients: list[RecipientState] = field(default_factory=list)
     dkimHeader: str = ""
     held: bool = False
+    # esmtp (issue 19)
+    esmtp: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def forEnvelope(cls, envelope: Envelope, now: float) -> MessageState:
@@ -106,6 +113,7 @@ class MessageState:
                 RecipientState(r.address, r.token, nextAttempt=now)
                 for r in envelope.relayRecipients
             ],
+            esmtp=relayMetadata(envelope.metadata),
         )
 
     @property
@@ -130,6 +138,9 @@ class MessageState:
         # every relayed message.
         data = {name: getattr(self, name) for name in _MESSAGE_FIELDS}
         data["recipients"] = [vars(r) for r in self.recipients]
+        if not self.esmtp:
+            # A plain message's state reads as it always did.
+            del data["esmtp"]
         data["version"] = 1
         return json.dumps(data, sort_keys=True).encode("utf-8")
 

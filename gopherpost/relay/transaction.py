@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gopherpost.esmtp.dsnparams import DSNRequest
 from gopherpost.relay.outcome import (
     DEFERRED,
     SENT,
@@ -46,11 +47,19 @@ class Envelope:
     @ivar sender: the reverse-path without angle brackets; C{""} for C{<>}.
     @ivar recipients: forward-paths without angle brackets.
     @ivar message: the message, headers and body (any line ends).
+    @ivar smtputf8: whether it was received with SMTPUTF8 (RFC 6531): its
+        header section may be UTF-8, and then it goes only to a server that
+        offers SMTPUTF8.
+    @ivar dsn: the sender's DSN parameters (RFC 3461), passed on to a
+        server that offers DSN.
     """
 
     sender: str
     recipients: tuple[str, ...]
     message: bytes
+    # esmtp (issue 19)
+    smtputf8: bool = False
+    dsn: DSNRequest | None = None
 
 
 def validAddress(address: str, allowEmpty: bool) -> bool:

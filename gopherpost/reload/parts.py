@@ -107,6 +107,7 @@ RELAY_FIELDS = frozenset(
         "retryInitial",
         "retryMax",
         "queueLifetime",
+        "delayWarning",  # esmtp (issue 19): NOTIFY=DELAY warnings
         "queueWorkers",
         "destinationConcurrency",
         "dkimSelector",

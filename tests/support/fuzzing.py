@@ -77,6 +77,14 @@ _TOKENS = [
     b"w" * 17000,
     b"SIZE=99999999999",
     b"BODY=8BITMIME",
+    # esmtp (issue 19)
+    b"SMTPUTF8",
+    b"RET=HDRS",
+    b"ENVID=a+2B",
+    b"NOTIFY=SUCCESS,DELAY",
+    b"ORCPT=rfc822;a@x.test",
+    b"REQUIRETLS",
+    b"BDAT 3 LAST",
 ]
 _COMMANDS = [
     b"HELO",
@@ -196,7 +204,17 @@ def dialogue(rng: random.Random) -> bytes:
             rng.choice(_TOKENS[:12] + [b"Subject: fuzz\r\n", b"text "])
             for _ in range(rng.randrange(40))
         )
-        out.append(body + b"\r\n.\r\n")
+        if rng.random() < 0.3:
+            # esmtp: the message as BDAT chunks (the last one LAST).
+            out.pop()
+            if not body:
+                out.append(b"BDAT 0 LAST\r\n")
+            while body:
+                size = rng.randrange(1, len(body) + 1)
+                chunk, body = body[:size], body[size:]
+                out.append(b"BDAT %d%s\r\n" % (size, b"" if body else b" LAST") + chunk)
+        else:
+            out.append(body + b"\r\n.\r\n")
         if rng.random() < 0.5:
             out.append(rng.choice([b"NOOP\r\n", b"RSET\r\n", b"STARTTLS\r\n", b"VRFY bob\r\n"]))
     out.append(b"QUIT\r\n")

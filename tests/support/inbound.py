@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IHandshakeListener, ITLSTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener, ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -252,16 +252,29 @@ def replies(transport: StringTransport) -> list[bytes]:
     return [line for line in lines if line]
 
 
-@implementer(IHandshakeListener)
+@implementer(IHandshakeListener, IHalfCloseableProtocol)
 class _RecordingProtocol(ProtocolWrapper):
     """
-    Counts the octets the server protocol was handed, read by read (and
-    passes on the end of a STARTTLS handshake).
+    Counts the octets the server protocol was handed, read by read, and
+    passes on the end of a STARTTLS handshake (which TLS reports to the
+    transport's protocol: this wrapper) and a client's half-close.
     """
 
     def handshakeCompleted(self) -> None:
         if IHandshakeListener.providedBy(self.wrappedProtocol):
             self.wrappedProtocol.handshakeCompleted()
+
+    def readConnectionLost(self) -> None:
+        if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.readConnectionLost()
+        elif self.transport is not None:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        if IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.writeConnectionLost()
+        elif self.transport is not None:
+            self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         self.factory.received += len(data)
