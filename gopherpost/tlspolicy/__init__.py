@@ -1,0 +1,3 @@
+"""
+Outbound transport security (issue 19): MTA-STS, DANE, TLS reporting.
+"""
