@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from gopherpost.tls import loadServerContextFactory
@@ -98,16 +101,16 @@ class _Scripted(resource.Resource):
 
 
 class _TrackedProtocol(ProtocolWrapper):
-    def connectionLost(self, reason: object) -> None:
-        ProtocolWrapper.connectionLost(self, reason)  # type: ignore[arg-type]
-        factory: _TrackingFactory = self.factory  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        ProtocolWrapper.connectionLost(self, reason)
+        factory: Any = self.factory
         factory.lost(self)
 
 
 class _TrackingFactory(WrappingFactory):
-    protocol = _TrackedProtocol  # type: ignore[assignment]
+    protocol = _TrackedProtocol
 
-    def __init__(self, wrapped: object) -> None:
+    def __init__(self, wrapped: Any) -> None:
         WrappingFactory.__init__(self, wrapped)  # type: ignore[arg-type]
         self.waiting: list[Deferred[None]] = []
 
@@ -124,9 +127,9 @@ class _TrackingFactory(WrappingFactory):
             return waiter
         self.waiting.append(waiter)
         for protocol in list(self.protocols):
-            transport = protocol.transport
+            transport: Any = protocol.transport
             if transport is not None:
-                transport.abortConnection()  # type: ignore[attr-defined]
+                transport.abortConnection()
         return waiter
 
 
