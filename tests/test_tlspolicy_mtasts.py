@@ -83,6 +83,11 @@ class STSResolverTests(TestCase):
         if text:
             self.dns.addTXT(f"_mta-sts.{DOMAIN}", text)
 
+    def cachedPolicy(self) -> CachedPolicy:
+        cached = self.cache.get(DOMAIN)
+        assert cached is not None
+        return cached
+
     def fetches(self) -> int:
         return len([r for r in self.server.requests if r.path == PATH])
 
@@ -128,7 +133,7 @@ class STSResolverTests(TestCase):
         lookup = yield resolver.policyFor(DOMAIN)
         self.assertEqual(lookup.policy.mode, TESTING)
         self.assertEqual(self.fetches(), 2)
-        self.assertEqual(self.cache.get(DOMAIN).id, "two")
+        self.assertEqual(self.cachedPolicy().id, "two")
 
     @inlineCallbacks
     def test_survivesRestartWithoutRecord(self) -> InlineCallbacks:
@@ -157,7 +162,7 @@ class STSResolverTests(TestCase):
         resolver = self.newResolver()
         lookup = yield resolver.policyFor(DOMAIN)
         self.assertEqual(lookup.policy.mode, ENFORCE)
-        self.assertEqual(self.cache.get(DOMAIN).id, "one")
+        self.assertEqual(self.cachedPolicy().id, "one")
         [(domain, kind, reason)] = self.problems
         self.assertEqual((domain, kind), (DOMAIN, STS_POLICY_FETCH_ERROR))
         self.assertIn("HTTP 500", reason)
@@ -178,7 +183,7 @@ class STSResolverTests(TestCase):
         lookup = yield self.resolver.policyFor(DOMAIN)
         self.assertFalse(lookup.cached)
         self.assertEqual(self.fetches(), 2)
-        self.assertEqual(self.cache.get(DOMAIN).fetched, self.clock.seconds())
+        self.assertEqual(self.cachedPolicy().fetched, self.clock.seconds())
 
     @inlineCallbacks
     def test_expired(self) -> InlineCallbacks:
