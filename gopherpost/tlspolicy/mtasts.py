@@ -104,6 +104,7 @@ class STSResolver:
         clock: IReactorTime,
         port: int = 443,
         onProblem: ProblemListener | None = None,
+        onFetched: Callable[[str], None] | None = None,
     ) -> None:
         """
         @param resolver: for the TXT records (C{SMTP_DNS_SERVERS}).
@@ -112,6 +113,7 @@ class STSResolver:
         @param clock: the time policies are fetched and expire by.
         @param port: the HTTPS port (C{SMTP_MTA_STS_PORT}; 443 but in tests).
         @param onProblem: told of each failed fetch.
+        @param onFetched: told of each policy fetched (its domain).
         """
         self._resolver = resolver
         self._client = client
@@ -119,6 +121,7 @@ class STSResolver:
         self._clock = clock
         self._port = port
         self._onProblem = onProblem
+        self._onFetched = onFetched
         self._fetching: dict[str, list[Deferred[CachedPolicy]]] = {}
         self._failedAt: dict[str, float] = {}
 
@@ -249,6 +252,8 @@ class STSResolver:
         def stored(fresh: CachedPolicy) -> CachedPolicy:
             self._failedAt.pop(domain, None)
             self._cache.put(fresh)
+            if self._onFetched is not None:
+                self._onFetched(domain)
             _log.info(
                 "MTA-STS policy of {domain}: mode {mode}, max_age {maxAge}, id {id}",
                 domain=domain,
