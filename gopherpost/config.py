@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from gopherpost.listeners.endpoints import EndpointError, ListenerSpec, parseListeners
+from gopherpost.listeners.endpoints import (
+    EndpointError,
+    ListenerSpec,
+    parseEndpoint,
+    parseListeners,
+)
 
 __all__ = [
     "ConfigError",
@@ -27,6 +32,8 @@ __all__ = [
     "IPNetwork",
     "HostPort",
     "OUTBOUND_TLS_POLICIES",
+    "LETS_ENCRYPT_DIRECTORY",
+    "LETS_ENCRYPT_STAGING_DIRECTORY",
     "loadEnvironment",
     "settingsFromEnvironment",
     "parseHostPort",
@@ -43,6 +50,14 @@ __all__ = [
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 HostPort = tuple[str, int]
+
+#: Let's Encrypt's production ACME directory, C{SMTP_ACME_DIRECTORY}'s default.
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+#: Let's Encrypt's staging directory: for trials, its certificates are not trusted.
+LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+#: C{SMTP_ACME_CHALLENGE_LISTEN}'s default: HTTP-01 is checked on port 80.
+ACME_CHALLENGE_LISTEN = parseEndpoint("SMTP_ACME_CHALLENGE_LISTEN", "tcp:80")
 
 #: The accepted values of C{SMTP_OUTBOUND_TLS}.
 OUTBOUND_TLS_POLICIES = ("verify", "may", "require", "none")
@@ -193,6 +208,10 @@ class Settings:
     dkimPrivateKey: str | None = None
     dkimDomain: str | None = None
 
+    # Inbound DATA deadline (Postfix's smtpd_min_data_rate): octets per
+    # second of message content that earn their time back; 0: idle timer
+    # only.
+    minDataRate: int = 500
     # Internet MX checks (issue 16): sender authentication, abuse, shared state
     #: C{SMTP_SENDER_AUTH}: check SPF, DKIM, ARC and DMARC for mail from
     #: clients without relay permission and add Authentication-Results.
@@ -278,6 +297,29 @@ class Settings:
     indexRelayed: bool = False
     #: C{SMTP_RELEASE_TO}: address patterns the API may release messages to.
     releaseTo: tuple[str, ...] = ()
+
+    # ACME (issue 22): certificates from an ACME CA (Let's Encrypt)
+    #: C{SMTP_ACME_DOMAINS}: the certificate's names, the first is its
+    #: subject; empty turns ACME off.
+    acmeDomains: tuple[str, ...] = ()
+    #: C{SMTP_ACME_EMAIL}: the account's contact address.
+    acmeEmail: str | None = None
+    #: C{SMTP_ACME_DIRECTORY}: the CA's directory URL.
+    acmeDirectory: str = LETS_ENCRYPT_DIRECTORY
+    #: C{SMTP_ACME_AGREE_TOS}: the operator agrees to the CA's terms.
+    acmeAgreeTOS: bool = False
+    #: C{SMTP_ACME_CHALLENGE_LISTEN}: the endpoint answering HTTP-01.
+    acmeChallengeListen: ListenerSpec = ACME_CHALLENGE_LISTEN
+    #: C{SMTP_ACME_DIRECTORY_CA}: CA certificates (PEM) to trust for the
+    #: directory's HTTPS instead of the system's (a private CA).
+    acmeDirectoryCA: str | None = None
+
+    @property
+    def acmeEnabled(self) -> bool:
+        """
+        Whether certificates come from ACME (C{SMTP_ACME_DOMAINS} is set).
+        """
+        return bool(self.acmeDomains)
 
     @property
     def dkimEnabled(self) -> bool:
@@ -744,6 +786,8 @@ def settingsFromEnvironment(
         spamRejectScore=get("SMTP_SPAM_REJECT_SCORE", _spamScore, _DEFAULT_REJECT_SCORE),
         milters=get("SMTP_MILTERS", parseMilters, ()),
         **webhooks,
+        # Inbound
+        minDataRate=get("SMTP_MIN_DATA_RATE", _int, 500),
     )
     # Internet MX checks (issue 16).
     banDuration = get("SMTP_BAN_DURATION", lambda n, r: _seconds(n, r, 1), 600.0)
@@ -777,6 +821,21 @@ def settingsFromEnvironment(
         redisPrefix=get("SMTP_REDIS_PREFIX", _redisPrefix, "gopherpost:"),
     )
     settings = _webSettings(env, settings)
+    # ACME (issue 22).
+    settings = dataclasses.replace(
+        settings,
+        acmeDomains=get("SMTP_ACME_DOMAINS", _acmeDomains, ()),
+        acmeEmail=optional("SMTP_ACME_EMAIL", _email),
+        acmeDirectory=get("SMTP_ACME_DIRECTORY", _httpsURL, LETS_ENCRYPT_DIRECTORY),
+        acmeAgreeTOS=get("SMTP_ACME_AGREE_TOS", _bool, False),
+        acmeChallengeListen=get(
+            "SMTP_ACME_CHALLENGE_LISTEN", _challengeListen, ACME_CHALLENGE_LISTEN
+        ),
+        acmeDirectoryCA=optional("SMTP_ACME_DIRECTORY_CA", fileParser),
+    )
+    if settings.acmeEnabled:
+        _checkACME(settings)
+
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:
         healthAddress(settings)
@@ -926,6 +985,99 @@ def _redisPrefix(name: str, raw: str) -> str:
     if not all("!" <= c <= "~" for c in text):
         raise ConfigError(name, f"{raw!r}: use printable characters without spaces")
     return text
+
+
+# ACME (issue 22).
+
+
+def _acmeDomains(name: str, raw: str) -> tuple[str, ...]:
+    domains: list[str] = []
+    for item in _list(raw):
+        if item.startswith("*."):
+            raise ConfigError(
+                name, f"{item!r}: a wildcard needs DNS-01, and GopherPost answers HTTP-01 only"
+            )
+        try:
+            ipaddress.ip_address(item.strip("[]"))
+        except ValueError:
+            pass
+        else:
+            raise ConfigError(name, f"{item!r}: list host names, not IP addresses")
+        domain = _hostname(name, item)
+        if "." not in domain:
+            raise ConfigError(name, f"{item!r} is not a fully qualified host name")
+        if domain not in domains:
+            domains.append(domain)
+    if len(domains) > 100:
+        raise ConfigError(name, f"{len(domains)} names; a certificate holds at most 100")
+    return tuple(domains)
+
+
+def _email(name: str, raw: str) -> str:
+    text = raw.strip()
+    if text.lower().startswith("mailto:"):
+        text = text[len("mailto:") :]
+    local, at, domain = text.rpartition("@")
+    if (
+        not at
+        or not local
+        or any(c.isspace() or c in ',<>"' for c in local)
+        or not all(c.isprintable() for c in local)
+    ):
+        raise ConfigError(name, f"{raw!r} is not an email address")
+    return f"{local}@{_hostname(name, domain)}"
+
+
+def _httpsURL(name: str, raw: str) -> str:
+    from urllib.parse import urlsplit
+
+    text = raw.strip()
+    try:
+        url = urlsplit(text)
+        port = url.port
+    except ValueError as e:
+        raise ConfigError(name, f"{text!r} is not a URL ({e})") from None
+    if url.scheme != "https" or not url.hostname:
+        raise ConfigError(name, f"{text!r}: an ACME directory is an https:// URL (RFC 8555)")
+    if port == 0:
+        raise ConfigError(name, f"{text!r}: port 0 is not a valid TCP port")
+    return text
+
+
+def _challengeListen(name: str, raw: str) -> ListenerSpec:
+    try:
+        return parseEndpoint(name, raw)
+    except EndpointError as e:
+        raise ConfigError(name, f"{raw.strip()!r}: {e}") from None
+
+
+def _checkACME(settings: Settings) -> None:
+    """
+    ACME's settings together with the others.
+    """
+    if not settings.acmeAgreeTOS:
+        raise ConfigError(
+            "SMTP_ACME_AGREE_TOS",
+            "must be true to use ACME (SMTP_ACME_DOMAINS is set): it says you agree to "
+            f"the terms of service of the CA at {settings.acmeDirectory}",
+        )
+    if settings.tlsDisable:
+        raise ConfigError(
+            "SMTP_TLS_DISABLE",
+            "is true, but SMTP_ACME_DOMAINS asks for a certificate: unset one of them",
+        )
+    for variable, value in (("SMTP_TLS_CERT", settings.tlsCert), ("SMTP_TLS_KEY", settings.tlsKey)):
+        if value is not None:
+            raise ConfigError(
+                variable,
+                "must be empty when SMTP_ACME_DOMAINS is set: ACME provides the certificate",
+            )
+    if settings.workers > 1:
+        raise ConfigError(
+            "SMTP_WORKERS",
+            "ACME certificates (SMTP_ACME_DOMAINS) are served by a single process for now: "
+            "set SMTP_WORKERS=1",
+        )
 
 
 # Webhooks (issue 18)

@@ -37,6 +37,7 @@ message.  The spool knows nothing of SMTP.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -82,7 +83,14 @@ _MESSAGE_SUFFIX = ".eml"
 class SpoolError(Exception):
     """
     The spool could not be opened or a message could not be stored.
+
+    @ivar errno: the error number of the file-system error behind it (e.g.
+        C{errno.ENOSPC}), or L{None}.
     """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,10 @@ class Envelope:
 
     @ivar sender: the reverse-path, C{""} for the null sender C{<>}.
     @ivar received: when the message was accepted (seconds since the epoch).
+    @ivar metadata: what the inbound side learned about the message
+        (JSON-able: policy tags, later the authenticated user,
+        authentication results, DSN parameters); omitted from the JSON when
+        empty, so envelopes without it read the same.
     """
 
     queueId: str
@@ -118,6 +130,7 @@ class Envelope:
     helo: str
     size: int
     tls: bool
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def toJSON(self) -> bytes:
         """
@@ -127,6 +140,8 @@ class Envelope:
         # every message.
         data = {name: getattr(self, name) for name in _ENVELOPE_FIELDS}
         data["recipients"] = [vars(r) for r in self.recipients]
+        if not self.metadata:
+            del data["metadata"]
         data["version"] = 1
         return json.dumps(data, sort_keys=True).encode("utf-8")
 
@@ -153,18 +168,32 @@ _ENVELOPE_FIELDS = tuple(f.name for f in fields(Envelope))
 
 class MessageWriter:
     """
-    Collects the content of one incoming message.
+    Collects the content of one incoming message: a head (header fields,
+    settable until the message is committed) and a body, written as it
+    arrives.
 
     Small messages stay in memory; past L{SPILL_THRESHOLD} bytes the content
     goes to a file under the spool's C{tmp/} through a buffered writer, so a
     large message costs neither unbounded memory nor long blocking writes.
+    A head changed after the spill (a policy added a header field at the end
+    of data) is put in front of the body when the message is finished.
+
+    A write error (no space left, a read-only file system) does not raise:
+    the file is removed at once, later writes are dropped, and L{error}
+    tells the caller, which refuses the message.
+
+    @ivar error: the L{OSError} that stopped the writes, or L{None}.
     """
 
     def __init__(self, tmpPath: str) -> None:
         self._tmpPath = tmpPath
+        self._head = b""
+        #: The head at the start of the spilled file (None: not spilled).
+        self._headOnDisk: bytes | None = None
         self._buffer = bytearray()
         self._file: IO[bytes] | None = None
-        self.size = 0
+        self._bodySize = 0
+        self.error: OSError | None = None
         self.closed = False
 
     @property
@@ -175,41 +204,134 @@ class MessageWriter:
         return self._tmpPath
 
     @property
+    def size(self) -> int:
+        """
+        Bytes of the message: head and body.
+        """
+        return len(self._head) + self._bodySize
+
+    @property
     def unwritten(self) -> int:
         """
         Bytes still only in memory.
         """
+        if self._file is None:
+            return len(self._head) + len(self._buffer)
         return len(self._buffer)
+
+    @property
+    def spilled(self) -> bool:
+        """
+        Whether the content went to a file.
+        """
+        return self._headOnDisk is not None
+
+    def setHead(self, head: bytes) -> None:
+        """
+        Put C{head} before the body (replacing any head set before).
+        """
+        self._head = head
 
     def write(self, data: bytes) -> None:
         """
-        Append C{data} to the message.
+        Append C{data} to the body.
         """
-        self.size += len(data)
+        if self.error is not None or self.closed:
+            return
+        self._bodySize += len(data)
         if self._file is not None:
-            self._file.write(data)
+            try:
+                self._file.write(data)
+            except OSError as e:
+                self._fail(e)
             return
         self._buffer += data
-        if len(self._buffer) > SPILL_THRESHOLD:
+        if len(self._head) + len(self._buffer) > SPILL_THRESHOLD:
+            self._spill()
+
+    def _spill(self) -> None:
+        try:
             self._file = open(self._tmpPath, "wb", buffering=64 * 1024)
+            self._file.write(self._head)
             self._file.write(self._buffer)
-            self._buffer = bytearray()
+        except OSError as e:
+            self._fail(e)
+            return
+        self._headOnDisk = self._head
+        self._buffer = bytearray()
+
+    def _fail(self, error: OSError) -> None:
+        """
+        A write failed: remember why, remove the file now, drop the rest.
+        """
+        self.error = error
+        self._buffer = bytearray()
+        self._closeFile()
+        _unlinkQuietly(self._tmpPath)
+
+    def _closeFile(self) -> None:
+        if self._file is not None:
+            f, self._file = self._file, None
+            try:
+                f.close()
+            except OSError:
+                pass
+
+    def readBody(self) -> bytes:
+        """
+        The body written so far (blocking when spilled: call it in a thread
+        then).
+        """
+        if self._file is None:
+            return bytes(self._buffer)
+        assert self._headOnDisk is not None
+        self._file.flush()
+        with open(self._tmpPath, "rb") as f:
+            f.seek(len(self._headOnDisk))
+            return f.read()
 
     def _finish(self, sync: bool = True) -> None:
         """
         Write what is left, fsync (unless the caller syncs the whole file
         system) and close.
+
+        @raise OSError: if the content could not be written (also a write
+            error met earlier).
         """
+        if self.error is not None:
+            raise self.error
         if self._file is None:
-            writeFile(self._tmpPath, bytes(self._buffer), sync=sync)
+            writeFile(self._tmpPath, self._head + self._buffer, sync=sync)
         else:
             self._file.write(self._buffer)
             self._file.flush()
-            if sync:
+            if self._head != self._headOnDisk:
+                self._rewriteHead(sync)
+            elif sync:
                 os.fsync(self._file.fileno())
-            self._file.close()
+            self._closeFile()
         self._buffer = bytearray()
         self.closed = True
+
+    def _rewriteHead(self, sync: bool) -> None:
+        """
+        Make the spilled file start with the current head: a new file with
+        the head, then the body copied in the kernel, renamed over the old.
+        """
+        assert self._headOnDisk is not None
+        replacement = self._tmpPath + ".head"
+        try:
+            with open(self._tmpPath, "rb") as source, open(replacement, "wb") as out:
+                out.write(self._head)
+                out.flush()
+                _copyRange(source.fileno(), out, len(self._headOnDisk), self._bodySize)
+                if sync:
+                    os.fsync(out.fileno())
+            os.replace(replacement, self._tmpPath)
+        except OSError:
+            _unlinkQuietly(replacement)
+            raise
+        self._headOnDisk = self._head
 
     def abort(self) -> None:
         """
@@ -218,12 +340,35 @@ class MessageWriter:
         self.closed = True
         self._buffer = bytearray()
         if self._file is not None:
-            self._file.close()
-            self._file = None
-            try:
-                os.unlink(self._tmpPath)
-            except FileNotFoundError:
-                pass
+            self._closeFile()
+            _unlinkQuietly(self._tmpPath)
+
+
+def _copyRange(source: int, out: IO[bytes], offset: int, count: int) -> None:
+    """
+    Append C{count} bytes of file descriptor C{source}, from C{offset}, to
+    C{out}: in the kernel where the file system allows, else through a
+    buffer.
+    """
+    try:
+        while count > 0:
+            copied = os.copy_file_range(source, out.fileno(), count, offset)
+            if copied <= 0:
+                raise OSError(errno.EIO, "short copy")
+            offset += copied
+            count -= copied
+        return
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+    while count > 0:
+        chunk = os.pread(source, min(count, 1024 * 1024), offset)
+        if not chunk:
+            raise OSError(errno.EIO, "short read")
+        out.write(chunk)
+        offset += len(chunk)
+        count -= len(chunk)
+    out.flush()
 
 
 def _unlinkQuietly(path: str) -> None:
@@ -532,6 +677,7 @@ class Spool:
         helo: str,
         tls: bool,
         queueId: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> Deferred[Envelope]:
         """
         Store a collected message durably.
@@ -539,6 +685,7 @@ class Spool:
         @param recipients: C{(address, isLocal)} pairs; repeated addresses
             (in any case) are stored once.
         @param queueId: the id to store under (default: a new one).
+        @param metadata: the envelope's L{Envelope.metadata}.
         @return: a L{Deferred} that fires with the L{Envelope} once the
             message and its envelope are on disk and synced, or fails with
             L{SpoolError}.
@@ -561,6 +708,7 @@ class Spool:
             helo=helo,
             size=writer.size,
             tls=tls,
+            metadata=metadata or {},
         )
         d: Deferred = Deferred()
         self._pendingCommits.append(_Commit(writer, envelope, d))
@@ -573,8 +721,14 @@ class Spool:
                 return failure
             writer.abort()
             if failure.check(OSError):
-                _log.failure("Could not store message {queueId}", failure, queueId=envelope.queueId)
-                raise SpoolError(str(failure.value))
+                # A file-system error (no space, read-only): one line, no
+                # traceback; the client is told 451 or 452.
+                _log.error(
+                    "Could not store message {queueId}: {error}",
+                    queueId=envelope.queueId,
+                    error=failure.value,
+                )
+                raise SpoolError(str(failure.value), failure.value.errno)
             return failure
 
         return d.addErrback(failed)

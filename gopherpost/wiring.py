@@ -81,6 +81,7 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    acme: Any = None
     webhooks: Any = None
     filters: Any = None
     webui: Any = None
@@ -93,6 +94,11 @@ class GopherPostService(MultiService):
         problem = self.inbound.notReady()
         if problem is not None:
             return (False, problem)
+        # wiring: acme
+        if self.acme is not None:
+            ready, reason = self.acme.readiness()
+            if not ready:
+                return (False, reason)
         return self.spool.isWritable()
 
     def privilegedStartService(self) -> None:
@@ -281,8 +287,17 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
 
     listeners = configuredListeners(settings)
     inherited = InheritedSockets([])
-    if any(spec.kind == "systemd" for _, spec in listeners):
+    acmeSystemd = settings.acmeEnabled and settings.acmeChallengeListen.kind == "systemd"
+    if acmeSystemd or any(spec.kind == "systemd" for _, spec in listeners):
         inherited = InheritedSockets.fromEnvironment(environ)
+    # wiring: acme
+    if settings.acmeEnabled:
+        from gopherpost.acme import makeACMEService
+
+        service.acme = makeACMEService(settings, spool.stateDirectory, reactor, inherited=inherited)
+        service.acme.setServiceParent(service)
+        service.metrics.registry.register(service.acme.metrics)
+        contextFactory = service.acme.contextFactory
     inbound: Any
     if settings.workers > 1:
         inbound = WorkerPool(

@@ -8,12 +8,18 @@ import ipaddress
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import IRealm
 from twisted.internet.defer import fail, succeed
-from twisted.mail.smtp import IMessageDelivery
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from gopherpost.inbound.access import AllowListChecker, PeerAddress, makePortal
+from gopherpost.inbound.access import (
+    AllowListChecker,
+    ClientRealm,
+    IClientIdentity,
+    PeerAddress,
+    makePortal,
+)
 from gopherpost.interfaces import IPeerAddress
 
 
@@ -112,26 +118,30 @@ class CheckerTests(SynchronousTestCase):
 
 class PortalTests(SynchronousTestCase):
     """
-    The portal hands each admitted client its own delivery.
+    The portal admits clients by address and names them.
     """
 
     def test_login(self) -> None:
         """
-        Logging in with the peer address yields an L{IMessageDelivery} made
-        for that address.
+        Logging in with the peer address yields an L{IClientIdentity} named
+        by the address; an address outside the list is refused.
         """
-        made = []
-
-        def factory(address):
-            made.append(address)
-            return object()
-
-        portal = makePortal(factory, networks("127.0.0.0/8"), [])
+        portal = makePortal(networks("127.0.0.0/8"), [])
         interface, avatar, logout = self.successResultOf(
-            portal.login(PeerAddress("127.0.0.1"), None, IMessageDelivery)
+            portal.login(PeerAddress("127.0.0.1"), None, IClientIdentity)
         )
-        self.assertIs(interface, IMessageDelivery)
-        self.assertEqual(made, ["127.0.0.1"])
+        self.assertIs(interface, IClientIdentity)
+        self.assertTrue(verifyObject(IClientIdentity, avatar))
+        self.assertEqual(avatar.name, "127.0.0.1")  # type: ignore[attr-defined]
+        logout()
         self.failureResultOf(
-            portal.login(PeerAddress("192.0.2.1"), None, IMessageDelivery), UnauthorizedLogin
+            portal.login(PeerAddress("192.0.2.1"), None, IClientIdentity), UnauthorizedLogin
         )
+
+    def test_otherInterface(self) -> None:
+        """
+        The realm has nothing but L{IClientIdentity} avatars.
+        """
+        realm = ClientRealm()
+        self.assertTrue(verifyObject(IRealm, realm))
+        self.assertRaises(NotImplementedError, realm.requestAvatar, b"x", None, IPeerAddress)

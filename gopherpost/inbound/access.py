@@ -6,28 +6,38 @@ C{SMTP_ALLOW_HOSTS}.
 
 Host names in C{SMTP_ALLOW_HOSTS} match only through forward-confirmed
 reverse DNS: the client's address has a PTR record with that name, and the
-name resolves back to the address.  The same portal can later take
-user-name credentials for AUTH.
+name resolves back to the address.  An admitted client's avatar is an
+L{IClientIdentity}; the same portal can later take user-name credentials
+for AUTH, with a second checker.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
+from twisted.cred.credentials import ICredentials
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
-from twisted.mail.smtp import IMessageDelivery
-from zope.interface import implementer
+from zope.interface import Attribute, Interface, implementer
 
 from gopherpost.interfaces import IPeerAddress
 
-__all__ = ["PeerAddress", "AllowListChecker", "DeliveryRealm", "makePortal", "unmapAddress"]
+__all__ = [
+    "PeerAddress",
+    "AllowListChecker",
+    "IClientIdentity",
+    "ClientIdentity",
+    "ClientRealm",
+    "makePortal",
+    "unmapAddress",
+    "unmapNetwork",
+]
 
 _log = Logger()
 
@@ -49,7 +59,11 @@ def unmapAddress(host: str) -> IPAddress:
     return address
 
 
-def _unmapNetwork(network: IPNetwork) -> IPNetwork:
+def unmapNetwork(network: IPNetwork) -> IPNetwork:
+    """
+    A network written as IPv4-mapped IPv6 (C{::ffff:192.0.2.0/120}) as the
+    IPv4 network it means; any other network as it is.
+    """
     if (
         isinstance(network, ipaddress.IPv6Network)
         and network.prefixlen >= 96
@@ -59,7 +73,7 @@ def _unmapNetwork(network: IPNetwork) -> IPNetwork:
     return network
 
 
-@implementer(IPeerAddress)
+@implementer(IPeerAddress, ICredentials)
 class PeerAddress:
     """
     Credentials naming the address a client connects from.
@@ -94,7 +108,7 @@ class AllowListChecker:
         hosts: Iterable[str],
         resolver: Any | None = None,
     ) -> None:
-        self._networks = tuple(_unmapNetwork(n) for n in networks)
+        self._networks = tuple(unmapNetwork(n) for n in networks)
         self._addresses = set()
         self._names = set()
         for host in hosts:
@@ -104,7 +118,7 @@ class AllowListChecker:
                 self._names.add(host.rstrip(".").lower())
         self._resolver = resolver
 
-    def requestAvatarId(self, credentials: IPeerAddress) -> Deferred[bytes]:
+    def requestAvatarId(self, credentials: IPeerAddress) -> Deferred[bytes | tuple[()]]:
         """
         Succeed with the client's address, or fail with L{UnauthorizedLogin}.
         """
@@ -145,35 +159,57 @@ class AllowListChecker:
         return d
 
 
+class IClientIdentity(Interface):
+    """
+    The avatar of an admitted client: who the portal says it is.
+    """
+
+    name = Attribute(
+        "The avatar id as text: the client's address for the allow-list, "
+        "later the user name for AUTH."
+    )
+
+
+@implementer(IClientIdentity)
+class ClientIdentity:
+    """
+    An admitted client (see L{IClientIdentity}).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<ClientIdentity {self.name}>"
+
+
 @implementer(IRealm)
-class DeliveryRealm:
+class ClientRealm:
     """
-    Gives every admitted client its own L{IMessageDelivery}.
-
-    @param deliveryFactory: called with the avatar id (the client's address
-        as text) to make the delivery object.
+    Gives every admitted client an L{IClientIdentity} named by its avatar
+    id.  AUTH adds a second checker to the same portal; its users get their
+    identity here too.
     """
 
-    def __init__(self, deliveryFactory: Callable[[str], Any]) -> None:
-        self._deliveryFactory = deliveryFactory
-
-    def requestAvatar(self, avatarId: bytes, mind: object, *interfaces: Any) -> tuple:
+    def requestAvatar(
+        self, avatarId: bytes | tuple[()], mind: object, *interfaces: Any
+    ) -> tuple[Any, Any, Any]:
         """
-        Return C{(IMessageDelivery, delivery, logout)}.
+        Return C{(IClientIdentity, identity, logout)}.
         """
-        if IMessageDelivery in interfaces:
-            avatar = self._deliveryFactory(avatarId.decode("ascii"))
-            return (IMessageDelivery, avatar, lambda: None)
-        raise NotImplementedError("GopherPost only provides IMessageDelivery")
+        if IClientIdentity in interfaces:
+            name = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else str(avatarId)
+            return (IClientIdentity, ClientIdentity(name), lambda: None)
+        raise NotImplementedError("GopherPost only provides IClientIdentity")
 
 
 def makePortal(
-    deliveryFactory: Callable[[str], Any],
     networks: Sequence[IPNetwork],
     hosts: Sequence[str],
     resolver: Any | None = None,
 ) -> Portal:
     """
-    The portal every connection logs in to before it gets a greeting.
+    The portal every connection logs in to before it gets a greeting: the
+    allow-list checker for L{IPeerAddress} credentials.
     """
-    return Portal(DeliveryRealm(deliveryFactory), [AllowListChecker(networks, hosts, resolver)])
+    return Portal(ClientRealm(), [AllowListChecker(networks, hosts, resolver)])

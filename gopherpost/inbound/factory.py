@@ -8,18 +8,23 @@ when the server stops.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.application.service import IService, MultiService
-from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ServerFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from gopherpost.config import Settings
-from gopherpost.inbound.protocol import GopherESMTP
+from gopherpost.inbound.context import SessionContext
+from gopherpost.inbound.interfaces import IMessageSink, IPolicy
+from gopherpost.inbound.policy import PolicyChain
+from gopherpost.inbound.protocol import SMTPServerProtocol
 from gopherpost.inbound.roles import SMTP, ListenerRole
+from gopherpost.inbound.session import Session, SessionSettings
 from gopherpost.interfaces import IAuditLog
 
 __all__ = [
@@ -86,12 +91,14 @@ class ConnectionLimits:
 
 class SMTPFactory(ServerFactory):
     """
-    Makes one L{GopherESMTP} per connection of one listener role.
+    Makes one L{SMTPServerProtocol} per connection of one listener role.
 
     @ivar settings: the server's L{Settings}.
-    @ivar portal: the allow-list portal every session logs in to.
+    @ivar chain: the role's L{PolicyChain}.
+    @ivar sink: where accepted messages go (L{IMessageSink}).
     @ivar audit: where sessions report events.
     @ivar clock: the reactor's clock (time stamps, timeouts).
+    @ivar contextFactory: the TLS context for STARTTLS, or L{None}.
     @ivar role: the L{ListenerRole} of the listeners using this factory.
     @ivar limits: the connection slots, shared with the other roles'
         factories.
@@ -104,7 +111,8 @@ class SMTPFactory(ServerFactory):
     def __init__(
         self,
         settings: Settings,
-        portal: Portal,
+        chain: PolicyChain,
+        sink: IMessageSink,
         audit: IAuditLog,
         clock: IReactorTime,
         contextFactory: Any = None,
@@ -112,7 +120,8 @@ class SMTPFactory(ServerFactory):
         limits: ConnectionLimits | None = None,
     ) -> None:
         self.settings = settings
-        self.portal = portal
+        self.chain = chain
+        self.sink = sink
         self.audit = audit
         self.clock = clock
         self.contextFactory = contextFactory
@@ -120,7 +129,11 @@ class SMTPFactory(ServerFactory):
         if limits is None:
             limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
         self.limits = limits
-        self._sessions: set[GopherESMTP] = set()
+        self.hostname = settings.hostname
+        self.commandTimeout = settings.commandTimeout
+        self.minDataRate = settings.minDataRate
+        self._sessionSettings = SessionSettings.fromSettings(settings)
+        self._sessions: set[SMTPServerProtocol] = set()
         self._emptyWaiters: list[Deferred] = []
 
     def startFactory(self) -> None:
@@ -135,11 +148,31 @@ class SMTPFactory(ServerFactory):
         """
         self.listening = False
 
-    def buildProtocol(self, addr: Any) -> GopherESMTP:
+    def buildProtocol(self, addr: Any) -> SMTPServerProtocol:  # type: ignore[override]
         """
-        A new session.
+        A new connection.
         """
-        return GopherESMTP(self, self.contextFactory)
+        return SMTPServerProtocol(self)
+
+    def newSession(
+        self,
+        context: SessionContext,
+        canStartTLS: bool,
+        hasPendingInput: Callable[[], bool],
+    ) -> Session:
+        """
+        The session of a new connection.
+        """
+        return Session(
+            context,
+            self.chain,
+            self.sink,
+            self._sessionSettings,
+            self.audit,
+            self.clock,
+            canStartTLS=canStartTLS,
+            hasPendingInput=hasPendingInput,
+        )
 
     @property
     def sessionCount(self) -> int:
@@ -148,7 +181,7 @@ class SMTPFactory(ServerFactory):
         """
         return len(self._sessions)
 
-    def admit(self, session: GopherESMTP) -> tuple[str, str] | None:
+    def admit(self, session: SMTPServerProtocol) -> tuple[str, str] | None:
         """
         Take a connection slot for C{session}.
 
@@ -159,7 +192,7 @@ class SMTPFactory(ServerFactory):
             self._sessions.add(session)
         return refusal
 
-    def release(self, session: GopherESMTP) -> None:
+    def release(self, session: SMTPServerProtocol) -> None:
         """
         Give back C{session}'s slot (if it had one).
         """
@@ -175,15 +208,15 @@ class SMTPFactory(ServerFactory):
         """
         Let messages in flight finish, tell everyone else 421, and close.
 
-        Sessions still busy after C{grace} seconds are cut off (their
-        messages were never acknowledged, so nothing is lost).
+        Sessions still busy after C{grace} seconds are told 421 and cut off
+        (their messages were never acknowledged, so nothing is lost).
 
         @return: a L{Deferred} that fires when every session is gone.
         """
         if not self._sessions:
             return succeed(None)
         for session in list(self._sessions):
-            session.whenIdle().addCallback(lambda _, s=session: s.shutDown())
+            _shutDownWhenIdle(session)
         allGone: Deferred = Deferred()
         self._emptyWaiters.append(allGone)
 
@@ -192,7 +225,7 @@ class SMTPFactory(ServerFactory):
                 _log.warn(
                     "Cutting off {client}: still busy at shutdown", client=session.clientAddress
                 )
-                session.transport.abortConnection()
+                session.cutOff()
 
         timer = self.clock.callLater(grace, cutOff)
 
@@ -202,6 +235,17 @@ class SMTPFactory(ServerFactory):
             return result
 
         return allGone.addBoth(cancelTimer)
+
+
+def _shutDownWhenIdle(session: SMTPServerProtocol) -> None:
+    """
+    Tell C{session} 421 and close it once it has no message in flight.
+    """
+
+    def idle(_: object) -> None:
+        session.shutDown()
+
+    session.whenIdle().addCallback(idle)
 
 
 class SMTPService(MultiService):
@@ -247,20 +291,39 @@ def makeSMTPFactory(
     contextFactory: Any,
     role: ListenerRole = SMTP,
     limits: ConnectionLimits | None = None,
+    policies: Sequence[IPolicy] | None = None,
+    runInThread: Callable[..., Deferred] | None = None,
 ) -> SMTPFactory:
     """
     The SMTP factory of one listener role as wired in production: the
-    allow-list portal gives each admitted client a L{SpoolDelivery} that
-    spools into C{spool}.
+    role's policy chain (the allow-list portal first) and a
+    L{SpoolDelivery} into C{spool}.
+
+    For the C{submissions} role, the caller wraps the factory in
+    C{TLSMemoryBIOFactory(contextFactory, False, factory)}: sessions then
+    start with the handshake (no STARTTLS), and the banner follows it.
 
     @param limits: the connection slots shared by every role's factory
         (default: a new set from C{settings}).
+    @param policies: the chain's policies (default: L{policiesFor} the
+        role, with the allow-list portal on C{resolver}).
+    @param runInThread: C{runInThread(f) -> Deferred}, where policies read
+        a spilled message body (default: the reactor's thread pool when
+        C{clock} has one, else at once).
     """
     from gopherpost.inbound.access import makePortal
     from gopherpost.inbound.delivery import SpoolDelivery
+    from gopherpost.inbound.policies import policiesFor
 
-    def deliveryFor(clientAddress: str) -> SpoolDelivery:
-        return SpoolDelivery(settings, spool, clientAddress, audit)
+    if policies is None:
+        portal = makePortal(settings.allowNetworks, settings.allowHosts, resolver)
+        policies = policiesFor(role, settings, portal)
+    if runInThread is None and hasattr(clock, "getThreadPool"):
 
-    portal = makePortal(deliveryFor, settings.allowNetworks, settings.allowHosts, resolver)
-    return SMTPFactory(settings, portal, audit, clock, contextFactory, role, limits)
+        def runInThread(f: Callable[..., Any], *args: Any) -> Deferred:
+            return deferToThreadPool(clock, clock.getThreadPool(), f, *args)  # type: ignore[arg-type]
+
+    sink = SpoolDelivery(spool, settings.hostname, settings.isLocalDomain, audit, runInThread)
+    return SMTPFactory(
+        settings, PolicyChain(policies), sink, audit, clock, contextFactory, role, limits
+    )

@@ -1,0 +1,638 @@
+# -*- test-case-name: tests.test_session -*-
+"""
+The SMTP state machine of one connection, without I/O.
+
+The protocol (L{gopherpost.inbound.protocol}) hands the session framing
+events: L{Session.start} when the client connects, L{Session.lineReceived}
+for each command line, L{Session.bodyReceived} and L{Session.endOfData} for
+message content.  Each returns a L{Response} (one reply or several) or a
+L{Deferred} of one; the protocol writes them in order and carries out their
+L{Action}s.  The session consults its L{PolicyChain} at every stage and
+hands accepted messages to its L{IMessageSink}.
+
+Pipelining (RFC 2920) is answered in order by construction: the protocol
+hands over the next command only once the previous one is answered.
+Clients without relay permission must keep its rules (as Postfix's
+C{smtpd_forbid_unauth_pipelining}): input before the banner, after one of
+HELO, EHLO, DATA, NOOP or VRFY (which must end a group), or after any
+command following a plain HELO, is a protocol synchronization error:
+C{554 5.5.0}, then C{421} and the close.  Clients that may relay keep the
+old leniency (a body sent before the C{354} is taken as the body).
+
+Errors are counted (L{HARD_ERROR_LIMIT}), and so are commands that do
+nothing for a transaction (L{JUNK_COMMAND_LIMIT}); a message received
+forgives both, as in Postfix.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gopherpost.config import Settings
+from gopherpost.inbound.address import AddressError, parseCommandArgument, parsePath
+from gopherpost.inbound.context import EnvelopeRecipient, SessionContext, TLSInfo, Transaction
+from gopherpost.inbound.parameters import applyMailParameters, applyRcptParameters
+from gopherpost.inbound.policy import PolicyChain
+from gopherpost.inbound.replies import Action, Reply, Response, responseReplies
+from gopherpost.interfaces import IAuditLog
+from gopherpost.spool import SpoolError
+
+__all__ = ["Session", "SessionSettings", "HARD_ERROR_LIMIT", "JUNK_COMMAND_LIMIT"]
+
+_log = Logger()
+
+
+#: Errors tolerated in one session (Postfix's smtpd_hard_error_limit).
+HARD_ERROR_LIMIT = 20
+#: Commands that do nothing for a transaction (HELO, EHLO, RSET, NOOP,
+#: VRFY, HELP) tolerated before each one more counts as an error (Postfix's
+#: smtpd_junk_command_limit): a client cannot keep the server busy for
+#: ever with them.  A message received forgives both counts.
+JUNK_COMMAND_LIMIT = 100
+
+#: The commands L{JUNK_COMMAND_LIMIT} counts.
+_JUNK = frozenset((b"HELO", b"EHLO", b"RSET", b"NOOP", b"VRFY", b"HELP"))
+
+#: Commands that must end a pipelined group (RFC 2920 3.1; Postfix's list).
+_LAST_IN_GROUP = frozenset((b"HELO", b"EHLO", b"DATA", b"NOOP", b"VRFY"))
+
+_HELP = (
+    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS\n2.0.0 See RFC 5321"
+)
+
+_OK = Reply(250, "2.0.0 Ok")
+_MAIL_OK = Reply(250, "2.1.0 Ok")
+_RCPT_OK = Reply(250, "2.1.5 Ok")
+_GO_AHEAD = Reply(354, "End data with <CR><LF>.<CR><LF>", Action.DATA)
+_BYE = Reply(221, "2.0.0 Bye", Action.CLOSE)
+_SYNC_ERROR = Reply(554, "5.5.0 Error: SMTP protocol synchronization", reason="pipelining")
+_LINE_TOO_LONG = Reply(500, "5.5.2 Error: line too long", reason="line-length")
+_NO_SPACE = Reply(452, "4.3.1 Error: insufficient system storage", reason="storage")
+_WRITE_ERROR = Reply(451, "4.3.0 Error: queue file write error", reason="storage")
+_BODY_TOO_BIG = Reply(552, "5.3.4 Error: message file too big", reason="size")
+
+#: Error numbers that mean the spool is full (452 4.3.1, not 451).
+_FULL = frozenset((errno.ENOSPC, errno.EDQUOT))
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """
+    The settings a session needs.
+
+    @ivar hostname: our name (greeting, EHLO, C{Received:}).
+    @ivar banner: the greeting's text after C{ESMTP}.
+    @ivar maxMessageSize: the largest message in octets (C{SIZE}).
+    """
+
+    hostname: str
+    banner: str = "GopherPost ready"
+    maxMessageSize: int = 10485760
+
+    @classmethod
+    def fromSettings(cls, settings: Settings) -> SessionSettings:
+        """
+        The session's part of the server's settings.
+        """
+        return cls(settings.hostname, settings.banner, settings.maxMessageSize)
+
+    @cached_property
+    def bannerReply(self) -> Reply:
+        """
+        C{220 <hostname> ESMTP <banner>}.
+        """
+        return Reply(220, f"{self.hostname} ESMTP {self.banner}")
+
+    @cached_property
+    def heloReply(self) -> Reply:
+        """
+        C{250 <hostname>}.
+        """
+        return Reply(250, self.hostname)
+
+
+@functools.lru_cache(maxsize=64)
+def _ehloReply(settings: SessionSettings, keywords: tuple[str, ...]) -> Reply:
+    """
+    The EHLO reply (a few variants per server: made once each).
+    """
+    return Reply(250, "\n".join([settings.hostname, *keywords]))
+
+
+def _then(result: Any, f: Callable[[Any], Any]) -> Any:
+    """
+    C{f(result)}, now or when the L{Deferred} fires.
+    """
+    # Cheap type checks first: isinstance(x, Deferred) goes through an ABC.
+    if result is None or type(result) is Reply or type(result) is tuple:
+        return f(result)
+    if isinstance(result, Deferred):
+        return result.addCallback(f)
+    return f(result)
+
+
+class Session:
+    """
+    One SMTP session.
+
+    @param context: the connection's L{SessionContext}.
+    @param chain: the listener role's policy chain.
+    @param sink: where accepted messages go (L{IMessageSink}).
+    @param settings: the session's settings.
+    @param audit: the audit log.
+    @param clock: for the C{Received:} time stamp.
+    @param canStartTLS: whether STARTTLS is offered.
+    @param hasPendingInput: whether more client input is waiting right now
+        (for the pipelining rules).
+    """
+
+    def __init__(
+        self,
+        context: SessionContext,
+        chain: PolicyChain,
+        sink: Any,
+        settings: SessionSettings,
+        audit: IAuditLog,
+        clock: IReactorTime,
+        canStartTLS: bool = False,
+        hasPendingInput: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.context = context
+        self._chain = chain
+        self._sink = sink
+        self._settings = settings
+        self._audit = audit
+        self._clock = clock
+        self._canStartTLS = canStartTLS
+        self._hasPendingInput = hasPendingInput
+        self.transaction: Transaction | None = None
+        self.message: Any = None
+        self._dataFailure: Reply | None = None
+        self._errors = 0
+        self._junk = 0
+        self.admitted = False
+
+    @property
+    def inData(self) -> bool:
+        """
+        Whether message content is being received.
+        """
+        return self.message is not None
+
+    @property
+    def _host(self) -> str:
+        return self._settings.hostname
+
+    def _closingReply(self, why: str) -> Reply:
+        return Reply(421, f"4.7.0 {self._host} Error: {why}", Action.CLOSE)
+
+    # The connection
+
+    def start(self) -> Response | Deferred[Response]:
+        """
+        The client connected: the connect stage, then the banner or the
+        refusal (which closes).
+        """
+        return _then(self._chain.run("connect", self.context), self._connected)
+
+    def _connected(self, verdict: Reply | None) -> Response:
+        client = self.context.clientAddress
+        if verdict is not None and verdict.isError:
+            self._audit.emit("session.reject", client=client, reason=verdict.reason or "policy")
+            if verdict.code < 500 and verdict.code != 421:
+                verdict = Reply(421, verdict.text, reason=verdict.reason)
+            return verdict.closing()
+        self.admitted = True
+        self._audit.emit("session.start", client=client)
+        if (
+            not self.context.mayRelay
+            and not self.context.role.implicitTLS
+            and self._hasPendingInput()
+        ):
+            return self._syncError("the banner")
+        return self._settings.bannerReply
+
+    def tlsEstablished(self, tls: TLSInfo) -> None:
+        """
+        The TLS handshake finished (STARTTLS or implicit TLS).
+        """
+        self.context.tls = tls
+        self._audit.emit(
+            "tls.established",
+            client=self.context.clientAddress,
+            version=tls.version,
+            cipher=tls.cipher,
+        )
+
+    def connectionLost(self) -> None:
+        """
+        The connection is gone: drop an unfinished message.
+        """
+        if self.message is not None:
+            self.message.abort()
+            self.message = None
+        self.transaction = None
+        if self.admitted:
+            self._audit.emit("session.close", client=self.context.clientAddress)
+
+    def timeoutReply(self) -> Reply:
+        """
+        What a client that took too long is told before the close.
+        """
+        return Reply(421, f"4.4.2 {self._host} Error: timeout exceeded", Action.CLOSE)
+
+    def shutdownReply(self) -> Reply:
+        """
+        What every client is told when the server stops.
+        """
+        return Reply(421, f"4.3.2 {self._host} Service shutting down", Action.CLOSE)
+
+    # Commands
+
+    def lineReceived(self, line: bytes) -> Response | Deferred[Response]:
+        """
+        One command line (without its line end).
+        """
+        parts = line.strip().split(None, 1)
+        if not parts:
+            return self._finish(Reply(500, "5.5.2 Error: bad syntax"))
+        verb = parts[0].upper()
+        handler = _COMMANDS.get(verb)
+        if handler is None:
+            return self._finish(Reply(502, "5.5.2 Error: command not recognized"))
+        context = self.context
+        if (
+            not (context.relayClient or context.authenticatedUser is not None)
+            and (verb in _LAST_IN_GROUP or not context.extended)
+            and self._hasPendingInput()
+        ):
+            return self._syncError(verb.decode("ascii"))
+        if verb in _JUNK:
+            self._junk += 1
+            if self._junk > JUNK_COMMAND_LIMIT:
+                return _then(handler(self, parts[1] if len(parts) == 2 else b""), self._finishJunk)
+        return _then(handler(self, parts[1] if len(parts) == 2 else b""), self._finish)
+
+    def lineTooLong(self) -> Response:
+        """
+        A command line over the limit (the session goes on).
+        """
+        return self._finish(_LINE_TOO_LONG)
+
+    def inputTooLong(self) -> Response:
+        """
+        A command line so long that the session ends.
+        """
+        return (_LINE_TOO_LONG, self._closingReply("line too long"))
+
+    def _syncError(self, where: str) -> Response:
+        _log.info(
+            "Improper command pipelining after {where} from {client}",
+            where=where,
+            client=self.context.clientAddress,
+        )
+        self._audit.emit(
+            "smtp.protocol-error", client=self.context.clientAddress, reason="pipelining"
+        )
+        return (_SYNC_ERROR, self._closingReply("protocol synchronization"))
+
+    def _finish(self, response: Response) -> Response:
+        """
+        Count errors; past the limit, the reply is followed by 421 and the
+        close.
+        """
+        last = response if isinstance(response, Reply) else response[-1]
+        code = last.code
+        if code >= 400 and code not in (421, 452) and last.action is not Action.CLOSE:
+            self._errors += 1
+            if self._errors >= HARD_ERROR_LIMIT:
+                return (*responseReplies(response), self._closingReply("too many errors"))
+        return response
+
+    def _finishJunk(self, response: Response) -> Response:
+        """
+        L{_finish} for a command past the junk limit: it counts as an error
+        whatever its reply.
+        """
+        replies = responseReplies(response)
+        last = replies[-1]
+        if last.isError or last.action is Action.CLOSE:
+            return self._finish(response)
+        self._errors += 1
+        if self._errors >= HARD_ERROR_LIMIT:
+            return (*replies, self._closingReply("too many errors"))
+        return response
+
+    def smtp_HELO(self, argument: bytes) -> Response | Deferred[Response]:
+        """
+        HELO: plain SMTP greeting.
+        """
+        return self._greet(argument, extended=False)
+
+    def smtp_EHLO(self, argument: bytes) -> Response | Deferred[Response]:
+        """
+        EHLO: greeting with the list of extensions.
+        """
+        return self._greet(argument, extended=True)
+
+    def _greet(self, argument: bytes, extended: bool) -> Response | Deferred[Response]:
+        verb = "EHLO" if extended else "HELO"
+        name = argument.strip()
+        if not name or not name.isascii() or not name.decode("ascii").isprintable():
+            return Reply(501, f"5.5.4 Syntax: {verb} hostname")
+        text = name.decode("ascii")
+        self._abortTransaction()
+        self.context.helo = text
+        self.context.extended = extended
+        self._audit.emit("smtp.helo", client=self.context.clientAddress, helo=text)
+
+        def judged(verdict: Reply | None) -> Response:
+            if verdict is not None and verdict.isError:
+                self.context.helo = None
+                self.context.extended = False
+                return verdict
+            if not extended:
+                return self._settings.heloReply
+            return _ehloReply(self._settings, tuple(self.extensions()))
+
+        return _then(self._chain.run("helo", self.context), judged)
+
+    def extensions(self) -> list[str]:
+        """
+        The EHLO keywords (after our name), in order.
+        """
+        keywords = [
+            "PIPELINING",
+            f"SIZE {self._settings.maxMessageSize}",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if self._canStartTLS and self.context.tls is None:
+            keywords.append("STARTTLS")
+        keywords.append("HELP")
+        return keywords
+
+    def smtp_MAIL(self, argument: bytes) -> Response | Deferred[Response]:
+        """
+        MAIL FROM:<reverse-path> [parameters]
+        """
+        if self.context.helo is None:
+            return Reply(503, "5.5.1 Error: send HELO/EHLO first")
+        if self.transaction is not None:
+            return Reply(503, "5.5.1 Error: nested MAIL command")
+        split = parseCommandArgument(argument, b"FROM")
+        if split is None:
+            return Reply(501, "5.5.4 Syntax: MAIL FROM:<address>")
+        path, parameters = split
+        try:
+            sender = parsePath(path, sender=True)
+        except AddressError as e:
+            return e.reply
+        transaction = Transaction(sender)
+        refusal = applyMailParameters(parameters, transaction, self.context)
+        if refusal is not None:
+            return refusal
+
+        def judged(verdict: Reply | None) -> Response:
+            client = self.context.clientAddress
+            if verdict is not None and verdict.isError:
+                if verdict.reason == "size":
+                    self._audit.emit(
+                        "message.rejected",
+                        client=client,
+                        reason="size",
+                        size=transaction.declaredSize,
+                    )
+                self._audit.emit(
+                    "smtp.mail",
+                    client=client,
+                    accepted=False,
+                    code=verdict.code,
+                    sender=sender.text,
+                )
+                return verdict
+            self.transaction = transaction
+            self._audit.emit(
+                "smtp.mail", client=client, accepted=True, code=250, sender=sender.text
+            )
+            return _MAIL_OK
+
+        return _then(self._chain.run("mail", self.context, transaction), judged)
+
+    def smtp_RCPT(self, argument: bytes) -> Response | Deferred[Response]:
+        """
+        RCPT TO:<forward-path> [parameters]
+        """
+        transaction = self.transaction
+        if transaction is None:
+            return Reply(503, "5.5.1 Error: need MAIL command")
+        split = parseCommandArgument(argument, b"TO")
+        if split is None:
+            return Reply(501, "5.5.4 Syntax: RCPT TO:<address>")
+        path, parameters = split
+        try:
+            mailbox = parsePath(path, sender=False, postmasterDomain=self._host)
+        except AddressError as e:
+            return e.reply
+        recipient = EnvelopeRecipient(mailbox)
+        refusal = applyRcptParameters(parameters, recipient, transaction, self.context)
+        if refusal is not None:
+            return refusal
+
+        def judged(verdict: Reply | None) -> Response:
+            accepted = verdict is None or not verdict.isError
+            self._audit.emit(
+                "smtp.rcpt",
+                client=self.context.clientAddress,
+                accepted=accepted,
+                code=250 if accepted else verdict.code,  # type: ignore[union-attr]
+                recipient=recipient.address,
+            )
+            if not accepted:
+                return verdict  # type: ignore[return-value]
+            if self.transaction is transaction:
+                transaction.recipients.append(recipient)
+            return _RCPT_OK
+
+        return _then(self._chain.run("rcpt", self.context, transaction, recipient), judged)
+
+    def smtp_DATA(self, argument: bytes) -> Response | Deferred[Response]:
+        """
+        DATA: the message content follows the C{354}.
+        """
+        if argument.strip():
+            return Reply(501, "5.5.4 Syntax: DATA")
+        transaction = self.transaction
+        if transaction is None:
+            return Reply(503, "5.5.1 Error: need MAIL command")
+        if not transaction.recipients:
+            return Reply(503, "5.5.1 Error: need RCPT command")
+
+        def judged(verdict: Reply | None) -> Response:
+            if verdict is not None and verdict.isError:
+                return verdict
+            self._dataFailure = None
+            self.message = self._sink.newMessage(self.context, transaction, self._clock.seconds())
+            return _GO_AHEAD
+
+        return _then(self._chain.run("data", self.context, transaction), judged)
+
+    def bodyReceived(self, data: bytes) -> bool:
+        """
+        Message content (dot-unstuffed, CRLF line ends).
+
+        @return: whether to go on delivering content (L{False} once the
+            message has failed: too big, or the spool cannot store it).
+        """
+        message = self.message
+        if message is None or self._dataFailure is not None:
+            return False
+        message.write(data)
+        if message.size > self._settings.maxMessageSize:
+            self._failData(_BODY_TOO_BIG)
+            return False
+        error = message.error
+        if error is not None:
+            _log.error(
+                "Could not write message {queueId} from {client}: {error}",
+                queueId=message.queueId,
+                client=self.context.clientAddress,
+                error=error,
+            )
+            self._failData(_NO_SPACE if error.errno in _FULL else _WRITE_ERROR)
+            return False
+        return True
+
+    def bodyLineTooLong(self) -> None:
+        """
+        A line of the message is over the limit: the message fails.
+        """
+        self._failData(_LINE_TOO_LONG)
+
+    def _failData(self, reply: Reply) -> None:
+        if self._dataFailure is None:
+            self._dataFailure = reply
+            self._audit.emit(
+                "message.rejected", client=self.context.clientAddress, reason=reply.reason
+            )
+            if self.message is not None:
+                self.message.abort()
+
+    def endOfData(self) -> Response | Deferred[Response]:
+        """
+        The end of the message: the end-of-data policies, then the commit.
+        """
+        message, self.message = self.message, None
+        transaction, self.transaction = self.transaction, None
+        failure, self._dataFailure = self._dataFailure, None
+        if failure is not None:
+            return self._finish(failure)
+        assert message is not None and transaction is not None
+
+        def judged(verdict: Reply | None) -> Response | Deferred[Response]:
+            if verdict is not None and verdict.isError:
+                message.abort()
+                self._audit.emit(
+                    "message.rejected",
+                    client=self.context.clientAddress,
+                    reason=verdict.reason or "policy",
+                )
+                return self._finish(verdict)
+            return message.commit().addCallbacks(self._stored, self._notStored)
+
+        return _then(self._chain.run("message", self.context, transaction, message), judged)
+
+    def _stored(self, envelope: Any) -> Response:
+        # A message received forgives earlier errors (as Postfix does).
+        self._errors = 0
+        self._junk = 0
+        return Reply(250, f"2.0.0 Ok: queued as {envelope.queueId}")
+
+    def _notStored(self, failure: Failure) -> Response:
+        if failure.check(SpoolError):
+            full = getattr(failure.value, "errno", None) in _FULL
+        else:
+            _log.failure(
+                "Storing a message from {client} failed", failure, client=self.context.clientAddress
+            )
+            full = False
+        self._audit.emit("message.rejected", client=self.context.clientAddress, reason="storage")
+        return self._finish(_NO_SPACE if full else _WRITE_ERROR)
+
+    def _abortTransaction(self) -> None:
+        self.transaction = None
+
+    def smtp_RSET(self, argument: bytes) -> Response:
+        """
+        RSET: forget the transaction.
+        """
+        self._abortTransaction()
+        return _OK
+
+    def smtp_NOOP(self, argument: bytes) -> Response:
+        """
+        NOOP.
+        """
+        return _OK
+
+    def smtp_QUIT(self, argument: bytes) -> Response:
+        """
+        QUIT: say goodbye and close.
+        """
+        return _BYE
+
+    def smtp_VRFY(self, argument: bytes) -> Response:
+        """
+        VRFY: never confirms addresses (RFC 5321 3.5.3).
+        """
+        if not argument.strip():
+            return Reply(501, "5.5.4 Syntax: VRFY address")
+        return Reply(252, "2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
+
+    def smtp_HELP(self, argument: bytes) -> Response:
+        """
+        HELP.
+        """
+        return Reply(214, _HELP)
+
+    def smtp_STARTTLS(self, argument: bytes) -> Response:
+        """
+        STARTTLS (RFC 3207): the session starts over, EHLO included (the
+        protocol discards plaintext pipelined after the command).
+        """
+        if argument.strip():
+            return Reply(501, "5.5.4 Syntax: STARTTLS")
+        if self.context.tls is not None:
+            return Reply(503, "5.5.1 Error: TLS already active")
+        if not self._canStartTLS:
+            return Reply(454, "4.7.0 TLS not available")
+        self._abortTransaction()
+        self.context.helo = None
+        self.context.extended = False
+        return Reply(220, "2.0.0 Ready to start TLS", Action.STARTTLS)
+
+
+#: The command handlers, by upper-case verb.
+_COMMANDS: dict[bytes, Callable[[Session, bytes], Any]] = {
+    b"HELO": Session.smtp_HELO,
+    b"EHLO": Session.smtp_EHLO,
+    b"MAIL": Session.smtp_MAIL,
+    b"RCPT": Session.smtp_RCPT,
+    b"DATA": Session.smtp_DATA,
+    b"RSET": Session.smtp_RSET,
+    b"NOOP": Session.smtp_NOOP,
+    b"QUIT": Session.smtp_QUIT,
+    b"VRFY": Session.smtp_VRFY,
+    b"HELP": Session.smtp_HELP,
+    b"STARTTLS": Session.smtp_STARTTLS,
+}
