@@ -95,7 +95,8 @@ class TLSReporter(Service):
         self._random = randomSource or random.Random()
         self._loop: LoopingCall | None = None
         self._first: Any = None
-        self._running: Deferred[None] | None = None
+        self._running = False
+        self._waiters: list[Deferred[None]] = []
         self.sent = 0
 
     @property
@@ -125,27 +126,35 @@ class TLSReporter(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        return self._running
+        if not self._running:
+            return None
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
 
     def sendDue(self) -> Deferred[None]:
         """
         Send every report due now (the loop calls it; so may tests).
 
-        @return: a L{Deferred} firing once done; it never fails.
+        @return: a L{Deferred} firing once done (with a run already in
+            progress: once that is done); it never fails.
         """
-        if self._running is not None:
-            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        if self._running:
+            return waiter
+        self._running = True
+
+        def finished(result: object) -> None:
+            self._running = False
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(None)
+
         d = self._sendDue()
         d.addErrback(lambda f: _log.failure("Sending TLS reports failed", f))
-        if not d.called:
-            self._running = d
-
-            def finished(result: object) -> object:
-                self._running = None
-                return result
-
-            d.addBoth(finished)
-        return d
+        d.addBoth(finished)
+        return waiter
 
     @inlineCallbacks
     def _sendDue(self) -> Generator[Deferred[Any], Any, None]:
