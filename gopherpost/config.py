@@ -314,6 +314,18 @@ class Settings:
     #: directory's HTTPS instead of the system's (a private CA).
     acmeDirectoryCA: str | None = None
 
+    # Outbound transport security (issue 19): MTA-STS, DANE, TLS reports
+    #: C{SMTP_MTA_STS}: apply the MTA-STS policies of destination domains.
+    mtaSts: bool = True
+    #: C{SMTP_MTA_STS_PORT}: the HTTPS port policies are fetched from (443
+    #: but in tests).
+    mtaStsPort: int = 443
+    #: C{SMTP_DANE}: apply DANE (DNSSEC-validated TLSA records, trusting
+    #: the AD bit of C{SMTP_DNS_SERVERS}).
+    dane: bool = True
+    #: C{SMTP_TLSRPT}: send daily TLS reports (RFC 8460).
+    tlsrpt: bool = False
+
     @property
     def acmeEnabled(self) -> bool:
         """
@@ -835,6 +847,14 @@ def settingsFromEnvironment(
     )
     if settings.acmeEnabled:
         _checkACME(settings)
+    # Outbound transport security (issue 19).
+    settings = dataclasses.replace(
+        settings,
+        mtaSts=get("SMTP_MTA_STS", _bool, True),
+        mtaStsPort=get("SMTP_MTA_STS_PORT", _port, 443),
+        dane=get("SMTP_DANE", _bool, True),
+        tlsrpt=get("SMTP_TLSRPT", _bool, False),
+    )
 
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:

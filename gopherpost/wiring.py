@@ -81,6 +81,7 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    transportSecurity: Any = None
     acme: Any = None
     webhooks: Any = None
     filters: Any = None
@@ -281,6 +282,13 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     relayQueue = None
     if not settings.capture:
         # Capture mode (the development role) relays nothing.
+        # wiring: tlspolicy (MTA-STS, DANE, TLS reports; built before the
+        # relay, which stops first and whose courier consults it)
+        from gopherpost.tlspolicy.service import makeTransportSecurity
+
+        service.transportSecurity = makeTransportSecurity(settings, spool, resolver, reactor)
+        service.transportSecurity.setServiceParent(service)
+        service.metrics.registry.register(service.transportSecurity.metrics)
         relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
     _buildWebhooks(settings, spool, reactor, environ, relayQueue, service)
     _buildFilters(settings, reactor, service)

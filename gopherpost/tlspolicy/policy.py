@@ -491,8 +491,16 @@ class TransportSecurity:
         self.contexts = contexts
         self.metrics = metrics or TLSPolicyMetrics()
         self.recorder = Recorder(reports, self.metrics)
+        self._smarthost = smarthost
         self._dane = None if smarthost else dane
         self._sts = None if smarthost else sts
+
+    def useSTS(self, sts: STSResolver) -> None:
+        """
+        Apply MTA-STS policies found by C{sts} (unless a smarthost is used).
+        """
+        if not self._smarthost:
+            self._sts = sts
 
     def forDestination(self, domain: str, port: int) -> Deferred[DestinationTLS]:
         """
