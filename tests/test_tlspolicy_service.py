@@ -132,3 +132,42 @@ class WiringTests(TestCase):
         environ = serverEnvironment(path, 2525, SMTP_CAPTURE="true")
         service = makeService(Options(), environ, Clock())
         self.assertIsNone(service.transportSecurity)
+
+
+class SettingsTests(TestCase):
+    """
+    C{SMTP_MTA_STS}, C{SMTP_MTA_STS_PORT}, C{SMTP_DANE}, C{SMTP_TLSRPT}.
+    """
+
+    def settings(self, **environ: str) -> Any:
+        return settingsFromEnvironment(
+            {"SMTP_HOSTNAME": "gopher.test", **environ}, checkFiles=False
+        )
+
+    def test_defaults(self) -> None:
+        settings = self.settings()
+        self.assertEqual(
+            (settings.mtaSts, settings.mtaStsPort, settings.dane, settings.tlsrpt),
+            (True, 443, True, False),
+        )
+
+    def test_set(self) -> None:
+        settings = self.settings(
+            SMTP_MTA_STS="false", SMTP_MTA_STS_PORT="8443", SMTP_DANE="false", SMTP_TLSRPT="true"
+        )
+        self.assertEqual(
+            (settings.mtaSts, settings.mtaStsPort, settings.dane, settings.tlsrpt),
+            (False, 8443, False, True),
+        )
+
+    def test_bad(self) -> None:
+        for variable, value in [
+            ("SMTP_MTA_STS", "sometimes"),
+            ("SMTP_MTA_STS_PORT", "0"),
+            ("SMTP_MTA_STS_PORT", "https"),
+            ("SMTP_DANE", "2"),
+            ("SMTP_TLSRPT", "daily"),
+        ]:
+            with self.assertRaises(ConfigError) as caught:
+                self.settings(**{variable: value})
+            self.assertEqual(caught.exception.variable, variable)
