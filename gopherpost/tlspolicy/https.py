@@ -112,6 +112,12 @@ class _ResolvingEndpoint:
         self._connections = connections
 
     def connect(self, factory: Any) -> Deferred[Any]:
+        # No "Starting factory" log line per request: the TLS wrapper's
+        # and the HTTP client's factories are quiet.
+        factory.noisy = False
+        wrapped = getattr(factory, "wrappedFactory", None)
+        if wrapped is not None:
+            wrapped.noisy = False
         if isIPAddress(self._host) or isIPv6Address(self._host):
             addresses: Deferred[Any] = succeed([self._host])
         else:
