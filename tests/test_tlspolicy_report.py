@@ -329,3 +329,29 @@ class ReporterTests(TestCase):
         self.clock.advance(3600)
         yield self.reporter.sendDue()  # waits for the run in progress, if any
         self.assertEqual(self.reporter.sent, 1)
+
+
+class RecordFuzzTests(SynchronousTestCase):
+    """
+    Random mutations of good records parse or raise their own error,
+    nothing else (bounded, seeded).
+    """
+
+    def test_reportRecord(self) -> None:
+        import random
+
+        rng = random.Random(8460)
+        good = "v=TLSRPTv1; rua=mailto:tls@example.test,https://r.example.test/in"
+        alphabet = " \t;,=:@%/.?vTLSRPmailto\x00\xe9"
+        for _ in range(3000):
+            text = list(good)
+            for _ in range(rng.randint(1, 4)):
+                position = rng.randrange(len(text) + 1)
+                if rng.random() < 0.5 and position < len(text):
+                    del text[position]
+                else:
+                    text.insert(position, rng.choice(alphabet))
+            try:
+                selectReportRecord(["".join(text).encode("utf-8")])
+            except ReportRecordError:
+                pass

@@ -211,3 +211,26 @@ class MatchTests(SynchronousTestCase):
         self.assertTrue(policy.matches("mx1.example.test"))
         self.assertTrue(policy.matches("b.mail.example.test"))
         self.assertFalse(policy.matches("evil.test"))
+
+
+class RecordFuzzTests(SynchronousTestCase):
+    """
+    Random mutations of a good TXT record parse or raise L{STSError}.
+    """
+
+    def test_fuzz(self) -> None:
+        rng = random.Random(8461)
+        good = b"v=STSv1; id=20160831085700Z; ext=v"
+        alphabet = b" \t;=vSTid0Z\x00\xff"
+        for _ in range(3000):
+            data = bytearray(good)
+            for _ in range(rng.randint(1, 4)):
+                position = rng.randrange(len(data) + 1)
+                if rng.random() < 0.5 and position < len(data):
+                    del data[position]
+                else:
+                    data.insert(position, rng.choice(alphabet))
+            try:
+                selectRecord([bytes(data)])
+            except STSError:
+                pass

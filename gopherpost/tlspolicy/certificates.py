@@ -115,13 +115,17 @@ class TLSARecord(NamedTuple):
         Whether C{certificate} is the one this record describes (whatever
         the usage).
         """
-        if self.selector == 0:
-            data = certificate.public_bytes(serialization.Encoding.DER)
-        elif self.selector == 1:
-            data = certificate.public_key().public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        else:
+        try:
+            if self.selector == 0:
+                data = certificate.public_bytes(serialization.Encoding.DER)
+            elif self.selector == 1:
+                data = certificate.public_key().public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            else:
+                return False
+        except Exception:
+            # A key type cryptography cannot load: it matches nothing.
             return False
         if self.matchingType == 1:
             data = hashlib.sha256(data).digest()

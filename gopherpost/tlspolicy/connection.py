@@ -185,8 +185,11 @@ class _ConnectionCheck:
         try:
             verdict = self.check(_peerChain(connection), self.verifyErrors)
         except Exception as e:
-            _log.failure("The certificate check failed")
-            verdict = CertificateVerdict(False, VALIDATION_FAILURE, f"the check failed: {e}")
+            # A certificate the libraries cannot read (an unknown key type,
+            # bad encoding) is the remote's doing: a failure, not a bug report.
+            reason = f"the certificate cannot be checked: {type(e).__name__}: {e}"
+            _log.warn("{label}: {reason}", label=self.label, reason=reason)
+            verdict = CertificateVerdict(False, VALIDATION_FAILURE, reason[:200])
         observation.verdict = verdict
         if verdict.ok or not self.enforce:
             return
