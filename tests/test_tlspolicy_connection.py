@@ -186,3 +186,19 @@ class CheckedConnectionTests(TestCase):
         self.assertEqual(result.outcomes[0].status, SENT)
         self.assertTrue(self.observation.completed)
         self.assertIsNone(self.observation.verdict)
+
+    @inlineCallbacks
+    def test_uncheckable(self) -> InlineCallbacks:
+        """
+        A certificate the check cannot read fails it, with no traceback
+        logged (trial would report one as an error).
+        """
+
+        def broken(chain: Any, errors: Any) -> Any:
+            raise ValueError("unsupported key type")
+
+        result = yield self.send(self.pki.good, broken, enforce=True)
+        [outcome] = result.outcomes
+        self.assertEqual(outcome.status, DEFERRED)
+        self.assertIn("cannot be checked: ValueError: unsupported key type", outcome.text)
+        self.assertEqual(self.server.messages, [])
