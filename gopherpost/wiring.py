@@ -358,7 +358,8 @@ def _buildRelay(
     """
     from gopherpost.relay import queue as _queue
 
-    relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor)
+    security = None if service.transportSecurity is None else service.transportSecurity.security
+    relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor, security)
     relayQueue.setServiceParent(service)
     spool.addObserver(relayQueue)
     service.relayQueue = relayQueue

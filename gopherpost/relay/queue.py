@@ -106,6 +106,7 @@ class _Work:
     @ivar tried: whether the courier reported anything real for it.
     @ivar bounced: the recipients whose failure a DSN already reported.
     @ivar unbounced: whether a recipient failed since the last DSN.
+    @ivar lastTLS: the transport security facts of the last deferral.
     """
 
     def __init__(self, state: MessageState, recipients: list[RecipientState]) -> None:
@@ -116,6 +117,7 @@ class _Work:
         self.remaining: dict[str, RecipientState] = {r.address: r for r in recipients}
         self.lastError = ""
         self.lastHost = ""
+        self.lastTLS: Any = None
         self.dirty = False
         self.tried = False
         self.bounced: set[str] = set()
@@ -521,7 +523,11 @@ class RelayQueue(Service):
         for work, body in zip(batch, contents):
             work.content = work.state.dkimHeader.encode("ascii") + body
             work.message = OutboundMessage(
-                work.state.queueId, work.state.sender, tuple(work.remaining), work.content
+                work.state.queueId,
+                work.state.sender,
+                tuple(work.remaining),
+                work.content,
+                work.state.requireTLS,
             )
         messages = [work.message for work in batch if work.message is not None]
         journal = self._journal.start()
@@ -578,6 +584,7 @@ class RelayQueue(Service):
                 final.append(recipient)
             elif not self._stopping:
                 work.lastError = delivery.reply
+                work.lastTLS = delivery.tls
                 if delivery.host:
                     work.lastHost = delivery.host
                 work.tried = work.dirty = True
@@ -589,6 +596,7 @@ class RelayQueue(Service):
                 reply=sent[0].reply,
                 recipients=len(sent),
                 latency=self._reactor.seconds() - work.state.received,
+                **_tlsFields(sent[0].tls),
             )
         if final:
             work.tried = True
@@ -695,6 +703,7 @@ class RelayQueue(Service):
                     queueId=work.state.queueId,
                     mx=work.lastHost,
                     reply=error,
+                    **_tlsFields(work.lastTLS),
                 )
         # Small, unsynced writes: on the reactor thread (see relay.state),
         # together (a burst of writes costs less than the same writes
@@ -773,6 +782,21 @@ class RelayQueue(Service):
         return d.addCallbacks(stored, failed)
 
 
+def _tlsFields(facts: Any) -> dict[str, object]:
+    """
+    The delivery log's transport security fields (issue 19): C{tls=} the
+    policy that applied (C{dane}, C{mta-sts}, C{verify}, C{may}, C{none})
+    and C{tlsResult=} C{verified}, C{unverified} or C{cleartext}; none
+    without a transport security policy.
+
+    @param facts: a L{gopherpost.tlspolicy.policy.TLSFacts}, or L{None}.
+    """
+    if facts is None:
+        return {}
+    result = "cleartext" if not facts.tls else "verified" if facts.verified else "unverified"
+    return {"tls": facts.label, "tlsResult": result}
+
+
 def _diagnosticOf(error: str) -> str | None:
     """
     C{error} when it is a remote SMTP reply (starts with a reply code),
@@ -794,11 +818,20 @@ def _statusOf(error: str) -> str:
 
 
 def makeRelayService(
-    settings: Settings, spool: Spool, audit: IAuditLog, resolver: Any, reactor: Any
+    settings: Settings,
+    spool: Spool,
+    audit: IAuditLog,
+    resolver: Any,
+    reactor: Any,
+    transportSecurity: Any = None,
 ) -> RelayQueue:
     """
     The relay queue as configured: a courier for MX or smarthost delivery,
     the DKIM signer if enabled.
+
+    @param transportSecurity: the courier's
+        L{gopherpost.tlspolicy.interfaces.ITransportSecurity} (DANE,
+        MTA-STS), or L{None} for C{SMTP_OUTBOUND_TLS} alone.
     """
     from gopherpost import dkim
     from gopherpost.relay.courier import Courier
@@ -810,5 +843,6 @@ def makeRelayService(
         heloName=settings.hostname,
         tlsPolicy=settings.outboundTLS,
         timeoutScale=settings.outboundTimeoutScale,
+        transportSecurity=transportSecurity,
     )
     return RelayQueue(settings, spool, audit, courier, reactor, signer=dkim.loadSigner(settings))

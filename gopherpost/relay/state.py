@@ -34,6 +34,7 @@ from twisted.logger import Logger
 
 from gopherpost.durable import writeFile
 from gopherpost.spool import Envelope
+from gopherpost.tlspolicy.requiretls import requiresTLS
 
 __all__ = ["PENDING", "DELIVERED", "FAILED", "RecipientState", "MessageState", "StateStore"]
 
@@ -69,6 +70,8 @@ class MessageState:
 
     @ivar dkimHeader: the C{DKIM-Signature} header computed once when the
         message was queued, prepended to every attempt (C{""}: none).
+    @ivar requireTLS: the message was received with REQUIRETLS (RFC 8689;
+        the envelope's metadata, L{gopherpost.tlspolicy.requiretls}).
     """
 
     queueId: str
@@ -77,6 +80,7 @@ class MessageState:
     sender: str
     recipients: list[RecipientState] = field(default_factory=list)
     dkimHeader: str = ""
+    requireTLS: bool = False
 
     @classmethod
     def forEnvelope(cls, envelope: Envelope, now: float) -> MessageState:
@@ -92,6 +96,7 @@ class MessageState:
                 RecipientState(r.address, r.token, nextAttempt=now)
                 for r in envelope.relayRecipients
             ],
+            requireTLS=requiresTLS(envelope.metadata),
         )
 
     @property

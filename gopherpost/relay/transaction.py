@@ -46,11 +46,14 @@ class Envelope:
     @ivar sender: the reverse-path without angle brackets; C{""} for C{<>}.
     @ivar recipients: forward-paths without angle brackets.
     @ivar message: the message, headers and body (any line ends).
+    @ivar requireTLS: sent with C{REQUIRETLS} (RFC 8689), and only in a
+        session under TLS with a server that advertises it.
     """
 
     sender: str
     recipients: tuple[str, ...]
     message: bytes
+    requireTLS: bool = False
 
 
 def validAddress(address: str, allowEmpty: bool) -> bool:
