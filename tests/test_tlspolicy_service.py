@@ -171,3 +171,61 @@ class SettingsTests(TestCase):
             with self.assertRaises(ConfigError) as caught:
                 self.settings(**{variable: value})
             self.assertEqual(caught.exception.variable, variable)
+
+
+class ServerDeliveryTests(TestCase):
+    """
+    The whole server: its relay's courier consults the transport security
+    it built.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_daneInTheRelay(self) -> InlineCallbacks:
+        """
+        With DNSSEC-validated MX and TLSA records that the MX certificate
+        does not match, the server's relay defers the message and sends
+        nothing; the state says why.
+        """
+        from gopherpost.relay.state import PENDING, StateStore
+        from tests.support.relay import eventually
+        from tests.support.server import freePort, startInProcess
+        from tests.support.smtpserver import SMTPTestServer
+
+        pki = makeTestPKI(self.mktemp(), "mx.example.test")
+        dns = startDNSServer(self)
+        receiver = SMTPTestServer(hostname="mx.example.test", certificate=pki.good)
+        receiver.start("127.0.0.2")
+        self.addCleanup(receiver.stop)
+        dns.addMX("example.test", 10, "mx.example.test")
+        dns.addA("mx.example.test", "127.0.0.2")
+        dns.markSecure("example.test")
+        dns.addTLSA(f"_{receiver.port}._tcp.mx.example.test", 3, 1, 1, b"\x00" * 32)
+        path = os.path.abspath(self.mktemp())
+        environ = serverEnvironment(
+            path,
+            freePort("127.0.0.1"),
+            SMTP_DNS_SERVERS="%s:%d" % dns.address,
+            SMTP_OUTBOUND_PORT=str(receiver.port),
+            SMTP_OUTBOUND_TLS="may",
+            SMTP_MTA_STS="false",
+        )
+        service = startInProcess(self, environ)
+        envelope = yield service.spool.store(
+            b"Subject: t\r\n\r\nbody\r\n", "alice@gopherpost.test", [("bob@example.test", False)]
+        )
+        store = StateStore(path)
+
+        def deferred() -> bool:
+            state = store.load(envelope.dateDirectory, envelope.queueId)
+            return bool(state and state.recipients[0].attempts and state.recipients[0].lastError)
+
+        yield eventually(deferred)
+        state = store.load(envelope.dateDirectory, envelope.queueId)
+        assert state is not None
+        [recipient] = state.recipients
+        self.assertEqual(recipient.status, PENDING)
+        self.assertIn("DANE", recipient.lastError)
+        self.assertEqual(receiver.connectionsMade, 1)
+        self.assertEqual(receiver.messages, [])

@@ -1,5 +1,6 @@
 """
-The seams of outbound transport security: what the relay's courier asks,
+The seams of outbound transport security: what the relay's courier
+(L{gopherpost.relay.courier.Courier}, given C{transportSecurity}) asks,
 once per destination and once per connection.
 
 The courier's use, for each delivery attempt to a destination domain::
