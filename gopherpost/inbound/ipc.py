@@ -27,6 +27,7 @@ from gopherpost.spool import Envelope
 __all__ = [
     "MessagesSpooled",
     "AuditEvents",
+    "Reconfigure",
     "ParentChannel",
     "QuietAMP",
     "ForwardingAuditLog",
@@ -68,6 +69,18 @@ class AuditEvents(amp.Command):
     arguments = [(b"events", amp.Unicode())]
     response: ClassVar[list[Any]] = []
     requiresAnswer = False
+
+
+class Reconfigure(amp.Command):
+    """
+    Parent to worker (live reload, issue 14): the configuration changed;
+    C{variables} is a JSON object of the new C{SMTP_*} variables.  The
+    worker answers C{error}: C{""} once its new sessions use them, else why
+    it could not.
+    """
+
+    arguments = [(b"variables", amp.Unicode())]
+    response = [(b"error", amp.Unicode())]
 
 
 class QuietAMP(amp.AMP):
