@@ -174,6 +174,11 @@ VARIABLES: tuple[Variable, ...] = (
     _v("SMTP_KEEP_DELIVERED", "keepDelivered"),
     _v("SMTP_RETENTION_DAYS", "retentionDays"),
     _v("SMTP_RETENTION_MAX_MESSAGES", "retentionMaxMessages"),
+    # Outbound transport security (issue 19): MTA-STS, DANE, TLS reports
+    _v("SMTP_MTA_STS", "mtaSts"),
+    _v("SMTP_MTA_STS_PORT", "mtaStsPort"),
+    _v("SMTP_DANE", "dane"),
+    _v("SMTP_TLSRPT", "tlsrpt"),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}
