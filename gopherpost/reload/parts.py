@@ -354,6 +354,12 @@ class SwitchableResolver:
         """
         return self.current.forwardConfirmedNames(address, timeout)
 
+    def lookupAuthenticated(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """
+        See L{gopherpost.dns.Resolver.lookupAuthenticated} (DANE, issue 19).
+        """
+        return self.current.lookupAuthenticated(*args, **kwargs)
+
 
 @implementer(IReconfigurable)
 class ResolverReload:
