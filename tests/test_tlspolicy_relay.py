@@ -376,3 +376,22 @@ class RelayTransportSecurityTests(TestCase):
         [bounce] = self.harness.bounces()
         report = yield self.harness.spool.readMessage(bounce)
         self.assertIn(b"5.7.30", report)
+
+
+class StateTests(TestCase):
+    """
+    The REQUIRETLS flag in the relay state.
+    """
+
+    def test_roundTrip(self) -> None:
+        """
+        A flagged message's state keeps the flag; others' files do not
+        mention it (the format earlier versions read).
+        """
+        from gopherpost.relay.state import MessageState
+
+        flagged = MessageState("Q1", "2026-12-01", 1.0, "a@b.test", [], "", requireTLS=True)
+        self.assertTrue(MessageState.fromJSON(flagged.toJSON()).requireTLS)
+        usual = MessageState("Q2", "2026-12-01", 1.0, "a@b.test", [], "")
+        self.assertNotIn(b"requireTLS", usual.toJSON())
+        self.assertFalse(MessageState.fromJSON(usual.toJSON()).requireTLS)

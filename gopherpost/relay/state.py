@@ -121,6 +121,10 @@ class MessageState:
         # every relayed message.
         data = {name: getattr(self, name) for name in _MESSAGE_FIELDS}
         data["recipients"] = [vars(r) for r in self.recipients]
+        if not self.requireTLS:
+            # Written only when set: the files of other messages keep the
+            # format earlier versions read.
+            del data["requireTLS"]
         data["version"] = 1
         return json.dumps(data, sort_keys=True).encode("utf-8")
 
