@@ -176,9 +176,15 @@ class _Sweep:
     """
 
     def __init__(
-        self, path: str, policy: RetentionPolicy, now: float, facts: dict[str, _Facts]
+        self,
+        path: str,
+        policy: RetentionPolicy,
+        now: float,
+        facts: dict[str, _Facts],
+        owed: Callable[[str, str, float], bool] | None = None,
     ) -> None:
         self.path = path
+        self.owed = owed
         self.policy = policy
         self.now = now
         self.facts = facts
@@ -256,6 +262,9 @@ class _Sweep:
         queueId = message.queueId
         self.facts[queueId] = facts
         remotePending = message.pending or (facts.hasRemote and not message.finished)
+        if not remotePending and self.owed is not None:
+            # A webhook still owed reads the message: keep it until then.
+            remotePending = self.owed(message.dateDirectory, queueId, facts.received)
         if facts.hasLocal:
             expired = (
                 policy.retentionDays and self.now - facts.received >= policy.retentionDays * _DAY
@@ -348,6 +357,9 @@ class RetentionService(Service):
     @param clock: schedules the sweeps and gives the time.
     @param runInThread: C{runInThread(f, *args) -> Deferred}: where the
         file-system work runs.
+    @param owedWebhooks: makes, for each sweep, C{owed(dateDirectory,
+        queueId, received) -> bool}: whether a webhook not yet settled will
+        read the message (it is kept until then); called in the thread.
     """
 
     name = "retention"
@@ -360,8 +372,10 @@ class RetentionService(Service):
         clock: IReactorTime,
         runInThread: Callable[..., Deferred[Any]],
         interval: float = SWEEP_INTERVAL,
+        owedWebhooks: Callable[[], Callable[[str, str, float], bool]] | None = None,
     ) -> None:
         self.path = spoolPath
+        self._owedWebhooks = owedWebhooks
         self.policy = policy
         self._clock = clock
         self._runInThread = runInThread
@@ -445,7 +459,8 @@ class RetentionService(Service):
     @inlineCallbacks
     def _sweep(self) -> Any:
         policy = self.policy
-        work = _Sweep(self.path, policy, self._clock.seconds(), self._facts)
+        owed = self._owedWebhooks() if self._owedWebhooks is not None else None
+        work = _Sweep(self.path, policy, self._clock.seconds(), self._facts, owed)
         directories = yield self._runInThread(work.directories)
         for dateDirectory in directories:
             steps = work.scan(dateDirectory)

@@ -553,8 +553,21 @@ def _buildOperations(
     spool = service.spool
     runInThread = _runInThreadOf(reactor)
 
+    owedWebhooks: Callable[[], Callable[[str, str, float], bool]] | None = None
+    if settings.webhookURL is not None:
+        from gopherpost.webhooks.records import OwedInbound, WebhookStore
+
+        webhookStore = WebhookStore(spool.stateDirectory)
+
+        def owedWebhooks() -> OwedInbound:
+            return OwedInbound(webhookStore)
+
     retention = RetentionService(
-        spool.path, RetentionPolicy.fromSettings(settings), reactor, runInThread
+        spool.path,
+        RetentionPolicy.fromSettings(settings),
+        reactor,
+        runInThread,
+        owedWebhooks=owedWebhooks,
     )
     retention.setServiceParent(service)
 

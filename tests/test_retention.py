@@ -19,6 +19,7 @@ from gopherpost.queueview import QueueView
 from gopherpost.relay.state import DELIVERED, FAILED
 from gopherpost.reload.interfaces import IReconfigurable
 from gopherpost.retention import RetentionPolicy, RetentionService, SweepResult
+from gopherpost.webhooks.records import INBOUND, OwedInbound, WebhookStore
 from tests.support.inbound import testSettings
 from tests.support.operations import SpoolFixture, synchronous
 
@@ -81,6 +82,34 @@ class RetentionTests(SynchronousTestCase):
         self.assertFalse(result)
         for envelope in (fresh, tried, mixed):
             self.assertIn(envelope.queueId + ".envelope", self.fixture.files(envelope))
+
+    def test_owedWebhookKeeps(self) -> None:
+        """
+        A finished message the inbound webhook has not settled yet (its
+        receiver is down) stays until it is settled; one received before
+        the webhook was turned on does not wait.
+        """
+        store = WebhookStore(os.path.join(self.fixture.path, ".gopherpost"))
+        store.open()
+        before = self.fixture.message()
+        self.fixture.relayState(before, {"rcpt@remote.test": DELIVERED})
+        self.clock.advance(1)
+        store.setSince(self.clock.seconds())
+        owed = self.fixture.message()
+        self.fixture.relayState(owed, {"rcpt@remote.test": DELIVERED})
+        service = RetentionService(
+            self.fixture.path,
+            RetentionPolicy(),
+            self.clock,
+            synchronous,
+            owedWebhooks=lambda: OwedInbound(store),
+        )
+        self.assertEqual(self.sweep(service).delivered, 1)
+        self.assertEqual(self.fixture.files(before), [])
+        self.assertIn(owed.queueId + ".envelope", self.fixture.files(owed))
+        store.settle(INBOUND, owed.dateDirectory, owed.queueId, "delivered")
+        self.assertEqual(self.sweep(service).delivered, 1)
+        self.assertEqual(self.fixture.files(owed), [])
 
     def test_keepDelivered(self) -> None:
         """

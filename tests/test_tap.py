@@ -5,6 +5,7 @@ Tests for L{gopherpost.tap}: options and the wiring of the service.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.task import Clock
@@ -168,7 +169,7 @@ class OperationsOptionsTests(SynchronousTestCase):
         from twisted.internet.testing import EventLoggingObserver
         from twisted.logger import globalLogPublisher
 
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
         environ = serverEnvironment(os.path.abspath(self.mktemp()), 2525, SMTP_PROT="25")
         makeService(Options(), environ, Clock())
         warnings = [e["problem"] for e in events if "problem" in e]

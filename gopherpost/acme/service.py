@@ -258,7 +258,7 @@ class ACMEService(MultiService):
         Order a new certificate now; answers once it serves.
         """
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> dict[str, Any]:
             failure.trap(ACMEError)
             raise ControlError(FAILED, str(failure.value))
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -111,7 +112,12 @@ class _ChildChannel(QuietAMP):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         QuietAMP.connectionLost(self, reason)
         if self._reactor.running:
-            self._reactor.stop()
+            try:
+                self._reactor.stop()
+            except ReactorNotRunning:
+                # Already stopping (SIGTERM to the process group: the
+                # parent's pipe closes while this worker shuts down).
+                pass
 
 
 def _share(limit: int, workers: int) -> int:
