@@ -46,6 +46,7 @@ __all__ = [
     "buildServer",
     "configuredListeners",
     "listenerFactory",
+    "makeAuth",
     "makeResolver",
     "openSpool",
     "roleByName",
@@ -92,6 +93,7 @@ class GopherPostService(MultiService):
     webhooks: Any = None
     filters: Any = None
     webui: Any = None
+    auth: Any = None
     _settings: Settings
     # Operations (issue 14)
     #: The L{gopherpost.reload.reloader.Reloader} of this server.
@@ -176,6 +178,10 @@ class GopherPostService(MultiService):
 
         @return: a Deferred of the L{gopherpost.reload.reloader.ReloadOutcome}.
         """
+        if self.auth is not None:
+            # wiring: auth (issue 15): SIGHUP re-reads the users file, changed
+            # settings or not (workers read it again by themselves)
+            self.auth.reloadUsers()
         return self.reloader.reload()
 
     def stopService(self) -> Any:
@@ -297,6 +303,7 @@ def smtpFactories(
     contextFactory: Any,
     roles: Iterable[ListenerRole],
     limits: Any = None,
+    auth: Any = None,
 ) -> dict[str, Any]:
     """
     One SMTP factory per role, all sharing one set of connection limits.
@@ -304,6 +311,7 @@ def smtpFactories(
     @param limits: the L{ConnectionLimits} to share (default: new ones
         from C{settings}); a reload passes the ones in use, so that
         sessions in progress still count.
+    @param auth: the L{gopherpost.auth.service.AuthService}, or L{None}.
     @return: the factories by role name, in the order of L{ROLES}.
     """
     from gopherpost.inbound.factory import ConnectionLimits, makeSMTPFactory
@@ -313,7 +321,15 @@ def smtpFactories(
         limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
     return {
         role.name: makeSMTPFactory(
-            settings, spool, audit, resolver, clock, contextFactory, role=role, limits=limits
+            settings,
+            spool,
+            audit,
+            resolver,
+            clock,
+            contextFactory,
+            role=role,
+            limits=limits,
+            auth=auth,
         )
         for role in ROLES
         if role in wanted
@@ -448,6 +464,12 @@ def buildServer(
         service.acme.setServiceParent(service)
         service.metrics.registry.register(service.acme.metrics)
         service.commands.addProvider(service.acme)
+    # wiring: auth (issue 15): users, password checks, lockouts
+    service.auth = makeAuth(settings, spool, reactor)
+    if service.auth is not None:
+        service.auth.setServiceParent(service)
+        service.metrics.registry.register(service.auth.metrics)
+        service.commands.addProvider(service.auth)
     inbound: Any
     if settings.workers > 1:
         tls.serverContextFactory(settings, tlsDirectory)
@@ -465,7 +487,15 @@ def buildServer(
             else:
                 contextFactory = tls.serverContextFactory(new, tlsDirectory)
             factories = smtpFactories(
-                new, spool, auditLog, resolver, reactor, contextFactory, roles, limits=limits
+                new,
+                spool,
+                auditLog,
+                resolver,
+                reactor,
+                contextFactory,
+                roles,
+                limits=limits,
+                auth=service.auth,
             )
             outer = [
                 listenerFactory(
@@ -508,6 +538,19 @@ def buildServer(
 
     _buildOperations(service, source, loaded, resolver, newResolver, reactor, tlsDirectory)
     return service
+
+
+def makeAuth(settings: Settings, spool: Any, reactor: Any) -> Any:
+    """
+    Authenticated submission when a listener offers AUTH (its replies are
+    the inbound session's), else L{None}.
+
+    @raise ConfigError: the users file is not valid (C{SMTP_USERS_FILE}).
+    """
+    from gopherpost.auth.service import makeAuthService
+    from gopherpost.inbound.replies import Reply
+
+    return makeAuthService(settings, spool.stateDirectory, reactor, replyType=Reply)
 
 
 def _runInThreadOf(reactor: Any) -> Callable[..., Any]:
@@ -597,6 +640,22 @@ def _buildOperations(
     else:
         reloader.addStatic("relay queue", RELAY_FIELDS)
     reloader.add(retention)
+    # wiring: auth (issue 15): the users file and SMTP_AUTH_* on reload, here
+    # and (changed) in every worker; without a listener offering AUTH they
+    # wait for the restart that adds one
+    from gopherpost.auth.service import AUTH_FIELDS
+
+    if service.auth is None:
+        reloader.addStatic("authenticated submission", AUTH_FIELDS - {"queuePath"})
+    else:
+        reloader.add(service.auth)
+        if service.listenerFactories is None:
+            workersAuth = WorkerReload(
+                lambda new: None, service.inbound.reconfigure, lambda: reloader.loaded.variables
+            )
+            workersAuth.name = "authenticated submission in the workers"
+            workersAuth.fields = AUTH_FIELDS
+            reloader.add(workersAuth)
     for name, fields in STATIC_PARTS:
         reloader.addStatic(name, fields)
 

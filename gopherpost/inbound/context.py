@@ -61,6 +61,8 @@ class SessionContext:
         L{None} (for the submission issue).
     @ivar relayClient: whether the client's address may relay (set by the
         relay-permission policy when the client connects).
+    @ivar authMechanism: the SASL mechanism of a successful AUTH (C{PLAIN},
+        C{LOGIN}), or L{None}.
     """
 
     clientAddress: str
@@ -73,6 +75,7 @@ class SessionContext:
     identity: Any = None
     authenticatedUser: str | None = None
     relayClient: bool = False
+    authMechanism: str | None = None
 
     @property
     def mayRelay(self) -> bool:
@@ -81,6 +84,20 @@ class SessionContext:
         or an authenticated user.
         """
         return self.relayClient or self.authenticatedUser is not None
+
+    def metadata(self) -> dict[str, Any]:
+        """
+        What the envelope's C{metadata} keeps of the session: the
+        authenticated user (C{authUser}) and mechanism (C{authMechanism}),
+        for logs, the index and webhooks (never in a header); nothing for
+        a session without AUTH.
+        """
+        if self.authenticatedUser is None:
+            return {}
+        data: dict[str, Any] = {"authUser": self.authenticatedUser}
+        if self.authMechanism:
+            data["authMechanism"] = self.authMechanism
+        return data
 
     @property
     def protocolName(self) -> str:

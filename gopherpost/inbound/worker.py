@@ -138,6 +138,21 @@ def _workerSettings(settings: Any) -> Any:
     )
 
 
+def _prepareAuthReload(auth: Any, old: Any, new: Any) -> Any:
+    """
+    What a reload changes in this worker's authenticated submission (the
+    users file and the C{SMTP_AUTH_*} settings): a callable that applies
+    it, which does nothing when none of them changed.
+
+    @raise gopherpost.config.ConfigError: the new users file is not valid.
+    """
+    from gopherpost.auth.service import AUTH_FIELDS
+
+    if auth is None or all(getattr(old, f) == getattr(new, f) for f in AUTH_FIELDS):
+        return lambda: None
+    return auth.prepareReload(new)
+
+
 def main(reactor: Any = None) -> None:
     """
     Run one worker until SIGTERM or until the parent goes away.
@@ -165,11 +180,15 @@ def main(reactor: Any = None) -> None:
     dnsThreads.start()
     roles = [wiring.roleByName(p.role) for p in passed]
     limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
+    # wiring: auth (issue 15); its counter stays in this process
+    auth = wiring.makeAuth(settings, spool, reactor)
+    if auth is not None:
+        auth.startService()
 
     def build(new: Any) -> tuple[list[Any], list[Any]]:
         contextFactory = tls.serverContextFactory(new, tlsDirectory)
         factories = wiring.smtpFactories(
-            new, spool, audit, resolver, reactor, contextFactory, roles, limits=limits
+            new, spool, audit, resolver, reactor, contextFactory, roles, limits=limits, auth=auth
         )
         outer = [
             wiring.listenerFactory(
@@ -197,11 +216,13 @@ def main(reactor: Any = None) -> None:
         try:
             new = _workerSettings(settingsFromEnvironment(environ))
             apply = generations.prepareReload(new)
+            applyAuth = _prepareAuthReload(auth, current[0], new)
         except ConfigError as e:
             return str(e)
         if new.dnsServers != current[0].dnsServers:
             resolver.current = dns.Resolver(new.dnsServers, reactor, threadpool=dnsThreads)
         apply()
+        applyAuth()
         current[0] = new
         _log.info("Inbound worker {pid} reloaded", pid=os.getpid())
         return ""
@@ -226,6 +247,8 @@ def main(reactor: Any = None) -> None:
         d.addCallback(lambda _: gatherResults([f.drain() for f in generations.factories]))
         d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: dnsThreads.stop())
+        if auth is not None:
+            d.addBoth(lambda _: auth.stopService())
         return d
 
     reactor.addSystemEventTrigger("before", "shutdown", drain)

@@ -450,7 +450,8 @@ def inboundPayload(
 
     recipients = [_clean(r.address) for r in envelope.recipients if allRecipients or r.local]
     authentication = metadata.get("authentication")
-    authUser = metadata.get("auth_user")
+    # The inbound session records it as "authUser" (gopherpost.auth).
+    authUser = metadata.get("authUser")
     document: dict[str, Any] = {
         "id": envelope.queueId,
         "received_at": rfc3339(envelope.received),
