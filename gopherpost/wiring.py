@@ -694,6 +694,7 @@ def _buildRelay(
     The outbound queue, observing the spool.
     """
     from gopherpost.relay import queue as _queue
+    from gopherpost.relay.control import QueueCommands
 
     security = None if service.transportSecurity is None else service.transportSecurity.security
     relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor, security)
@@ -701,6 +702,8 @@ def _buildRelay(
     spool.addObserver(relayQueue)
     service.relayQueue = relayQueue
     service.metrics.setQueueDepthSource(relayQueue.queueDepth)
+    # gopherpostctl queue flush|hold|release|delete|bounce
+    service.commands.addProvider(QueueCommands(relayQueue))
     return relayQueue
 
 

@@ -395,3 +395,33 @@ class StateTests(TestCase):
         usual = MessageState("Q2", "2026-12-01", 1.0, "a@b.test", [], "")
         self.assertNotIn(b"requireTLS", usual.toJSON())
         self.assertFalse(MessageState.fromJSON(usual.toJSON()).requireTLS)
+
+
+class DeliveryLogTests(TestCase):
+    """
+    The delivery log line says which transport security applied.
+    """
+
+    def test_line(self) -> None:
+        from gopherpost.relay.deliverylog import recipientLine, tlsOf
+
+        self.assertEqual(tlsOf(TLSFacts("dane", True, True)), "dane/verified")
+        self.assertEqual(tlsOf(TLSFacts("verify", True, False)), "verify/unverified")
+        self.assertEqual(tlsOf(TLSFacts("may", False, False)), "may/cleartext")
+        self.assertEqual(tlsOf(None), "")
+        line = recipientLine(
+            "Q1",
+            "bob@example.test",
+            "mx[127.0.0.2]:25",
+            1.0,
+            (0, 0, 0),
+            "2.0.0",
+            "sent",
+            "250 ok",
+            tlsOf(TLSFacts("mta-sts", True, True)),
+        )
+        self.assertIn(", tls=mta-sts/verified, dsn=2.0.0,", line)
+        plain = recipientLine(
+            "Q1", "bob@example.test", "mx[127.0.0.2]:25", 1.0, (0, 0, 0), "2.0.0", "sent", "250 ok"
+        )
+        self.assertNotIn("tls=", plain)

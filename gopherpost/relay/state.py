@@ -36,13 +36,24 @@ from gopherpost.durable import writeFile
 from gopherpost.spool import Envelope
 from gopherpost.tlspolicy.requiretls import requiresTLS
 
-__all__ = ["PENDING", "DELIVERED", "FAILED", "RecipientState", "MessageState", "StateStore"]
+__all__ = [
+    "PENDING",
+    "DELIVERED",
+    "FAILED",
+    "DELETED",
+    "RecipientState",
+    "MessageState",
+    "StateStore",
+]
 
 _log = Logger()
 
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
+#: Removed from the queue by the operator (C{gopherpostctl queue delete}),
+#: without a bounce.
+DELETED = "deleted"
 
 
 @dataclass
@@ -70,6 +81,8 @@ class MessageState:
 
     @ivar dkimHeader: the C{DKIM-Signature} header computed once when the
         message was queued, prepended to every attempt (C{""}: none).
+    @ivar held: put on hold by the operator (C{gopherpostctl queue hold}):
+        never attempted, and kept past the queue lifetime, until released.
     @ivar requireTLS: the message was received with REQUIRETLS (RFC 8689;
         the envelope's metadata, L{gopherpost.tlspolicy.requiretls}).
     """
@@ -80,6 +93,7 @@ class MessageState:
     sender: str
     recipients: list[RecipientState] = field(default_factory=list)
     dkimHeader: str = ""
+    held: bool = False
     requireTLS: bool = False
 
     @classmethod
