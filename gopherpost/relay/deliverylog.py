@@ -94,11 +94,12 @@ def recipientLine(
     @param tls: the transport security of the connection, e.g.
         C{"dane/verified"} (issue 19; C{""}: not known, left out).
     """
-    security = f"tls={tls}, " if tls else ""
+    # After the reason: the Postfix-shaped prefix stays as parsers expect.
+    security = f", tls={tls}" if tls else ""
     return (
         f"{queueId}: to=<{recipient}>, relay={relay}, delay={formatSeconds(delay)}, "
-        f"delays={'/'.join(formatSeconds(d) for d in delays)}, {security}dsn={dsn}, "
-        f"status={status} ({_clean(reason)})"
+        f"delays={'/'.join(formatSeconds(d) for d in delays)}, dsn={dsn}, "
+        f"status={status} ({_clean(reason)}){security}"
     )
 
 
