@@ -341,6 +341,17 @@ class Settings:
     #: C{SMTP_AUTH_LOCKOUT_MAX_DURATION}: the longest lockout (each repeat
     #: doubles the one before).
     authLockoutMaxDuration: float = 86400.0
+    # Outbound transport security (issue 19): MTA-STS, DANE, TLS reports
+    #: C{SMTP_MTA_STS}: apply the MTA-STS policies of destination domains.
+    mtaSts: bool = True
+    #: C{SMTP_MTA_STS_PORT}: the HTTPS port policies are fetched from (443
+    #: but in tests).
+    mtaStsPort: int = 443
+    #: C{SMTP_DANE}: apply DANE (DNSSEC-validated TLSA records, trusting
+    #: the AD bit of C{SMTP_DNS_SERVERS}).
+    dane: bool = True
+    #: C{SMTP_TLSRPT}: send daily TLS reports (RFC 8460).
+    tlsrpt: bool = False
 
     @property
     def acmeEnabled(self) -> bool:
@@ -890,6 +901,14 @@ def settingsFromEnvironment(
         _checkACME(settings)
     # Authenticated submission (issue 15).
     settings = _authSettings(get, settings)
+    # Outbound transport security (issue 19).
+    settings = dataclasses.replace(
+        settings,
+        mtaSts=get("SMTP_MTA_STS", _bool, True),
+        mtaStsPort=get("SMTP_MTA_STS_PORT", _port, 443),
+        dane=get("SMTP_DANE", _bool, True),
+        tlsrpt=get("SMTP_TLSRPT", _bool, False),
+    )
 
     # Operations (issue 14): spool retention.
     settings = dataclasses.replace(

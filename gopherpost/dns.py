@@ -28,9 +28,10 @@ import ipaddress
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import dns.exception
+import dns.flags
 import dns.name
 import dns.rdatatype
 import dns.resolver
@@ -56,6 +57,7 @@ __all__ = [
     "PermanentDNSError",
     "TemporaryDNSError",
     "IDNSResolver",
+    "AuthenticatedAnswer",
     "Resolver",
     "resolverFromSettings",
     "DEFAULT_TIMEOUT",
@@ -182,6 +184,23 @@ class IDNSResolver(Interface):
         @return: a L{defer.Deferred} firing with the L{set} of names that
             C{address} has a PTR record for and that resolve back to it.
         """
+
+
+class AuthenticatedAnswer(NamedTuple):
+    """
+    The answer to a lookup that reads the resolver's DNSSEC verdict (see
+    L{Resolver.lookupAuthenticated}).
+
+    @ivar records: the dnspython rdatas; empty for NODATA and NXDOMAIN.
+    @ivar authenticated: whether the resolver set the AD bit: it validated
+        the answer (or the denial) with DNSSEC.  Only meaningful when the
+        resolver is trusted: a validating resolver on the same host.
+    @ivar exists: C{False} for NXDOMAIN.
+    """
+
+    records: list[Any]
+    authenticated: bool
+    exists: bool = True
 
 
 def _canonicalAddress(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -328,6 +347,15 @@ class Resolver:
             tuple[dns.name.Name, dns.rdatatype.RdataType], tuple[float, tuple[Any, ...] | DNSError]
         ] = OrderedDict()
         self._inFlight: dict = {}
+        # lookupAuthenticated's own resolvers, cache and lookups in flight.
+        self._authenticatingResolvers = _buildResolvers(list(self.servers), timeout)
+        for resolver in self._authenticatingResolvers:
+            resolver.use_edns(0, dns.flags.DO, 1232)
+            resolver.flags = dns.flags.RD | dns.flags.AD
+        self._authenticatedCache: OrderedDict[
+            tuple[dns.name.Name, dns.rdatatype.RdataType], tuple[float, AuthenticatedAnswer]
+        ] = OrderedDict()
+        self._authenticatedInFlight: dict[Any, list[defer.Deferred[AuthenticatedAnswer]]] = {}
 
     # Plumbing
 
@@ -594,6 +622,118 @@ class Resolver:
         d.addCallback(checkForward)
         d.addTimeout(timeout, clock, onTimeoutCancel=timedOut)
         return d
+
+    # DNSSEC (issue 19: DANE).  Kept apart from the lookups above: other
+    # query flags (DO, AD), hence other dnspython resolvers and another cache.
+
+    def lookupAuthenticated(
+        self, name: str, rdtype: str, lifetime: float | None = None
+    ) -> defer.Deferred[AuthenticatedAnswer]:
+        """
+        The records of one type with the resolver's DNSSEC verdict: the
+        query sets the DO and AD bits (RFC 3225, RFC 6840 section 5.7) and
+        the answer's AD bit is read, as Postfix does with
+        C{smtp_dns_support_level = dnssec}.  The resolver (C{SMTP_DNS_SERVERS},
+        else the system's) is trusted to validate: run one on the same host.
+
+        Answers are cached like the other lookups' (for their TTL, negative
+        answers for the SOA's), apart from them.
+
+        @param rdtype: a type's mnemonic, e.g. C{"MX"}, C{"TLSA"}.
+        @param lifetime: seconds the lookup may take (default L{timeout}).
+        @return: a L{defer.Deferred} firing with an L{AuthenticatedAnswer}
+            (NODATA and NXDOMAIN included), or failing with
+            L{TemporaryDNSError} (SERVFAIL, which a validating resolver also
+            answers for bogus data; a timeout) or L{PermanentDNSError} (not a
+            valid name).
+        """
+        try:
+            rdtypeValue = dns.rdatatype.from_text(rdtype)
+            qname = dns.name.from_text(name.strip())
+        except (dns.exception.DNSException, UnicodeError, ValueError) as e:
+            return defer.fail(PermanentDNSError(name, f"not a valid query ({e})"))
+        if lifetime is None:
+            lifetime = self.timeout
+        key = (qname.canonicalize(), rdtypeValue)
+        cache = self._authenticatedCache
+        now = self._reactor.seconds()
+        cached = cache.get(key)
+        if cached is not None:
+            expires, answer = cached
+            if expires > now:
+                cache.move_to_end(key)
+                return defer.succeed(answer)
+            del cache[key]
+        waiting: defer.Deferred[AuthenticatedAnswer] = defer.Deferred()
+        inFlight = self._authenticatedInFlight
+        if key in inFlight:
+            inFlight[key].append(waiting)
+            return waiting
+        inFlight[key] = [waiting]
+
+        def answered(result: tuple[AuthenticatedAnswer, float]) -> None:
+            answer, ttl = result
+            seconds = min(ttl, MAX_CACHE_TTL if answer.records else MAX_NEGATIVE_CACHE_TTL)
+            if seconds > 0:
+                cache[key] = (self._reactor.seconds() + seconds, answer)
+                cache.move_to_end(key)
+                while len(cache) > MAX_CACHE_ENTRIES:
+                    cache.popitem(last=False)
+            for d in inFlight.pop(key, []):
+                d.callback(answer)
+
+        def failed(failure: Failure) -> None:
+            for d in inFlight.pop(key, []):
+                d.errback(failure)
+
+        self._inThread(self._resolveAuthenticated, name, qname, rdtypeValue, lifetime).addCallbacks(
+            answered, failed
+        )
+        return waiting
+
+    def _resolveAuthenticated(
+        self, name: str, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, lifetime: float
+    ) -> tuple[AuthenticatedAnswer, float]:
+        """
+        Blocking: L{lookupAuthenticated}'s query, each resolver in turn.
+
+        @return: the answer and the seconds it may be cached.
+        """
+        if not self._authenticatingResolvers:
+            raise TemporaryDNSError(name, "no nameservers configured")
+        deadline = time.monotonic() + lifetime
+        lastError: Exception | None = None
+        for resolver in self._authenticatingResolvers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                answer = resolver.resolve(
+                    qname, rdtype, search=False, lifetime=remaining, raise_on_no_answer=False
+                )
+            except dns.resolver.NXDOMAIN as e:
+                responses = list((e.kwargs.get("responses") or {}).values())
+                authenticated = bool(responses) and all(r.flags & dns.flags.AD for r in responses)
+                ttl = min((_negativeTTL(r) for r in responses), default=0.0)
+                return AuthenticatedAnswer([], authenticated, exists=False), ttl
+            except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
+                lastError = e
+                continue
+            except dns.exception.DNSException as e:
+                raise _mapException(name, e, lifetime) from None
+            except OSError as e:
+                raise TemporaryDNSError(name, f"DNS failure: {e}") from None
+            response = answer.response
+            authenticated = bool(response.flags & dns.flags.AD)
+            if answer.rrset is None:
+                return AuthenticatedAnswer([], authenticated), _negativeTTL(response)
+            return (
+                AuthenticatedAnswer(list(answer), authenticated),
+                max(0.0, answer.expiration - time.time()),
+            )
+        if lastError is None:
+            lastError = dns.exception.Timeout()
+        raise _mapException(name, lastError, lifetime) from None
 
 
 def resolverFromSettings(

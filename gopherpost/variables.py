@@ -185,6 +185,11 @@ VARIABLES: tuple[Variable, ...] = (
     _v("SMTP_AUTH_LOCKOUT_WINDOW", "authLockoutWindow"),
     _v("SMTP_AUTH_LOCKOUT_DURATION", "authLockoutDuration"),
     _v("SMTP_AUTH_LOCKOUT_MAX_DURATION", "authLockoutMaxDuration"),
+    # Outbound transport security (issue 19): MTA-STS, DANE, TLS reports
+    _v("SMTP_MTA_STS", "mtaSts"),
+    _v("SMTP_MTA_STS_PORT", "mtaStsPort"),
+    _v("SMTP_DANE", "dane"),
+    _v("SMTP_TLSRPT", "tlsrpt"),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}

@@ -88,6 +88,7 @@ class GopherPostService(MultiService):
     audit: Any
     metrics: Any
     relayQueue: Any = None
+    transportSecurity: Any = None
     acme: Any = None
     webhooks: Any = None
     filters: Any = None
@@ -442,6 +443,13 @@ def buildServer(
     relayQueue = None
     if not settings.capture:
         # Capture mode (the development role) relays nothing.
+        # wiring: tlspolicy (MTA-STS, DANE, TLS reports; built before the
+        # relay, which stops first and whose courier consults it)
+        from gopherpost.tlspolicy.service import makeTransportSecurity
+
+        service.transportSecurity = makeTransportSecurity(settings, spool, resolver, reactor)
+        service.transportSecurity.setServiceParent(service)
+        service.metrics.registry.register(service.transportSecurity.metrics)
         relayQueue = _buildRelay(settings, spool, auditLog, resolver, reactor, service)
     _buildWebhooks(settings, spool, reactor, environ, relayQueue, service)
     _buildFilters(settings, reactor, service)
@@ -695,7 +703,8 @@ def _buildRelay(
     from gopherpost.relay import queue as _queue
     from gopherpost.relay.control import QueueCommands
 
-    relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor)
+    security = None if service.transportSecurity is None else service.transportSecurity.security
+    relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor, security)
     relayQueue.setServiceParent(service)
     spool.addObserver(relayQueue)
     service.relayQueue = relayQueue

@@ -124,6 +124,9 @@ class _Resolver:
         self.asked.append(("FCrDNS", address, timeout))
         return succeed([])
 
+    def lookupAuthenticated(self, name, kind):
+        return succeed(("AD", name, kind))
+
 
 class ResolverTests(SynchronousTestCase):
     """
@@ -142,6 +145,10 @@ class ResolverTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(holder.lookupRecords("c.test", "TLSA")), ["TLSA"])
         self.assertEqual(self.successResultOf(holder.lookupPTR("127.0.0.1")), ["127.0.0.1"])
         self.assertEqual(self.successResultOf(holder.lookupTXT("d.test")), [])
+        self.assertEqual(
+            self.successResultOf(holder.lookupAuthenticated("e.test", "TLSA")),
+            ("AD", "e.test", "TLSA"),
+        )
         self.assertEqual(
             inner.asked,
             [("MX", "a.test"), ("A", "b.test", 3), ("FCrDNS", "127.0.0.2", 5)],

@@ -6,6 +6,16 @@ one attempt's bounds, runs the SMTP client on each connection
 (L{gopherpost.relay.client}) and reports every recipient's outcome as soon
 as it is known.
 
+With a transport security policy (L{gopherpost.tlspolicy.interfaces.
+ITransportSecurity}: DANE, MTA-STS), each destination and each connection
+is decided by it: hosts it refuses are not connected to (their recipients
+are deferred with its reason), the client runs with its TLS policy and
+certificate check, and each delivery carries its C{tls} facts.  Messages
+flagged REQUIRETLS (RFC 8689) and messages with C{TLS-Required: No} are
+carried apart from the others, one after the other in the same attempt
+(their hosts' TLS requirements differ); a REQUIRETLS message that no host
+qualified for fails with C{5.7.30}.
+
 The queue (L{gopherpost.relay.queue}) decides what is due and what to do
 with the outcomes; the courier only carries.  It sits behind L{ICourier} so
 that tests and later transport policies (MTA-STS, DANE) plug in.
@@ -43,6 +53,7 @@ from gopherpost.relay.outcome import DEFERRED, FAILED, DeliveryResult
 from gopherpost.relay.session import ContextFactoryFor
 from gopherpost.relay.transaction import Envelope
 from gopherpost.tls import clientContextFor
+from gopherpost.tlspolicy import requiretls
 
 __all__ = [
     "MAX_CONNECTIONS_PER_ATTEMPT",
@@ -59,6 +70,10 @@ MAX_CONNECTIONS_PER_ATTEMPT = 6
 #: Addresses tried per host at most.
 ADDRESSES_PER_HOST = 2
 
+#: How a message's connections are secured: as the policies say,
+#: REQUIRETLS (RFC 8689), or relaxed by C{TLS-Required: No}.
+_USUAL, _REQUIRE_TLS, _RELAXED = "usual", "requiretls", "relaxed"
+
 
 class OutboundMessage(NamedTuple):
     """
@@ -71,6 +86,9 @@ class OutboundMessage(NamedTuple):
     @ivar content: the message as it goes on the wire (any line ends).
     @ivar esmtp: what the relay needs of the envelope's ESMTP metadata
         (L{gopherpost.esmtp.metadata}: SMTPUTF8, DSN parameters).
+    @ivar requireTLS: whether the message was received with REQUIRETLS
+        (RFC 8689): it only goes over TLS checked by DANE or MTA-STS to a
+        host that advertises REQUIRETLS.
     """
 
     queueId: str
@@ -78,6 +96,7 @@ class OutboundMessage(NamedTuple):
     recipients: tuple[str, ...]
     content: bytes
     esmtp: Mapping[str, Any] = {}
+    requireTLS: bool = False
 
 
 class RecipientDelivery(NamedTuple):
@@ -102,6 +121,11 @@ class RecipientDelivery(NamedTuple):
         DNS, earlier hosts and connection set-up (greeting, EHLO, STARTTLS);
         C{0} for the later messages of a connection.
     @ivar transferSeconds: time spent in this message's transaction.
+    @ivar tls: the transport security facts of the connection
+        (L{gopherpost.tlspolicy.policy.TLSFacts}: the policy that applied,
+        C{dane}, C{mta-sts}, C{verify}, C{may} or C{none}, whether TLS was
+        used and verified); L{None} without a transport security policy or
+        when the connection ended before TLS could be negotiated.
     """
 
     recipient: str
@@ -119,6 +143,7 @@ class RecipientDelivery(NamedTuple):
     transferSeconds: float = 0.0
     # esmtp: the host offered DSN (see L{DeliveryResult.dsnOffered}).
     dsnOffered: bool = False
+    tls: Any = None
 
     @property
     def final(self) -> bool:
@@ -258,6 +283,7 @@ class Courier:
         timeoutScale: float = 1.0,
         contextFactoryFor: ContextFactoryFor = clientContextFor,
         startDelivery: StartDelivery = client.startDelivery,
+        transportSecurity: Any = None,
     ) -> None:
         """
         @param reactor: provides time and TCP.
@@ -267,6 +293,10 @@ class Courier:
         @param timeoutScale: C{SMTP_OUTBOUND_TIMEOUT_SCALE}.
         @param contextFactoryFor: the TLS context per policy and host.
         @param startDelivery: the SMTP client (L{client.startDelivery}).
+        @param transportSecurity: an
+            L{gopherpost.tlspolicy.interfaces.ITransportSecurity} deciding
+            each destination's and connection's TLS (DANE, MTA-STS); L{None}:
+            C{tlsPolicy} and C{contextFactoryFor} for every connection.
         """
         self._reactor = reactor
         self._destinations = destinations
@@ -275,6 +305,7 @@ class Courier:
         self._timeoutScale = timeoutScale
         self._contextFactoryFor = contextFactoryFor
         self._startDelivery = startDelivery
+        self._security = transportSecurity
         self._attempts: set[_Attempt] = set()
 
     def destinationKey(self, domain: str) -> str:
@@ -297,7 +328,7 @@ class Courier:
             attempt.ended.callback(None)
             return result
 
-        return self._run(domain, messages, listener, attempt).addBoth(ended)
+        return self._runGroups(domain, messages, listener, attempt).addBoth(ended)
 
     def stop(self) -> Deferred[None]:
         """
@@ -311,22 +342,51 @@ class Courier:
         return gatherResults([a.ended for a in attempts]).addCallback(lambda _: None)
 
     @inlineCallbacks
-    def _run(
+    def _runGroups(
         self,
         domain: str,
         messages: Sequence[OutboundMessage],
         listener: IDeliveryListener,
         attempt: _Attempt,
     ) -> Generator[Deferred[Any], Any, None]:
+        """
+        Without transport security, one run for all C{messages}; with it,
+        one run per kind of message (as usual, REQUIRETLS, C{TLS-Required:
+        No}), in that order.
+        """
+        if self._security is None:
+            yield self._run(domain, messages, listener, attempt)
+            return
+        groups: dict[str, list[OutboundMessage]] = {}
+        for message in messages:
+            groups.setdefault(_tlsMode(message), []).append(message)
+        for mode in (_USUAL, _REQUIRE_TLS, _RELAXED):
+            group = groups.get(mode)
+            if group and not attempt.stopping:
+                yield self._run(domain, group, listener, attempt, mode)
+
+    @inlineCallbacks
+    def _run(
+        self,
+        domain: str,
+        messages: Sequence[OutboundMessage],
+        listener: IDeliveryListener,
+        attempt: _Attempt,
+        mode: str = _USUAL,
+    ) -> Generator[Deferred[Any], Any, None]:
         started = self._reactor.seconds()
         # The recipients of each message without a final outcome yet.
         remaining = [list(m.recipients) for m in messages]
+        # Each recipient's last (deferred) outcome, for REQUIRETLS.
+        last: dict[tuple[int, str], RecipientDelivery] = {}
 
         def report(index: int, deliveries: list[RecipientDelivery]) -> object:
             unsettled = remaining[index]
             for delivery in deliveries:
                 if delivery.status != DEFERRED and delivery.recipient in unsettled:
                     unsettled.remove(delivery.recipient)
+                elif mode == _REQUIRE_TLS:
+                    last[index, delivery.recipient] = delivery
             return listener.settled(messages[index], deliveries)
 
         def reportLocal(status: str, reply: str, dsn: str) -> Deferred[Any]:
@@ -353,6 +413,15 @@ class Courier:
             return
         except _Stopping:
             return
+        destinationTLS: Any = None
+        if self._security is not None:
+            # The destination's DANE and MTA-STS verdicts (never fails).
+            try:
+                destinationTLS = yield attempt.waitFor(
+                    self._security.forDestination(domain, self._destinations.port)
+                )
+            except _Stopping:
+                return
 
         connections = 0
         for exchange in exchanges:
@@ -373,6 +442,28 @@ class Courier:
                 active = [i for i, unsettled in enumerate(remaining) if unsettled]
                 if not active or attempt.stopping or connections >= MAX_CONNECTIONS_PER_ATTEMPT:
                     break
+                hostTLS: Any = None
+                if destinationTLS is not None:
+                    try:
+                        hostTLS = yield attempt.waitFor(
+                            destinationTLS.forHost(
+                                exchange.hostname,
+                                requireTLS=mode == _REQUIRE_TLS,
+                                relaxed=mode == _RELAXED,
+                            )
+                        )
+                    except _Stopping:
+                        return
+                    refusal = (
+                        requiretls.hostRefusal(hostTLS)
+                        if mode == _REQUIRE_TLS
+                        else (None if hostTLS.allowed else hostTLS.refusal)
+                    )
+                    if refusal is not None:
+                        # Not this host (DANE, MTA-STS enforce, REQUIRETLS):
+                        # its recipients go on to the next one.
+                        yield reportLocal(DEFERRED, refusal, refusal.split(" ", 1)[0])
+                        break
                 connections += 1
                 listener.attempting(
                     [messages[i] for i in active],
@@ -386,12 +477,39 @@ class Courier:
                         tuple(remaining[i]),
                         messages[i].content,
                         messages[i].esmtp,
+                        requireTLS=mode == _REQUIRE_TLS,
                     )
                     for i in active
                 ]
                 yield self._connect(
-                    exchange.hostname, address, envelopes, active, report, started, attempt
+                    exchange.hostname, address, envelopes, active, report, started, attempt, hostTLS
                 )
+        if mode == _REQUIRE_TLS and not attempt.stopping:
+            yield self._failUnqualified(domain, remaining, last, report)
+
+    def _failUnqualified(
+        self,
+        domain: str,
+        remaining: list[list[str]],
+        last: dict[tuple[int, str], RecipientDelivery],
+        report: Callable[[int, list[RecipientDelivery]], object],
+    ) -> Deferred[Any]:
+        """
+        The end of a REQUIRETLS run: a recipient whose last host did not
+        qualify (C{5.7.30}) fails (RFC 8689 4.2.1); one that met other
+        trouble (a timeout, a DANE mismatch) stays deferred.
+        """
+        reports = []
+        for index, unsettled in enumerate(remaining):
+            failed = []
+            for recipient in unsettled:
+                delivery = last.get((index, recipient))
+                if delivery is not None and delivery.dsn == requiretls.STATUS:
+                    reply = requiretls.finalFailure(domain, delivery.reply)
+                    failed.append(delivery._replace(status=FAILED, reply=reply))
+            if failed:
+                reports.append(maybeDeferred(report, index, failed))
+        return gatherResults(reports)
 
     def _connect(
         self,
@@ -402,18 +520,26 @@ class Courier:
         report: Callable[[int, list[RecipientDelivery]], object],
         started: float,
         attempt: _Attempt,
+        hostTLS: Any = None,
     ) -> Deferred[Any]:
         """
         One connection carrying C{envelopes}, for the messages at
-        C{indices}.
+        C{indices}, under C{hostTLS} (an
+        L{gopherpost.tlspolicy.interfaces.IHostTLSPolicy}) when given.
         """
         beforeConnection = self._reactor.seconds() - started
+        tlsPolicy, contextFactoryFor = self._tlsPolicy, self._contextFactoryFor
+        if hostTLS is not None:
+            tlsPolicy, contextFactoryFor = hostTLS.clientPolicy, hostTLS.contextFactoryFor
 
         def onResult(index: int, result: DeliveryResult) -> object:
             # The time before this connection counts for the messages that
             # waited for it to be set up: the first, or all when it failed.
             setup = beforeConnection if index == 0 or result.connectSeconds else 0.0
-            return report(indices[index], _deliveries(result, setup))
+            deliveries = _deliveries(result, setup)
+            if hostTLS is not None:
+                deliveries = _withTLSFacts(hostTLS, result, deliveries)
+            return report(indices[index], deliveries)
 
         connection = self._startDelivery(
             self._reactor,
@@ -422,9 +548,9 @@ class Courier:
             self._destinations.port,
             self._heloName,
             envelopes,
-            self._tlsPolicy,
+            tlsPolicy,
             self._timeoutScale,
-            self._contextFactoryFor,
+            contextFactoryFor,
             onResult,
         )
         attempt.connection = connection
@@ -434,6 +560,43 @@ class Courier:
             return result
 
         return connection.result.addBoth(finished)
+
+
+def _tlsMode(message: OutboundMessage) -> str:
+    """
+    Which kind of connection C{message} needs (REQUIRETLS wins over
+    C{TLS-Required: No}, RFC 8689 5).
+    """
+    if message.requireTLS:
+        return _REQUIRE_TLS
+    if requiretls.tlsRequiredNo(message.content):
+        return _RELAXED
+    return _USUAL
+
+
+def _withTLSFacts(
+    hostTLS: Any, result: DeliveryResult, deliveries: list[RecipientDelivery]
+) -> list[RecipientDelivery]:
+    """
+    C{deliveries} with the connection's TLS facts, and a clearer reply
+    when the connection failed for TLS reasons.  The first result of a
+    connection records the session (TLS reports, metrics).
+    """
+    facts = hostTLS.connectionEnded(result)
+    explained = hostTLS.explain(result)
+    if explained is None and facts is None:
+        return deliveries
+    return [
+        d._replace(
+            tls=facts,
+            reply=(
+                f"{d.reply.split(' ', 1)[0]} {d.dsn} {explained}"
+                if explained is not None and d.status == DEFERRED
+                else d.reply
+            ),
+        )
+        for d in deliveries
+    ]
 
 
 def _deliveries(result: DeliveryResult, setupSeconds: float) -> list[RecipientDelivery]:

@@ -33,6 +33,7 @@ __all__ = [
     "relayOf",
     "queuedLine",
     "recipientLine",
+    "tlsOf",
     "DeliveryLog",
 ]
 
@@ -85,15 +86,36 @@ def recipientLine(
     dsn: str,
     status: str,
     reason: str,
+    tls: str = "",
 ) -> str:
     """
     The line for one recipient's outcome.
+
+    @param tls: the transport security of the connection, e.g.
+        C{"dane/verified"} (issue 19; C{""}: not known, left out).
     """
+    # After the reason: the Postfix-shaped prefix stays as parsers expect.
+    security = f", tls={tls}" if tls else ""
     return (
         f"{queueId}: to=<{recipient}>, relay={relay}, delay={formatSeconds(delay)}, "
         f"delays={'/'.join(formatSeconds(d) for d in delays)}, dsn={dsn}, "
-        f"status={status} ({_clean(reason)})"
+        f"status={status} ({_clean(reason)}){security}"
     )
+
+
+def tlsOf(facts: object) -> str:
+    """
+    C{policy/result} for a connection's L{gopherpost.tlspolicy.policy.TLSFacts}
+    (C{dane/verified}, C{mta-sts/verified}, C{verify/unverified},
+    C{may/cleartext}, ...), or C{""} for L{None}.
+    """
+    if facts is None:
+        return ""
+    if not getattr(facts, "tls", False):
+        result = "cleartext"
+    else:
+        result = "verified" if getattr(facts, "verified", False) else "unverified"
+    return f"{getattr(facts, 'label', '')}/{result}"
 
 
 class DeliveryLog:
@@ -138,16 +160,18 @@ class DeliveryLog:
         @param delivery: the courier's report, for the relay and the
             connection and transfer times (L{None}: no host tried).
         """
+        tls = ""
         if delivery is not None:
             relay = relayOf(delivery.host, delivery.address, delivery.port)
             connect, transfer = delivery.connectSeconds, delivery.transferSeconds
+            tls = tlsOf(delivery.tls)
         else:
             relay, connect, transfer = "none", 0.0, 0.0
         delays = (max(0.0, attemptStarted - received), connect, transfer)
         self._log.info(
             "{line}",
             line=recipientLine(
-                queueId, recipient, relay, now - received, delays, dsn, status, reason
+                queueId, recipient, relay, now - received, delays, dsn, status, reason, tls
             ),
             queueId=queueId,
             recipient=recipient,

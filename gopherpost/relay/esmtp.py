@@ -56,15 +56,21 @@ def relayMetadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def relayEnvelope(
-    sender: str, recipients: tuple[str, ...], content: bytes, esmtp: Mapping[str, Any]
+    sender: str,
+    recipients: tuple[str, ...],
+    content: bytes,
+    esmtp: Mapping[str, Any],
+    requireTLS: bool = False,
 ) -> Envelope:
     """
     The client session's L{Envelope} of one message.
 
     @param esmtp: what L{relayMetadata} kept.
+    @param requireTLS: send it with C{REQUIRETLS} (the transport security
+        policy decided the session qualifies; L{gopherpost.tlspolicy}).
     """
     if not esmtp:
-        return Envelope(sender, recipients, content)
+        return Envelope(sender, recipients, content, requireTLS=requireTLS)
     request = DSNRequest.fromMetadata(esmtp)
     return Envelope(
         sender,
@@ -72,6 +78,7 @@ def relayEnvelope(
         content,
         smtputf8=esmtp.get(SMTPUTF8) is True,
         dsn=request if request.anyParameter else None,
+        requireTLS=requireTLS,
     )
 
 

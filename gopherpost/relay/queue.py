@@ -126,6 +126,7 @@ class _Work:
     @ivar deferrals: the last deferral reported for each recipient.
     @ivar expired: the recipients given up on when the queue lifetime ran
         out.
+    @ivar lastTLS: the transport security facts of the last deferral.
     """
 
     def __init__(self, state: MessageState, recipients: list[RecipientState]) -> None:
@@ -136,6 +137,7 @@ class _Work:
         self.remaining: dict[str, RecipientState] = {r.address: r for r in recipients}
         self.lastError = ""
         self.lastHost = ""
+        self.lastTLS: Any = None
         self.dirty = False
         self.tried = False
         self.bounced: set[str] = set()
@@ -853,6 +855,7 @@ class RelayQueue(Service):
                 tuple(work.remaining),
                 work.content,
                 esmtp=work.state.esmtp,
+                requireTLS=work.state.requireTLS,
             )
         messages = [work.message for work in batch if work.message is not None]
         journal = self._journal.start()
@@ -962,6 +965,7 @@ class RelayQueue(Service):
                 self._logOutcome(work, recipient.address, BOUNCED, delivery.reply, delivery, now)
             elif not self._stopping:
                 work.lastError = delivery.reply
+                work.lastTLS = delivery.tls
                 if delivery.host:
                     work.lastHost = delivery.host
                 work.deferrals[recipient.address] = delivery
@@ -992,6 +996,7 @@ class RelayQueue(Service):
                 reply=sent[0].reply,
                 recipients=len(sent),
                 latency=self._reactor.seconds() - work.state.received,
+                **_tlsFields(sent[0].tls),
             )
         if final:
             work.tried = True
@@ -1142,6 +1147,7 @@ class RelayQueue(Service):
                     queueId=work.state.queueId,
                     mx=work.lastHost,
                     reply=error,
+                    **_tlsFields(work.lastTLS),
                 )
                 self._logOutcome(work, recipient.address, LOG_DEFERRED, reason, last, now)
                 if self._observers:
@@ -1426,6 +1432,21 @@ class RelayQueue(Service):
         self._track(self._writes, d.addErrback(unreadable))
 
 
+def _tlsFields(facts: Any) -> dict[str, object]:
+    """
+    The delivery log's transport security fields (issue 19): C{tls=} the
+    policy that applied (C{dane}, C{mta-sts}, C{verify}, C{may}, C{none})
+    and C{tlsResult=} C{verified}, C{unverified} or C{cleartext}; none
+    without a transport security policy.
+
+    @param facts: a L{gopherpost.tlspolicy.policy.TLSFacts}, or L{None}.
+    """
+    if facts is None:
+        return {}
+    result = "cleartext" if not facts.tls else "verified" if facts.verified else "unverified"
+    return {"tls": facts.label, "tlsResult": result}
+
+
 def _diagnosticOf(error: str) -> str | None:
     """
     C{error} when it is a remote SMTP reply (starts with a reply code),
@@ -1461,23 +1482,37 @@ def _statusOf(error: str) -> str:
 
 
 def makeRelayService(
-    settings: Settings, spool: Spool, audit: IAuditLog, resolver: Any, reactor: Any
+    settings: Settings,
+    spool: Spool,
+    audit: IAuditLog,
+    resolver: Any,
+    reactor: Any,
+    transportSecurity: Any = None,
 ) -> RelayQueue:
     """
     The relay queue as configured: a courier for MX or smarthost delivery,
     the DKIM signer if enabled.
+
+    @param transportSecurity: the courier's
+        L{gopherpost.tlspolicy.interfaces.ITransportSecurity} (DANE,
+        MTA-STS), or L{None} for C{SMTP_OUTBOUND_TLS} alone.
     """
     from gopherpost import dkim
     from gopherpost.relay.courier import Courier
     from gopherpost.relay.mx import destinationResolverFromSettings
 
     def buildCourier(settings: Settings) -> ICourier:
+        if transportSecurity is not None:
+            # A reload's SMTP_OUTBOUND_TLS applies where DANE and MTA-STS
+            # do not.
+            transportSecurity.configured = settings.outboundTLS
         return Courier(
             reactor,
             destinationResolverFromSettings(settings, resolver),
             heloName=settings.hostname,
             tlsPolicy=settings.outboundTLS,
             timeoutScale=settings.outboundTimeoutScale,
+            transportSecurity=transportSecurity,
         )
 
     return RelayQueue(

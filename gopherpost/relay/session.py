@@ -8,7 +8,8 @@ L{ClientSession}.
 The session: greeting, EHLO (HELO when EHLO is refused with 5xx), STARTTLS
 per the outbound TLS policy (see L{gopherpost.tls}) and EHLO again, then for
 each message MAIL FROM (with C{SIZE=} and C{BODY=8BITMIME} when the server
-supports them), one RCPT per recipient, DATA when at least one recipient was
+supports them, C{REQUIRETLS} for a message that requires it, which is only
+sent under TLS to a server that advertises it), one RCPT per recipient, DATA when at least one recipient was
 accepted, the body (CRLF line ends, dot-stuffed, sent in chunks with flow
 control) and QUIT.  When the server advertises C{PIPELINING} (RFC 2920),
 MAIL, every RCPT and DATA go out in one write and their replies are read in
@@ -58,6 +59,7 @@ from gopherpost.relay.esmtp import (
     utf8Refusal,
 )
 from gopherpost.relay.outcome import (
+    DEFERRED,
     FAILED,
     DeliveryResult,
     Reply,
@@ -79,6 +81,7 @@ from gopherpost.tls import (
     afterStartTLSRefused,
     shouldStartTLS,
 )
+from gopherpost.tlspolicy import requiretls
 
 __all__ = ["ContextFactoryFor", "ResultListener", "ClientSession"]
 
@@ -533,7 +536,19 @@ class ClientSession(CommandChannel):
             tx.failureStage = "MAIL"
             return False
 
+        if envelope.requireTLS:
+            # RFC 8689 4.2.1: only under TLS, to a server that advertises it.
+            refusal = requiretls.nextHopRefusal(self._host, self.extensions, self.tlsUsed)
+            if refusal is not None:
+                status, _, text = refusal.partition(" ")
+                for r in candidates:
+                    tx.settle(r, DEFERRED, 550, status, text, False)
+                tx.failureStage = "MAIL"
+                return False
+
         parameters = []
+        if envelope.requireTLS:
+            parameters.append(requiretls.MAIL_PARAMETER)
         if "SIZE" in self.extensions:
             parameters.append(f"SIZE={size}")
         if eightBit and "8BITMIME" in self.extensions:

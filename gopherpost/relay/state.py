@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from gopherpost.durable import writeFile
 from gopherpost.relay.esmtp import relayMetadata
 from gopherpost.spool import Envelope
+from gopherpost.tlspolicy.requiretls import requiresTLS
 
 __all__ = [
     "PENDING",
@@ -87,6 +88,8 @@ class MessageState:
     @ivar esmtp: the envelope metadata of the ESMTP extensions the relay
         honours (L{gopherpost.relay.esmtp.relayMetadata}: SMTPUTF8, DSN
         parameters, REQUIRETLS); C{{}} for a plain message.
+    @ivar requireTLS: the message was received with REQUIRETLS (RFC 8689;
+        the envelope's metadata, L{gopherpost.tlspolicy.requiretls}).
     """
 
     queueId: str
@@ -98,6 +101,7 @@ class MessageState:
     held: bool = False
     # esmtp (issue 19)
     esmtp: dict[str, Any] = field(default_factory=dict)
+    requireTLS: bool = False
 
     @classmethod
     def forEnvelope(cls, envelope: Envelope, now: float) -> MessageState:
@@ -114,6 +118,7 @@ class MessageState:
                 for r in envelope.relayRecipients
             ],
             esmtp=relayMetadata(envelope.metadata),
+            requireTLS=requiresTLS(envelope.metadata),
         )
 
     @property
@@ -141,6 +146,10 @@ class MessageState:
         if not self.esmtp:
             # A plain message's state reads as it always did.
             del data["esmtp"]
+        if not self.requireTLS:
+            # Written only when set: the files of other messages keep the
+            # format earlier versions read.
+            del data["requireTLS"]
         data["version"] = 1
         return json.dumps(data, sort_keys=True).encode("utf-8")
 

@@ -52,6 +52,8 @@ class Envelope:
         offers SMTPUTF8.
     @ivar dsn: the sender's DSN parameters (RFC 3461), passed on to a
         server that offers DSN.
+    @ivar requireTLS: sent with C{REQUIRETLS} (RFC 8689), and only in a
+        session under TLS with a server that advertises it.
     """
 
     sender: str
@@ -60,6 +62,7 @@ class Envelope:
     # esmtp (issue 19)
     smtputf8: bool = False
     dsn: DSNRequest | None = None
+    requireTLS: bool = False
 
 
 def validAddress(address: str, allowEmpty: bool) -> bool:

@@ -166,6 +166,9 @@ ACME_FIELDS = frozenset(
         "acmeDirectoryCA",
     )
 )
+#: Read by outbound transport security (issue 19: MTA-STS, DANE, TLS
+#: reports), once.
+TLSPOLICY_FIELDS = frozenset(("mtaSts", "mtaStsPort", "dane", "tlsrpt"))
 
 #: The parts that read their settings once: (name, fields).
 STATIC_PARTS: tuple[tuple[str, frozenset[str]], ...] = (
@@ -176,6 +179,7 @@ STATIC_PARTS: tuple[tuple[str, frozenset[str]], ...] = (
     ("content filters", FILTER_FIELDS),
     ("web UI and capture mode", WEB_UI_FIELDS),
     ("ACME", ACME_FIELDS),
+    ("outbound transport security", TLSPOLICY_FIELDS),
 )
 
 #: What one generation of factories is: the SMTP factories (each with
@@ -350,6 +354,12 @@ class SwitchableResolver:
         See L{gopherpost.dns.IDNSResolver.forwardConfirmedNames}.
         """
         return self.current.forwardConfirmedNames(address, timeout)
+
+    def lookupAuthenticated(self, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """
+        See L{gopherpost.dns.Resolver.lookupAuthenticated} (DANE, issue 19).
+        """
+        return self.current.lookupAuthenticated(*args, **kwargs)
 
 
 @implementer(IReconfigurable)

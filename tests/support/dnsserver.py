@@ -16,7 +16,10 @@ after a truncated UDP answer work.  Typical use from a trial test::
     resolver = Resolver([server.address], reactor)
 
 Names are matched case-insensitively and may be given with or without the
-trailing dot.  A name inside one of the zones that has no records (and no
+trailing dot.  L{DNSTestServer.markSecure} makes the server answer for some
+names as a validating resolver does for a signed zone: with the AD bit set,
+when the query set DO or AD (RFC 6840 section 5.7); L{DNSTestServer.addTLSA}
+adds the TLSA records DANE reads.  A name inside one of the zones that has no records (and no
 records below it) answers NXDOMAIN; a name with records of other types
 answers NOERROR with an empty answer section (dnspython's C{NoAnswer}).
 """
@@ -36,6 +39,7 @@ from twisted.python.failure import Failure
 
 __all__ = [
     "DEFAULT_ZONES",
+    "Record_TLSA",
     "DNSTestServer",
     "TestAuthority",
     "splitTXT",
@@ -47,7 +51,32 @@ DEFAULT_ZONES = ("test", "in-addr.arpa", "ip6.arpa")
 
 _TTL = 60
 
-Record = dns.Record_A | dns.Record_AAAA | dns.Record_MX | dns.Record_PTR | dns.Record_TXT
+#: The TLSA record type (RFC 6698), which L{twisted.names} does not know.
+TLSA = 52
+
+
+class Record_TLSA(dns.UnknownRecord):
+    """
+    A TLSA record (RFC 6698): certificate usage, selector, matching type
+    and the certificate association data, sent as they are.
+    """
+
+    TYPE = TLSA  # type: ignore[assignment]
+    fancybasename = "TLSA"
+
+    def __init__(self, usage: int, selector: int, matchingType: int, data: bytes) -> None:
+        dns.UnknownRecord.__init__(self, bytes([usage, selector, matchingType]) + data)
+
+
+Record = (
+    dns.Record_A
+    | dns.Record_AAAA
+    | dns.Record_MX
+    | dns.Record_PTR
+    | dns.Record_TXT
+    | dns.Record_CNAME
+    | Record_TLSA
+)
 
 
 def _key(name: str | bytes) -> bytes:
@@ -107,6 +136,7 @@ class TestAuthority(common.ResolverBase):
         self._records: dict[bytes, list[Record]] = {}
         self._servfail: dict[bytes, set[int] | None] = {}
         self._silent: dict[bytes, set[int] | None] = {}
+        self._secure: set[bytes] = set()
         self.queries: list[tuple[bytes, int]] = []
 
     def addRecord(self, name: str | bytes, record: Record) -> None:
@@ -145,6 +175,20 @@ class TestAuthority(common.ResolverBase):
             all.
         """
         _addSwitch(self._silent, _key(name), rdtype)
+
+    def markSecure(self, name: str | bytes) -> None:
+        """
+        Answer for C{name} and every name below it as for a DNSSEC-signed
+        zone that validated: with the AD bit (see L{isSecure}).
+        """
+        self._secure.add(_key(name))
+
+    def isSecure(self, name: str | bytes) -> bool:
+        """
+        Whether answers about C{name} carry the AD bit.
+        """
+        key = _key(name)
+        return any(key == s or key.endswith(b"." + s) for s in self._secure)
 
     def _zoneOf(self, key: bytes) -> bytes | None:
         for zone in self.zones:
@@ -207,12 +251,42 @@ class _ServerFactory(server.DNSServerFactory):
         self._authority = authority
         self._lostWaiters: list[defer.Deferred] = []
         self.tcpConnections = 0
+        self._authenticReply = False
 
     def buildProtocol(self, addr):
         self.tcpConnections += 1
         return server.DNSServerFactory.buildProtocol(self, addr)
 
+    def _authentic(self, message) -> bool:
+        """
+        Whether the reply to C{message} gets the AD bit: the query asked
+        for DNSSEC (DO or AD) and its name is secure.
+        """
+        if not message.queries:
+            return False
+        # The server decodes plain Messages: EDNS's DO bit is bit 15 of the
+        # OPT pseudo-record's TTL field (RFC 3225).
+        dnssecOK = any(
+            r.type == dns.OPT and (r.ttl >> 15) & 1 for r in getattr(message, "additional", [])
+        )
+        asked = dnssecOK or bool(getattr(message, "authenticData", 0))
+        return asked and self._authority.isSecure(message.queries[0].name.name)
+
+    def gotResolverResponse(self, response, protocol, message, address) -> None:
+        self._authenticReply = self._authentic(message)
+        try:
+            server.DNSServerFactory.gotResolverResponse(self, response, protocol, message, address)
+        finally:
+            self._authenticReply = False
+
     def gotResolverError(self, failure: Failure, protocol, message, address) -> None:
+        self._authenticReply = self._authentic(message) and not failure.check(_ServerFailure)
+        try:
+            self._resolverError(failure, protocol, message, address)
+        finally:
+            self._authenticReply = False
+
+    def _resolverError(self, failure: Failure, protocol, message, address) -> None:
         if failure.check(_ServerFailure):
             response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
             self.sendReply(protocol, response, address)
@@ -233,6 +307,8 @@ class _ServerFactory(server.DNSServerFactory):
         server.DNSServerFactory.gotResolverError(self, failure, protocol, message, address)
 
     def sendReply(self, protocol, message, address) -> None:
+        if self._authenticReply:
+            message.authenticData = True
         if address is None:
             # A stream: the answer is never truncated (RFC 7766).
             message.maxSize = 0
@@ -415,6 +491,29 @@ class DNSTestServer:
         else:
             parts = [s.encode("ascii") if isinstance(s, str) else s for s in strings]
         self.authority.addRecord(name, dns.Record_TXT(*parts))
+
+    def addTLSA(self, name: str, usage: int, selector: int, matchingType: int, data: bytes) -> None:
+        """
+        Add a TLSA record, e.g. C{addTLSA("_25._tcp.mx.example.test", 3, 1,
+        1, sha256(spki))}.
+        """
+        self.authority.addRecord(name, Record_TLSA(usage, selector, matchingType, data))
+
+    def addCNAME(self, name: str, target: str) -> None:
+        """
+        Add a CNAME record (the server does not chase it: a resolver asking
+        for another type gets the CNAME alone).
+        """
+        self.authority.addRecord(name, dns.Record_CNAME(_key(target)))
+
+    def markSecure(self, name: str) -> None:
+        """
+        Answer for C{name} and the names below it with the AD bit, as a
+        validating resolver does for a signed zone, when the query asks for
+        DNSSEC (DO or AD).  Negative answers (NXDOMAIN, NODATA) too:
+        authenticated denial.  SERVFAIL never carries it.
+        """
+        self.authority.markSecure(name)
 
     def failWithServFail(self, name: str, rdtype: str | None = None) -> None:
         """
