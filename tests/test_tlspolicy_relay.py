@@ -234,7 +234,9 @@ class RelayTransportSecurityTests(TestCase):
     # REQUIRETLS (RFC 8689) and TLS-Required: No
 
     def flagged(self, queueId: str = "Q1", recipient: str = "bob@example.test") -> OutboundMessage:
-        return OutboundMessage(queueId, "alice@gopherpost.test", (recipient,), MESSAGE, True)
+        return OutboundMessage(
+            queueId, "alice@gopherpost.test", (recipient,), MESSAGE, requireTLS=True
+        )
 
     @inlineCallbacks
     def test_requireTLSSent(self) -> InlineCallbacks:
