@@ -8,6 +8,8 @@ The server is::
 
     GopherPostService
       ThreadPoolService            DNS threads
+      MXChecks                     SPF, DKIM, DMARC, DNSBL, rates, greylisting,
+                                   bans: policies on every role's chain
       RelayQueue                   observes the spool
       InboundService               one ListenerService per endpoint string,
         (or WorkerPool)            one SMTP factory per role, shared limits
@@ -39,6 +41,7 @@ __all__ = [
     "buildServer",
     "configuredListeners",
     "listenerFactory",
+    "makeMXChecks",
     "makeResolver",
     "openSpool",
     "roleByName",
@@ -85,6 +88,7 @@ class GopherPostService(MultiService):
     webhooks: Any = None
     filters: Any = None
     webui: Any = None
+    mxChecks: Any = None
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -187,10 +191,13 @@ def smtpFactories(
     clock: IReactorTime,
     contextFactory: Any,
     roles: Iterable[ListenerRole],
+    extraPolicies: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """
     One SMTP factory per role, all sharing one set of connection limits.
 
+    @param extraPolicies: policies every role's chain ends with (the MX
+        checks' L{gopherpost.checks.service.MXChecks.chainPolicies}).
     @return: the factories by role name, in the order of L{ROLES}.
     """
     from gopherpost.inbound.factory import ConnectionLimits, makeSMTPFactory
@@ -199,7 +206,15 @@ def smtpFactories(
     limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
     return {
         role.name: makeSMTPFactory(
-            settings, spool, audit, resolver, clock, contextFactory, role=role, limits=limits
+            settings,
+            spool,
+            audit,
+            resolver,
+            clock,
+            contextFactory,
+            role=role,
+            limits=limits,
+            extraPolicies=extraPolicies,
         )
         for role in ROLES
         if role in wanted
@@ -277,6 +292,10 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     service.metrics = _metrics.Metrics(clock=reactor, audit=auditLog)
     resolver, dnsThreads = makeResolver(settings.dnsServers, reactor)
     ThreadPoolService(dnsThreads).setServiceParent(service)
+    # wiring: mxchecks
+    service.mxChecks = makeMXChecks(settings, resolver, reactor, spool)
+    service.mxChecks.setServiceParent(service)
+    service.metrics.registry.register(service.mxChecks.metrics)
 
     relayQueue = None
     if not settings.capture:
@@ -301,11 +320,25 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     inbound: Any
     if settings.workers > 1:
         inbound = WorkerPool(
-            settings.workers, listeners, inherited, environ, auditLog, spool, reactor
+            settings.workers,
+            listeners,
+            inherited,
+            environ,
+            auditLog,
+            spool,
+            reactor,
+            counters={"checks": service.mxChecks.metrics},
         )
     else:
         factories = smtpFactories(
-            settings, spool, auditLog, resolver, reactor, contextFactory, [r for r, _ in listeners]
+            settings,
+            spool,
+            auditLog,
+            resolver,
+            reactor,
+            contextFactory,
+            [r for r, _ in listeners],
+            extraPolicies=service.mxChecks.chainPolicies,
         )
         inbound = InboundService(list(factories.values()), SHUTDOWN_GRACE)
         for role, spec in listeners:
@@ -324,6 +357,24 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         if webService is not None:
             webService.setServiceParent(service)
     return service
+
+
+def makeMXChecks(
+    settings: Settings, resolver: Any, reactor: Any, spool: Any, metrics: Any = None
+) -> Any:
+    """
+    The MX checks of this process (L{gopherpost.checks.service.MXChecks}),
+    their state in the spool's state directory (or Redis): in the main
+    process and in each inbound worker.
+
+    @param metrics: their counters (default: new ones, for this process's
+        metrics page).
+    @raise ConfigError: the checks cannot be used (no Public Suffix List,
+        an unusable state directory).
+    """
+    from gopherpost.checks.service import makeMXChecks as _makeMXChecks
+
+    return _makeMXChecks(settings, resolver, reactor, spool.stateDirectory, metrics)
 
 
 def _checkOutboundTrust(settings: Settings) -> None:

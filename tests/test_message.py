@@ -245,7 +245,7 @@ class MetadataTests(SynchronousTestCase):
         spool.open()
         writer = spool.newWriter()
         writer.write(b"Subject: x\r\n\r\nhi\r\n")
-        metadata = {"tags": {"spf": "pass"}, "body": "8BITMIME"}
+        metadata = {"spf": "pass", "body": "8BITMIME"}
         envelope = self.successResultOf(
             spool.commit(
                 writer,

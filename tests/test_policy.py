@@ -332,7 +332,7 @@ class SessionChainTests(SynchronousTestCase):
             b"Subject: tagged\r\n\r\nhi\r\n",
         )
         [envelope] = harness.spool.envelopes()
-        self.assertEqual(envelope.metadata, {"tags": {"checked": True, "subject": "tagged"}})
+        self.assertEqual(envelope.metadata, {"checked": True, "subject": "tagged"})
 
     def test_messageRefusal(self) -> None:
         """

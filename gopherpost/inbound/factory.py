@@ -293,6 +293,7 @@ def makeSMTPFactory(
     limits: ConnectionLimits | None = None,
     policies: Sequence[IPolicy] | None = None,
     runInThread: Callable[..., Deferred] | None = None,
+    extraPolicies: Sequence[IPolicy] = (),
 ) -> SMTPFactory:
     """
     The SMTP factory of one listener role as wired in production: the
@@ -310,6 +311,8 @@ def makeSMTPFactory(
     @param runInThread: C{runInThread(f) -> Deferred}, where policies read
         a spilled message body (default: the reactor's thread pool when
         C{clock} has one, else at once).
+    @param extraPolicies: policies that follow the role's own on the chain
+        (the MX checks, the content filters), in order.
     """
     from gopherpost.inbound.access import makePortal
     from gopherpost.inbound.delivery import SpoolDelivery
@@ -318,6 +321,7 @@ def makeSMTPFactory(
     if policies is None:
         portal = makePortal(settings.allowNetworks, settings.allowHosts, resolver)
         policies = policiesFor(role, settings, portal)
+    policies = [*policies, *extraPolicies]
     if runInThread is None and hasattr(clock, "getThreadPool"):
 
         def runInThread(f: Callable[..., Any], *args: Any) -> Deferred:

@@ -22,13 +22,17 @@ old leniency (a body sent before the C{354} is taken as the body).
 Errors are counted (L{HARD_ERROR_LIMIT}), and so are commands that do
 nothing for a transaction (L{JUNK_COMMAND_LIMIT}); a message received
 forgives both, as in Postfix.
+
+Violations (for bans) go to the chain (L{PolicyChain.violation}): a RCPT
+refused as relaying or to an unknown address, and each protocol error that
+ends the session.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -80,6 +84,9 @@ _LINE_TOO_LONG = Reply(500, "5.5.2 Error: line too long", reason="line-length")
 _NO_SPACE = Reply(452, "4.3.1 Error: insufficient system storage", reason="storage")
 _WRITE_ERROR = Reply(451, "4.3.0 Error: queue file write error", reason="storage")
 _BODY_TOO_BIG = Reply(552, "5.3.4 Error: message file too big", reason="size")
+
+#: The violation a RCPT refused for this reason is (L{PolicyChain.violation}).
+_RCPT_VIOLATIONS = {"relay": "relay_denied", "unknown-recipient": "unknown_recipient"}
 
 #: Error numbers that mean the spool is full (452 4.3.1, not 451).
 _FULL = frozenset((errno.ENOSPC, errno.EDQUOT))
@@ -293,6 +300,7 @@ class Session:
         """
         A command line so long that the session ends.
         """
+        self._chain.violation(self.context, "protocol")
         return (_LINE_TOO_LONG, self._closingReply("line too long"))
 
     def _syncError(self, where: str) -> Response:
@@ -304,6 +312,7 @@ class Session:
         self._audit.emit(
             "smtp.protocol-error", client=self.context.clientAddress, reason="pipelining"
         )
+        self._chain.violation(self.context, "protocol")
         return (_SYNC_ERROR, self._closingReply("protocol synchronization"))
 
     def _finish(self, response: Response) -> Response:
@@ -316,8 +325,12 @@ class Session:
         if code >= 400 and code not in (421, 452) and last.action is not Action.CLOSE:
             self._errors += 1
             if self._errors >= HARD_ERROR_LIMIT:
-                return (*responseReplies(response), self._closingReply("too many errors"))
+                return self._tooManyErrors(responseReplies(response))
         return response
+
+    def _tooManyErrors(self, replies: Sequence[Reply]) -> Response:
+        self._chain.violation(self.context, "protocol")
+        return (*replies, self._closingReply("too many errors"))
 
     def _finishJunk(self, response: Response) -> Response:
         """
@@ -330,7 +343,7 @@ class Session:
             return self._finish(response)
         self._errors += 1
         if self._errors >= HARD_ERROR_LIMIT:
-            return (*replies, self._closingReply("too many errors"))
+            return self._tooManyErrors(replies)
         return response
 
     def smtp_HELO(self, argument: bytes) -> Response | Deferred[Response]:
@@ -459,6 +472,9 @@ class Session:
                 recipient=recipient.address,
             )
             if not accepted:
+                kind = _RCPT_VIOLATIONS.get(verdict.reason)  # type: ignore[union-attr, arg-type]
+                if kind is not None:
+                    self._chain.violation(self.context, kind)
                 return verdict  # type: ignore[return-value]
             if self.transaction is transaction:
                 transaction.recipients.append(recipient)

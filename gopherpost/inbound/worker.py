@@ -116,8 +116,13 @@ def main(reactor: Any = None) -> None:
     if reactor is None:
         from twisted.internet import reactor
     from gopherpost import tls, wiring
+    from gopherpost.checks.metrics import ForwardedCheckMetrics
     from gopherpost.config import settingsFromEnvironment
-    from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingSpoolObserver
+    from gopherpost.inbound.ipc import (
+        ForwardingAuditLog,
+        ForwardingCounters,
+        ForwardingSpoolObserver,
+    )
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     settings = settingsFromEnvironment()
@@ -136,9 +141,23 @@ def main(reactor: Any = None) -> None:
     spool.addObserver(committed)
     resolver, dnsThreads = wiring.makeResolver(settings.dnsServers, reactor)
     dnsThreads.start()
+    # wiring: mxchecks (their state is shared through the spool's state
+    # directory or Redis; their counts go to the parent's metrics page)
+    counters = ForwardingCounters(reactor, channel.callRemote)
+    mxChecks = wiring.makeMXChecks(
+        settings, resolver, reactor, spool, ForwardedCheckMetrics(counters.add)
+    )
+    mxChecks.startService()
     roles = [wiring.roleByName(p.role) for p in passed]
     factories = wiring.smtpFactories(
-        settings, spool, audit, resolver, reactor, contextFactory, roles
+        settings,
+        spool,
+        audit,
+        resolver,
+        reactor,
+        contextFactory,
+        roles,
+        extraPolicies=mxChecks.chainPolicies,
     )
     ports = []
     for listener, role in zip(passed, roles):
@@ -157,6 +176,8 @@ def main(reactor: Any = None) -> None:
         d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
         d.addCallback(lambda _: gatherResults([f.drain() for f in factories.values()]))
         d.addBoth(lambda _: committed.flush())
+        d.addBoth(lambda _: mxChecks.stopService())
+        d.addBoth(lambda _: counters.flush())
         d.addBoth(lambda _: dnsThreads.stop())
         return d
 
