@@ -164,7 +164,7 @@ class InboundPayloadTests(SynchronousTestCase):
         document = self.payload(
             b"\r\n",
             envelope=EnvelopeWithMetadata(
-                metadata={"tls_version": "TLSv1.3", "auth_user": "alice", "authentication": results}
+                metadata={"tls_version": "TLSv1.3", "authUser": "alice", "authentication": results}
             ),
         )
         self.assertEqual(

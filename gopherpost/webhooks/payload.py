@@ -18,7 +18,7 @@ in a thread of its own process.
 
 From the envelope's C{metadata} (filled by the inbound side and the MX
 checks when they record them) these keys are read: C{tls_version} (e.g.
-C{"TLSv1.3"}), C{auth_user}, and C{authentication} (a JSON object: SPF,
+C{"TLSv1.3"}), C{authUser} (the authenticated user), and C{authentication} (a JSON object: SPF,
 DKIM, DMARC, ARC results and the Authentication-Results header).
 """
 
@@ -450,7 +450,7 @@ def inboundPayload(
 
     recipients = [_clean(r.address) for r in envelope.recipients if allRecipients or r.local]
     authentication = metadata.get("authentication")
-    authUser = metadata.get("auth_user")
+    authUser = metadata.get("authUser")
     document: dict[str, Any] = {
         "id": envelope.queueId,
         "received_at": rfc3339(envelope.received),
