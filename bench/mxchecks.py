@@ -34,14 +34,17 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from twisted.internet import reactor  # noqa: E402
+from twisted.internet import reactor as _reactor  # noqa: E402
 
 from tests.support.dnsserver import DNSTestServer  # noqa: E402
 from tests.support.mxchecks import SigningKey  # noqa: E402
 
+#: The global reactor (its thread-safe calls are not in its declared type).
+reactor: Any = _reactor
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENDER_DOMAIN = "sender.test"
 RECIPIENT = "rcpt@gopherpost.test"

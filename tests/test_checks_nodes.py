@@ -92,7 +92,7 @@ class TwoNodesTests(TestCase):
     timeout = 240
 
     @inlineCallbacks
-    def setUp(self) -> Any:
+    def setUp(self) -> Any:  # type: ignore[override]
         self.redis = yield startRedis(self)
         root = os.path.abspath(self.mktemp())
         self.nodes: dict[str, TwistdProcess] = {}
