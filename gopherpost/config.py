@@ -324,6 +324,17 @@ class Settings:
         """
         return bool(self.acmeDomains)
 
+    # Operations (issue 14): spool retention (gopherpost.retention)
+    #: C{SMTP_KEEP_DELIVERED}: seconds a message whose recipients are all
+    #: final and remote stays in the spool (0: removed at once).
+    keepDelivered: float = 0.0
+    #: C{SMTP_RETENTION_DAYS}: local messages older than this many days are
+    #: removed (0: kept for ever).
+    retentionDays: int = 0
+    #: C{SMTP_RETENTION_MAX_MESSAGES}: the oldest local messages beyond this
+    #: many are removed (0: no limit).
+    retentionMaxMessages: int = 0
+
     @property
     def dkimEnabled(self) -> bool:
         """
@@ -839,6 +850,14 @@ def settingsFromEnvironment(
     if settings.acmeEnabled:
         _checkACME(settings)
 
+    # Operations (issue 14): spool retention.
+    settings = dataclasses.replace(
+        settings,
+        keepDelivered=get("SMTP_KEEP_DELIVERED", _duration, 0.0),
+        retentionDays=get("SMTP_RETENTION_DAYS", _int, 0),
+        retentionMaxMessages=get("SMTP_RETENTION_MAX_MESSAGES", _int, 0),
+    )
+
     # Checked here so that a bad SMTP_HEALTH_ADDR/PORT fails at start-up.
     if not settings.healthDisable:
         healthAddress(settings)
@@ -988,6 +1007,30 @@ def _redisPrefix(name: str, raw: str) -> str:
     if not all("!" <= c <= "~" for c in text):
         raise ConfigError(name, f"{raw!r}: use printable characters without spaces")
     return text
+
+
+# Operations (issue 14).
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _duration(name: str, raw: str) -> float:
+    """
+    A duration: seconds (C{90}), or a number with a unit, C{s}, C{m},
+    C{h}, C{d} or C{w} (C{30m}, C{7d}).
+    """
+    text = raw.strip().lower()
+    unit = text[-1:] if text[-1:] in _DURATION_UNITS else "s"
+    number = text[:-1] if text[-1:] in _DURATION_UNITS else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise ConfigError(
+            name, f"{raw!r} is not a duration (seconds, or e.g. 30m, 12h, 7d)"
+        ) from None
+    if not value == value or value in (float("inf"), float("-inf")) or value < 0:
+        raise ConfigError(name, f"{raw!r} is not a duration (seconds, or e.g. 30m, 12h, 7d)")
+    return value * _DURATION_UNITS[unit]
 
 
 # ACME (issue 22).

@@ -14,16 +14,22 @@ The server is::
       InboundService               one ListenerService per endpoint string,
         (or WorkerPool)            one SMTP factory per role, shared limits
       WebService                   /healthz, /metrics (unless disabled)
+      RetentionService             removes delivered mail (issue 14)
+      ControlService               .gopherpost/control.sock (gopherpostctl)
 
 Each listener's factory is its role's SMTP factory, inside implicit TLS for
 the submissions role, inside the PROXY-protocol reader for C{haproxy:}
-endpoints (L{listenerFactory}).
+endpoints (L{listenerFactory}), behind a switch that a live reload turns to
+a tree built from the new settings (L{gopherpost.reload.parts}).  The
+service's L{Reloader} runs reloads (SIGHUP, C{gopherpostctl config
+reload}); its L{CommandRegistry} holds the control commands.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -32,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from gopherpost.config import ConfigError, Settings, settingsFromEnvironment
+from gopherpost.configsource import ConfigSource, LoadedEnvironment
 from gopherpost.inbound.roles import ROLES, SMTP, SUBMISSION, SUBMISSIONS, ListenerRole
 from gopherpost.listeners.endpoints import ListenerSpec, defaultListener
 
@@ -78,7 +85,6 @@ class GopherPostService(MultiService):
     1), never a traceback.
     """
 
-    settings: Settings
     spool: Any
     inbound: Any
     audit: Any
@@ -89,6 +95,34 @@ class GopherPostService(MultiService):
     filters: Any = None
     webui: Any = None
     mxChecks: Any = None
+    _settings: Settings
+    # Operations (issue 14)
+    #: The L{gopherpost.reload.reloader.Reloader} of this server.
+    reloader: Any = None
+    #: The L{gopherpost.control.registry.CommandRegistry} of this server.
+    commands: Any = None
+    #: The listeners with their roles, as configured.
+    listeners: Sequence[Any] = ()
+    #: The inbound factories by generation (one process), or L{None}.
+    listenerFactories: Any = None
+    #: Whether SIGHUP reloads and a second SIGTERM/SIGINT stops at once
+    #: (the real twistd process, not tests).
+    installSignals: bool = False
+    _reloadSignal: Any = None
+
+    @property
+    def settings(self) -> Settings:
+        """
+        The configuration in use (the last one a reload applied).
+        """
+        if self.reloader is not None:
+            settings: Settings = self.reloader.settings
+            return settings
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._settings = settings
 
     def ready(self) -> tuple[bool, str]:
         """
@@ -116,12 +150,86 @@ class GopherPostService(MultiService):
 
     def startService(self) -> None:
         """
-        Start every part (binding what is not bound yet).
+        Start every part (binding what is not bound yet), say what runs,
+        and take SIGHUP.
         """
         try:
             MultiService.startService(self)
         except ConfigError as e:
             _exit(e)
+        from gopherpost.startup import startupLine
+
+        self.startedAt = time.time()
+        _log.info("{line}", line=startupLine(self.settings, self.listeners, self.spool.path))
+        if self.installSignals:
+            self._installSignals()
+
+    def _installSignals(self) -> None:
+        from twisted.internet import reactor
+
+        from gopherpost.reload.signals import ReloadSignal, installSecondSignalExit
+
+        self._reloadSignal = ReloadSignal(reactor, self.reload)
+        self._reloadSignal.install()
+        reactor.addSystemEventTrigger("before", "shutdown", installSecondSignalExit)
+
+    def reload(self) -> Any:
+        """
+        Reload the configuration (SIGHUP).
+
+        @return: a Deferred of the L{gopherpost.reload.reloader.ReloadOutcome}.
+        """
+        return self.reloader.reload()
+
+    def stopService(self) -> Any:
+        """
+        Stop every part; say so when sessions in DATA are waited for.
+        """
+        if self._reloadSignal is not None:
+            self._reloadSignal.uninstall()
+        busy = self.busySessionCount
+        if busy:
+            grace = getattr(self.inbound, "grace", 0)
+            _log.info(
+                "Stopping: waiting up to {grace:g} s for {count} sessions in DATA",
+                grace=grace,
+                count=busy,
+            )
+        return MultiService.stopService(self)
+
+    @property
+    def busySessionCount(self) -> int:
+        """
+        Sessions of this process with a message in flight (0 with workers:
+        each says so itself).
+        """
+        if self.listenerFactories is None:
+            return 0
+        return int(self.listenerFactories.busySessionCount)
+
+    def status(self) -> dict[str, Any]:
+        """
+        What runs (C{gopherpostctl status}).
+        """
+        from gopherpost import __version__
+        from gopherpost.startup import relayMode, tlsMode
+
+        settings = self.settings
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "started": getattr(self, "startedAt", None),
+            "hostname": settings.hostname,
+            "listeners": [
+                {"role": role.name, "listener": spec.description, "variable": spec.variable}
+                for role, spec in self.listeners
+            ],
+            "workers": settings.workers,
+            "spool": self.spool.path,
+            "relay": relayMode(settings),
+            "tls": tlsMode(settings),
+            "queueDepth": self.metrics.queueDepth() if self.metrics is not None else None,
+        }
 
 
 def _exit(error: ConfigError) -> None:
@@ -191,11 +299,15 @@ def smtpFactories(
     clock: IReactorTime,
     contextFactory: Any,
     roles: Iterable[ListenerRole],
+    limits: Any = None,
     extraPolicies: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """
     One SMTP factory per role, all sharing one set of connection limits.
 
+    @param limits: the L{ConnectionLimits} to share (default: new ones
+        from C{settings}); a reload passes the ones in use, so that
+        sessions in progress still count.
     @param extraPolicies: policies every role's chain ends with (the MX
         checks' L{gopherpost.checks.service.MXChecks.chainPolicies}).
     @return: the factories by role name, in the order of L{ROLES}.
@@ -203,7 +315,8 @@ def smtpFactories(
     from gopherpost.inbound.factory import ConnectionLimits, makeSMTPFactory
 
     wanted = set(roles)
-    limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
+    if limits is None:
+        limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
     return {
         role.name: makeSMTPFactory(
             settings,
@@ -260,37 +373,65 @@ def _warnIgnored(settings: Settings, environ: Mapping[str, str]) -> None:
         )
 
 
-def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
+def buildServer(
+    environ: Mapping[str, str],
+    reactor: Any,
+    source: ConfigSource | None = None,
+    loaded: LoadedEnvironment | None = None,
+    installSignals: bool = False,
+) -> GopherPostService:
     """
     The whole server, from the configuration, not yet started (nothing is
     bound).
 
     @param environ: the variables, as captured at start-up (socket
         activation's C{LISTEN_*} included).
-    @raise ConfigError: a setting is invalid, the spool cannot be opened, a
-        C{systemd:} socket was not passed.
+    @param source: where a reload reads the configuration again (default:
+        C{environ} alone, no env file).
+    @param loaded: C{environ} as C{source} loaded it (origins, env file).
+    @param installSignals: SIGHUP reloads, a second SIGTERM stops at once.
+    @raise ConfigError: a setting is invalid, the spool cannot be opened,
+        another server runs on it, a C{systemd:} socket was not passed.
     """
     from gopherpost import audit as _audit
     from gopherpost import metrics as _metrics
     from gopherpost import tls, web
-    from gopherpost.inbound.factory import SHUTDOWN_GRACE
+    from gopherpost.control.registry import CommandRegistry
+    from gopherpost.control.service import checkNoOtherServer
+    from gopherpost.inbound.factory import SHUTDOWN_GRACE, ConnectionLimits
     from gopherpost.inbound.workers import WorkerPool
     from gopherpost.listeners.service import InboundService, ListenerService
     from gopherpost.listeners.sockets import InheritedSockets, listenEndpoint
+    from gopherpost.reload.parts import ListenerFactories, SwitchableResolver
+    from gopherpost.startup import configurationWarnings
 
+    if source is None:
+        source = ConfigSource(environ, defaultEnvFile=None)
+    if loaded is None:
+        loaded = LoadedEnvironment(dict(environ))
     settings = settingsFromEnvironment(environ)
     service = GopherPostService()
     service.settings = settings
+    service.installSignals = installSignals
+    # Parts that own state offer their control commands here
+    # (service.commands.addProvider(part); see gopherpost.control).
+    service.commands = CommandRegistry()
     _warnIgnored(settings, environ)
+    for warning in configurationWarnings(loaded, settings):
+        _log.warn("{problem}", problem=warning)
 
+    # Before the spool is opened: opening it recovers from a crash, which
+    # must never happen under a server that is running.
+    checkNoOtherServer(os.path.join(os.path.abspath(settings.queuePath), ".gopherpost"))
     spool = openSpool(settings.queuePath, reactor)
     service.spool = spool
-    contextFactory = tls.serverContextFactory(settings, os.path.join(spool.stateDirectory, "tls"))
+    tlsDirectory = os.path.join(spool.stateDirectory, "tls")
     _checkOutboundTrust(settings)
 
     service.audit = auditLog = _audit.AuditLog(debug=settings.debug, clock=reactor)
     service.metrics = _metrics.Metrics(clock=reactor, audit=auditLog)
-    resolver, dnsThreads = makeResolver(settings.dnsServers, reactor)
+    firstResolver, dnsThreads = makeResolver(settings.dnsServers, reactor)
+    resolver = SwitchableResolver(firstResolver)
     ThreadPoolService(dnsThreads).setServiceParent(service)
     # wiring: mxchecks
     service.mxChecks = makeMXChecks(settings, resolver, reactor, spool)
@@ -305,6 +446,7 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
     _buildFilters(settings, reactor, service)
 
     listeners = configuredListeners(settings)
+    service.listeners = listeners
     inherited = InheritedSockets([])
     acmeSystemd = settings.acmeEnabled and settings.acmeChallengeListen.kind == "systemd"
     if acmeSystemd or any(spec.kind == "systemd" for _, spec in listeners):
@@ -316,9 +458,10 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         service.acme = makeACMEService(settings, spool.stateDirectory, reactor, inherited=inherited)
         service.acme.setServiceParent(service)
         service.metrics.registry.register(service.acme.metrics)
-        contextFactory = service.acme.contextFactory
+        service.commands.addProvider(service.acme)
     inbound: Any
     if settings.workers > 1:
+        tls.serverContextFactory(settings, tlsDirectory)
         inbound = WorkerPool(
             settings.workers,
             listeners,
@@ -330,23 +473,49 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
             counters={"checks": service.mxChecks.metrics},
         )
     else:
-        factories = smtpFactories(
-            settings,
-            spool,
-            auditLog,
-            resolver,
-            reactor,
-            contextFactory,
-            [r for r, _ in listeners],
-            extraPolicies=service.mxChecks.chainPolicies,
-        )
-        inbound = InboundService(list(factories.values()), SHUTDOWN_GRACE)
-        for role, spec in listeners:
-            factory = listenerFactory(
-                role, spec, factories[role.name], contextFactory, reactor, settings.commandTimeout
+        limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
+        roles = [r for r, _ in listeners]
+
+        def build(new: Settings) -> tuple[list[Any], list[Any]]:
+            # With ACME, its certificate switch serves every generation.
+            if service.acme is not None:
+                contextFactory = service.acme.contextFactory
+            else:
+                contextFactory = tls.serverContextFactory(new, tlsDirectory)
+            factories = smtpFactories(
+                new,
+                spool,
+                auditLog,
+                resolver,
+                reactor,
+                contextFactory,
+                roles,
+                limits=limits,
+                extraPolicies=service.mxChecks.chainPolicies,
             )
+            outer = [
+                listenerFactory(
+                    role, spec, factories[role.name], contextFactory, reactor, new.commandTimeout
+                )
+                for role, spec in listeners
+            ]
+            return list(factories.values()), outer
+
+        def applyLimits(new: Settings) -> None:
+            limits.maxConnections = new.maxConnections
+            limits.maxPerAddress = new.maxConnectionsPerIP
+
+        generations = ListenerFactories(build, settings, applyLimits)
+        service.listenerFactories = generations
+        inbound = InboundService(generations.factories, SHUTDOWN_GRACE)
+
+        def drainThese(factories: list[Any]) -> None:
+            inbound.factories = factories
+
+        generations.onChange = drainThese
+        for (_, spec), switch in zip(listeners, generations.switches):
             endpoint = listenEndpoint(spec, reactor, inherited)
-            inbound.addListener(ListenerService(spec, endpoint, factory))
+            inbound.addListener(ListenerService(spec, endpoint, switch))
     service.inbound = inbound
     inbound.setServiceParent(service)
     _buildWebUI(settings, spool, reactor, service)
@@ -356,6 +525,14 @@ def buildServer(environ: Mapping[str, str], reactor: Any) -> GopherPostService:
         webService = web.makeWebService(settings, reactor, resource)
         if webService is not None:
             webService.setServiceParent(service)
+
+    # wiring: operations (issue 14): retention, reload, the control socket
+    def newResolver(servers: Sequence[tuple[str, int]]) -> Any:
+        from gopherpost import dns
+
+        return dns.Resolver(servers, reactor, threadpool=dnsThreads)
+
+    _buildOperations(service, source, loaded, resolver, newResolver, reactor, tlsDirectory)
     return service
 
 
@@ -375,6 +552,108 @@ def makeMXChecks(
     from gopherpost.checks.service import makeMXChecks as _makeMXChecks
 
     return _makeMXChecks(settings, resolver, reactor, spool.stateDirectory, metrics)
+
+
+def _runInThreadOf(reactor: Any) -> Callable[..., Any]:
+    from twisted.internet.threads import deferToThreadPool
+
+    def runInThread(f: Callable[..., Any], *args: Any) -> Any:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    return runInThread
+
+
+def _buildOperations(
+    service: GopherPostService,
+    source: ConfigSource,
+    loaded: LoadedEnvironment,
+    resolver: Any,
+    newResolver: Callable[[Sequence[tuple[str, int]]], Any],
+    reactor: Any,
+    tlsDirectory: str,
+) -> None:
+    """
+    Retention, live reload and the control socket (issue 14).
+
+    @param resolver: the L{SwitchableResolver} every part holds.
+    @param newResolver: builds a resolver for other DNS servers.
+    """
+    from gopherpost import tls
+    from gopherpost.configsource import describeConfiguration
+    from gopherpost.control.commands import QueueViewCommands, ServerCommands
+    from gopherpost.control.service import ControlService
+    from gopherpost.reload.parts import (
+        RELAY_FIELDS,
+        STATIC_PARTS,
+        RelayReload,
+        ResolverReload,
+        WorkerReload,
+    )
+    from gopherpost.reload.reloader import Reloader, ReloadMetrics
+    from gopherpost.retention import RetentionPolicy, RetentionService
+    from gopherpost.startup import configurationWarnings
+
+    settings = service.settings
+    spool = service.spool
+    runInThread = _runInThreadOf(reactor)
+
+    owedWebhooks: Callable[[], Callable[[str, str, float], bool]] | None = None
+    if settings.webhookURL is not None:
+        from gopherpost.webhooks.records import OwedInbound, WebhookStore
+
+        webhookStore = WebhookStore(spool.stateDirectory)
+
+        def owedWebhooks() -> OwedInbound:
+            return OwedInbound(webhookStore)
+
+    retention = RetentionService(
+        spool.path,
+        RetentionPolicy.fromSettings(settings),
+        reactor,
+        runInThread,
+        owedWebhooks=owedWebhooks,
+    )
+    retention.setServiceParent(service)
+
+    def warn(new: LoadedEnvironment, newSettings: Settings) -> None:
+        for warning in configurationWarnings(new, newSettings):
+            _log.warn("{problem}", problem=warning)
+
+    reloadMetrics = ReloadMetrics()
+    service.metrics.registry.register(reloadMetrics)
+    reloader = Reloader(source, settings, settingsFromEnvironment, reloadMetrics, warn, loaded)
+    service.reloader = reloader
+    if service.listenerFactories is not None:
+        reloader.add(service.listenerFactories)
+    else:
+        pool = service.inbound
+        reloader.add(
+            WorkerReload(
+                lambda new: tls.serverContextFactory(new, tlsDirectory),
+                pool.reconfigure,
+                lambda: reloader.loaded.variables,
+            )
+        )
+    reloader.add(ResolverReload(resolver, newResolver))
+    relayQueue = service.relayQueue
+    if callable(getattr(relayQueue, "reconfigure", None)):
+        reloader.add(RelayReload(relayQueue, getattr(relayQueue, "buildCourier", None)))
+    else:
+        reloader.addStatic("relay queue", RELAY_FIELDS)
+    reloader.add(retention)
+    for name, fields in STATIC_PARTS:
+        reloader.addStatic(name, fields)
+
+    registry = service.commands
+    registry.addProvider(
+        ServerCommands(
+            service.status,
+            lambda: describeConfiguration(reloader.settings, reloader.loaded),
+            lambda: reloader.reload().addCallback(lambda outcome: outcome.asJSON()),
+        )
+    )
+    registry.addProvider(QueueViewCommands(spool.path, runInThread, reactor))
+    ControlService(registry, spool.stateDirectory, reactor).setServiceParent(service)
 
 
 def _checkOutboundTrust(settings: Settings) -> None:

@@ -18,6 +18,7 @@ server the test starts.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -34,6 +35,7 @@ from gopherpost.acme import makeACMEService
 from gopherpost.acme.client import ACMEError
 from gopherpost.config import settingsFromEnvironment
 from tests.support.dnsserver import startDNSServer
+from tests.support.operations import runCtlInThread, shortDirectory
 from tests.support.pebble import startPebble
 from tests.support.server import freePort, serverEnvironment, startInProcess
 from tests.support.tlsprobe import STARTTLSClient, listenMinimalSTARTTLS
@@ -121,8 +123,11 @@ class WholeServerTests(_PebbleTestCase):
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         pebble = yield self.startCA()
         smtpPort = freePort()
+        # A short spool path: the control socket's must fit a UNIX address.
         environ = serverEnvironment(
-            self.mktemp(), smtpPort, **acmeEnvironment(pebble, self.challengePort)
+            os.path.join(shortDirectory(self), "spool"),
+            smtpPort,
+            **acmeEnvironment(pebble, self.challengePort),
         )
         service = startInProcess(self, environ)
         acme = service.acme
@@ -147,7 +152,18 @@ class WholeServerTests(_PebbleTestCase):
         )
         self.assertIn("ESMTP", session.banner[1])
 
-        second = yield acme.renew()
+        # gopherpostctl tls status / renew, through the control socket.
+        spoolPath = service.spool.path
+        status, out, err = yield runCtlInThread(["-q", spoolPath, "tls", "status", "--json"])
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(json.loads(out)["certificate"]["serial"], first["certificate"]["serial"])
+        status, out, err = yield runCtlInThread(["-q", spoolPath, "tls", "status"])
+        self.assertEqual(status, 0, err)
+        self.assertIn(f"Certificate: {NAME} (acme)", out)
+        self.assertIn("Pebble Intermediate CA", out)
+        status, out, err = yield runCtlInThread(["-q", spoolPath, "tls", "renew", "--json"])
+        self.assertEqual((status, err), (0, ""))
+        second = json.loads(out)
         self.assertNotEqual(second["certificate"]["serial"], first["certificate"]["serial"])
         newSession = yield probe(smtpPort, root)
         self.addCleanup(deferToThread, newSession.close)

@@ -425,3 +425,20 @@ class WiringTests(SynchronousTestCase):
             names = [p.name for p in factory.chain.policies]
             self.assertEqual(names[-3:], ["bans", "rate-limits", "greylist"], name)
             self.assertIn("relay-permission", names[:-3], name)
+
+    def test_reloadNeedsRestart(self) -> None:
+        """
+        The checks read their settings once: a reload reports their
+        variables as needing a restart instead of rebuilding the chains
+        with checks that would not see the change.
+        """
+        import dataclasses
+
+        from gopherpost.config import Settings
+        from gopherpost.reload.parts import INBOUND_FIELDS, MXCHECK_FIELDS, STATIC_PARTS
+
+        self.assertIn(("MX checks", MXCHECK_FIELDS), STATIC_PARTS)
+        self.assertEqual(MXCHECK_FIELDS & INBOUND_FIELDS, frozenset())
+        names = [f.name for f in dataclasses.fields(Settings)]
+        block = names[names.index("senderAuth") : names.index("redisPrefix") + 1]
+        self.assertEqual(set(block), set(MXCHECK_FIELDS))

@@ -6,11 +6,14 @@ TLS with certificates from a CA made at test time.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.internet.task import deferLater
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from gopherpost.relay.client import DEFERRED, FAILED, SENT, Envelope, deliver, deliverMany
@@ -299,9 +302,10 @@ class LoopbackTests(TestCase):
         message, not three.
         """
         server = self.server()
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events: list[dict] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
         result = yield self.deliver(server, policy="none")
         self.assertEqual(result.sent, ("bob@example.test",))
         yield deferLater(reactor, 0, lambda: None)  # the factory stops after the loss
@@ -368,8 +372,10 @@ class LoopbackTests(TestCase):
         """
         Nothing listening: every recipient deferred with the reason.
         """
-        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-        number = port.getHost().port
+        port = reactor.listenTCP(
+            0, cast(ServerFactory, Factory.forProtocol(Protocol)), interface="127.0.0.1"
+        )
+        number = cast(IPv4Address, port.getHost()).port
         yield port.stopListening()
         result = yield deliver(
             reactor, HOST, "127.0.0.1", number, HELO, SENDER, ["a@example.test"], b"x", "verify"

@@ -1,7 +1,7 @@
 """
-Unit tests for RFC 2920 PIPELINING in L{gopherpost.relay.client}, driven
-over a L{StringTransport} with the conversation helpers of
-L{tests.test_client}.
+Unit tests for RFC 2920 PIPELINING in the outbound client session
+(L{gopherpost.relay.session}), driven over a L{StringTransport} with the
+conversation helpers of L{tests.support.clientsession}.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import gc
 from twisted.internet.error import ConnectionLost
 from twisted.trial.unittest import SynchronousTestCase
 
-from gopherpost.relay.client import DEFERRED, FAILED, SENT, Envelope, prepareMessage
-from tests.test_client import (
+from gopherpost.relay.body import prepareMessage
+from gopherpost.relay.client import DEFERRED, FAILED, SENT, Envelope
+from tests.support.clientsession import (
     DEFAULT_MESSAGE,
     DEFAULT_SIZE,
     EHLO_PIPELINING_REPLY,
@@ -20,8 +21,8 @@ from tests.test_client import (
     EHLO_TLS_REPLY,
     HELO,
     SENDER,
-    _Conversation,
-    _statuses,
+    Conversation,
+    statuses,
 )
 
 
@@ -31,7 +32,7 @@ class PipeliningTests(SynchronousTestCase):
     out in one write and their replies are read in order.
     """
 
-    def replyThenGroup(self, c: _Conversation, reply: str, *lines: str) -> None:
+    def replyThenGroup(self, c: Conversation, reply: str, *lines: str) -> None:
         """
         After C{reply}, the client writes exactly C{lines}, in one write.
         """
@@ -46,17 +47,17 @@ class PipeliningTests(SynchronousTestCase):
         ehlo: str = EHLO_PIPELINING_REPLY,
         mail: str = f"MAIL FROM:<{SENDER}> SIZE={DEFAULT_SIZE}",
         **kw,
-    ) -> _Conversation:
+    ) -> Conversation:
         """
         A conversation up to the first group, checked byte for byte.
         """
-        c = _Conversation(self, recipients=list(recipients), **kw)
+        c = Conversation(self, recipients=list(recipients), **kw)
         c.reply("220 mx.example.test ESMTP")
         c.expect(f"EHLO {HELO}")
         self.replyThenGroup(c, ehlo, mail, *(f"RCPT TO:<{r}>" for r in recipients), "DATA")
         return c
 
-    def awaitedReplies(self, c: _Conversation) -> list:
+    def awaitedReplies(self, c: Conversation) -> list:
         """
         The Deferreds of the replies the client still waits for (white box:
         "every one fails" cannot be seen from outside).
@@ -126,7 +127,7 @@ class PipeliningTests(SynchronousTestCase):
         self.assertTrue(result.accepted)
         self.assertIsNone(result.failureStage)
         self.assertEqual(
-            _statuses(result),
+            statuses(result),
             [
                 ("ok@example.test", SENT, 250),
                 ("later@example.test", DEFERRED, 452),
@@ -139,7 +140,7 @@ class PipeliningTests(SynchronousTestCase):
         """
         A recipient refused locally is not part of the group.
         """
-        c = _Conversation(self, recipients=["x@example.test>\r\nRSET", "ok@example.test"])
+        c = Conversation(self, recipients=["x@example.test>\r\nRSET", "ok@example.test"])
         c.reply("220 mx")
         c.expect(f"EHLO {HELO}")
         self.replyThenGroup(
@@ -165,7 +166,7 @@ class PipeliningTests(SynchronousTestCase):
             c.step("QUIT", "221 bye")
             result = c.result()
             self.assertEqual(
-                _statuses(result),
+                statuses(result),
                 [("a@example.test", status, code), ("b@example.test", status, code)],
             )
             self.assertEqual(result.outcomes[1].enhancedCode, f"{code // 100}.7.1")
@@ -186,7 +187,7 @@ class PipeliningTests(SynchronousTestCase):
         result = c.result()
         self.assertFalse(result.accepted)
         self.assertEqual(
-            _statuses(result),
+            statuses(result),
             [("a@example.test", FAILED, 550), ("b@example.test", DEFERRED, 450)],
         )
         self.assertEqual(result.failureStage, "RCPT")
@@ -200,7 +201,7 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(c.written(), b"")
         c.reply("503 5.5.1 no valid recipients")
         c.step("QUIT", "221 bye")
-        self.assertEqual(_statuses(c.result()), [("bob@example.test", FAILED, 550)])
+        self.assertEqual(statuses(c.result()), [("bob@example.test", FAILED, 550)])
 
     def test_dataRefused(self) -> None:
         """
@@ -211,7 +212,7 @@ class PipeliningTests(SynchronousTestCase):
         c.step("QUIT", "221 bye")
         result = c.result()
         self.assertEqual(
-            _statuses(result),
+            statuses(result),
             [("a@example.test", DEFERRED, 451), ("b@example.test", FAILED, 550)],
         )
         self.assertEqual(result.failureStage, "DATA")
@@ -231,7 +232,7 @@ class PipeliningTests(SynchronousTestCase):
             self.assertTrue(c.transport.disconnecting)
             result = c.result()
             self.assertEqual(
-                _statuses(result),
+                statuses(result),
                 [("a@example.test", DEFERRED, 421), ("b@example.test", DEFERRED, 421)],
             )
             self.assertEqual(result.failureStage, stage)
@@ -312,7 +313,7 @@ class PipeliningTests(SynchronousTestCase):
         c.reply("552 5.3.4 too big")
         self.assertTrue(c.transport.aborted)
         self.assertIsNone(c.transport.producer)
-        self.assertEqual(_statuses(c.result()), [("bob@example.test", FAILED, 552)])
+        self.assertEqual(statuses(c.result()), [("bob@example.test", FAILED, 552)])
 
     def test_severalMessages(self) -> None:
         """
@@ -350,7 +351,7 @@ class PipeliningTests(SynchronousTestCase):
         c.step("QUIT", "221 bye")
         results = c.result()
         self.assertEqual(
-            [_statuses(r) for r in results],
+            [statuses(r) for r in results],
             [
                 [("a@example.test", SENT, 250)],
                 [("b@example.test", FAILED, 550)],
@@ -366,12 +367,12 @@ class PipeliningTests(SynchronousTestCase):
         before TLS means one command at a time.
         """
         before = EHLO_TLS_REPLY.replace("250-8BITMIME", "250-8BITMIME\n250-PIPELINING")
-        c = _Conversation(self)
+        c = Conversation(self)
         c.ready(ehlo=before)
         c.step("STARTTLS", "220 go ahead")
         c.step(f"EHLO {HELO}", EHLO_REPLY)
         c.expect(f"MAIL FROM:<{SENDER}> SIZE={DEFAULT_SIZE}")
-        c = _Conversation(self)
+        c = Conversation(self)
         c.ready(ehlo=EHLO_TLS_REPLY)
         c.step("STARTTLS", "220 go ahead")
         c.expect(f"EHLO {HELO}")

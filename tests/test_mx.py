@@ -377,6 +377,7 @@ class MXIntegrationTests(unittest.TestCase):
             result,
             [MailExchange("mx.example.test", 10), MailExchange("backup.example.test", 20)],
         )
+        assert result is not None
         addresses = yield self.resolver.resolveHostAddresses(result[0].hostname)
         self.assertEqual(addresses, ["127.0.0.2", "::1"])
         yield self.assertFailure(

@@ -154,17 +154,35 @@ class ConfigurationDocumentationTests(SynchronousTestCase):
     def test_unitWritesOnlyTheSpool(self) -> None:
         """
         The unit's only writable path is the spool it tells GopherPost to use,
-        and the conffile does not move the spool elsewhere.
+        and the conffile names the same spool (for gopherpostctl).
         """
         self.assertEqual(
             _unitValues(self.unit, "ReadWritePaths"),
             [self.unitEnvironment["SMTP_QUEUE_PATH"]],
         )
-        self.assertNotIn("SMTP_QUEUE_PATH", self.active)
+        self.assertEqual(self.active["SMTP_QUEUE_PATH"], self.unitEnvironment["SMTP_QUEUE_PATH"])
+
+    def test_unitReadsAndReloadsTheConffile(self) -> None:
+        """
+        GopherPost reads the conffile itself (not systemd's EnvironmentFile=,
+        whose values would win over the file at a reload), and C{systemctl
+        reload} sends SIGHUP.
+        """
         self.assertEqual(
             _unitValues(self.unit, "ExecStart"),
-            ["/usr/bin/twistd3 --nodaemon --pidfile= gopherpost"],
+            [
+                "/usr/bin/twistd3 --nodaemon --pidfile= gopherpost "
+                "--env-file /etc/gopherpost/gopherpost.env"
+            ],
         )
+        self.assertEqual(_unitValues(self.unit, "EnvironmentFile"), [])
+        self.assertEqual(_unitValues(self.unit, "ExecReload"), ["/bin/kill -HUP $MAINPID"])
+        # /bin/kill is procps' (not in a minimal system).
+        control = _sourceFile("debian", "control")
+        depends = control.split("Package: gopherpost", 1)[1].split("Description:", 1)[0]
+        self.assertIn(" procps,", depends)
+        install = _sourceFile("debian", "gopherpost.install")
+        self.assertIn("debian/gopherpost.env etc/gopherpost/", install)
 
     def test_stopTimeoutCoversGrace(self) -> None:
         """
@@ -193,3 +211,35 @@ class UnitCapabilityTests(SynchronousTestCase):
         self.assertEqual(_unitValues(unit, "CapabilityBoundingSet"), ["CAP_NET_BIND_SERVICE"])
         [families] = _unitValues(unit, "RestrictAddressFamilies")
         self.assertLessEqual({"AF_INET", "AF_INET6"}, set(families.split()))
+
+
+class ControlCommandTests(SynchronousTestCase):
+    """
+    C{gopherpostctl} is installed by C{pip install .} and by the Debian
+    package, with a manual page.
+    """
+
+    def test_consoleScript(self) -> None:
+        """
+        setup.cfg makes the C{gopherpostctl} console script of
+        L{gopherpost.ctl.main.main}.
+        """
+        from gopherpost.ctl import main
+
+        self.assertRegex(
+            _sourceFile("setup.cfg"),
+            r"(?m)^console_scripts =\n    gopherpostctl = gopherpost\.ctl\.main:main$",
+        )
+        self.assertTrue(callable(main.main))
+
+    def test_manualPage(self) -> None:
+        """
+        The Debian package installs gopherpostctl(1), which names every
+        command group.
+        """
+        from gopherpost.ctl.registry import loadGroups
+
+        self.assertIn("debian/gopherpostctl.1", _sourceFile("debian", "gopherpost.manpages"))
+        page = _sourceFile("debian", "gopherpostctl.1")
+        for group in loadGroups():
+            self.assertIn(f".B {group.name}", page)

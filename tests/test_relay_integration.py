@@ -136,7 +136,7 @@ class DeliveryTests(RelayTestCase):
             ]
         )
         for envelope in envelopes + envelopes[:1]:
-            queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+            queue.messageCommitted(envelope)
         yield eventually(lambda: len(mx1.messages) == 4)
         self.assertEqual(mx1.connectionsMade, 1)
         yield eventually(lambda: queue.queueDepth() == 0)
@@ -159,7 +159,7 @@ class DeliveryTests(RelayTestCase):
         path = os.path.join(h.path, envelope.dateDirectory, envelope.queueId + ".envelope")
         with open(path, "wb") as f:
             f.write(b"not JSON")
-        queue.messageSpooled(envelope.queueId, envelope.dateDirectory, envelope)
+        queue.messageCommitted(envelope)
         yield eventually(lambda: len(mx1.messages) == 1)
         self.assertEqual(mx1.messages[0].recipients, ["bob@example.test"])
 
@@ -173,9 +173,9 @@ class DeliveryTests(RelayTestCase):
         from twisted.internet.defer import gatherResults
         from twisted.internet.threads import deferToThreadPool
 
-        from gopherpost.relay import queue as queueModule
+        from gopherpost.relay import content
 
-        self.patch(queueModule, "INLINE_READ_BUDGET", 200)
+        self.patch(content, "INLINE_READ_BUDGET", 200)
         mx1 = self.server("127.0.0.2")
         h = self.harness()
         hops = []
@@ -198,14 +198,14 @@ class DeliveryTests(RelayTestCase):
             ]
         )
         for envelope in envelopes:
-            queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
+            queue.messageCommitted(envelope)
         yield eventually(lambda: len(mx1.messages) == 3)
         self.assertEqual(mx1.connectionsMade, 1)
         received = sorted(mx1.messages, key=lambda m: m.recipients)
         for n, (message, body) in enumerate(zip(received, bodies)):
             self.assertEqual(message.data, b"Subject: %d\r\n\r\n%s\r\n" % (n, body))
         [(f, (paths,))] = hops
-        self.assertEqual(f, queueModule._readAll)
+        self.assertEqual(f, content.readAll)
         self.assertEqual([os.path.basename(p).split("_")[0] for p in paths], [envelopes[1].queueId])
 
     @inlineCallbacks
@@ -446,7 +446,7 @@ class RetryTests(RelayTestCase):
         h.startQueue()
         envelope = yield h.spoolMessage(["x@nullmx.test"], sender="")
         yield eventually(lambda: h.state(envelope).recipients and h.state(envelope).done)
-        yield eventually(lambda: not h.queue._tasks)
+        yield eventually(lambda: not h.queue.busy)
         self.assertEqual([e for e in h.bounces() if e.queueId != envelope.queueId], [])
 
     @inlineCallbacks
@@ -462,8 +462,8 @@ class RetryTests(RelayTestCase):
             b"Subject: x\r\n\r\ny\r\n", "alice@gopherpost.test", [("bob@example.test", False)]
         )
         os.unlink(h.spool.messagePath(envelope))
-        queue.messageSpooled(envelope.queueId, envelope.dateDirectory)
-        yield eventually(lambda: queue._messages and not queue._inFlight and not queue._tasks)
+        queue.messageCommitted(envelope)
+        yield eventually(lambda: queue._messages and not queue.busy)
         [recipient] = queue._messages[envelope.queueId].recipients
         self.assertEqual(recipient.attempts, 1)
         self.assertGreaterEqual(recipient.nextAttempt - h.clock.seconds(), 45)

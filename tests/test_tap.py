@@ -5,6 +5,7 @@ Tests for L{gopherpost.tap}: options and the wiring of the service.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.task import Clock
@@ -91,3 +92,85 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIn("InboundService", names)
         self.assertIn("RelayQueue", names)
         self.assertNotIn("WebService", names)
+
+
+class OperationsOptionsTests(SynchronousTestCase):
+    """
+    C{--version}, C{--env-file} (issue 14).
+    """
+
+    def test_version(self) -> None:
+        """
+        C{twistd gopherpost --version} prints GopherPost's version.
+        """
+        import io
+        import sys
+
+        from gopherpost import __version__
+
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        error = self.assertRaises(SystemExit, Options().parseOptions, ["--version"])
+        self.assertEqual(error.code, 0)
+        self.assertEqual(out.getvalue(), f"GopherPost {__version__}\n")
+
+    def envFile(self, text: str) -> str:
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_envFile(self) -> None:
+        """
+        C{--env-file} is read under the environment, options over both.
+        """
+        path = self.envFile("SMTP_BANNER=from file\nSMTP_PORT=2600\nSMTP_HOSTNAME=file.test\n")
+        options = Options()
+        options.parseOptions(["--env-file", path, "--port", "2700"])
+        environ = options.environment({"SMTP_HOSTNAME": "env.test"})
+        self.assertEqual(environ["SMTP_BANNER"], "from file")
+        self.assertEqual(environ["SMTP_HOSTNAME"], "env.test")
+        self.assertEqual(environ["SMTP_PORT"], "2700")
+
+    def test_envFileError(self) -> None:
+        """
+        A bad value from the env file ends start-up with one line that names
+        the file and line.
+        """
+        path = self.envFile("SMTP_MAX_RECIPIENTS=many\n")
+        options = Options()
+        options.parseOptions(["--env-file", path])
+        environ = serverEnvironment(self.mktemp(), 2525)
+        del environ["SMTP_WORKERS"]
+        error = self.assertRaises(SystemExit, makeService, options, environ, Clock())
+        self.assertEqual(
+            str(error.code),
+            "gopherpost: configuration error: SMTP_MAX_RECIPIENTS: 'many' is not a whole "
+            f"number (set in the env file {path}, line 1)",
+        )
+
+    def test_missingEnvFile(self) -> None:
+        """
+        An env file that was named must exist.
+        """
+        options = Options()
+        options.parseOptions(["--env-file", "/nonexistent/gopherpost.env"])
+        error = self.assertRaises(SystemExit, makeService, options, {}, Clock())
+        self.assertEqual(
+            str(error.code),
+            "gopherpost: configuration error: --env-file: env file "
+            "'/nonexistent/gopherpost.env' does not exist",
+        )
+
+    def test_warnings(self) -> None:
+        """
+        Building the server logs the configuration's warnings.
+        """
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
+        environ = serverEnvironment(os.path.abspath(self.mktemp()), 2525, SMTP_PROT="25")
+        makeService(Options(), environ, Clock())
+        warnings = [e["problem"] for e in events if "problem" in e]
+        self.assertEqual(warnings, ["SMTP_PROT: unknown variable; did you mean SMTP_PORT?"])

@@ -283,7 +283,9 @@ class RestartTests(CourierTestCase):
         again = self.server(webhookURL=receiver.url)
         await again.start()
         await waitUntil(lambda: len(again.settled()) == 3)
-        self.assertEqual(sorted(receiver.ids()[before:]), sorted(e.queueId for e in envelopes))
+        # Every one posted again (a POST the first server had on the wire
+        # when it stopped may also arrive late: at least once, as documented).
+        self.assertEqual(set(receiver.ids()[before:]), {e.queueId for e in envelopes})
         self.assertTrue(any("Webhooks ready: 3 pending" in line for line in self.lines()))
         # A third start has nothing left to send.
         await again.stop()

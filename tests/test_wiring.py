@@ -19,6 +19,7 @@ from gopherpost.inbound.workers import WorkerPool
 from gopherpost.listeners.implicittls import ImplicitTLSFactory
 from gopherpost.listeners.proxy import ProxyProtocolFactory
 from gopherpost.listeners.service import InboundService
+from gopherpost.reload.switch import SwitchableFactory
 from gopherpost.tap import Options, makeService
 from gopherpost.wiring import GopherPostService, configuredListeners
 from tests.support.server import freePort, serverEnvironment
@@ -39,15 +40,16 @@ class ListenerWiringTests(TestCase):
     def test_default(self) -> None:
         """
         Without C{SMTP_LISTEN}: one listener on C{SMTP_LISTEN_ADDR} and
-        C{SMTP_PORT}, the role's factory as it is.
+        C{SMTP_PORT}, the role's factory as it is behind the reload switch.
         """
         service = self.build()
         self.assertIsInstance(service.inbound, InboundService)
         [listener] = service.inbound.listeners
         self.assertEqual(listener.spec.description, "tcp:2525:interface=127.0.0.1")
         self.assertEqual(listener.spec.variable, "SMTP_PORT")
-        self.assertIsInstance(listener.factory, SMTPFactory)
-        self.assertIs(listener.factory.role, SMTP)
+        self.assertIsInstance(listener.factory, SwitchableFactory)
+        self.assertIsInstance(listener.factory.current, SMTPFactory)
+        self.assertIs(listener.factory.current.role, SMTP)
 
     def test_everyRole(self) -> None:
         """
@@ -60,14 +62,16 @@ class ListenerWiringTests(TestCase):
             SMTP_SUBMISSION_LISTEN="tcp:2587:interface=127.0.0.1",
             SMTP_SUBMISSIONS_LISTEN="haproxy:tcp:2465:interface=127.0.0.1",
         )
-        plain, proxied, submission, submissions = service.inbound.listeners
-        self.assertIs(plain.factory.role, SMTP)
-        self.assertIsInstance(proxied.factory, ProxyProtocolFactory)
-        self.assertIs(proxied.factory.wrappedFactory, plain.factory)
-        self.assertEqual(proxied.factory.description, "haproxy:tcp:2526:interface=127.0.0.1")
-        self.assertIs(submission.factory.role, SUBMISSION)
-        self.assertIsInstance(submissions.factory, ProxyProtocolFactory)
-        tls = submissions.factory.wrappedFactory
+        plain, proxied, submission, submissions = (
+            listener.factory.current for listener in service.inbound.listeners
+        )
+        self.assertIs(plain.role, SMTP)
+        self.assertIsInstance(proxied, ProxyProtocolFactory)
+        self.assertIs(proxied.wrappedFactory, plain)
+        self.assertEqual(proxied.description, "haproxy:tcp:2526:interface=127.0.0.1")
+        self.assertIs(submission.role, SUBMISSION)
+        self.assertIsInstance(submissions, ProxyProtocolFactory)
+        tls = submissions.wrappedFactory
         self.assertIsInstance(tls, ImplicitTLSFactory)
         self.assertEqual(tls.timeout, service.settings.commandTimeout)
         self.assertIs(tls.wrappedFactory.role, SUBMISSIONS)

@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
@@ -28,7 +29,7 @@ from gopherpost.inbound.ipc import (
     ParentChannel,
     QuietAMP,
 )
-from gopherpost.inbound.worker import _share
+from gopherpost.inbound.worker import _ChildChannel, _share
 from gopherpost.spool import Envelope
 from tests.support.inbound import RecordingAudit
 from tests.support.relay import eventually, startRemoteDomain
@@ -192,6 +193,46 @@ class ChannelTests(SynchronousTestCase):
         self.assertEqual(_share(5, 2), 3)
         self.assertEqual(_share(1, 4), 1)
         self.assertEqual(_share(0, 2), 0)
+
+
+class ChildChannelTests(SynchronousTestCase):
+    """
+    The worker's end of the channel.
+    """
+
+    def test_parentGoneStops(self) -> None:
+        """
+        When the parent's pipe closes, the worker's reactor stops.
+        """
+
+        class Reactor:
+            running = True
+            stops = 0
+
+            def stop(self) -> None:
+                self.stops += 1
+
+        reactor = Reactor()
+        channel = _ChildChannel(reactor)
+        channel.makeConnection(StringTransport())
+        channel.connectionLost()
+        self.assertEqual(reactor.stops, 1)
+
+    def test_parentGoneWhileStopping(self) -> None:
+        """
+        A pipe that closes while the worker already shuts down (SIGTERM to
+        the process group) is no error.
+        """
+
+        class Reactor:
+            running = True
+
+            def stop(self) -> None:
+                raise ReactorNotRunning("Can't stop reactor that isn't running.")
+
+        channel = _ChildChannel(Reactor())
+        channel.makeConnection(StringTransport())
+        channel.connectionLost()
 
 
 class WorkerPoolTests(TestCase):

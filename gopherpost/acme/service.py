@@ -55,6 +55,7 @@ from gopherpost.acme.renewal import (
 from gopherpost.acme.source import MakeServerTLS, ServedCertificate, loadServedCertificate
 from gopherpost.acme.store import ACMEStore
 from gopherpost.config import ConfigError
+from gopherpost.control.registry import FAILED, ControlError, IControlCommands
 
 __all__ = ["ACMEService", "IssuingClient", "OrderOutcome"]
 
@@ -113,7 +114,7 @@ def _inDays(seconds: float) -> str:
     return f"{max(seconds, 0) / 60.0:.0f} minutes"
 
 
-@implementer(ICertificateSource)
+@implementer(ICertificateSource, IControlCommands)
 class ACMEService(MultiService):
     """
     Keeps an ACME certificate for C{domains} current.
@@ -239,6 +240,29 @@ class ACMEService(MultiService):
         if self._order is None:
             self._startOrder("requested by the operator")
         return waiter
+
+    def controlCommands(self) -> dict[str, Callable[..., Any]]:
+        """
+        C{tls.status} and C{tls.renew} for C{gopherpostctl tls}.
+        """
+        return {"tls.status": self._statusCommand, "tls.renew": self._renewCommand}
+
+    def _statusCommand(self) -> dict[str, Any]:
+        """
+        The certificate served, its issuer, names, expiry and next renewal.
+        """
+        return self.status()
+
+    def _renewCommand(self) -> Deferred[dict[str, Any]]:
+        """
+        Order a new certificate now; answers once it serves.
+        """
+
+        def failed(failure: Failure) -> dict[str, Any]:
+            failure.trap(ACMEError)
+            raise ControlError(FAILED, str(failure.value))
+
+        return self.renew().addErrback(failed)
 
     def readiness(self) -> tuple[bool, str]:
         """

@@ -31,6 +31,7 @@ __all__ = [
     "AuditEvents",
     "CounterIncrements",
     "ForwardingCounters",
+    "Reconfigure",
     "ParentChannel",
     "QuietAMP",
     "ForwardingAuditLog",
@@ -85,6 +86,18 @@ class CounterIncrements(amp.Command):
     arguments = [(b"counts", amp.Unicode())]
     response: ClassVar[list[Any]] = []
     requiresAnswer = False
+
+
+class Reconfigure(amp.Command):
+    """
+    Parent to worker (live reload, issue 14): the configuration changed;
+    C{variables} is a JSON object of the new C{SMTP_*} variables.  The
+    worker answers C{error}: C{""} once its new sessions use them, else why
+    it could not.
+    """
+
+    arguments = [(b"variables", amp.Unicode())]
+    response = [(b"error", amp.Unicode())]
 
 
 class QuietAMP(amp.AMP):

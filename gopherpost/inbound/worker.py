@@ -8,7 +8,9 @@ an AMP channel to the parent on standard input and output.  It accepts and
 spools mail exactly as the single-process server does, built by the same
 L{gopherpost.wiring} helpers; the relay queue, metrics and the audit stream
 live in the parent.  SIGTERM (or the parent going away) stops accepting,
-lets messages in DATA finish, and exits.
+lets messages in DATA finish, and exits.  On a live reload the parent sends
+the new variables (L{gopherpost.inbound.ipc.Reconfigure}): new sessions get
+factories built from them, sessions in progress keep theirs.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import connectionDone
 from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.python.failure import Failure
 
-from gopherpost.inbound.ipc import QuietAMP
+from gopherpost.inbound.ipc import QuietAMP, Reconfigure
 from gopherpost.listeners.endpoints import ListenerSpec
 
 __all__ = [
@@ -90,16 +93,31 @@ def passedListeners(environ: Mapping[str, str]) -> list[PassedListener]:
 class _ChildChannel(QuietAMP):
     """
     The worker's end of the channel: when the parent goes away, stop.
+
+    @ivar onReconfigure: C{onReconfigure(variables) -> error} applies a new
+        configuration (live reload); C{""} when done.
     """
 
     def __init__(self, reactor: Any) -> None:
         QuietAMP.__init__(self)
         self._reactor = reactor
+        self.onReconfigure: Any = None
+
+    @Reconfigure.responder
+    def reconfigure(self, variables: str) -> dict:
+        if self.onReconfigure is None:
+            return {"error": "this worker cannot reload yet"}
+        return {"error": self.onReconfigure(json.loads(variables))}
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         QuietAMP.connectionLost(self, reason)
         if self._reactor.running:
-            self._reactor.stop()
+            try:
+                self._reactor.stop()
+            except ReactorNotRunning:
+                # Already stopping (SIGTERM to the process group: the
+                # parent's pipe closes while this worker shuts down).
+                pass
 
 
 def _share(limit: int, workers: int) -> int:
@@ -109,37 +127,46 @@ def _share(limit: int, workers: int) -> int:
     return 0 if limit == 0 else max(1, -(-limit // workers))
 
 
+def _workerSettings(settings: Any) -> Any:
+    """
+    C{settings} with this worker's part of the connection limits.
+    """
+    return replace(
+        settings,
+        maxConnections=_share(settings.maxConnections, settings.workers),
+        maxConnectionsPerIP=_share(settings.maxConnectionsPerIP, settings.workers),
+    )
+
+
 def main(reactor: Any = None) -> None:
     """
     Run one worker until SIGTERM or until the parent goes away.
     """
     if reactor is None:
         from twisted.internet import reactor
-    from gopherpost import tls, wiring
+    from gopherpost import dns, tls, wiring
     from gopherpost.checks.metrics import ForwardedCheckMetrics
-    from gopherpost.config import settingsFromEnvironment
+    from gopherpost.config import ConfigError, settingsFromEnvironment
+    from gopherpost.inbound.factory import SHUTDOWN_GRACE, ConnectionLimits
     from gopherpost.inbound.ipc import (
         ForwardingAuditLog,
         ForwardingCounters,
         ForwardingSpoolObserver,
     )
+    from gopherpost.reload.parts import ListenerFactories, SwitchableResolver
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-    settings = settingsFromEnvironment()
-    settings = replace(
-        settings,
-        maxConnections=_share(settings.maxConnections, settings.workers),
-        maxConnectionsPerIP=_share(settings.maxConnectionsPerIP, settings.workers),
-    )
+    settings = _workerSettings(settingsFromEnvironment())
     passed = passedListeners(os.environ)
     spool = wiring.openSpool(settings.queuePath, reactor, recover=False)
-    contextFactory = tls.serverContextFactory(settings, os.path.join(spool.stateDirectory, "tls"))
+    tlsDirectory = os.path.join(spool.stateDirectory, "tls")
     channel = _ChildChannel(reactor)
     StandardIO(channel, reactor=reactor)
     audit = ForwardingAuditLog(reactor, channel.callRemote)
     committed = ForwardingSpoolObserver(reactor, channel.callRemote, audit.flush)
     spool.addObserver(committed)
-    resolver, dnsThreads = wiring.makeResolver(settings.dnsServers, reactor)
+    firstResolver, dnsThreads = wiring.makeResolver(settings.dnsServers, reactor)
+    resolver = SwitchableResolver(firstResolver)
     dnsThreads.start()
     # wiring: mxchecks (their state is shared through the spool's state
     # directory or Redis; their counts go to the parent's metrics page)
@@ -149,32 +176,74 @@ def main(reactor: Any = None) -> None:
     )
     mxChecks.startService()
     roles = [wiring.roleByName(p.role) for p in passed]
-    factories = wiring.smtpFactories(
-        settings,
-        spool,
-        audit,
-        resolver,
-        reactor,
-        contextFactory,
-        roles,
-        extraPolicies=mxChecks.chainPolicies,
-    )
-    ports = []
-    for listener, role in zip(passed, roles):
-        factory = wiring.listenerFactory(
-            role,
-            listener.spec,
-            factories[role.name],
-            contextFactory,
+    limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
+
+    def build(new: Any) -> tuple[list[Any], list[Any]]:
+        contextFactory = tls.serverContextFactory(new, tlsDirectory)
+        factories = wiring.smtpFactories(
+            new,
+            spool,
+            audit,
+            resolver,
             reactor,
-            settings.commandTimeout,
+            contextFactory,
+            roles,
+            limits=limits,
+            extraPolicies=mxChecks.chainPolicies,
         )
-        ports.append(reactor.adoptStreamPort(listener.fd, listener.family, factory))
+        outer = [
+            wiring.listenerFactory(
+                role,
+                listener.spec,
+                factories[role.name],
+                contextFactory,
+                reactor,
+                new.commandTimeout,
+            )
+            for listener, role in zip(passed, roles)
+        ]
+        return list(factories.values()), outer
+
+    def applyLimits(new: Any) -> None:
+        limits.maxConnections = new.maxConnections
+        limits.maxPerAddress = new.maxConnectionsPerIP
+
+    generations = ListenerFactories(build, settings, applyLimits)
+    current = [settings]
+
+    def reconfigure(variables: dict) -> str:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_")}
+        environ.update(variables)
+        try:
+            new = _workerSettings(settingsFromEnvironment(environ))
+            apply = generations.prepareReload(new)
+        except ConfigError as e:
+            return str(e)
+        if new.dnsServers != current[0].dnsServers:
+            resolver.current = dns.Resolver(new.dnsServers, reactor, threadpool=dnsThreads)
+        apply()
+        current[0] = new
+        _log.info("Inbound worker {pid} reloaded", pid=os.getpid())
+        return ""
+
+    channel.onReconfigure = reconfigure
+    ports = []
+    for listener, switch in zip(passed, generations.switches):
+        ports.append(reactor.adoptStreamPort(listener.fd, listener.family, switch))
         os.close(listener.fd)
 
     def drain() -> Any:
+        busy = generations.busySessionCount
+        if busy:
+            _log.info(
+                "Inbound worker {pid} stopping: waiting up to {grace:g} s for {count} "
+                "sessions in DATA",
+                pid=os.getpid(),
+                grace=SHUTDOWN_GRACE,
+                count=busy,
+            )
         d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
-        d.addCallback(lambda _: gatherResults([f.drain() for f in factories.values()]))
+        d.addCallback(lambda _: gatherResults([f.drain() for f in generations.factories]))
         d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: mxChecks.stopService())
         d.addBoth(lambda _: counters.flush())

@@ -15,6 +15,7 @@ started again.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -30,7 +31,7 @@ from zope.interface import implementer
 
 from gopherpost.config import ConfigError
 from gopherpost.inbound.factory import SHUTDOWN_GRACE
-from gopherpost.inbound.ipc import ParentChannel
+from gopherpost.inbound.ipc import ParentChannel, Reconfigure
 from gopherpost.inbound.roles import ListenerRole
 from gopherpost.inbound.worker import FIRST_LISTEN_FD, PassedListener, describePassedListeners
 from gopherpost.interfaces import IAuditLog
@@ -223,6 +224,41 @@ class WorkerPool(Service):
             childFDs=childFDs,
         )
         self._workers[index] = worker
+
+    def reconfigure(self, variables: Mapping[str, str]) -> Deferred:
+        """
+        Live reload (issue 14): tell every worker the new C{SMTP_*}
+        variables (workers started later get them too).
+
+        @return: fires when every worker answered; a worker that could not
+            apply them is logged.
+        """
+        configuration = {k: v for k, v in variables.items() if k.startswith("SMTP_")}
+        self._environ = {k: v for k, v in self._environ.items() if not k.startswith("SMTP_")}
+        self._environ.update(configuration)
+        encoded = json.dumps(configuration)
+        calls = []
+        for worker in list(self._workers.values()):
+            d = worker.channel.callRemote(Reconfigure, variables=encoded)
+            d.addCallback(self._reconfigured, worker)
+            d.addErrback(self._reconfigureFailed, worker)
+            calls.append(d)
+        return DeferredList(calls).addCallback(lambda _: None)
+
+    def _reconfigured(self, answer: dict, worker: _WorkerProcess) -> None:
+        if answer.get("error"):
+            _log.error(
+                "Inbound worker {index} could not reload: {error}",
+                index=worker.index,
+                error=answer["error"],
+            )
+
+    def _reconfigureFailed(self, failure: Any, worker: _WorkerProcess) -> None:
+        _log.error(
+            "Inbound worker {index} could not be told to reload: {error}",
+            index=worker.index,
+            error=failure.getErrorMessage(),
+        )
 
     def _ended(self, worker: _WorkerProcess, reason: Any) -> None:
         if self._workers.get(worker.index) is worker:

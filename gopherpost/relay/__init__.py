@@ -1,3 +1,5 @@
 """
-Outbound delivery: MX resolution, the SMTP client, the queue and bounces.
+Outbound delivery: the queue (schedule, retries, bounces) hands the mail due
+for a destination to the courier (MX walk), which runs the SMTP client (one
+session per connection) and reports each recipient's outcome.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_relay_state -*-
+# -*- test-case-name: tests.test_relay_state,tests.test_relay_duplicates -*-
 """
 The relay's durable bookkeeping: per message, per recipient, whether it is
 still pending, how often it was tried, when it is due next, and why it last
@@ -10,14 +10,17 @@ state or none).  When every recipient is final the file becomes
 C{<queueid>.relayed}, so start-up skips finished messages without reading
 them.
 
+The queue saves a message's state when a delivery attempt for it ends;
+the final outcomes of an attempt in progress are in its journal
+(L{gopherpost.relay.journal}) as soon as the remote's replies arrive.
 States are not fsynced, as Postfix does not sync the marks of delivered
 recipients: the message itself is durable, and the state only records
-progress.  A power failure can forget the last seconds of progress (the
-spool's next group commit syncs the whole file system, so under load it is
-milliseconds); what is forgotten is tried again, so the price is a
-duplicate delivery, never a lost message.  A state file that a crash left
-unreadable counts as missing, and the message starts again from its
-envelope.
+progress.  A killed process forgets nothing written (the page cache keeps
+it); a power failure can forget the last writes (the spool's next group
+commit syncs the whole file system, so under load it is milliseconds).
+What is forgotten is tried again, so the price is a duplicate delivery,
+never a lost message.  A state file that a crash left unreadable counts as
+missing, and the message starts again from its envelope.
 """
 
 from __future__ import annotations
@@ -138,6 +141,11 @@ class StateStore:
 
     def __init__(self, spoolPath: str) -> None:
         self.path = spoolPath
+        #: Messages (date directory, queue id) that may have a C{.relay}
+        #: file: read or written by this store.  Only those are unlinked
+        #: when they finish, which saves a failing system call for every
+        #: message delivered at its first attempt.
+        self._pendingFiles: set[tuple[str, str]] = set()
 
     def _base(self, dateDirectory: str, queueId: str) -> str:
         return os.path.join(self.path, dateDirectory, queueId)
@@ -162,6 +170,8 @@ class StateStore:
                     raw = f.read()
             except FileNotFoundError:
                 continue
+            if suffix == ".relay":
+                self._pendingFiles.add((dateDirectory, queueId))
             try:
                 return MessageState.fromJSON(raw)
             except (ValueError, KeyError, TypeError) as e:
@@ -171,6 +181,13 @@ class StateStore:
                     error=e,
                 )
         return None
+
+    def hasFile(self, state: MessageState) -> bool:
+        """
+        Whether C{state}'s message has a C{.relay} file (as far as this
+        store wrote or read one).
+        """
+        return (state.dateDirectory, state.queueId) in self._pendingFiles
 
     def save(self, state: MessageState) -> None:
         """
@@ -185,10 +202,15 @@ class StateStore:
         """
         for state in states:
             base = self._base(state.dateDirectory, state.queueId)
-            final = base + (".relayed" if state.done else ".relay")
+            done = state.done
+            final = base + (".relayed" if done else ".relay")
             writeFile(final + ".tmp", state.toJSON(), sync=False)
             os.replace(final + ".tmp", final)
-            if state.done:
+            key = (state.dateDirectory, state.queueId)
+            if not done:
+                self._pendingFiles.add(key)
+            elif key in self._pendingFiles:
+                self._pendingFiles.discard(key)
                 try:
                     os.unlink(base + ".relay")
                 except FileNotFoundError:

@@ -50,6 +50,7 @@ __all__ = [
     "EVENTS",
     "KINDS",
     "EventRecord",
+    "OwedInbound",
     "WebhookStore",
     "dateOf",
     "startOfDate",
@@ -356,3 +357,29 @@ def unsettledMessages(spool: Any, store: WebhookStore, since: float) -> Iterator
                 queueId = name[: -len(".envelope")]
                 if queueId not in settled:
                     yield date, queueId
+
+
+class OwedInbound:
+    """
+    For spool retention (L{gopherpost.retention}): whether the inbound
+    webhook still owes a post for a message, and so will read it.  One
+    instance per sweep: it reads C{since} once and each date's settled file
+    once.  Blocking: call it in a thread.
+    """
+
+    def __init__(self, store: WebhookStore) -> None:
+        self._store = store
+        self._since = store.since()
+        self._settled: dict[str, dict[str, str]] = {}
+
+    def __call__(self, date: str, queueId: str, received: float) -> bool:
+        """
+        Whether the message C{queueId} of the spool's date directory
+        C{date}, received at C{received}, waits for its inbound webhook.
+        """
+        if self._since is None or received < self._since:
+            return False
+        settled = self._settled.get(date)
+        if settled is None:
+            settled = self._settled[date] = self._store.settled(INBOUND, date)
+        return queueId not in settled

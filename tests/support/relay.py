@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 
 from gopherpost.dns import Resolver
+from gopherpost.relay.courier import Courier
 from gopherpost.relay.mx import destinationResolverFromSettings
 from gopherpost.relay.queue import RelayQueue
 from gopherpost.spool import Spool
@@ -42,7 +43,7 @@ class SteppedReactor:
         return self.clock.callLater(delay, f, *args, **kw)
 
     def getDelayedCalls(self) -> list[Any]:
-        return self.clock.getDelayedCalls()
+        return list(self.clock.getDelayedCalls())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -82,26 +83,53 @@ class RelayHarness:
         )
         options.update(overrides)
         self.settings = testSettings(self.path, **options)
-        self.spool = Spool(self.path, self.reactor)
+        self.spool = Spool(self.path, self.reactor)  # type: ignore[arg-type]
         self.spool.open()
         self.audit = RecordingAudit()
         self.resolver = Resolver(self.settings.dnsServers, globalReactor)
         self.queue: RelayQueue | None = None
 
-    def startQueue(self, **kwargs: Any) -> RelayQueue:
+    def courier(self, **kwargs: Any) -> Courier:
         """
-        A new queue on the same spool, started (as at a restart).
+        A courier as the server builds it, for this harness's DNS server and
+        receiving port.
+
+        @param kwargs: more arguments for L{Courier} (C{contextFactoryFor},
+            C{startDelivery}).
         """
         destinations = destinationResolverFromSettings(self.settings, self.resolver)
+        return Courier(
+            self.reactor,
+            destinations,
+            heloName=self.settings.hostname,
+            tlsPolicy=self.settings.outboundTLS,
+            timeoutScale=self.settings.outboundTimeoutScale,
+            **kwargs,
+        )
+
+    def startQueue(
+        self, courier: Any = None, contextFactoryFor: Any = None, **kwargs: Any
+    ) -> RelayQueue:
+        """
+        A new queue on the same spool, started (as at a restart).
+
+        @param courier: the queue's courier (default L{courier}).
+        @param contextFactoryFor: passed to the default courier.
+        @param kwargs: more arguments for L{RelayQueue} (C{signer},
+            C{runInThread}).
+        """
+        if courier is None:
+            options = {} if contextFactoryFor is None else {"contextFactoryFor": contextFactoryFor}
+            courier = self.courier(**options)
         self.queue = RelayQueue(
-            self.settings, self.spool, self.audit, destinations, self.reactor, **kwargs
+            self.settings, self.spool, self.audit, courier, self.reactor, **kwargs
         )
         self.queue.startService()
         self.spool.addObserver(self.queue)
         self.testCase.addCleanup(self._stop, self.queue)
         return self.queue
 
-    def _stop(self, queue: RelayQueue) -> Deferred:
+    def _stop(self, queue: RelayQueue) -> Deferred[None] | None:
         self.spool.removeObserver(queue)
         if queue.running:
             return queue.stopService()
@@ -140,8 +168,8 @@ class RelayHarness:
         return bool(
             state.recipients
             and state.recipients[0].attempts >= attempts
-            and not self.queue._inFlight
-            and not self.queue._tasks
+            and self.queue is not None
+            and not self.queue.busy
         )
 
     def bounces(self) -> list[Any]:

@@ -29,7 +29,9 @@ answering), or a callable taking the command's argument (text) and
 returning one of those or L{None} for the default behaviour.  A scripted
 C{421} closes the connection after the reply.  Scripted replies replace the
 command's handling: use them to refuse (a scripted 2xx to MAIL or RCPT does
-not open a transaction).
+not open a transaction).  A C{"dataEnd"} responder may also return a
+L{Deferred} firing with one of those: the reply waits for it (the message
+just received is C{server.finalDots[-1]}).
 """
 
 from __future__ import annotations
@@ -268,11 +270,19 @@ class _ScriptedESMTP(ESMTP):
 
     def _messageHandled(self, resultList) -> None:
         transaction, self._transaction = self._transaction, None
+        assert transaction is not None
         transaction.wire = b"".join(line + b"\r\n" for line in self._wire)
         transaction.data = b"".join(
             (line[1:] if line.startswith(b".") else line) + b"\r\n" for line in self._wire[:-1]
         )
+        self.server.finalDots.append(transaction)
         spec = self._scripted("dataEnd", "")
+        if isinstance(spec, Deferred):
+            spec.addCallback(self._answerDataEnd, transaction)
+            return
+        self._answerDataEnd(spec, transaction)
+
+    def _answerDataEnd(self, spec: ReplySpec, transaction: ReceivedMessage) -> None:
         if spec is None:
             self.server.queued += 1
             spec = (250, f"2.0.0 Ok: queued as T{self.server.queued}")
@@ -300,6 +310,9 @@ class SMTPTestServer:
     A scripted, recording SMTP server on a loopback address.
 
     @ivar messages: the L{ReceivedMessage}s accepted, in order.
+    @ivar finalDots: every message whose final dot arrived, in order,
+        whatever the reply (a client that never saw the reply may send it
+        again; the remote may have delivered it).
     @ivar rcptCount: RCPT commands seen (scripted ones included).
     @ivar commands: every command line received, all connections, in order.
     @ivar connectionsMade: connections accepted so far.
@@ -346,6 +359,7 @@ class SMTPTestServer:
         )
         self.dropAfterDataEnd = dropAfterDataEnd
         self.messages: list[ReceivedMessage] = []
+        self.finalDots: list[ReceivedMessage] = []
         self.rcptCount = 0
         self.commands: list[bytes] = []
         self.queued = 0
