@@ -29,6 +29,8 @@ GREYLIST_DELAY = 3
 #: Messages per client per minute.
 RATE_MESSAGES = 3
 RECIPIENT = "carol@gopherpost.test"
+#: Seconds after a failure before a node tries Redis again (FailoverStore).
+RETRY_AFTER = 5
 
 
 class Client:
@@ -170,35 +172,44 @@ class TwoNodesTests(TestCase):
         return Client(self.frontends[node], source)
 
     @inlineCallbacks
+    def assertRateShared(self, client: str, other: str) -> Any:
+        """
+        C{client} sends its whole message rate through node A; its next MAIL
+        on node B is refused, C{other}'s is not.
+        """
+
+        def run() -> tuple[list[Any], list[Any], list[Any]]:
+            onA = self.session("a", client)
+            first = [onA.command("MAIL FROM:<dave@sender.test>")]
+            for _ in range(RATE_MESSAGES - 1):
+                onA.command("RSET")
+                first.append(onA.command("MAIL FROM:<dave@sender.test>"))
+            onA.close()
+            onB = self.session("b", client)
+            limited = [onB.command("MAIL FROM:<dave@sender.test>")]
+            onB.close()
+            fresh = self.session("b", other)
+            notLimited = [fresh.command("MAIL FROM:<erin@sender.test>")]
+            fresh.close()
+            return first, limited, notLimited
+
+        first, limited, notLimited = yield deferToThread(run)
+        self.assertEqual([code for code, _ in first], [250] * RATE_MESSAGES, first)
+        [(code, text)] = limited
+        self.assertEqual(code, 450, text)
+        self.assertIn("4.7.1", text)
+        self.assertIn(f"[{client}]", text)
+        self.assertIn("rate limit exceeded", text)
+        self.assertEqual([code for code, _ in notLimited], [250])
+
+    @inlineCallbacks
     def test_rateLimitShared(self) -> Any:
         """
         The messages a client sent through node A count on node B for the
         same (real) client address; another client is not limited.
         """
 
-        def run() -> tuple[list[Any], list[Any], list[Any]]:
-            onA = self.session("a", "127.0.0.5")
-            first = [onA.command("MAIL FROM:<dave@sender.test>") for _ in range(1)]
-            for _ in range(RATE_MESSAGES - 1):
-                onA.command("RSET")
-                first.append(onA.command("MAIL FROM:<dave@sender.test>"))
-            onA.close()
-            onB = self.session("b", "127.0.0.5")
-            limited = [onB.command("MAIL FROM:<dave@sender.test>")]
-            onB.close()
-            other = self.session("b", "127.0.0.6")
-            fresh = [other.command("MAIL FROM:<erin@sender.test>")]
-            other.close()
-            return first, limited, fresh
-
-        first, limited, fresh = yield deferToThread(run)
-        self.assertEqual([code for code, _ in first], [250] * RATE_MESSAGES)
-        [(code, text)] = limited
-        self.assertEqual(code, 450, text)
-        self.assertIn("4.7.1", text)
-        self.assertIn("[127.0.0.5]", text)
-        self.assertIn("rate limit exceeded", text)
-        self.assertEqual([code for code, _ in fresh], [250])
+        yield self.assertRateShared("127.0.0.5", "127.0.0.6")
         self.assertCleanLogs((yield deferToThread(self.logs)))
 
     @inlineCallbacks
@@ -239,7 +250,8 @@ class TwoNodesTests(TestCase):
         Clients that retry on 4xx, as MTAs do, send through both nodes while
         Redis is killed halfway: every message is stored once, none is
         refused with a 5xx, and the nodes say that they went on with their
-        own state.
+        own state.  Once Redis is back, the nodes use it again by themselves
+        (a rate reached through A holds on B again).
         """
         tokens = [uuid.uuid4().hex.encode() for _ in range(6)]
         seen: list[tuple[int, str]] = []
@@ -273,7 +285,13 @@ class TwoNodesTests(TestCase):
         for token in tokens:
             self.assertEqual(len([m for m in everything if token in m]), 1, token)
         self.assertEqual(len(everything), len(tokens))
+
+        yield self.redis.start()
+        # The nodes try Redis again five seconds after it failed them.
+        yield deferToThread(time.sleep, RETRY_AFTER + 1)
+        yield self.assertRateShared("127.0.0.40", "127.0.0.41")
         logs = yield deferToThread(self.logs)
         self.assertCleanLogs(logs)
         for name, log in logs.items():
-            self.assertIn("Redis", log, f"node {name} did not say Redis was gone")
+            self.assertIn("Redis unavailable", log, f"node {name} did not say Redis was gone")
+            self.assertIn("Redis answers again", log, f"node {name} did not go back to Redis")
