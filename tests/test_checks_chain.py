@@ -247,6 +247,25 @@ class ChainOrderTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(self.metrics.value("smtp_bans"), 1)
 
+    def test_failedAuthenticationIsViolation(self) -> None:
+        """
+        A C{535} (authentication credentials invalid) counts as a violation:
+        here from a stand-in for the AUTH exchange, a check answering it.
+        """
+        checked = Checked(
+            self,
+            lambda clock: [
+                Answers(mail=(535, "5.7.8 Authentication credentials invalid")),
+                self.bans(clock, 2),
+            ],
+        )
+        proto, transport = checked.greeted()
+        proto.dataReceived(mail(b"a@sender.test"))
+        self.assertEqual(self.metrics.value("smtp_bans"), 0)
+        proto.dataReceived(mail(b"a@sender.test"))
+        self.assertEqual(replies(transport), [b"535 5.7.8 Authentication credentials invalid"] * 2)
+        self.assertEqual(self.metrics.value("smtp_bans"), 1)
+
     def test_connectionRate(self) -> None:
         """
         Over the connection rate, a client gets C{421 4.7.0} instead of the

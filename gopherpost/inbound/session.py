@@ -24,8 +24,8 @@ nothing for a transaction (L{JUNK_COMMAND_LIMIT}); a message received
 forgives both, as in Postfix.
 
 Violations (for bans) go to the chain (L{PolicyChain.violation}): a RCPT
-refused as relaying or to an unknown address, and each protocol error that
-ends the session.
+refused as relaying or to an unknown address, each protocol error that ends
+the session, and each failed authentication (a C{535} reply).
 """
 
 from __future__ import annotations
@@ -318,11 +318,13 @@ class Session:
     def _finish(self, response: Response) -> Response:
         """
         Count errors; past the limit, the reply is followed by 421 and the
-        close.
+        close.  A failed authentication (C{535}) is a violation.
         """
         last = response if isinstance(response, Reply) else response[-1]
         code = last.code
         if code >= 400 and code not in (421, 452) and last.action is not Action.CLOSE:
+            if code == 535:
+                self._chain.violation(self.context, "auth")
             self._errors += 1
             if self._errors >= HARD_ERROR_LIMIT:
                 return self._tooManyErrors(responseReplies(response))
