@@ -317,6 +317,34 @@ class Settings:
     #: directory's HTTPS instead of the system's (a private CA).
     acmeDirectoryCA: str | None = None
 
+    # Authenticated submission (issue 15; gopherpost.auth).  Parsed in one
+    # block by _authSettings.
+    #: C{SMTP_USERS_FILE}; L{None}: C{<SMTP_QUEUE_PATH>/.gopherpost/users}
+    #: (see L{gopherpost.auth.service.usersFilePath}).
+    usersFile: str | None = None
+    #: C{SMTP_AUTH_ON_SMTP}: offer AUTH on C{SMTP_LISTEN} too (after
+    #: STARTTLS).
+    authOnSMTP: bool = False
+    #: C{SMTP_AUTH_MAX_FAILURES}: failed AUTH commands in one session
+    #: before C{421 4.7.0} and the close.
+    authMaxFailures: int = 3
+    #: C{SMTP_AUTH_CHECK_FROM}: the header From of an authenticated user's
+    #: message must be theirs too (C{550 5.7.1}).
+    authCheckFrom: bool = False
+    #: C{SMTP_AUTH_LOCKOUT_FAILURES}: failures from one client network
+    #: (IPv4 address, IPv6 /64) within the window that lock it out; 0: off.
+    authLockoutFailures: int = 5
+    #: C{SMTP_AUTH_USER_LOCKOUT_FAILURES}: failures for one user name within
+    #: the window that lock the user out; 0: off.
+    authUserLockoutFailures: int = 10
+    #: C{SMTP_AUTH_LOCKOUT_WINDOW}: seconds failures are counted over.
+    authLockoutWindow: float = 600.0
+    #: C{SMTP_AUTH_LOCKOUT_DURATION}: seconds of a first lockout.
+    authLockoutDuration: float = 600.0
+    #: C{SMTP_AUTH_LOCKOUT_MAX_DURATION}: the longest lockout (each repeat
+    #: doubles the one before).
+    authLockoutMaxDuration: float = 86400.0
+
     @property
     def acmeEnabled(self) -> bool:
         """
@@ -849,6 +877,8 @@ def settingsFromEnvironment(
     )
     if settings.acmeEnabled:
         _checkACME(settings)
+    # Authenticated submission (issue 15).
+    settings = _authSettings(get, settings)
 
     # Operations (issue 14): spool retention.
     settings = dataclasses.replace(
@@ -1398,3 +1428,48 @@ def _releasePatterns(name: str, raw: str) -> tuple[str, ...]:
             )
         patterns.append(item.lower())
     return tuple(patterns)
+
+
+# Authenticated submission (issue 15).
+
+
+def _usersFile(name: str, raw: str) -> str:
+    path = raw.strip()
+    if "\0" in path or "\n" in path:
+        raise ConfigError(name, f"{raw!r} is not a file name")
+    if os.path.isdir(path):
+        raise ConfigError(name, f"{path!r} is a directory, not a users file")
+    return path
+
+
+def _authSettings(get: Callable[..., Any], settings: Settings) -> Settings:
+    """
+    The C{SMTP_USERS_FILE} and C{SMTP_AUTH_*} variables, into C{settings}.
+    """
+    duration = get("SMTP_AUTH_LOCKOUT_DURATION", lambda n, r: _seconds(n, r, 1), 600.0)
+    maxDuration = get("SMTP_AUTH_LOCKOUT_MAX_DURATION", lambda n, r: _seconds(n, r, 1), 86400.0)
+    if maxDuration < duration:
+        raise ConfigError(
+            "SMTP_AUTH_LOCKOUT_MAX_DURATION",
+            f"{maxDuration:g} is less than SMTP_AUTH_LOCKOUT_DURATION ({duration:g})",
+        )
+    settings = dataclasses.replace(
+        settings,
+        usersFile=get("SMTP_USERS_FILE", _usersFile, None),
+        authOnSMTP=get("SMTP_AUTH_ON_SMTP", _bool, False),
+        authMaxFailures=get("SMTP_AUTH_MAX_FAILURES", lambda n, r: _int(n, r, 1, 100), 3),
+        authCheckFrom=get("SMTP_AUTH_CHECK_FROM", _bool, False),
+        authLockoutFailures=get("SMTP_AUTH_LOCKOUT_FAILURES", lambda n, r: _int(n, r, 0, 1000), 5),
+        authUserLockoutFailures=get(
+            "SMTP_AUTH_USER_LOCKOUT_FAILURES", lambda n, r: _int(n, r, 0, 1000), 10
+        ),
+        authLockoutWindow=get("SMTP_AUTH_LOCKOUT_WINDOW", lambda n, r: _seconds(n, r, 1), 600.0),
+        authLockoutDuration=duration,
+        authLockoutMaxDuration=maxDuration,
+    )
+    if settings.authOnSMTP and settings.tlsDisable:
+        raise ConfigError(
+            "SMTP_AUTH_ON_SMTP",
+            "AUTH is only offered over TLS, which SMTP_TLS_DISABLE=true switches off",
+        )
+    return settings

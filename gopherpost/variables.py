@@ -174,6 +174,16 @@ VARIABLES: tuple[Variable, ...] = (
     _v("SMTP_KEEP_DELIVERED", "keepDelivered"),
     _v("SMTP_RETENTION_DAYS", "retentionDays"),
     _v("SMTP_RETENTION_MAX_MESSAGES", "retentionMaxMessages"),
+    # Authenticated submission (issue 15)
+    _v("SMTP_USERS_FILE", "usersFile"),
+    _v("SMTP_AUTH_ON_SMTP", "authOnSMTP"),
+    _v("SMTP_AUTH_MAX_FAILURES", "authMaxFailures"),
+    _v("SMTP_AUTH_CHECK_FROM", "authCheckFrom"),
+    _v("SMTP_AUTH_LOCKOUT_FAILURES", "authLockoutFailures"),
+    _v("SMTP_AUTH_USER_LOCKOUT_FAILURES", "authUserLockoutFailures"),
+    _v("SMTP_AUTH_LOCKOUT_WINDOW", "authLockoutWindow"),
+    _v("SMTP_AUTH_LOCKOUT_DURATION", "authLockoutDuration"),
+    _v("SMTP_AUTH_LOCKOUT_MAX_DURATION", "authLockoutMaxDuration"),
 )
 
 _BY_NAME = {v.name: v for v in VARIABLES}

@@ -48,6 +48,7 @@ __all__ = [
     "buildServer",
     "configuredListeners",
     "listenerFactory",
+    "makeAuth",
     "makeMXChecks",
     "makeResolver",
     "openSpool",
@@ -95,6 +96,7 @@ class GopherPostService(MultiService):
     filters: Any = None
     webui: Any = None
     mxChecks: Any = None
+    auth: Any = None
     _settings: Settings
     # Operations (issue 14)
     #: The L{gopherpost.reload.reloader.Reloader} of this server.
@@ -179,6 +181,10 @@ class GopherPostService(MultiService):
 
         @return: a Deferred of the L{gopherpost.reload.reloader.ReloadOutcome}.
         """
+        if self.auth is not None:
+            # wiring: auth (issue 15): SIGHUP re-reads the users file, changed
+            # settings or not (workers read it again by themselves)
+            self.auth.reloadUsers()
         return self.reloader.reload()
 
     def stopService(self) -> Any:
@@ -300,6 +306,7 @@ def smtpFactories(
     contextFactory: Any,
     roles: Iterable[ListenerRole],
     limits: Any = None,
+    auth: Any = None,
     extraPolicies: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """
@@ -308,6 +315,7 @@ def smtpFactories(
     @param limits: the L{ConnectionLimits} to share (default: new ones
         from C{settings}); a reload passes the ones in use, so that
         sessions in progress still count.
+    @param auth: the L{gopherpost.auth.service.AuthService}, or L{None}.
     @param extraPolicies: policies every role's chain ends with (the MX
         checks' L{gopherpost.checks.service.MXChecks.chainPolicies}).
     @return: the factories by role name, in the order of L{ROLES}.
@@ -327,6 +335,7 @@ def smtpFactories(
             contextFactory,
             role=role,
             limits=limits,
+            auth=auth,
             extraPolicies=extraPolicies,
         )
         for role in ROLES
@@ -459,6 +468,12 @@ def buildServer(
         service.acme.setServiceParent(service)
         service.metrics.registry.register(service.acme.metrics)
         service.commands.addProvider(service.acme)
+    # wiring: auth (issue 15): users, password checks, lockouts
+    service.auth = makeAuth(settings, spool, reactor, store=service.mxChecks.store)
+    if service.auth is not None:
+        service.auth.setServiceParent(service)
+        service.metrics.registry.register(service.auth.metrics)
+        service.commands.addProvider(service.auth)
     inbound: Any
     if settings.workers > 1:
         tls.serverContextFactory(settings, tlsDirectory)
@@ -491,6 +506,7 @@ def buildServer(
                 contextFactory,
                 roles,
                 limits=limits,
+                auth=service.auth,
                 extraPolicies=service.mxChecks.chainPolicies,
             )
             outer = [
@@ -552,6 +568,23 @@ def makeMXChecks(
     from gopherpost.checks.service import makeMXChecks as _makeMXChecks
 
     return _makeMXChecks(settings, resolver, reactor, spool.stateDirectory, metrics)
+
+
+def makeAuth(settings: Settings, spool: Any, reactor: Any, store: Any = None) -> Any:
+    """
+    Authenticated submission when a listener offers AUTH (its replies are
+    the inbound session's), else L{None}.
+
+    @param store: the state store its lockouts share (the MX checks', so
+        that with C{SMTP_REDIS_URL} they are the cluster's), or L{None} for
+        one of its own.
+
+    @raise ConfigError: the users file is not valid (C{SMTP_USERS_FILE}).
+    """
+    from gopherpost.auth.service import makeAuthService
+    from gopherpost.inbound.replies import Reply
+
+    return makeAuthService(settings, spool.stateDirectory, reactor, replyType=Reply, store=store)
 
 
 def _runInThreadOf(reactor: Any) -> Callable[..., Any]:
@@ -641,6 +674,22 @@ def _buildOperations(
     else:
         reloader.addStatic("relay queue", RELAY_FIELDS)
     reloader.add(retention)
+    # wiring: auth (issue 15): the users file and SMTP_AUTH_* on reload, here
+    # and (changed) in every worker; without a listener offering AUTH they
+    # wait for the restart that adds one
+    from gopherpost.auth.service import AUTH_FIELDS
+
+    if service.auth is None:
+        reloader.addStatic("authenticated submission", AUTH_FIELDS - {"queuePath"})
+    else:
+        reloader.add(service.auth)
+        if service.listenerFactories is None:
+            workersAuth = WorkerReload(
+                lambda new: None, service.inbound.reconfigure, lambda: reloader.loaded.variables
+            )
+            workersAuth.name = "authenticated submission in the workers"
+            workersAuth.fields = AUTH_FIELDS
+            reloader.add(workersAuth)
     for name, fields in STATIC_PARTS:
         reloader.addStatic(name, fields)
 

@@ -461,3 +461,75 @@ class WiringTests(SynchronousTestCase):
         names = [f.name for f in dataclasses.fields(Settings)]
         block = names[names.index("senderAuth") : names.index("redisPrefix") + 1]
         self.assertEqual(set(block), set(MXCHECK_FIELDS))
+
+
+class AuthViolationTests(SynchronousTestCase):
+    """
+    Failed AUTH (the submission issue's exchange) counts towards a ban; the
+    lockouts and the bans share the checks' store.
+    """
+
+    def test_failedAuthBans(self) -> None:
+        import base64
+
+        from gopherpost.auth.command import FAILURE_DELAY
+        from gopherpost.inbound.roles import SUBMISSION
+        from tests.support.auth import makeService
+
+        store = MemoryStore()
+        metrics = CheckMetrics()
+
+        def auth(clock: Clock) -> Any:
+            return makeService(
+                self.mktemp(),
+                [("alice@gopherpost.test", "s3cret")],
+                clock,
+                hostname="mx.gopherpost.test",
+                replyType=Reply,
+            )
+
+        bans = chainPolicies(
+            [
+                BanPolicy(
+                    BanList(store, Clock(), BanParameters(threshold=2)),
+                    metrics,
+                    "mx.gopherpost.test",
+                )
+            ]
+        )
+        harness = InboundHarness(
+            self,
+            contextFactory=object(),
+            role=SUBMISSION,
+            auth=auth,
+            policies=lambda defaults: [*defaults, *bans],
+            tlsDisable=False,
+            allowNetworks=(ipaddress.ip_network("0.0.0.0/0"),),
+            relayNetworks=(),
+        )
+        wrong = base64.b64encode(b"\0alice@gopherpost.test\0wrong")
+
+        def session() -> tuple[Any, Any]:
+            proto, transport = harness.connect("192.0.2.9", tls=True)
+            banner = replies(transport)
+            if banner[0].startswith(b"421"):
+                return proto, banner
+            proto.dataReceived(b"EHLO client.test\r\n")
+            proto.dataReceived(b"STARTTLS\r\n")
+            self.assertEqual(replies(transport)[-1], b"220 2.0.0 Ready to start TLS")
+            proto.handshakeCompleted()
+            proto.dataReceived(b"EHLO client.test\r\n")
+            replies(transport)
+            return proto, transport
+
+        proto, transport = session()
+        for _ in range(2):
+            proto.dataReceived(b"AUTH PLAIN " + wrong + b"\r\n")
+            harness.clock.advance(FAILURE_DELAY)
+            self.assertEqual(replies(transport), [b"535 5.7.8 Authentication credentials invalid"])
+        self.assertEqual(metrics.value("smtp_bans"), 1)
+        _, banner = session()
+        self.assertEqual(
+            banner,
+            [b"421 4.7.0 mx.gopherpost.test Too many errors from [192.0.2.9], try again later"],
+        )

@@ -18,6 +18,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from tests.support.auth import TEST_PASSWORD, TEST_USER, addTestUser
 from tests.support.haproxy import startHAProxy
 from tests.support.relay import eventually
 from tests.support.server import freePort, serverEnvironment, startInProcess
@@ -56,6 +57,9 @@ def send(port: int, source: str, token: bytes, implicitTLS: bool = False) -> tup
         client = smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(source, 0))
     with client:
         client.ehlo("client.test")
+        if implicitTLS:
+            # The submissions role: AUTH before MAIL.
+            client.login(TEST_USER, TEST_PASSWORD)
         client.mail("alice@gopherpost.test")
         client.rcpt("postmaster@gopherpost.test")
         return client.data(b"Subject: via haproxy\r\n\r\n" + token + b"\r\n")
@@ -72,6 +76,7 @@ class HAProxyTests(TestCase):
     def setUp(self) -> None:
         self.path = os.path.abspath(self.mktemp())
         self.smtpPort, self.tlsPort = freePort(), freePort()
+        addTestUser(self.path)
         self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.service = startInProcess(
             self,

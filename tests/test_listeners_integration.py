@@ -24,6 +24,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from tests.support.auth import TEST_PASSWORD, TEST_USER, addTestUser
 from tests.support.certs import makeTestPKI
 from tests.support.haproxy import startHAProxy
 from tests.support.server import (
@@ -90,6 +91,7 @@ class TLSClientTests(TestCase):
     def setUp(self) -> None:
         self.path = os.path.abspath(self.mktemp())
         self.smtp, self.submission, self.submissions = freePort(), freePort(), freePort()
+        addTestUser(self.path)
         startInProcess(
             self,
             serverEnvironment(
@@ -173,6 +175,7 @@ class TLSClientTests(TestCase):
                 "127.0.0.1", self.submissions, timeout=30, context=context
             ) as client:
                 negotiated = client.sock.selected_alpn_protocol()  # type: ignore[union-attr]
+                client.login(TEST_USER, TEST_PASSWORD)
                 client.sendmail("alice@gopherpost.test", ["bob@gopherpost.test"], b"\r\n" + token)
                 return negotiated, client.sock.version()  # type: ignore[union-attr]
 
@@ -327,6 +330,9 @@ def _submit(port: int, token: bytes, implicitTLS: bool = False, source: str = "1
     else:
         client = smtplib.SMTP("127.0.0.1", port, timeout=30, source_address=(source, 0))
     with client:
+        if implicitTLS:
+            # The submissions role: AUTH before MAIL.
+            client.login(TEST_USER, TEST_PASSWORD)
         client.sendmail(
             "alice@gopherpost.test", ["bob@gopherpost.test"], b"Subject: t\r\n\r\n" + token
         )
@@ -346,6 +352,7 @@ class SocketActivationTests(TestCase):
         self, sockets: list[tuple[str, int, str]], **environ: str
     ) -> tuple[str, TwistdProcess]:
         path = os.path.abspath(self.mktemp())
+        addTestUser(path)
         process = TwistdProcess(
             serverEnvironment(path, 0, SMTP_TLS_DISABLE="false", SMTP_PORT="", **environ),
             socketActivation=sockets,
@@ -430,6 +437,7 @@ class WorkerListenersTests(TestCase):
         implicit-TLS listener with the client's address; /healthz is ready.
         """
         path = os.path.abspath(self.mktemp())
+        addTestUser(path)
         smtp, submissions, http = freePort(), freePort(), freePort()
         process = TwistdProcess(
             serverEnvironment(

@@ -92,8 +92,9 @@ class GreetingAndCommandsTests(SynchronousTestCase):
 
     def test_simpleCommands(self) -> None:
         """
-        HELO, NOOP, RSET, VRFY, HELP, unknown commands and QUIT get their
-        replies with enhanced status codes.
+        HELO, NOOP, RSET, VRFY, HELP, unknown commands, AUTH where it is
+        not offered (as Postfix answers it) and QUIT get their replies with
+        enhanced status codes.
         """
         replies(self.transport)
         self.assertEqual(self.send(b"HELO client.test\r\n"), [b"250 mx.gopherpost.test"])
@@ -102,7 +103,9 @@ class GreetingAndCommandsTests(SynchronousTestCase):
         self.assertTrue(self.send(b"VRFY bob\r\n")[0].startswith(b"252 2.0.0 "))
         self.assertTrue(self.send(b"HELP\r\n")[-1].startswith(b"214 2.0.0 "))
         self.assertEqual(self.send(b"BOGUS\r\n"), [b"502 5.5.2 Error: command not recognized"])
-        self.assertEqual(self.send(b"AUTH PLAIN\r\n")[0][:3], b"502")
+        self.assertEqual(
+            self.send(b"AUTH PLAIN\r\n"), [b"503 5.5.1 Error: authentication not enabled"]
+        )
         self.assertEqual(self.send(b"QUIT\r\n"), [b"221 2.0.0 Bye"])
         self.assertTrue(self.transport.disconnecting)
 

@@ -52,6 +52,7 @@ GROUPS = (
     "gopherpost.ctl.configcommands",
     "gopherpost.ctl.servercommands",
     "gopherpost.ctl.tlscommands",
+    "gopherpost.auth.usercommands",
 )
 
 #: The env file the Debian package installs: read when there is no

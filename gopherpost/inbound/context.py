@@ -63,6 +63,8 @@ class SessionContext:
         relay-permission policy when the client connects).
     @ivar notes: policies' own state for this connection, by policy (not
         recorded anywhere).
+    @ivar authMechanism: the SASL mechanism of a successful AUTH (C{PLAIN},
+        C{LOGIN}), or L{None}.
     """
 
     clientAddress: str
@@ -76,6 +78,7 @@ class SessionContext:
     authenticatedUser: str | None = None
     relayClient: bool = False
     notes: dict[str, Any] = field(default_factory=dict, repr=False)
+    authMechanism: str | None = None
 
     @property
     def mayRelay(self) -> bool:
@@ -84,6 +87,20 @@ class SessionContext:
         or an authenticated user.
         """
         return self.relayClient or self.authenticatedUser is not None
+
+    def metadata(self) -> dict[str, Any]:
+        """
+        What the envelope's C{metadata} keeps of the session: the
+        authenticated user (C{authUser}) and mechanism (C{authMechanism}),
+        for logs, the index and webhooks (never in a header); nothing for
+        a session without AUTH.
+        """
+        if self.authenticatedUser is None:
+            return {}
+        data: dict[str, Any] = {"authUser": self.authenticatedUser}
+        if self.authMechanism:
+            data["authMechanism"] = self.authMechanism
+        return data
 
     @property
     def protocolName(self) -> str:

@@ -139,7 +139,7 @@ class SpoolDelivery:
             context.helo or "",
             context.tls is not None,
             queueId=message.queueId,
-            metadata=transaction.metadata(),
+            metadata={**transaction.metadata(), **context.metadata()},
         )
 
         def stored(envelope: Envelope) -> Envelope:
@@ -152,12 +152,14 @@ class SpoolDelivery:
                 tls=envelope.tls,
             )
             _log.info(
-                "Accepted {queueId} from {client} size={size} recipients={count} tls={tls}",
+                "Accepted {queueId} from {client} size={size} recipients={count} tls={tls}"
+                + ("" if context.authenticatedUser is None else " user={user}"),
                 queueId=envelope.queueId,
                 client=client,
                 size=envelope.size,
                 count=len(envelope.recipients),
                 tls="yes" if envelope.tls else "no",
+                user=context.authenticatedUser,
             )
             return envelope
 

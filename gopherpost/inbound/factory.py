@@ -102,6 +102,9 @@ class SMTPFactory(ServerFactory):
     @ivar role: the L{ListenerRole} of the listeners using this factory.
     @ivar limits: the connection slots, shared with the other roles'
         factories.
+    @ivar auth: the L{gopherpost.auth.service.AuthService} when this role
+        offers AUTH, else L{None}.
+    @ivar portal: the portal AUTH logs in to (the role's allow-list portal).
     """
 
     noisy = False
@@ -118,8 +121,12 @@ class SMTPFactory(ServerFactory):
         contextFactory: Any = None,
         role: ListenerRole = SMTP,
         limits: ConnectionLimits | None = None,
+        auth: Any = None,
+        portal: Any = None,
     ) -> None:
         self.settings = settings
+        self.auth = auth
+        self.portal = portal
         self.chain = chain
         self.sink = sink
         self.audit = audit
@@ -163,6 +170,9 @@ class SMTPFactory(ServerFactory):
         """
         The session of a new connection.
         """
+        auth = None
+        if self.auth is not None and self.auth.enabledFor(self.role):
+            auth = self.auth.newCommand(context, self.portal)
         return Session(
             context,
             self.chain,
@@ -172,6 +182,7 @@ class SMTPFactory(ServerFactory):
             self.clock,
             canStartTLS=canStartTLS,
             hasPendingInput=hasPendingInput,
+            auth=auth,
         )
 
     @property
@@ -293,6 +304,7 @@ def makeSMTPFactory(
     limits: ConnectionLimits | None = None,
     policies: Sequence[IPolicy] | None = None,
     runInThread: Callable[..., Deferred] | None = None,
+    auth: Any = None,
     extraPolicies: Sequence[IPolicy] = (),
 ) -> SMTPFactory:
     """
@@ -311,6 +323,8 @@ def makeSMTPFactory(
     @param runInThread: C{runInThread(f) -> Deferred}, where policies read
         a spilled message body (default: the reactor's thread pool when
         C{clock} has one, else at once).
+    @param auth: the L{gopherpost.auth.service.AuthService} (AUTH, its
+        policies, its password checker on the role's portal), or L{None}.
     @param extraPolicies: policies that follow the role's own on the chain
         (the MX checks, the content filters), in order.
     """
@@ -318,9 +332,11 @@ def makeSMTPFactory(
     from gopherpost.inbound.delivery import SpoolDelivery
     from gopherpost.inbound.policies import policiesFor
 
+    portal = makePortal(settings.allowNetworks, settings.allowHosts, resolver)
+    if auth is not None:
+        auth.extendPortal(portal)
     if policies is None:
-        portal = makePortal(settings.allowNetworks, settings.allowHosts, resolver)
-        policies = policiesFor(role, settings, portal)
+        policies = policiesFor(role, settings, portal, auth)
     policies = [*policies, *extraPolicies]
     if runInThread is None and hasattr(clock, "getThreadPool"):
 
@@ -329,5 +345,14 @@ def makeSMTPFactory(
 
     sink = SpoolDelivery(spool, settings.hostname, settings.isLocalDomain, audit, runInThread)
     return SMTPFactory(
-        settings, PolicyChain(policies), sink, audit, clock, contextFactory, role, limits
+        settings,
+        PolicyChain(policies),
+        sink,
+        audit,
+        clock,
+        contextFactory,
+        role,
+        limits,
+        auth=auth,
+        portal=portal,
     )

@@ -25,6 +25,9 @@ reads:
     is then no longer stored, but the end of data is still found, so
     nothing after an over-long line is ever run as a command.
   - L{Framer.startRaw} reads exactly N octets untouched (for BDAT).
+  - L{Framer.expectLongLine} lets the next command line hold up to
+    L{AUTH_RESPONSE_LIMIT} octets: an AUTH exchange's response (RFC 4954
+    section 4); the usual limit applies again after it.
 
 Message content leaves in L{BODY} events of whole stored lines or parts of
 lines, as large as the reads allow, with at most two octets held back (a CR
@@ -51,6 +54,7 @@ __all__ = [
     "COMMAND_LINE_LIMIT",
     "TEXT_LINE_LIMIT",
     "DISCARD_LIMIT",
+    "AUTH_RESPONSE_LIMIT",
 ]
 
 #: RFC 5321 4.5.3.1.4: a command line is at most 512 octets with its CRLF.
@@ -59,6 +63,8 @@ COMMAND_LINE_LIMIT = 512
 TEXT_LINE_LIMIT = 1000
 #: A command line longer than this (before its CRLF) ends the session.
 DISCARD_LIMIT = 16 * 1024
+#: RFC 4954 section 4: an AUTH response line may hold 12,288 octets.
+AUTH_RESPONSE_LIMIT = 12288
 
 _COMMAND_CONTENT = COMMAND_LINE_LIMIT - 2
 _TEXT_CONTENT = TEXT_LINE_LIMIT - 2
@@ -120,6 +126,8 @@ class Framer:
         self._offset = 0
         #: Octets of the current over-long command line already dropped.
         self._discarded = 0
+        #: Octets the next command line may hold before its line end.
+        self._lineLimit = _COMMAND_CONTENT
         # DATA state: whether the content consumed so far ends with CRLF
         # (or nothing was consumed yet), the length of the stored line in
         # progress, and whether content is still checked and delivered.
@@ -157,6 +165,13 @@ class Framer:
         self._offset = 0
         self._discarded = 0
         return count
+
+    def expectLongLine(self, limit: int = AUTH_RESPONSE_LIMIT) -> None:
+        """
+        The next command line may hold C{limit} octets before its line end
+        (an AUTH response); then the usual limit again.
+        """
+        self._lineLimit = min(limit, DISCARD_LIMIT)
 
     def startData(self) -> None:
         """
@@ -205,7 +220,7 @@ class Framer:
             content = self._discarded + size - (1 if buf.endswith(b"\r") else 0)
             if content > DISCARD_LIMIT:
                 return self._tooLong()
-            if content > _COMMAND_CONTENT:
+            if content > self._lineLimit:
                 # Keep the last octet (it may be a CR), drop the rest.
                 self._discarded += size - 1
                 self._buffer = buf[-1:]
@@ -219,9 +234,10 @@ class Framer:
         length = self._discarded + lineEnd - start
         if self._discarded:
             self._discarded = 0
+        limit, self._lineLimit = self._lineLimit, _COMMAND_CONTENT
         if length > DISCARD_LIMIT:
             return self._tooLong()
-        if length > _COMMAND_CONTENT:
+        if length > limit:
             return _LINE_TOO_LONG
         return Event(LINE, buf[start:lineEnd])
 
@@ -229,6 +245,7 @@ class Framer:
         self._buffer = b""
         self._offset = 0
         self._discarded = 0
+        self._lineLimit = _COMMAND_CONTENT
         return _INPUT_TOO_LONG
 
     # Message content

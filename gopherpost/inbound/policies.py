@@ -13,7 +13,8 @@ the chain each listener role gets (L{policiesFor}).
   - L{LocalSenderPolicy} (MAIL; C{SMTP_REQUIRE_LOCAL_DOMAIN}): a client
     that may relay sends as us, so its sender must be local; a client that
     may not relay delivers to us, and its sender may be anyone, as an MX
-    must accept.
+    must accept.  For an authenticated user the sender rights decide
+    instead (L{gopherpost.auth.policies.SenderRightsPolicy}).
   - L{RecipientLimitPolicy} (RCPT): C{SMTP_MAX_RECIPIENTS}.
 """
 
@@ -185,7 +186,12 @@ class LocalSenderPolicy(Policy):
 
     def mail(self, context: SessionContext, transaction: Transaction) -> Reply | None:
         sender = transaction.sender
-        if sender.isNull or not context.mayRelay or self._isLocalDomain(sender.domain):
+        if (
+            sender.isNull
+            or not context.mayRelay
+            or context.authenticatedUser is not None
+            or self._isLocalDomain(sender.domain)
+        ):
             return None
         return Reply(
             553,
@@ -213,26 +219,38 @@ class RecipientLimitPolicy(Policy):
         return None
 
 
-def policiesFor(role: ListenerRole, settings: Settings, portal: Portal) -> list[Policy]:
+def policiesFor(
+    role: ListenerRole, settings: Settings, portal: Portal, auth: Any = None
+) -> list[Any]:
     """
     The policies of a listener role, in chain order.
 
     Connect: allow-list, then relay permission.  MAIL: TLS (submission),
-    size, local sender.  RCPT: recipient limit, then relay permission.
+    AUTH (submission, with C{auth}), size, local sender, sender rights.
+    RCPT: recipient limit, then relay permission.  End of data: the header
+    From (C{SMTP_AUTH_CHECK_FROM}).
+
+    @param auth: the L{gopherpost.auth.service.AuthService}, or L{None}.
     """
-    policies: list[Policy] = [AllowListPolicy(portal)]
+    placed = auth.policiesFor(role) if auth is not None else {}
+    policies: list[Any] = [AllowListPolicy(portal)]
     if role.requireTLS:
         policies.append(RequireTLSPolicy())
+    policies += placed.get("afterTLS", [])
     policies.append(MessageSizePolicy(settings.maxMessageSize))
     if settings.requireLocalDomain:
         policies.append(LocalSenderPolicy(settings.isLocalDomain))
+    policies += placed.get("mail", [])
     policies.append(RecipientLimitPolicy(settings.maxRecipients))
     policies.append(RelayPermissionPolicy(settings.relayNetworks, settings.isLocalDomain))
+    policies += placed.get("message", [])
     return policies
 
 
-def chainFor(role: ListenerRole, settings: Settings, portal: Portal) -> PolicyChain:
+def chainFor(
+    role: ListenerRole, settings: Settings, portal: Portal, auth: Any = None
+) -> PolicyChain:
     """
     The policy chain of a listener role (see L{policiesFor}).
     """
-    return PolicyChain(policiesFor(role, settings, portal))
+    return PolicyChain(policiesFor(role, settings, portal, auth))

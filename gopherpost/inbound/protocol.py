@@ -376,6 +376,8 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
                 self._startTLS()
             elif action is Action.CLOSE:
                 self._close()
+            elif action is Action.AUTH_RESPONSE:
+                self._framer.expectLongLine()
 
     def _startTLS(self) -> None:
         assert self._writer is not None

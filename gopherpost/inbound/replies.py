@@ -49,12 +49,15 @@ class Action(enum.Enum):
     @cvar DATA: read message content (after C{354}).
     @cvar STARTTLS: discard buffered input and start TLS (after C{220}).
     @cvar CLOSE: close the connection (after C{221} or C{421}, or a refusal).
+    @cvar AUTH_RESPONSE: read the next line as an AUTH response, which may
+        be longer than a command (after C{334}).
     """
 
     NONE = "none"
     DATA = "data"
     STARTTLS = "starttls"
     CLOSE = "close"
+    AUTH_RESPONSE = "auth-response"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,13 @@ forgives both, as in Postfix.
 Violations (for bans) go to the chain (L{PolicyChain.violation}): a RCPT
 refused as relaying or to an unknown address, each protocol error that ends
 the session, and each failed authentication (a C{535} reply).
+
+AUTH (RFC 4954) is the session's L{IAuthCommand}
+(L{gopherpost.auth.command}), when its listener role offers it: the
+session hands it the AUTH command and, while an exchange is in progress,
+every line (which is a response, not a command), and writes what it
+answers; a C{334} challenge lets the next line be as long as an AUTH
+response may be.
 """
 
 from __future__ import annotations
@@ -71,7 +78,8 @@ _JUNK = frozenset((b"HELO", b"EHLO", b"RSET", b"NOOP", b"VRFY", b"HELP"))
 _LAST_IN_GROUP = frozenset((b"HELO", b"EHLO", b"DATA", b"NOOP", b"VRFY"))
 
 _HELP = (
-    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS\n2.0.0 See RFC 5321"
+    "2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH\n"
+    "2.0.0 See RFC 5321"
 )
 
 _OK = Reply(250, "2.0.0 Ok")
@@ -84,6 +92,7 @@ _LINE_TOO_LONG = Reply(500, "5.5.2 Error: line too long", reason="line-length")
 _NO_SPACE = Reply(452, "4.3.1 Error: insufficient system storage", reason="storage")
 _WRITE_ERROR = Reply(451, "4.3.0 Error: queue file write error", reason="storage")
 _BODY_TOO_BIG = Reply(552, "5.3.4 Error: message file too big", reason="size")
+_AUTH_NOT_ENABLED = Reply(503, "5.5.1 Error: authentication not enabled", reason="auth")
 
 #: The violation a RCPT refused for this reason is (L{PolicyChain.violation}).
 _RCPT_VIOLATIONS = {"relay": "relay_denied", "unknown-recipient": "unknown_recipient"}
@@ -136,6 +145,18 @@ def _ehloReply(settings: SessionSettings, keywords: tuple[str, ...]) -> Reply:
     return Reply(250, "\n".join([settings.hostname, *keywords]))
 
 
+def _challenges(response: Response) -> Response:
+    """
+    An AUTH command's response, its C{334} challenge (if any) made to let
+    the client's response line be long.
+    """
+    if isinstance(response, Reply):
+        if response.code == 334:
+            return Reply(334, response.text, Action.AUTH_RESPONSE)
+        return response
+    return tuple(Reply(334, r.text, Action.AUTH_RESPONSE) if r.code == 334 else r for r in response)
+
+
 def _then(result: Any, f: Callable[[Any], Any]) -> Any:
     """
     C{f(result)}, now or when the L{Deferred} fires.
@@ -161,6 +182,9 @@ class Session:
     @param canStartTLS: whether STARTTLS is offered.
     @param hasPendingInput: whether more client input is waiting right now
         (for the pipelining rules).
+    @param auth: the session's AUTH command (an
+        L{gopherpost.auth.interfaces.IAuthCommand}), or L{None} where the
+        role does not offer AUTH.
     """
 
     def __init__(
@@ -173,6 +197,7 @@ class Session:
         clock: IReactorTime,
         canStartTLS: bool = False,
         hasPendingInput: Callable[[], bool] = lambda: False,
+        auth: Any = None,
     ) -> None:
         self.context = context
         self._chain = chain
@@ -187,6 +212,7 @@ class Session:
         self._dataFailure: Reply | None = None
         self._errors = 0
         self._junk = 0
+        self._auth = auth
         self.admitted = False
 
     @property
@@ -249,6 +275,8 @@ class Session:
             self.message.abort()
             self.message = None
         self.transaction = None
+        if self._auth is not None:
+            self._auth.connectionLost()
         if self.admitted:
             self._audit.emit("session.close", client=self.context.clientAddress)
 
@@ -268,8 +296,12 @@ class Session:
 
     def lineReceived(self, line: bytes) -> Response | Deferred[Response]:
         """
-        One command line (without its line end).
+        One command line (without its line end), or the response line of
+        an AUTH exchange in progress.
         """
+        auth = self._auth
+        if auth is not None and auth.inProgress:
+            return _then(_then(auth.lineReceived(line), _challenges), self._finish)
         parts = line.strip().split(None, 1)
         if not parts:
             return self._finish(Reply(500, "5.5.2 Error: bad syntax"))
@@ -292,8 +324,12 @@ class Session:
 
     def lineTooLong(self) -> Response:
         """
-        A command line over the limit (the session goes on).
+        A command line over the limit (the session goes on); during an AUTH
+        exchange, a response over the limit (the exchange ends).
         """
+        auth = self._auth
+        if auth is not None and auth.inProgress:
+            return _then(auth.lineTooLong(), self._finish)
         return self._finish(_LINE_TOO_LONG)
 
     def inputTooLong(self) -> Response:
@@ -394,6 +430,9 @@ class Session:
         ]
         if self._canStartTLS and self.context.tls is None:
             keywords.append("STARTTLS")
+        auth = self._auth.keyword() if self._auth is not None else None
+        if auth is not None:
+            keywords.append(auth)
         keywords.append("HELP")
         return keywords
 
@@ -623,6 +662,15 @@ class Session:
         """
         return Reply(214, _HELP)
 
+    def smtp_AUTH(self, argument: bytes) -> Response | Deferred[Response]:
+        """
+        AUTH mechanism [initial-response] (RFC 4954): handed to the role's
+        AUTH command.
+        """
+        if self._auth is None:
+            return _AUTH_NOT_ENABLED
+        return _then(self._auth.command(argument, self.transaction is not None), _challenges)
+
     def smtp_STARTTLS(self, argument: bytes) -> Response:
         """
         STARTTLS (RFC 3207): the session starts over, EHLO included (the
@@ -653,4 +701,5 @@ _COMMANDS: dict[bytes, Callable[[Session, bytes], Any]] = {
     b"VRFY": Session.smtp_VRFY,
     b"HELP": Session.smtp_HELP,
     b"STARTTLS": Session.smtp_STARTTLS,
+    b"AUTH": Session.smtp_AUTH,
 }

@@ -138,6 +138,21 @@ def _workerSettings(settings: Any) -> Any:
     )
 
 
+def _prepareAuthReload(auth: Any, old: Any, new: Any) -> Any:
+    """
+    What a reload changes in this worker's authenticated submission (the
+    users file and the C{SMTP_AUTH_*} settings): a callable that applies
+    it, which does nothing when none of them changed.
+
+    @raise gopherpost.config.ConfigError: the new users file is not valid.
+    """
+    from gopherpost.auth.service import AUTH_FIELDS
+
+    if auth is None or all(getattr(old, f) == getattr(new, f) for f in AUTH_FIELDS):
+        return lambda: None
+    return auth.prepareReload(new)
+
+
 def main(reactor: Any = None) -> None:
     """
     Run one worker until SIGTERM or until the parent goes away.
@@ -177,6 +192,10 @@ def main(reactor: Any = None) -> None:
     mxChecks.startService()
     roles = [wiring.roleByName(p.role) for p in passed]
     limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
+    # wiring: auth (issue 15); its counter stays in this process
+    auth = wiring.makeAuth(settings, spool, reactor, store=mxChecks.store)
+    if auth is not None:
+        auth.startService()
 
     def build(new: Any) -> tuple[list[Any], list[Any]]:
         contextFactory = tls.serverContextFactory(new, tlsDirectory)
@@ -189,6 +208,7 @@ def main(reactor: Any = None) -> None:
             contextFactory,
             roles,
             limits=limits,
+            auth=auth,
             extraPolicies=mxChecks.chainPolicies,
         )
         outer = [
@@ -217,11 +237,13 @@ def main(reactor: Any = None) -> None:
         try:
             new = _workerSettings(settingsFromEnvironment(environ))
             apply = generations.prepareReload(new)
+            applyAuth = _prepareAuthReload(auth, current[0], new)
         except ConfigError as e:
             return str(e)
         if new.dnsServers != current[0].dnsServers:
             resolver.current = dns.Resolver(new.dnsServers, reactor, threadpool=dnsThreads)
         apply()
+        applyAuth()
         current[0] = new
         _log.info("Inbound worker {pid} reloaded", pid=os.getpid())
         return ""
@@ -248,6 +270,8 @@ def main(reactor: Any = None) -> None:
         d.addBoth(lambda _: mxChecks.stopService())
         d.addBoth(lambda _: counters.flush())
         d.addBoth(lambda _: dnsThreads.stop())
+        if auth is not None:
+            d.addBoth(lambda _: auth.stopService())
         return d
 
     reactor.addSystemEventTrigger("before", "shutdown", drain)

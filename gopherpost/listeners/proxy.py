@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from zope.interface import directlyProvides, providedBy
+from zope.interface import directlyProvides, implementer, providedBy
 
 __all__ = [
     "HEADER_TIMEOUT",
@@ -192,10 +192,12 @@ def _describe(address: IAddress) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@implementer(IHandshakeListener)
 class _ProxyProtocolWrapper(ProtocolWrapper):
     """
     One connection behind a balancer: holds the wrapped protocol back until
-    the PROXY header is parsed.
+    the PROXY header is parsed.  The end of a STARTTLS handshake is passed
+    on (the session then knows it is encrypted).
     """
 
     factory: ProxyProtocolFactory
@@ -217,6 +219,13 @@ class _ProxyProtocolWrapper(ProtocolWrapper):
         Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
         self._deadline = self.factory.clock.callLater(self.factory.timeout, self._timedOut)
+
+    def handshakeCompleted(self) -> None:
+        """
+        A TLS handshake (STARTTLS) finished: tell the wrapped protocol.
+        """
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
 
     def dataReceived(self, data: bytes) -> None:
         """

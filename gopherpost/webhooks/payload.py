@@ -450,6 +450,7 @@ def inboundPayload(
 
     recipients = [_clean(r.address) for r in envelope.recipients if allRecipients or r.local]
     authentication = metadata.get("authentication")
+    # The inbound session records it as "authUser" (gopherpost.auth).
     authUser = metadata.get("authUser")
     document: dict[str, Any] = {
         "id": envelope.queueId,

@@ -16,6 +16,7 @@ L{dialogue} and L{checkReplies}).
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import random
@@ -37,9 +38,11 @@ from zope.interface import implementer
 
 from gopherpost.config import Settings
 from gopherpost.inbound.factory import makeSMTPFactory
+from gopherpost.inbound.replies import Reply
 from gopherpost.inbound.roles import SMTP, SUBMISSION, SUBMISSIONS
 from gopherpost.interfaces import IAuditLog
 from gopherpost.spool import Spool
+from tests.support.auth import TEST_PASSWORD, TEST_USER, InstantVerifier, makeService
 
 __all__ = ["FuzzReport", "fuzz", "dialogue", "mutate", "checkReplies", "checkStored"]
 
@@ -88,6 +91,9 @@ _COMMANDS = [
     b"HELP",
     b"STARTTLS",
     b"AUTH PLAIN",
+    b"AUTH LOGIN",
+    b"AUTH PLAIN AGFsaWNlQGdvcGhlcnBvc3QudGVzdAB4",
+    b"AUTH CRAM-MD5",
     b"BDAT 10",
     b"EXPN x",
     b"mail from:",
@@ -144,11 +150,38 @@ class FuzzReport:
     seconds: float = 0.0
 
 
+def _b64(data: bytes) -> bytes:
+    return base64.b64encode(data)
+
+
+def _authExchange(rng: random.Random) -> bytes:
+    """
+    An AUTH exchange: right or wrong, well-formed or not.
+    """
+    user = rng.choice([TEST_USER.encode(), b"nobody", b"", b"a\x00b", b"\xff"])
+    password = rng.choice([TEST_PASSWORD.encode(), b"wrong", b"", b"p" * 2000])
+    authzid = rng.choice([b"", b"", user, b"root"])
+    kind = rng.randrange(6)
+    if kind == 0:
+        return b"AUTH PLAIN " + _b64(authzid + b"\0" + user + b"\0" + password) + b"\r\n"
+    if kind == 1:
+        return b"AUTH PLAIN\r\n" + _b64(b"\0" + user + b"\0" + password) + b"\r\n"
+    if kind == 2:
+        return b"AUTH LOGIN\r\n" + _b64(user) + b"\r\n" + _b64(password) + b"\r\n"
+    if kind == 3:
+        return b"AUTH LOGIN " + _b64(user) + b"\r\n" + rng.choice([b"*", b"=", b"!!"]) + b"\r\n"
+    if kind == 4:
+        return b"AUTH PLAIN\r\n" + rng.choice([b"A" * 13000, b"=", b"", b"*", b"===="]) + b"\r\n"
+    return b"AUTH PLAIN " + rng.choice([b"=", b"dXNlcg", b"*", b"AA==", b"A" * 600]) + b"\r\n"
+
+
 def dialogue(rng: random.Random) -> bytes:
     """
     A plausible client side of a session (mostly valid, with edge cases).
     """
     out = [rng.choice([b"EHLO client.test\r\n", b"HELO client.test\r\n", b"EHLO [127.0.0.1]\r\n"])]
+    if rng.random() < 0.3:
+        out += [_authExchange(rng) for _ in range(rng.randrange(1, 4))]
     for _ in range(rng.randrange(1, 4)):
         out.append(
             b"MAIL FROM:"
@@ -299,8 +332,19 @@ def fuzz(
         maxConnections=0,
         maxConnectionsPerIP=0,
     )
+    auth = makeService(
+        os.path.join(root, ".auth"),
+        [(TEST_USER, TEST_PASSWORD)],
+        clock,
+        verifier=InstantVerifier(),
+        hostname=base.hostname,
+        replyType=Reply,
+        onSMTP=True,
+    )
     factories = {
-        role.name: makeSMTPFactory(base, spool, _NullAudit(), None, clock, object(), role=role)
+        role.name: makeSMTPFactory(
+            base, spool, _NullAudit(), None, clock, object(), role=role, auth=auth
+        )
         for role in (SMTP, SUBMISSION, SUBMISSIONS)
     }
     globalLogPublisher.addObserver(observer)
@@ -366,9 +410,11 @@ def _session(
             proto.handshakeCompleted()
         if rng.random() < 0.05:
             clock.advance(rng.choice([1, 10, 29]))
-    # Every session ends: by itself, or by the timeouts.
-    clock.advance(31)
-    clock.advance(31)
+    # Every session ends: by itself, or by the timeouts.  (A second at a
+    # time: each failed AUTH is answered a second later, and the next
+    # command only then starts its own timeout.)
+    for _ in range(62 + 2 * 3):
+        clock.advance(1)
     problems = []
     if not transport.disconnecting:
         problems.append("session still open after every timeout")

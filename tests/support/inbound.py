@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.interfaces import IHandshakeListener, ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -137,6 +137,7 @@ class InboundHarness:
     @ivar threadWork: spool work waiting for L{runThreads}.
     @ivar policies: the chain's policies (tests may insert their own with
         C{policies=} or edit this list before the first connection).
+    @ivar auth: the L{gopherpost.auth.service.AuthService} given, if any.
     """
 
     def __init__(
@@ -146,8 +147,13 @@ class InboundHarness:
         synchronousThreads: bool = True,
         role: ListenerRole = SMTP,
         policies: Callable[[list[Any]], list[Any]] | None = None,
+        auth: Callable[[Clock], Any] | None = None,
         **overrides: Any,
     ) -> None:
+        """
+        @param auth: makes the L{gopherpost.auth.service.AuthService} (with
+            this harness's clock), for AUTH.
+        """
         self.clock = Clock()
         self.path = os.path.abspath(testCase.mktemp())
         self.settings = testSettings(self.path, **overrides)
@@ -158,8 +164,9 @@ class InboundHarness:
         self.spool.addObserver(self)  # type: ignore[arg-type]
         self.audit = RecordingAudit()
         self.relayed: list[tuple[str, str]] = []
+        self.auth = auth(self.clock) if auth is not None else None
         self.portal = makePortal(self.settings.allowNetworks, self.settings.allowHosts)
-        self.policies = policiesFor(role, self.settings, self.portal)
+        self.policies = policiesFor(role, self.settings, self.portal, self.auth)
         if policies is not None:
             self.policies = policies(self.policies)
         self.factory = makeSMTPFactory(
@@ -172,6 +179,7 @@ class InboundHarness:
             role=role,
             policies=self.policies,
             runInThread=self._runInThread,
+            auth=self.auth,
         )
         self._sessions: list[Any] = []
         testCase.addCleanup(self._cleanUp)
@@ -244,10 +252,16 @@ def replies(transport: StringTransport) -> list[bytes]:
     return [line for line in lines if line]
 
 
+@implementer(IHandshakeListener)
 class _RecordingProtocol(ProtocolWrapper):
     """
-    Counts the octets the server protocol was handed, read by read.
+    Counts the octets the server protocol was handed, read by read (and
+    passes on the end of a STARTTLS handshake).
     """
+
+    def handshakeCompleted(self) -> None:
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
 
     def dataReceived(self, data: bytes) -> None:
         self.factory.received += len(data)
@@ -287,8 +301,13 @@ class LiveServer:
         testCase: Any,
         role: ListenerRole = SMTP,
         tls: bool = False,
+        auth: Callable[[Settings], Any] | None = None,
         **overrides: Any,
     ) -> None:
+        """
+        @param auth: makes the L{gopherpost.auth.service.AuthService} from
+            the server's settings (started and stopped with the server).
+        """
         from twisted.internet import reactor
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -307,8 +326,19 @@ class LiveServer:
         self.spool = Spool(self.path, reactor)
         self.spool.open()
         self.audit = RecordingAudit()
+        self.auth = auth(self.settings) if auth is not None else None
+        if self.auth is not None:
+            self.auth.startService()
+            testCase.addCleanup(self.auth.stopService)
         self.factory = makeSMTPFactory(
-            self.settings, self.spool, self.audit, None, reactor, contextFactory, role=role
+            self.settings,
+            self.spool,
+            self.audit,
+            None,
+            reactor,
+            contextFactory,
+            role=role,
+            auth=self.auth,
         )
         wrapped: Any = self.factory
         if role.implicitTLS:
