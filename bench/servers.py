@@ -387,6 +387,9 @@ class GopherPost(Server):
             # 100 sessions and 5,000 idle ones all come from 127.0.0.1.
             "SMTP_MAX_CONNECTIONS": "10000",
             "SMTP_MAX_CONNECTIONS_PER_IP": "10000",
+            # The relay benchmark counts the .relayed files: retention must
+            # not remove them while it counts (older trees ignore this).
+            "SMTP_KEEP_DELIVERED": "1d",
         }
         # e.g. SMTP_WORKERS=2 bench/run ... compares the process models.
         if os.environ.get("SMTP_WORKERS"):

@@ -110,6 +110,8 @@ class MessageView:
     helo: str
     tls: bool
     recipients: tuple[RecipientView, ...]
+    #: Put on hold by the operator (C{gopherpostctl queue hold}).
+    held: bool = False
 
     @property
     def pending(self) -> tuple[RecipientView, ...]:
@@ -128,11 +130,12 @@ class MessageView:
     @property
     def state(self) -> str:
         """
-        C{queued} (a recipient pending), C{local} (only local recipients) or
-        C{finished} (every remote recipient delivered or bounced).
+        C{queued} (a recipient pending), C{held} (the same, on hold),
+        C{local} (only local recipients) or C{finished} (every remote
+        recipient delivered, bounced or deleted).
         """
         if self.queued:
-            return "queued"
+            return "held" if self.held else "queued"
         if all(r.status == LOCAL for r in self.recipients):
             return "local"
         return "finished"
@@ -150,6 +153,7 @@ class MessageView:
             "client": self.clientAddress,
             "helo": self.helo,
             "tls": self.tls,
+            "held": self.held,
             "recipients": [r.asJSON() for r in self.recipients],
         }
 
@@ -275,6 +279,7 @@ class QueueView:
             envelope.helo,
             envelope.tls,
             tuple(recipients),
+            held=state is not None and state.held,
         )
 
     def content(self, view: MessageView, limit: int | None = None) -> bytes:

@@ -728,12 +728,15 @@ def _buildRelay(
     The outbound queue, observing the spool.
     """
     from gopherpost.relay import queue as _queue
+    from gopherpost.relay.control import QueueCommands
 
     relayQueue = _queue.makeRelayService(settings, spool, auditLog, resolver, reactor)
     relayQueue.setServiceParent(service)
     spool.addObserver(relayQueue)
     service.relayQueue = relayQueue
     service.metrics.setQueueDepthSource(relayQueue.queueDepth)
+    # gopherpostctl queue flush|hold|release|delete|bounce
+    service.commands.addProvider(QueueCommands(relayQueue))
     return relayQueue
 
 

@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.threads import deferToThread
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from gopherpost.relay.state import DELIVERED, FAILED, PENDING
@@ -450,10 +452,11 @@ class RetryTests(RelayTestCase):
         self.assertEqual([e for e in h.bounces() if e.queueId != envelope.queueId], [])
 
     @inlineCallbacks
-    def test_localErrorBacksOff(self):
+    def test_vanishedContentLeavesTheQueue(self):
         """
-        A message whose content vanished from the spool is retried with
-        back-off, not in a loop.
+        A message whose content was deleted from the spool by hand leaves
+        the queue with one warning (queue depth corrected), not an error
+        per retry.
         """
         self.server("127.0.0.2")
         h = self.harness(retryInitial=60.0)
@@ -462,13 +465,27 @@ class RetryTests(RelayTestCase):
             b"Subject: x\r\n\r\ny\r\n", "alice@gopherpost.test", [("bob@example.test", False)]
         )
         os.unlink(h.spool.messagePath(envelope))
+        warnings = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         queue.messageCommitted(envelope)
-        yield eventually(lambda: queue._messages and not queue.busy)
-        [recipient] = queue._messages[envelope.queueId].recipients
-        self.assertEqual(recipient.attempts, 1)
-        self.assertGreaterEqual(recipient.nextAttempt - h.clock.seconds(), 45)
-        self.assertIn("4.3.0", recipient.lastError)
-        self.assertEqual(len(self.flushLoggedErrors(FileNotFoundError)), 1)
+
+        def said():
+            return [
+                formatEvent(e)
+                for e in warnings
+                if e["log_level"] == LogLevel.warn and e.get("queueId") == envelope.queueId
+            ]
+
+        yield eventually(lambda: said() and not queue.busy)
+        self.assertEqual(queue.queueDepth(), 0)
+        h.clock.advance(100000)
+        self.assertEqual(
+            said(),
+            [
+                f"{envelope.queueId}: removed from the relay queue: its content is gone from "
+                "the spool (deleted by hand?)"
+            ],
+        )
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     @inlineCallbacks
     def test_quitFailureIsSuccess(self):

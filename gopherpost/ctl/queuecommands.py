@@ -147,9 +147,9 @@ def formatQueue(result: dict[str, Any]) -> str:
     lines = ["-Queue ID-          --Size-- ----Arrival Time---- -Sender/Recipient-------"]
     for message in messages:
         sender = message["sender"] or "MAILER-DAEMON"
-        lines.append(
-            f"{message['queueId']:<19} {message['size']:>8} {_when(message['received'])}  {sender}"
-        )
+        # As mailq: "!" after the id of a message on hold.
+        queueId = message["queueId"] + ("!" if message.get("held") else "")
+        lines.append(f"{queueId:<19} {message['size']:>8} {_when(message['received'])}  {sender}")
         for recipient in message["recipients"]:
             if recipient["status"] != "pending":
                 continue

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_queue,tests.test_relay_integration,tests.test_relay_duplicates,tests.test_relay_journal -*-
+# -*- test-case-name: tests.test_queue,tests.test_relay_integration,tests.test_relay_duplicates,tests.test_relay_journal,tests.test_relay_control,tests.test_relay_deliverylog,tests.test_relay_reconfigure,tests.test_relay_events -*-
 """
 The outbound queue: every spooled recipient outside our local domains is
 handed to the courier (L{gopherpost.relay.courier}), retried with capped
@@ -21,6 +21,13 @@ recipients of one message for one destination go in one transaction, and one
 connection carries up to L{BATCH_SIZE} messages to the same destination.
 At most C{SMTP_QUEUE_WORKERS} deliveries run at once, and at most
 C{SMTP_DESTINATION_CONCURRENCY} to one destination.
+
+The queue also says what it does: Postfix-style delivery log lines
+(L{gopherpost.relay.deliverylog}), delivery events to
+L{IDeliveryObserver}s (L{addDeliveryObserver}), and audit events for the
+metrics.  Operators steer it through L{flush}, L{hold}, L{release},
+L{delete} and L{bounce} (the control commands of
+L{gopherpost.relay.control}); a live reload calls L{reconfigure}.
 """
 
 from __future__ import annotations
@@ -38,14 +45,16 @@ from twisted.internet.defer import (
     DeferredList,
     inlineCallbacks,
     maybeDeferred,
+    succeed,
 )
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gopherpost import deliveryevents as events
 from gopherpost.config import Settings
-from gopherpost.interfaces import IAuditLog, ISpoolObserver
+from gopherpost.interfaces import IAuditLog, IDeliveryObserver, ISpoolObserver
 from gopherpost.relay import content, dsn
 from gopherpost.relay.courier import (
     ICourier,
@@ -53,9 +62,13 @@ from gopherpost.relay.courier import (
     OutboundMessage,
     RecipientDelivery,
 )
+from gopherpost.relay.deliverylog import BOUNCED, DeliveryLog
+from gopherpost.relay.deliverylog import DEFERRED as LOG_DEFERRED
+from gopherpost.relay.deliverylog import SENT as LOG_SENT
 from gopherpost.relay.journal import JOURNAL_DIRECTORY, Journal, JournalFile, replayJournals
 from gopherpost.relay.outcome import DEFERRED, SENT
 from gopherpost.relay.state import (
+    DELETED,
     DELIVERED,
     FAILED,
     PENDING,
@@ -106,6 +119,10 @@ class _Work:
     @ivar tried: whether the courier reported anything real for it.
     @ivar bounced: the recipients whose failure a DSN already reported.
     @ivar unbounced: whether a recipient failed since the last DSN.
+    @ivar started: when the attempt started.
+    @ivar deferrals: the last deferral reported for each recipient.
+    @ivar expired: the recipients given up on when the queue lifetime ran
+        out.
     """
 
     def __init__(self, state: MessageState, recipients: list[RecipientState]) -> None:
@@ -120,6 +137,9 @@ class _Work:
         self.tried = False
         self.bounced: set[str] = set()
         self.unbounced = False
+        self.started = 0.0
+        self.deferrals: dict[str, RecipientDelivery] = {}
+        self.expired: set[str] = set()
 
 
 @implementer(IDeliveryListener)
@@ -156,9 +176,9 @@ class RelayQueue(Service):
     @param reactor: provides time (and a thread pool unless C{runInThread}
         is given).
     @param signer: a L{gopherpost.dkim.DKIMSigner}, or L{None}.
-    @param bounce: C{bounce(state, content, failures) -> Deferred} sends
-        the delivery status notification; the default builds an RFC 3464
-        report and spools it.
+    @param courierFactory: C{courierFactory(settings)} builds a courier
+        for other settings (a live reload), or L{None}.
+    @ivar buildCourier: C{courierFactory}, for the reload.
     """
 
     name = "relay"
@@ -173,7 +193,16 @@ class RelayQueue(Service):
         signer: Any = None,
         randomSource: random.Random | None = None,
         runInThread: Callable[..., Deferred[Any]] | None = None,
+        courierFactory: Callable[[Settings], ICourier] | None = None,
     ) -> None:
+        self.buildCourier = courierFactory
+        #: Couriers a reload replaced, still finishing their attempts.
+        self._retiredCouriers: list[ICourier] = []
+        self._observers: list[IDeliveryObserver] = []
+        self._log = DeliveryLog()
+        #: queue id -> what the operator asked for while it was delivered
+        #: (C{"delete"} or C{"bounce"}), done when its attempts end.
+        self._afterAttempt: dict[str, str] = {}
         self._settings = settings
         self._spool = spool
         self._audit = audit
@@ -271,9 +300,9 @@ class RelayQueue(Service):
         graceTimer = self._reactor.callLater(STOP_GRACE, self._cancelDeliveries)
         # The deliveries in progress are the courier's attempts: they end
         # when it has stopped them (or when the grace timer cancels them).
-        self._courier.stop().addErrback(
-            lambda f: _log.failure("The relay courier failed to stop", f)
-        )
+        for courier in self._retiredCouriers + [self._courier]:
+            courier.stop().addErrback(lambda f: _log.failure("The relay courier failed to stop", f))
+        self._retiredCouriers.clear()
 
         def waitForWrites(_: object) -> Deferred[Any]:
             if graceTimer.active():
@@ -286,6 +315,73 @@ class RelayQueue(Service):
     def _cancelDeliveries(self) -> None:
         for task in list(self._deliveries):
             task.cancel()
+
+    # Live reload
+
+    def reconfigure(
+        self, settings: Settings, courier: ICourier | None = None, signer: Any = None
+    ) -> None:
+        """
+        Live reload: new delivery attempts use C{settings} (retry schedule,
+        queue lifetime, concurrency), C{courier} (smarthost or MX, outbound
+        TLS, timeouts, HELO name) and C{signer} (the DKIM key, L{None} for
+        none); attempts in progress finish with what they started with.
+        A shorter retry schedule applies to the messages already queued at
+        once: a recipient due later than the new schedule allows is due
+        then.
+
+        @param courier: the courier for new attempts (L{None}: keep it).
+        """
+        old, self._settings = self._settings, settings
+        if courier is not None and courier is not self._courier:
+            self._retiredCouriers.append(self._courier)
+            self._courier = courier
+        self._signer = signer
+        if (old.retryInitial, old.retryMax) != (settings.retryInitial, settings.retryMax):
+            now = self._reactor.seconds()
+            for state in list(self._messages.values()):
+                sooner = False
+                for recipient in state.pending:
+                    if (state.queueId, recipient.address) in self._inFlight:
+                        continue
+                    due = now + retryDelay(
+                        max(1, recipient.attempts),
+                        settings.retryInitial,
+                        settings.retryMax,
+                        self._random,
+                    )
+                    if recipient.nextAttempt > due:
+                        recipient.nextAttempt = due
+                        sooner = True
+                if sooner:
+                    self._schedule(state)
+        self._pumpSoon()
+
+    # Delivery events
+
+    def addDeliveryObserver(self, observer: IDeliveryObserver) -> None:
+        """
+        Tell C{observer} every later L{gopherpost.deliveryevents} event.
+        """
+        self._observers.append(observer)
+
+    def removeDeliveryObserver(self, observer: IDeliveryObserver) -> None:
+        """
+        Stop telling C{observer}.
+        """
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def _notify(self, event: events.DeliveryEvent) -> None:
+        for observer in list(self._observers):
+            try:
+                observer.deliveryEvent(event)
+            except Exception:
+                _log.failure(
+                    "A delivery observer failed on a {type} event of {queueId}",
+                    type=event.type,
+                    queueId=event.queueId,
+                )
 
     # ISpoolObserver
 
@@ -339,7 +435,7 @@ class RelayQueue(Service):
             return prepared
 
         def registered(prepared: list[tuple[str, MessageState | Failure]]) -> None:
-            for queueId, outcome in prepared:
+            for (queueId, outcome), envelope in zip(prepared, arrivals):
                 self._reading.discard(queueId)
                 if isinstance(outcome, Failure):
                     _log.failure("Could not queue {queueId} for relay", outcome, queueId=queueId)
@@ -347,6 +443,7 @@ class RelayQueue(Service):
                     self._audit.emit(
                         "delivery.queued", queueId=queueId, recipients=len(outcome.recipients)
                     )
+                    self._queued(envelope, outcome)
                     self._register(outcome)
 
         def failed(failure: Failure) -> None:
@@ -363,6 +460,24 @@ class RelayQueue(Service):
         d.addCallbacks(registered, failed)
         self._track(self._preparing, d)
 
+    def _queued(self, envelope: Envelope, state: MessageState) -> None:
+        """
+        Say that C{envelope}'s message entered the queue: the log line, the
+        L{events.MessageQueued} event.
+        """
+        recipients = tuple(r.address for r in state.recipients)
+        self._log.queued(state.queueId, state.sender, envelope.size, len(recipients))
+        if self._observers:
+            self._notify(
+                events.MessageQueued(
+                    state.queueId,
+                    self._reactor.seconds(),
+                    sender=state.sender,
+                    recipients=recipients,
+                    size=envelope.size,
+                )
+            )
+
     def _dkimHeader(self, envelope: Envelope) -> str:
         return content.dkimHeader(
             self._signer,
@@ -376,6 +491,198 @@ class RelayQueue(Service):
         Messages with at least one recipient still to deliver.
         """
         return len(self._messages)
+
+    # Operations (gopherpostctl queue flush|hold|release|delete|bounce)
+
+    def _select(self, queueIds: Sequence[str] | None) -> tuple[list[MessageState], list[str]]:
+        """
+        The queued messages called C{queueIds} (every one for L{None}) and
+        the ids not in the queue.
+        """
+        if queueIds is None:
+            return list(self._messages.values()), []
+        found, missing = [], []
+        for queueId in dict.fromkeys(queueIds):
+            state = self._messages.get(queueId)
+            if state is None:
+                missing.append(queueId)
+            else:
+                found.append(state)
+        return found, missing
+
+    def flush(self, queueIds: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """
+        Try these messages now (C{postqueue -f}, C{-i}); held ones stay
+        held.
+
+        @param queueIds: the messages, or L{None} for every one.
+        @return: C{flushed}, C{held} (not flushed) and C{notFound} ids.
+        """
+        found, missing = self._select(queueIds)
+        flushed, held = [], []
+        now = self._reactor.seconds()
+        for state in found:
+            if state.held:
+                held.append(state.queueId)
+                continue
+            for recipient in state.pending:
+                recipient.nextAttempt = min(recipient.nextAttempt, now)
+            self._schedule(state)
+            flushed.append(state.queueId)
+        return {"flushed": flushed, "held": held, "notFound": missing}
+
+    def hold(self, queueIds: Sequence[str]) -> dict[str, list[str]]:
+        """
+        Never try these messages until they are released (C{postsuper
+        -h}); they are kept past the queue lifetime.  An attempt in
+        progress finishes.  Survives restarts.
+
+        @return: C{held} and C{notFound} ids.
+        """
+        found, missing = self._select(queueIds)
+        for state in found:
+            if not state.held:
+                state.held = True
+                self._cancelTimer(state.queueId)
+                self._undue(state.queueId)
+                self._saveState(state)
+                self._log.operator(state.queueId, "held")
+        return {"held": [s.queueId for s in found], "notFound": missing}
+
+    def release(self, queueIds: Sequence[str]) -> dict[str, list[str]]:
+        """
+        Release held messages (C{postsuper -H}): due at once.  One whose
+        queue lifetime ran out while it was held gets one more attempt,
+        and is bounced if that one fails too.
+
+        @return: C{released}, C{notHeld} and C{notFound} ids.
+        """
+        found, missing = self._select(queueIds)
+        released, notHeld = [], []
+        now = self._reactor.seconds()
+        for state in found:
+            if not state.held:
+                notHeld.append(state.queueId)
+                continue
+            state.held = False
+            for recipient in state.pending:
+                recipient.nextAttempt = now
+            self._saveState(state)
+            self._log.operator(state.queueId, "released")
+            self._schedule(state)
+            released.append(state.queueId)
+        return {"released": released, "notHeld": notHeld, "notFound": missing}
+
+    def delete(self, queueIds: Sequence[str] | None = None) -> Deferred[dict[str, list[str]]]:
+        """
+        Remove these messages from the queue, without a bounce (C{postsuper
+        -d}): their remote recipients still pending are marked deleted, so
+        the message is finished, and retention removes it from the spool as
+        any finished message (L{gopherpost.retention}: after
+        C{SMTP_KEEP_DELIVERED}, unless it has a local recipient).  A
+        message being delivered is deleted when the attempt ends (a
+        recipient it delivered meanwhile stays delivered).
+
+        @param queueIds: the messages, or L{None} for every one.
+        @return: a Deferred of the C{deleted} and C{notFound} ids.
+        """
+        return self._operate(queueIds, "delete", "deleted")
+
+    def bounce(self, queueIds: Sequence[str]) -> Deferred[dict[str, list[str]]]:
+        """
+        Give up on these messages now: every pending recipient fails, and
+        the sender gets a DSN (as Postfix's C{postsuper -e} expires a
+        message).  A message being delivered is bounced when the attempt
+        ends.
+
+        @return: a Deferred of the C{bounced} and C{notFound} ids.
+        """
+        return self._operate(queueIds, "bounce", "bounced")
+
+    def _operate(
+        self, queueIds: Sequence[str] | None, action: str, done: str
+    ) -> Deferred[dict[str, list[str]]]:
+        found, missing = self._select(queueIds)
+        work = []
+        for state in found:
+            self._cancelTimer(state.queueId)
+            self._undue(state.queueId)
+            if self._delivering(state.queueId):
+                self._afterAttempt[state.queueId] = action
+            else:
+                work.append(self._act(action, state))
+        result = {done: [s.queueId for s in found], "notFound": missing}
+        d = DeferredList(work, consumeErrors=True)
+        return d.addCallback(lambda _: result)
+
+    def _act(self, action: str, state: MessageState) -> Deferred[None]:
+        """
+        Delete or bounce C{state}'s message now.
+        """
+        now = self._reactor.seconds()
+        pending = state.pending
+        if action == "delete":
+            for recipient in pending:
+                recipient.status = DELETED
+                recipient.lastError = "deleted by the operator"
+            self._saveState(state)
+            self._leave(state)
+            return succeed(None)
+        reason = "5.4.7 Message administratively expired"
+        for recipient in pending:
+            recipient.status = FAILED
+            recipient.lastError = reason
+            self._log.outcome(
+                state.queueId, recipient.address, BOUNCED, reason, "5.4.7", state.received, now, now
+            )
+        self._saveState(state)
+        self._leave(state)
+        # (Small files are read at once: a missing one raises here.)
+        read = maybeDeferred(content.readContents, [self._contentPath(state)], self._runInThread)
+
+        def bounceWith(contents: list[bytes]) -> None:
+            body = state.dkimHeader.encode("ascii") + contents[0]
+            self._bounceOrTell(state, body, pending)
+
+        def withoutContent(failure: Failure) -> None:
+            failure.trap(OSError)
+            self._bounceOrTell(state, b"", pending)
+
+        return self._track(self._writes, read.addCallbacks(bounceWith, withoutContent))
+
+    def _cancelTimer(self, queueId: str) -> None:
+        timer = self._timers.pop(queueId, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _undue(self, queueId: str) -> None:
+        """
+        Take C{queueId}'s recipients waiting for the pump off it.
+        """
+        for key, due in list(self._due.items()):
+            recipients = due.pop(queueId, None)
+            for recipient in recipients or ():
+                self._inFlight.discard((queueId, recipient.address))
+            if not due:
+                del self._due[key]
+
+    def _delivering(self, queueId: str) -> bool:
+        """
+        Whether an attempt for C{queueId} is in progress (after L{_undue}).
+        """
+        return any(q == queueId for q, _ in self._inFlight)
+
+    def _saveState(self, state: MessageState) -> bool:
+        try:
+            self._store.save(state)
+        except OSError as e:
+            _log.error(
+                "Could not save the relay state of {queueId}: {error}",
+                queueId=state.queueId,
+                error=e,
+            )
+            return False
+        return True
 
     # Scheduling
 
@@ -405,6 +712,8 @@ class RelayQueue(Service):
         timer = self._timers.pop(state.queueId, None)
         if timer is not None and timer.active():
             timer.cancel()
+        if state.held:
+            return
         waiting = [r for r in state.pending if (state.queueId, r.address) not in self._inFlight]
         if not waiting or self._stopping:
             return
@@ -420,7 +729,7 @@ class RelayQueue(Service):
     def _wake(self, queueId: str) -> None:
         self._timers.pop(queueId, None)
         state = self._messages.get(queueId)
-        if state is None:
+        if state is None or state.held:
             return
         now = self._reactor.seconds()
         for recipient in state.pending:
@@ -496,28 +805,40 @@ class RelayQueue(Service):
         for work in batch:
             for recipient in work.recipients:
                 self._inFlight.discard((work.state.queueId, recipient.address))
+        for work in batch:
+            queueId = work.state.queueId
+            if queueId in self._afterAttempt and not self._delivering(queueId):
+                action = self._afterAttempt.pop(queueId)
+                if not work.state.done:
+                    self._act(action, work.state)
             if work.state.done:
-                self._messages.pop(work.state.queueId, None)
+                self._leave(work.state)
             elif not self._stopping:
                 self._schedule(work.state)
         if not self._stopping:
             self._pumpSoon()
 
+    def _leave(self, state: MessageState) -> None:
+        """
+        C{state}'s message is done: out of the queue, with its log line.
+        """
+        if self._messages.pop(state.queueId, None) is not None:
+            self._log.removed(state.queueId)
+
     # Delivery
 
     @inlineCallbacks
     def _deliverBatch(self, domain: str, batch: list[_Work]) -> Generator[Deferred[Any], Any, None]:
-        paths = []
+        now = self._reactor.seconds()
         for work in batch:
+            work.started = now
             for recipient in work.recipients:
                 recipient.attempts += 1
-            state = work.state
-            paths.append(
-                self._spool.contentPath(
-                    state.dateDirectory, state.queueId, state.recipients[0].token
-                )
-            )
-        contents = yield content.readContents(paths, self._runInThread)
+            # Every attempt counts, also one that ends at the DNS.
+            self._audit.emit("delivery.attempt", queueId=work.state.queueId)
+        contents = yield self._readContents(batch)
+        if not batch:
+            return
         for work, body in zip(batch, contents):
             work.content = work.state.dkimHeader.encode("ascii") + body
             work.message = OutboundMessage(
@@ -543,6 +864,54 @@ class RelayQueue(Service):
             # the next start-up applies it again (its outcomes are final).
             self._closeJournal(journal, saved)
 
+    def _contentPath(self, state: MessageState) -> str:
+        return self._spool.contentPath(
+            state.dateDirectory, state.queueId, state.recipients[0].token
+        )
+
+    @inlineCallbacks
+    def _readContents(self, batch: list[_Work]) -> Generator[Deferred[Any], Any, list[bytes]]:
+        """
+        The contents of C{batch}'s messages.  A message whose content is
+        gone from the spool (removed by hand) leaves the queue, with one
+        warning, and leaves C{batch}.
+        """
+        try:
+            contents: list[bytes] = yield content.readContents(
+                [self._contentPath(work.state) for work in batch], self._runInThread
+            )
+        except FileNotFoundError:
+            pass
+        else:
+            return contents
+        for work in list(batch):
+            if not os.path.exists(self._contentPath(work.state)):
+                batch.remove(work)
+                self._vanished(work)
+        if not batch:
+            return []
+        contents = yield content.readContents(
+            [self._contentPath(work.state) for work in batch], self._runInThread
+        )
+        return contents
+
+    def _vanished(self, work: _Work) -> None:
+        """
+        C{work}'s message is no longer in the spool: drop it.
+        """
+        state = work.state
+        for recipient in work.recipients:
+            self._inFlight.discard((state.queueId, recipient.address))
+        self._cancelTimer(state.queueId)
+        self._undue(state.queueId)
+        self._afterAttempt.pop(state.queueId, None)
+        if self._messages.pop(state.queueId, None) is not None:
+            _log.warn(
+                "{queueId}: removed from the relay queue: its content is gone from the spool "
+                "(deleted by hand?)",
+                queueId=state.queueId,
+            )
+
     def _closeJournal(self, journal: JournalFile, discard: bool) -> None:
         try:
             journal.close(discard)
@@ -553,7 +922,7 @@ class RelayQueue(Service):
         """
         The courier is about to try C{host} for C{work}.
         """
-        self._audit.emit("delivery.attempt", queueId=work.state.queueId, mx=host)
+        self._audit.emit("delivery.connect", queueId=work.state.queueId, mx=host)
 
     def _settled(
         self, work: _Work, deliveries: Sequence[RecipientDelivery], journal: JournalFile
@@ -565,6 +934,7 @@ class RelayQueue(Service):
         """
         sent: list[RecipientDelivery] = []
         final: list[RecipientState] = []
+        now = self._reactor.seconds()
         for delivery in deliveries:
             recipient = work.remaining.get(delivery.recipient)
             if recipient is None:
@@ -573,13 +943,18 @@ class RelayQueue(Service):
                 self._final(work, recipient, DELIVERED, delivery.reply, delivery.host)
                 sent.append(delivery)
                 final.append(recipient)
+                self._logOutcome(work, recipient.address, LOG_SENT, delivery.reply, delivery, now)
+                if self._observers:
+                    self._notifyDelivered(work, delivery, now)
             elif delivery.status != DEFERRED:
                 self._final(work, recipient, FAILED, delivery.reply, delivery.host)
                 final.append(recipient)
+                self._logOutcome(work, recipient.address, BOUNCED, delivery.reply, delivery, now)
             elif not self._stopping:
                 work.lastError = delivery.reply
                 if delivery.host:
                     work.lastHost = delivery.host
+                work.deferrals[recipient.address] = delivery
                 work.tried = work.dirty = True
         if sent:
             self._audit.emit(
@@ -595,7 +970,47 @@ class RelayQueue(Service):
             self._journalOutcomes(work, final, journal)
             self._bounceNewFailures(work)
             if work.state.done:
-                self._messages.pop(work.state.queueId, None)
+                self._leave(work.state)
+
+    def _logOutcome(
+        self,
+        work: _Work,
+        recipient: str,
+        status: str,
+        reason: str,
+        delivery: RecipientDelivery | None,
+        now: float,
+        dsnCode: str | None = None,
+    ) -> None:
+        if dsnCode is None:
+            dsnCode = delivery.dsn if delivery is not None and delivery.dsn else _dsnOf(reason)
+        self._log.outcome(
+            work.state.queueId,
+            recipient,
+            status,
+            reason,
+            dsnCode,
+            work.state.received,
+            work.started,
+            now,
+            delivery if delivery is not None and delivery.host else None,
+        )
+
+    def _notifyDelivered(self, work: _Work, delivery: RecipientDelivery, now: float) -> None:
+        tls = delivery.tlsUsed
+        self._notify(
+            events.RecipientDelivered(
+                work.state.queueId,
+                now,
+                recipient=delivery.recipient,
+                remoteHost=delivery.host,
+                remoteIP=delivery.address or None,
+                remotePort=delivery.port or None,
+                reply=delivery.reply,
+                tlsVersion=(delivery.tlsVersion or "TLS") if tls else None,
+                tlsVerified=(self._settings.outboundTLS in ("verify", "require")) if tls else None,
+            )
+        )
 
     def _journalOutcomes(
         self, work: _Work, recipients: list[RecipientState], journal: JournalFile
@@ -673,17 +1088,21 @@ class RelayQueue(Service):
         now = self._reactor.seconds()
         settings = self._settings
         for work in batch:
-            expired = now - work.state.received >= settings.queueLifetime
+            if work.state.queueId in self._afterAttempt:
+                # Deleted or bounced by the operator meanwhile: done when
+                # the attempt has ended.
+                continue
+            # A message held meanwhile is kept past its lifetime.
+            expired = not work.state.held and now - work.state.received >= settings.queueLifetime
             for recipient in list(work.remaining.values()):
                 error = work.lastError or "4.4.1 No answer from any mail exchanger"
+                last = work.deferrals.get(recipient.address)
+                reason = last.reply if last is not None else error
                 if expired:
-                    self._final(
-                        work,
-                        recipient,
-                        FAILED,
-                        f"5.4.7 Delivery time expired; last error: {error}",
-                        work.lastHost,
-                    )
+                    reply = f"5.4.7 Delivery time expired; last error: {error}"
+                    self._final(work, recipient, FAILED, reply, work.lastHost)
+                    work.expired.add(recipient.address)
+                    self._logOutcome(work, recipient.address, BOUNCED, reply, last, now, "5.4.7")
                     continue
                 recipient.lastError, recipient.lastHost = error, work.lastHost
                 recipient.nextAttempt = now + retryDelay(
@@ -696,6 +1115,19 @@ class RelayQueue(Service):
                     mx=work.lastHost,
                     reply=error,
                 )
+                self._logOutcome(work, recipient.address, LOG_DEFERRED, reason, last, now)
+                if self._observers:
+                    self._notify(
+                        events.RecipientDeferred(
+                            work.state.queueId,
+                            now,
+                            recipient=recipient.address,
+                            attempt=recipient.attempts,
+                            error=reason,
+                            nextAttempt=recipient.nextAttempt,
+                            remoteHost=(last.host if last is not None else work.lastHost) or None,
+                        )
+                    )
         # Small, unsynced writes: on the reactor thread (see relay.state),
         # together (a burst of writes costs less than the same writes
         # spread between network events).
@@ -727,11 +1159,65 @@ class RelayQueue(Service):
         if not failures:
             return
         work.bounced.update(r.address for r in failures)
-        if dsn.shouldBounce(work.state.sender):
-            self._track(self._writes, self._bounce(work.state, work.content, failures))
+        if self._afterAttempt.get(work.state.queueId) == "delete":
+            # Deleted by the operator: no bounce.
+            return
+        self._bounceOrTell(work.state, work.content, failures, work.expired)
+
+    def _bounceOrTell(
+        self,
+        state: MessageState,
+        content: bytes,
+        failures: list[RecipientState],
+        expired: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        """
+        Send the DSN for C{failures} (unless the sender is null), and tell
+        the delivery observers once its queue id is known.
+        """
+        if dsn.shouldBounce(state.sender):
+            self._track(self._writes, self._bounce(state, content, failures, expired))
+        else:
+            self._notifyFailures(state, failures, expired, None)
+
+    def _notifyFailures(
+        self,
+        state: MessageState,
+        failures: list[RecipientState],
+        expired: set[str] | frozenset[str],
+        bounceId: str | None,
+    ) -> None:
+        if not self._observers:
+            return
+        now = self._reactor.seconds()
+        for r in failures:
+            event: events.DeliveryEvent
+            if r.address in expired:
+                event = events.RecipientExpired(
+                    state.queueId,
+                    now,
+                    recipient=r.address,
+                    lastError=r.lastError,
+                    bounceQueueId=bounceId,
+                )
+            else:
+                event = events.RecipientBounced(
+                    state.queueId,
+                    now,
+                    recipient=r.address,
+                    dsnCode=_statusOf(r.lastError),
+                    dsnText=r.lastError,
+                    bounceQueueId=bounceId,
+                    remoteHost=r.lastHost or None,
+                )
+            self._notify(event)
 
     def _bounce(
-        self, state: MessageState, content: bytes, failures: list[RecipientState]
+        self,
+        state: MessageState,
+        content: bytes,
+        failures: list[RecipientState],
+        expired: set[str] | frozenset[str] = frozenset(),
     ) -> Deferred[None]:
         """
         Tell the sender about final failures with an RFC 3464 report.
@@ -758,15 +1244,12 @@ class RelayQueue(Service):
         d = self._spool.store(report, "", [(state.sender, senderLocal)])
 
         def stored(envelope: Envelope) -> None:
-            _log.info(
-                "Bounced {count} recipients of {queueId} to the sender as {bounceId}",
-                count=len(failures),
-                queueId=state.queueId,
-                bounceId=envelope.queueId,
-            )
+            self._log.notification(state.queueId, envelope.queueId)
+            self._notifyFailures(state, failures, expired, envelope.queueId)
 
         def failed(failure: Failure) -> None:
             _log.failure("Could not store a bounce for {queueId}", failure, queueId=state.queueId)
+            self._notifyFailures(state, failures, expired, None)
 
         # The spool tells its observers (this queue among them) of the
         # bounce: its remote recipient is taken on from there.
@@ -782,6 +1265,20 @@ def _diagnosticOf(error: str) -> str | None:
     if code.isdigit() and error[3:4] == " ":
         return error
     return None
+
+
+def _dsnOf(text: str) -> str:
+    """
+    The RFC 3463 status C{text} (a reply or a local reason) starts with,
+    else one from its reply code's class.
+    """
+    for part in text.split()[:2]:
+        pieces = part.split(".")
+        if len(pieces) == 3 and all(p.isdigit() for p in pieces) and part[0] in "245":
+            return part
+    if text[:1] in ("2", "4", "5") and text[:3].isdigit():
+        return f"{text[0]}.0.0"
+    return "4.0.0"
 
 
 def _statusOf(error: str) -> str:
@@ -804,11 +1301,21 @@ def makeRelayService(
     from gopherpost.relay.courier import Courier
     from gopherpost.relay.mx import destinationResolverFromSettings
 
-    courier = Courier(
+    def buildCourier(settings: Settings) -> ICourier:
+        return Courier(
+            reactor,
+            destinationResolverFromSettings(settings, resolver),
+            heloName=settings.hostname,
+            tlsPolicy=settings.outboundTLS,
+            timeoutScale=settings.outboundTimeoutScale,
+        )
+
+    return RelayQueue(
+        settings,
+        spool,
+        audit,
+        buildCourier(settings),
         reactor,
-        destinationResolverFromSettings(settings, resolver),
-        heloName=settings.hostname,
-        tlsPolicy=settings.outboundTLS,
-        timeoutScale=settings.outboundTimeoutScale,
+        signer=dkim.loadSigner(settings),
+        courierFactory=buildCourier,
     )
-    return RelayQueue(settings, spool, audit, courier, reactor, signer=dkim.loadSigner(settings))

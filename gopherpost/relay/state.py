@@ -35,13 +35,24 @@ from twisted.logger import Logger
 from gopherpost.durable import writeFile
 from gopherpost.spool import Envelope
 
-__all__ = ["PENDING", "DELIVERED", "FAILED", "RecipientState", "MessageState", "StateStore"]
+__all__ = [
+    "PENDING",
+    "DELIVERED",
+    "FAILED",
+    "DELETED",
+    "RecipientState",
+    "MessageState",
+    "StateStore",
+]
 
 _log = Logger()
 
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
+#: Removed from the queue by the operator (C{gopherpostctl queue delete}),
+#: without a bounce.
+DELETED = "deleted"
 
 
 @dataclass
@@ -69,6 +80,8 @@ class MessageState:
 
     @ivar dkimHeader: the C{DKIM-Signature} header computed once when the
         message was queued, prepended to every attempt (C{""}: none).
+    @ivar held: put on hold by the operator (C{gopherpostctl queue hold}):
+        never attempted, and kept past the queue lifetime, until released.
     """
 
     queueId: str
@@ -77,6 +90,7 @@ class MessageState:
     sender: str
     recipients: list[RecipientState] = field(default_factory=list)
     dkimHeader: str = ""
+    held: bool = False
 
     @classmethod
     def forEnvelope(cls, envelope: Envelope, now: float) -> MessageState:
