@@ -1,27 +1,39 @@
 """
-What content filtering costs (issue 21): messages per second through the
-end-of-data stage at 20 concurrent sessions, with rspamd off, rspamd over
-HTTP (/checkv2), and rspamd's milter port (a whole milter conversation per
-message, as one message per SMTP session costs), in one run, interleaved.
+What content filtering costs (issue 21): messages per second through a
+whole GopherPost server (C{twistd -n gopherpost}, as a user runs it) at 20
+concurrent sessions, with rspamd off, rspamd over HTTP (C{SMTP_RSPAMD_URL},
+/checkv2) and through rspamd's milter port (C{SMTP_MILTERS}), in one run,
+the modes interleaved round by round.
 
     python3 bench/filters.py                  # 3 rounds of 1,000 1 KiB messages
     python3 bench/filters.py --messages 300 --rounds 1 --size 102400
+    python3 bench/filters.py --stage          # the end-of-data stage alone
 
-Run from the repository root.  rspamd is the Debian package, started on
-loopback ports as the tests start it (tests/filters/services.py: its DNS
-goes to a stub that answers NXDOMAIN).  Per mode it prints msgs/s, the
-median and 99th percentile time a message spent in the filter, and the CPU
-seconds spent by this process (GopherPost's side) and by rspamd's processes.
-The SMTP session itself is left out: this measures what the filters add to
-each message, which bench/run's throughput figures then pay on top.
+Run from the repository root (as root: rspamd is the Debian package,
+started on loopback ports as the tests start it, tests/filters/services.py,
+its DNS going to a stub that answers NXDOMAIN).  The client is Postfix's
+C{smtp-source} (C{postfix} package), one message per connection, from
+127.0.0.1 without relay permission (so the filters' default scope covers
+it); each server gets a fresh spool under C{--work} (default: a temporary
+directory) and is stopped after its round.  Per mode it prints msgs/s, and
+the CPU seconds per message spent by GopherPost's processes and by
+rspamd's: rspamd's own cost dominates.
+
+C{--stage} measures only what the filters add at the end of data (their
+policies driven directly, no SMTP session), as before the filters were on
+the chain.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -30,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet import defer, task  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402
+from twisted.internet.threads import deferToThread  # noqa: E402
 
 from gopherpost.config import MilterSpec  # noqa: E402
 from gopherpost.filters.metrics import FilterMetrics  # noqa: E402
@@ -39,6 +52,12 @@ from gopherpost.filters.rspamd import RspamdClient  # noqa: E402
 from tests.filters import services  # noqa: E402
 from tests.support.filterchain import runSession  # noqa: E402
 from tests.support.filters import FakeContext, FakeMessage, FakeTransaction  # noqa: E402
+from tests.support.server import (  # noqa: E402
+    REPOSITORY,
+    freePort,
+    serverEnvironment,
+    waitForPort,
+)
 
 
 def makeMessage(size: int, number: int) -> FakeMessage:
@@ -113,7 +132,7 @@ def measure(
 
 
 @defer.inlineCallbacks
-def main(reactor: Any, options: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
+def stageMain(reactor: Any, options: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
     rspamd = yield services.rspamd()
     rspamdPids = processTree(rspamd.process.pid)
     metrics = FilterMetrics()
@@ -159,10 +178,128 @@ def main(reactor: Any, options: argparse.Namespace) -> Generator[Deferred[Any], 
         print(f"{mode}: {on / off:.3f} of the throughput without it")
 
 
+def storedCount(spool: str) -> int:
+    count = 0
+    for directory in os.listdir(spool):
+        if directory[:4].isdigit():
+            count += sum(n.endswith(".eml") for n in os.listdir(os.path.join(spool, directory)))
+    return count
+
+
+def smtpSource(port: int, sessions: int, messages: int, size: int) -> float:
+    """
+    Send C{messages} with C{smtp-source}; the wall seconds it took.
+    """
+    args = ["smtp-source", "-s", str(sessions), "-m", str(messages), "-l", str(size)]
+    args += ["-M", "client.bench.test", "-f", "alice@client.test", "-t", "bob@gopherpost.test"]
+    started = time.monotonic()
+    subprocess.run(
+        [*args, f"127.0.0.1:{port}"],
+        check=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.monotonic() - started
+
+
+def serverRound(
+    work: str, settings: dict[str, str], options: argparse.Namespace, rspamdPids: list[int]
+) -> dict[str, float]:
+    """
+    One measured run against a fresh server (blocking: call in a thread).
+    """
+    spool = tempfile.mkdtemp(dir=work)
+    port = freePort()
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": REPOSITORY}
+    environ.update(serverEnvironment(spool, port, SMTP_RELAY_NETWORKS="192.0.2.0/24"))
+    environ.update(settings)
+    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+    command += ["--nodaemon", "--pidfile=", "gopherpost"]
+    with open(spool + ".log", "wb") as log:
+        server = subprocess.Popen(
+            command,
+            env=environ,
+            cwd=work,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        waitForPort(port, time.monotonic() + 60)
+        warm = 40
+        smtpSource(port, options.sessions, warm, options.size)
+        ours, theirs = cpuSeconds(processTree(server.pid)), cpuSeconds(rspamdPids)
+        seconds = smtpSource(port, options.sessions, options.messages, options.size)
+        ourCPU = cpuSeconds(processTree(server.pid)) - ours
+        rspamdCPU = cpuSeconds(rspamdPids) - theirs
+        stored = storedCount(spool) - warm
+        if stored != options.messages:
+            raise RuntimeError(f"{stored} of {options.messages} stored; see {spool}.log")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    shutil.rmtree(spool)
+    os.unlink(spool + ".log")
+    return {
+        "msgs/s": options.messages / seconds,
+        "GopherPost CPU ms/msg": 1000 * ourCPU / options.messages,
+        "rspamd CPU ms/msg": 1000 * rspamdCPU / options.messages,
+    }
+
+
+@defer.inlineCallbacks
+def main(reactor: Any, options: argparse.Namespace) -> Generator[Deferred[Any], Any, None]:
+    if options.stage:
+        yield stageMain(reactor, options)
+        return
+    if shutil.which("smtp-source") is None:
+        raise SystemExit("bench/filters.py needs smtp-source (apt install postfix)")
+    rspamd = yield services.rspamd()
+    rspamdPids = processTree(rspamd.process.pid)
+    modes = {
+        "off": {},
+        "rspamd HTTP": {"SMTP_RSPAMD_URL": rspamd.url},
+        "rspamd milter": {"SMTP_MILTERS": f"inet:127.0.0.1:{rspamd.milter};name=rspamd"},
+    }
+    work = options.work or tempfile.mkdtemp(prefix="gopherpost-bench-filters.")
+    results: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    order = list(modes)
+    for round in range(options.rounds):
+        for mode in order[round % len(order) :] + order[: round % len(order)]:
+            figures = yield deferToThread(serverRound, work, modes[mode], options, rspamdPids)
+            results[mode].append(figures)
+            print(f"round {round + 1} {mode}: {figures['msgs/s']:.0f} msgs/s", file=sys.stderr)
+    if not options.work:
+        shutil.rmtree(work, ignore_errors=True)
+    columns = ["msgs/s", "GopherPost CPU ms/msg", "rspamd CPU ms/msg"]
+    print(
+        f"\n{options.messages} messages of {options.size} octets, {options.sessions} sessions "
+        f"(smtp-source), whole server, medians of {options.rounds} interleaved rounds"
+    )
+    print(f"{'mode':<16}" + "".join(f"{c:>23}" for c in columns))
+    for mode, runs in results.items():
+        medians = [statistics.median(r[c] for r in runs) for c in columns]
+        print(f"{mode:<16}" + "".join(f"{v:>23.2f}" for v in medians))
+    off = statistics.median(r["msgs/s"] for r in results["off"])
+    for mode in ("rspamd HTTP", "rspamd milter"):
+        on = statistics.median(r["msgs/s"] for r in results[mode])
+        print(f"{mode}: {on / off:.3f} of the throughput without it")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--work", help="where the spools go (default: a temporary directory)")
+    parser.add_argument(
+        "--stage", action="store_true", help="the end-of-data stage alone, no SMTP server"
+    )
     task.react(main, [parser.parse_args()])

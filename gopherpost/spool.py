@@ -249,6 +249,31 @@ class MessageWriter:
         if len(self._head) + len(self._buffer) > SPILL_THRESHOLD:
             self._spill()
 
+    def replaceBody(self, body: bytes) -> None:
+        """
+        Make C{body} everything after the head (what was written is
+        dropped): a content filter replaced the body.  Blocking when
+        spilled: call it in a thread then.
+        """
+        if self.error is not None or self.closed:
+            return
+        if self._file is None:
+            self._buffer = bytearray(body)
+            self._bodySize = len(body)
+            if len(self._head) + len(self._buffer) > SPILL_THRESHOLD:
+                self._spill()
+            return
+        assert self._headOnDisk is not None
+        try:
+            self._file.flush()
+            self._file.seek(len(self._headOnDisk))
+            self._file.truncate()
+            self._file.write(body)
+        except OSError as e:
+            self._fail(e)
+            return
+        self._bodySize = len(body)
+
     def _spill(self) -> None:
         try:
             self._file = open(self._tmpPath, "wb", buffering=64 * 1024)

@@ -316,8 +316,9 @@ def smtpFactories(
         from C{settings}); a reload passes the ones in use, so that
         sessions in progress still count.
     @param auth: the L{gopherpost.auth.service.AuthService}, or L{None}.
-    @param extraPolicies: policies every role's chain ends with (the MX
-        checks' L{gopherpost.checks.service.MXChecks.chainPolicies}).
+    @param extraPolicies: policies every role's chain ends with: the MX
+        checks' (L{gopherpost.checks.service.MXChecks.chainPolicies}), then
+        the content filters.
     @return: the factories by role name, in the order of L{ROLES}.
     """
     from gopherpost.inbound.factory import ConnectionLimits, makeSMTPFactory
@@ -507,7 +508,9 @@ def buildServer(
                 roles,
                 limits=limits,
                 auth=service.auth,
-                extraPolicies=service.mxChecks.chainPolicies,
+                # wiring: mxchecks, then filters (last on every chain;
+                # built once, their settings need a restart)
+                extraPolicies=[*service.mxChecks.chainPolicies, *service.filters.policies],
             )
             outer = [
                 listenerFactory(
@@ -768,14 +771,18 @@ def _buildWebhooks(
 
 def _buildFilters(settings: Settings, reactor: Any, service: Any) -> None:
     """
-    The content filters (rspamd, spamd, milters); their policies join the
-    inbound chains.
+    The content filters (rspamd, spamd, milters); their policies go last
+    on every role's chain.  With inbound workers, each worker builds its
+    own (L{gopherpost.inbound.worker}) and this process counts their
+    verdicts from the audit events they forward.
     """
-    from gopherpost.filters.service import makeContentFilters
+    from gopherpost.filters.inbound import makeInboundFilters
 
-    service.filters = makeContentFilters(settings, reactor)
+    service.filters = makeInboundFilters(settings, reactor)
     service.filters.setServiceParent(service)
     service.metrics.registry.register(service.filters.metrics)
+    if settings.workers > 1 and service.filters.policies:
+        service.audit.subscribe(service.filters.metrics.eventReceived)
 
 
 def _buildWebUI(settings: Settings, spool: Any, reactor: Any, service: Any) -> None:

@@ -444,6 +444,7 @@ class WiringTests(SynchronousTestCase):
             names = [p.name for p in factory.chain.policies]
             self.assertEqual(names[-3:], ["bans", "rate-limits", "greylist"], name)
             self.assertIn("relay-permission", names[:-3], name)
+            self.assertEqual(len(names), len(set(names)), names)
 
     def test_reloadNeedsRestart(self) -> None:
         """

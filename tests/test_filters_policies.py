@@ -180,6 +180,32 @@ class ScannerPolicyTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d).code, 451)
         self.assertEqual(results(self.metrics, "fake", "timeout"), 1)
 
+    def test_clientTimeLeft(self) -> None:
+        """
+        The client's DATA time left (C{message.deadline}) bounds the
+        scanner's time when it is shorter than the scanner's timeout; none
+        left: the failure action at once.
+        """
+        pending: Deferred[Verdict] = Deferred()
+        policy = ScannerPolicy(FakeScanner(pending), "tempfail", "all", self.metrics, self.clock)
+        d = policy.message(FakeContext(), FakeTransaction(), message(deadline=3.0))
+        self.clock.advance(2.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d).code, 451)
+        late = message(deadline=self.clock.seconds())
+        reply = self.successResultOf(policy.message(FakeContext(), FakeTransaction(), late))
+        self.assertEqual(reply.code, 451)
+        self.assertEqual(results(self.metrics, "fake", "timeout"), 2)
+
+    def test_discardQueueId(self) -> None:
+        """
+        A discard is answered like a delivery: C{250} with the queue id.
+        """
+        reply, _, _ = self.scan(Verdict.discard())
+        self.assertEqual((reply.code, reply.text), (250, "2.0.0 Ok: queued as QTEST1"))
+        self.assertEqual(reply.reason, "discard")
+
     def test_badEdit(self) -> None:
         """
         An edit that cannot be made is the filter's failure; the message
@@ -480,7 +506,7 @@ class MilterPolicyTests(SynchronousTestCase):
         def broken(section: bytes) -> None:
             raise RuntimeError("cannot replace")
 
-        self.msg.replaceHeaderSection = broken  # type: ignore[method-assign]
+        self.msg.replaceFullHeaderSection = broken  # type: ignore[method-assign]
         milter = FakeConversation("m", {"message": Verdict.accept([AddHeader(b"X-A", b"1")])})
         replies = self.session(self.policy(FakeClient("m", milter)))
         self.assertEqual(

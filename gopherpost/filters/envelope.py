@@ -273,7 +273,7 @@ class FilterMessage:
         @return: a L{Deferred} that fires when the body is written.
         """
         if self.headers.changed:
-            message.replaceHeaderSection(self.headers.render())
+            message.replaceFullHeaderSection(self.headers.render())
         if self.senderChanged:
             editor.setSender(transaction, self.sender, self.senderParameters)
         if self.recipientsChanged:

@@ -6,11 +6,16 @@ The inbound session owns the objects described here; the filter policies
 read them and, at the end of data, edit the message and the envelope
 before the message is made durable.  The shapes are those of the inbound
 chain's C{IPolicy}, C{SessionContext}, C{Transaction} and
-C{IReceivedMessage} (gopherpost/inbound/), plus what filters need beyond
-them: L{IFilterableMessage.replaceHeaderSection} and
-L{IFilterableMessage.replaceBody}, the L{IEnvelopeEditor} that changes
-recipients and sender, and the L{IFilterPolicy.disconnect} hook that ends
-a milter conversation with its session.
+C{IReceivedMessage} (gopherpost/inbound/), with the L{IEnvelopeEditor} that
+changes recipients and sender, and the L{IFilterPolicy.disconnect} hook
+that ends a milter conversation with its session.
+
+Filters see the header section as it will be stored
+(L{IFilterableMessage.fullHeaderSection}): our C{Received:} (SpamAssassin
+finds the client's address and HELO there, as behind any MTA) and the
+fields earlier policies added (OpenDMARC reads the C{Authentication-Results}
+of the MX checks), as milters behind Postfix see Postfix's own
+C{Received:}; header indexes in milter replies count them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ __all__ = [
     "IContentScanner",
     "IEnvelopeEditor",
     "IFilterableMessage",
+    "IFilterMetrics",
     "IFilterPolicy",
     "IFilterSession",
     "IFilterTransaction",
@@ -62,14 +68,20 @@ class IFilterTransaction(Interface):
 
 class IFilterableMessage(Interface):
     """
-    The message at the end of data, before it is made durable (the inbound
-    C{IReceivedMessage}, with two more methods).
+    The message at the end of data, before it is made durable (the part of
+    the inbound C{IReceivedMessage} that filters use).
     """
 
     queueId = Attribute("The queue id it will be stored under.")
-    headerSection = Attribute(
-        "The message's own header section as received (bytes, each field "
-        "ending in CRLF), without our C{Received:} header."
+    fullHeaderSection = Attribute(
+        "The header section as it will be stored (bytes, each field ending "
+        "in CRLF): our C{Received:}, the fields policies added, the "
+        "message's own."
+    )
+    deadline = Attribute(
+        "When the end-of-data policies must have answered (the clock's "
+        "seconds), or L{None}: the filters' time counts against the "
+        "client's DATA time."
     )
 
     def readBody():
@@ -79,11 +91,10 @@ class IFilterableMessage(Interface):
         @return: a L{Deferred} firing with the bytes.
         """
 
-    def replaceHeaderSection(section):
+    def replaceFullHeaderSection(section):
         """
-        Make C{section} (bytes, fields ending in CRLF) the message's own
-        header section; our C{Received:} and the fields policies added stay
-        above it.
+        Make C{section} (bytes, fields ending in CRLF) the whole header
+        section the message is stored with.
         """
 
     def replaceBody(body):
@@ -202,4 +213,18 @@ class IFilterPolicy(Interface):
         """
         The session ended (the connection closed); frees what the policy
         kept for it.
+        """
+
+
+class IFilterMetrics(Interface):
+    """
+    Where the policies count their verdicts (a
+    L{gopherpost.filters.metrics.FilterMetrics}, or in a worker process an
+    L{gopherpost.filters.metrics.AuditFilterMetrics}).
+    """
+
+    def verdict(filterName, result, seconds, score):
+        """
+        One verdict or failure of C{filterName}: its C{result} label, the
+        seconds it took and its spam score (or L{None}).
         """

@@ -8,14 +8,26 @@ HELO, MAIL, RCPT, DATA and the end of data (so a milter can refuse a
 recipient).  L{ScannerPolicy} asks one content scanner (rspamd, spamd) at
 the end of data.
 
-At the end of data each filter sees the message as the filters before it
-left it (a working copy); the edits reach the real message and envelope
-only once every filter of the policy has accepted, so a refusal or a
-failure half-way never leaves a message half-filtered.  A filter that is
-down, too slow or breaks its protocol stands for its failure action
-(L{gopherpost.filters.failure}); a milter that failed is not asked again
-in that session, and a tempfail or reject failure answers every later
-stage of the session, as Postfix's C{milter_default_action} does.
+At the end of data each filter sees the message as it will be stored (our
+C{Received:} and the fields earlier policies added included, see
+L{gopherpost.filters.interfaces}) and as the filters before it left it (a
+working copy); the edits reach the real message and envelope only once
+every filter of the policy has accepted, so a refusal or a failure
+half-way never leaves a message half-filtered.
+
+Time: each filter has its timeout, and at the end of data all of them
+together have what was left of the client's DATA time at its final dot
+(C{message.deadline}, L{gopherpost.inbound.timeouts}): a filter that would
+start with no time left, or whose time runs out, stands for its failure
+action as a timeout.  So the C{250} never waits longer than the filters'
+timeouts, nor past the client's time.  A discarded message is answered
+C{250 2.0.0 Ok: queued as ID}, as Postfix does: the client cannot tell.
+
+A filter that is down, too slow or breaks its protocol stands for its
+failure action (L{gopherpost.filters.failure}); a milter that failed is
+not asked again in that session, and a tempfail or reject failure answers
+every later stage of the session, as Postfix's C{milter_default_action}
+does.
 
 Every verdict is counted and timed (L{FilterMetrics}), logged in one line
 (with the queue id at the end of data), and recorded in the transaction's
@@ -46,8 +58,12 @@ from gopherpost.filters.envelope import (
     senderText,
 )
 from gopherpost.filters.failure import FilterFailure, failureReason, failureVerdict, withTimeout
-from gopherpost.filters.interfaces import IContentScanner, IEnvelopeEditor, IFilterPolicy
-from gopherpost.filters.metrics import FilterMetrics
+from gopherpost.filters.interfaces import (
+    IContentScanner,
+    IEnvelopeEditor,
+    IFilterMetrics,
+    IFilterPolicy,
+)
 from gopherpost.filters.milter.client import MilterClient
 from gopherpost.filters.milter.conversation import MilterConversation
 from gopherpost.filters.verdict import Disposition, InsertHeader, Verdict
@@ -139,7 +155,7 @@ class _FilterBase:
 
     def __init__(
         self,
-        metrics: FilterMetrics,
+        metrics: IFilterMetrics,
         clock: IReactorTime,
         editor: IEnvelopeEditor | None,
         replyType: ReplyType | None,
@@ -149,9 +165,23 @@ class _FilterBase:
         self._editor = editor or AttributeEnvelopeEditor()
         self._replyType = replyType or FilterReply
 
-    def _reply(self, verdict: Verdict) -> Any:
-        reason = "discard" if verdict.disposition is Disposition.DISCARD else "content-filter"
-        reply = self._replyType(verdict.code, verdict.text, reason=reason)
+    def _unexpected(self, failure: Failure, what: str) -> Any:
+        """
+        A bug, not a filter's failure: logged with its traceback, answered
+        as a local error.
+        """
+        _log.failure("Content filter {what} failed", failure, what=what)
+        return self._replyType(451, "4.3.0 Error: local error in processing", reason="policy-error")
+
+    def _reply(self, verdict: Verdict, queueId: str | None = None) -> Any:
+        text = verdict.text
+        if verdict.disposition is Disposition.DISCARD:
+            reason = "discard"
+            if queueId:
+                text = f"2.0.0 Ok: queued as {queueId}"
+        else:
+            reason = "content-filter"
+        reply = self._replyType(verdict.code, text, reason=reason)
         if verdict.code == 421 and hasattr(reply, "closing"):
             reply = reply.closing()
         return reply
@@ -172,10 +202,9 @@ class _FilterBase:
             # Only the verdict about the message (or a refusal or failure
             # on the way) counts; the stages a milter let pass do not.
             return
-        self.metrics.result(filterName, verdict.result)
-        self.metrics.duration(filterName, self._clock.seconds() - started)
-        if verdict.score is not None:
-            self.metrics.score(filterName, verdict.score)
+        self.metrics.verdict(
+            filterName, verdict.result, max(0.0, self._clock.seconds() - started), verdict.score
+        )
         if transaction is not None:
             entry: dict[str, Any] = {"result": verdict.result}
             if verdict.score is not None:
@@ -213,7 +242,27 @@ class _FilterBase:
         working.apply(
             [InsertHeader(0, QUARANTINE_HEADER, note.encode("utf-8", "replace"))], self._editor
         )
-        transaction.tag("quarantine", "; ".join(working.quarantine))
+        # Another policy (DMARC) may have asked to hold it too.
+        tags = getattr(transaction, "tags", None)
+        earlier = tags.get("quarantine") if isinstance(tags, dict) else None
+        notes = [earlier] if isinstance(earlier, str) and earlier else []
+        notes += [n for n in working.quarantine if n not in notes]
+        transaction.tag("quarantine", "; ".join(notes))
+
+    def _timeLeft(self, message: Any, timeout: float) -> float:
+        """
+        The seconds a filter may take at the end of data: its timeout, or
+        less when the client's DATA time runs out first.
+
+        @raise FilterFailure: when no time is left.
+        """
+        deadline = getattr(message, "deadline", None)
+        if deadline is None:
+            return timeout
+        left = deadline - self._clock.seconds()
+        if left <= 0:
+            raise FilterFailure("timeout", "no time left of the client's DATA time")
+        return min(timeout, left)
 
     def connect(self, context: Any) -> Any:
         return None
@@ -250,15 +299,6 @@ def _filterTags(transaction: Any) -> dict[str, Any]:
     return created
 
 
-def _unexpected(failure: Failure, what: str) -> Any:
-    """
-    A bug, not a filter's failure: logged with its traceback, answered as
-    a local error.
-    """
-    _log.failure("Content filter {what} failed", failure, what=what)
-    return FilterReply(451, "4.3.0 Error: local error in processing", reason="policy-error")
-
-
 @implementer(IFilterPolicy)
 class ScannerPolicy(_FilterBase):
     """
@@ -277,7 +317,7 @@ class ScannerPolicy(_FilterBase):
         scanner: IContentScanner,
         failAction: str,
         scope: str,
-        metrics: FilterMetrics,
+        metrics: IFilterMetrics,
         clock: IReactorTime,
         editor: IEnvelopeEditor | None = None,
         replyType: ReplyType | None = None,
@@ -293,7 +333,7 @@ class ScannerPolicy(_FilterBase):
         if self.scope == "inbound" and facts.mayRelay:
             return None
         d = self._scan(facts, transaction, message)
-        return d.addErrback(_unexpected, self.name)
+        return d.addErrback(self._unexpected, self.name)
 
     @defer.inlineCallbacks
     def _scan(
@@ -302,13 +342,14 @@ class ScannerPolicy(_FilterBase):
         started = self._clock.seconds()
         problem = None
         try:
+            seconds = self._timeLeft(message, self.scanner.timeout)
             body = yield message.readBody()
             working = FilterMessage.fromTransaction(
-                message.queueId, message.headerSection, body, transaction
+                message.queueId, message.fullHeaderSection, body, transaction
             )
             verdict = yield withTimeout(
                 defer.maybeDeferred(self.scanner.scan, working.scanRequest(facts)),
-                self.scanner.timeout,
+                seconds,
                 self._clock,
             )
             if not verdict.refuses and verdict.disposition is not Disposition.DISCARD:
@@ -322,7 +363,7 @@ class ScannerPolicy(_FilterBase):
             self.name, verdict, started, facts, transaction, message.queueId, problem=problem
         )
         if verdict.refuses or verdict.disposition is Disposition.DISCARD:
-            return self._reply(verdict)
+            return self._reply(verdict, message.queueId)
         if working is None:
             return None
         if verdict.quarantine is not None:
@@ -375,7 +416,7 @@ class MilterPolicy(_FilterBase):
         self,
         clients: Sequence[MilterClient],
         failAction: str,
-        metrics: FilterMetrics,
+        metrics: IFilterMetrics,
         clock: IReactorTime,
         editor: IEnvelopeEditor | None = None,
         replyType: ReplyType | None = None,
@@ -431,7 +472,7 @@ class MilterPolicy(_FilterBase):
         facts = SessionFacts.fromContext(context)
         session = _Session(facts, [_Slot(client) for client in self.clients])
         self._sessions.put(context, session, _closeSession)
-        return self._connect(session).addErrback(_unexpected, "milter connect")
+        return self._connect(session).addErrback(self._unexpected, "milter connect")
 
     @defer.inlineCallbacks
     def _connect(self, session: _Session) -> Generator[Deferred[Any], Any, Any]:
@@ -507,7 +548,7 @@ class MilterPolicy(_FilterBase):
         if session is None:
             return None
         return self._stage(session, "helo", lambda c: c.helo(session.facts)).addErrback(
-            _unexpected, "milter HELO"
+            self._unexpected, "milter HELO"
         )
 
     def mail(self, context: Any, transaction: Any) -> Any:
@@ -518,7 +559,7 @@ class MilterPolicy(_FilterBase):
         arguments = _arguments(getattr(transaction, "parameters", None))
         return self._stage(
             session, "mail", lambda c: c.mail(session.facts, sender, arguments), transaction
-        ).addErrback(_unexpected, "milter MAIL")
+        ).addErrback(self._unexpected, "milter MAIL")
 
     def rcpt(self, context: Any, transaction: Any, recipient: Any) -> Any:
         session = self._session(context)
@@ -532,7 +573,7 @@ class MilterPolicy(_FilterBase):
             "rcpt",
             lambda c: c.rcpt(session.facts, sender, address, arguments),
             transaction,
-        ).addErrback(_unexpected, "milter RCPT")
+        ).addErrback(self._unexpected, "milter RCPT")
 
     def data(self, context: Any, transaction: Any) -> Any:
         session = self._session(context)
@@ -541,16 +582,16 @@ class MilterPolicy(_FilterBase):
         sender = senderText(transaction)
         return self._stage(
             session, "data", lambda c: c.data(session.facts, sender), transaction
-        ).addErrback(_unexpected, "milter DATA")
+        ).addErrback(self._unexpected, "milter DATA")
 
     def message(self, context: Any, transaction: Any, message: Any) -> Any:
         session = self._session(context)
         if session is None:
             return None
         if _discarded(transaction):
-            return self._reply(Verdict.discard())
+            return self._reply(Verdict.discard(), message.queueId)
         return self._message(session, transaction, message).addErrback(
-            _unexpected, "milter end of data"
+            self._unexpected, "milter end of data"
         )
 
     @defer.inlineCallbacks
@@ -571,7 +612,9 @@ class MilterPolicy(_FilterBase):
         if not live:
             return None
         body = yield message.readBody()
-        working = FilterMessage.fromTransaction(queueId, message.headerSection, body, transaction)
+        working = FilterMessage.fromTransaction(
+            queueId, message.fullHeaderSection, body, transaction
+        )
         for slot in live:
             if slot.stuck is not None:
                 return self._reply(slot.stuck)
@@ -579,9 +622,10 @@ class MilterPolicy(_FilterBase):
             assert conversation is not None
             started = self._clock.seconds()
             try:
+                seconds = self._timeLeft(message, slot.client.timeout)
                 verdict = yield withTimeout(
                     defer.maybeDeferred(conversation.message, session.facts, working),
-                    slot.client.timeout,
+                    seconds,
                     self._clock,
                 )
                 if not verdict.refuses and verdict.disposition is Disposition.ACCEPT:
@@ -601,12 +645,12 @@ class MilterPolicy(_FilterBase):
                 continue
             self._record(slot.client.name, verdict, started, session.facts, transaction, queueId)
             if verdict.refuses or verdict.disposition is Disposition.DISCARD:
-                return self._reply(verdict)
+                return self._reply(verdict, queueId)
             if verdict.quarantine is not None:
                 self._quarantine(working, transaction, slot.client.name, verdict.quarantine)
         if not working.recipients:
             # The milters removed every recipient: nothing to deliver.
-            return self._reply(Verdict.discard())
+            return self._reply(Verdict.discard(), queueId)
         yield working.writeBack(message, transaction, self._editor)
         return None
 

@@ -28,11 +28,13 @@ import json
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from gopherpost.filters.envelope import ScanRequest
@@ -226,6 +228,41 @@ def _requestHeaders(request: ScanRequest) -> Headers:
     return headers
 
 
+@implementer(IStreamClientEndpoint)
+class _QuietEndpoint:
+    """
+    An endpoint whose connection factories do not log each connection
+    (a line per message otherwise).
+    """
+
+    def __init__(self, endpoint: Any) -> None:
+        self._endpoint = endpoint
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        protocolFactory.noisy = False
+        result: Deferred[Any] = self._endpoint.connect(protocolFactory)
+        return result
+
+
+@implementer(IAgentEndpointFactory)
+class _QuietEndpoints:
+    """
+    The agent's endpoints: as Twisted's own (TLS for C{https://}), quiet.
+    """
+
+    def __init__(self, reactor: Any, connectTimeout: float) -> None:
+        self._reactor = reactor
+        self._timeout = connectTimeout
+        self._tls = BrowserLikePolicyForHTTPS()
+
+    def endpointForURI(self, uri: Any) -> _QuietEndpoint:
+        host = uri.host.decode("ascii")
+        endpoint: Any = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self._tls.creatorForNetloc(uri.host, uri.port), endpoint)
+        return _QuietEndpoint(endpoint)
+
+
 @implementer(IContentScanner)
 class RspamdClient:
     """
@@ -249,7 +286,8 @@ class RspamdClient:
             self._pool = HTTPConnectionPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = 16
             self._pool.retryAutomatically = False
-            agent = Agent(reactor, connectTimeout=max(1, int(timeout)), pool=self._pool)
+            endpoints = _QuietEndpoints(reactor, max(1, int(timeout)))
+            agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._pool)
         self._agent = agent
 
     def scan(self, request: ScanRequest) -> Deferred[Verdict]:

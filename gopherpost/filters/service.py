@@ -21,7 +21,7 @@ from twisted.application.service import Service
 from twisted.internet import defer
 
 from gopherpost.config import Settings
-from gopherpost.filters.interfaces import IEnvelopeEditor
+from gopherpost.filters.interfaces import IEnvelopeEditor, IFilterMetrics
 from gopherpost.filters.metrics import FilterMetrics
 from gopherpost.filters.milter.client import MilterClient
 from gopherpost.filters.policies import MilterPolicy, ReplyType, ScannerPolicy
@@ -37,11 +37,12 @@ class ContentFilters(Service):
 
     @ivar policies: the chain's policies, in order (empty when no filter
         is configured).
-    @ivar metrics: their metrics (a prometheus_client collector).
+    @ivar metrics: their metrics (a L{FilterMetrics}, a prometheus_client
+        collector; in a worker process an L{AuditFilterMetrics}).
     """
 
     def __init__(
-        self, policies: list[Any], metrics: FilterMetrics, rspamd: RspamdClient | None
+        self, policies: list[Any], metrics: IFilterMetrics, rspamd: RspamdClient | None
     ) -> None:
         self.policies = policies
         self.metrics = metrics
@@ -57,7 +58,7 @@ class ContentFilters(Service):
 def makeContentFilters(
     settings: Settings,
     reactor: Any,
-    metrics: FilterMetrics | None = None,
+    metrics: IFilterMetrics | None = None,
     replyType: ReplyType | None = None,
     editor: IEnvelopeEditor | None = None,
 ) -> ContentFilters:
@@ -65,13 +66,16 @@ def makeContentFilters(
     Build the filters the settings switch on.
 
     @param reactor: for connections and time.
+    @param metrics: where verdicts are counted (default: a new
+        L{FilterMetrics}).
     @param replyType: C{replyType(code, text, reason=...)} for the chain's
         replies (the inbound C{Reply}).
     @param editor: changes recipients and sender for milters (default: an
         L{gopherpost.filters.envelope.AttributeEnvelopeEditor} that keeps
         addresses as text).
     """
-    metrics = metrics or FilterMetrics()
+    if metrics is None:
+        metrics = FilterMetrics()
     policies: list[Any] = []
     rspamd = None
     if settings.rspamdURL:

@@ -235,6 +235,8 @@ class SpamdClient:
         """
         protocol = _SpamdProtocol(request(content, user))
         factory = Factory.forProtocol(lambda: protocol)
+        # Not a log line per connection (one per message).
+        factory.noisy = False
         d: Deferred[Any] = self._endpoint.connect(factory)
         d.addCallback(lambda _: protocol.finished)
         d.addCallback(parseResponse)

@@ -337,7 +337,6 @@ def makeSMTPFactory(
         auth.extendPortal(portal)
     if policies is None:
         policies = policiesFor(role, settings, portal, auth)
-    policies = [*policies, *extraPolicies]
     if runInThread is None and hasattr(clock, "getThreadPool"):
 
         def runInThread(f: Callable[..., Any], *args: Any) -> Deferred:
@@ -346,7 +345,7 @@ def makeSMTPFactory(
     sink = SpoolDelivery(spool, settings.hostname, settings.isLocalDomain, audit, runInThread)
     return SMTPFactory(
         settings,
-        PolicyChain(policies),
+        PolicyChain([*policies, *extraPolicies]),
         sink,
         audit,
         clock,

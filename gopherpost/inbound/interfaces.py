@@ -30,6 +30,10 @@ class IPolicy(Interface):
     Hooks read the L{SessionContext} and may record what they learn on the
     L{Transaction} (C{tag}, C{addHeader}) or, at the end of data, edit the
     message (L{IReceivedMessage}).
+
+    A policy may also have C{disconnect(context)} (not part of this
+    interface): the chain calls it when the session's connection is gone,
+    to free what the policy kept for the session.
     """
 
     name = Attribute("A short name for logs, e.g. C{'relay-permission'}.")
@@ -66,7 +70,9 @@ class IPolicy(Interface):
         The end of data: C{message} (an L{IReceivedMessage}) is complete
         but not yet durable.  A refusal throws it away; otherwise it is
         committed and the client told C{250} with its queue id (the text of
-        a 2xx reply from a policy is not used).
+        a 2xx reply from a policy is not used), except for a 2xx reply
+        whose C{reason} is C{"discard"}: the message is thrown away and the
+        client told that reply (a milter's or rspamd's discard).
         """
 
 
@@ -110,6 +116,35 @@ class IReceivedMessage(Interface):
             the colon, folding kept) it returns true for are removed (RFC
             8601: only the fields that carry our authserv-id).
         @return: how many were removed.
+        """
+
+    # For the content filters: they see and edit the message as it will be
+    # stored, as milters do behind Postfix.
+
+    deadline = Attribute(
+        "When the end-of-data policies must have answered (the clock's "
+        "seconds): what was left of the client's DATA time at its final "
+        "dot; L{None}: no bound."
+    )
+    fullHeaderSection = Attribute(
+        "The header section as it will be stored: our C{Received:}, the "
+        "fields policies added, then the message's own (bytes, each field "
+        "ending in CRLF)."
+    )
+
+    def replaceFullHeaderSection(section):
+        """
+        Store the message with C{section} as its whole header section (our
+        C{Received:} and the fields policies added included).  From then
+        on C{headerSection} is all of it, and fields added later go on top.
+        """
+
+    def replaceBody(body):
+        """
+        Make C{body} (after the empty line, CRLF line ends) the message's
+        body.
+
+        @return: a L{Deferred} that fires when it is written.
         """
 
 

@@ -9,12 +9,19 @@ the spool's L{MessageWriter} as it arrives.  Our C{Received:} header and the
 fields policies add go on top when the message is committed.  A header
 section longer than L{HEADER_SECTION_LIMIT} is not held: it is stored as it
 is, and policies see no fields.
+
+The content filters see more (L{IncomingMessage.fullHeaderSection}): the
+header section as it will be stored, our C{Received:} and the added fields
+included, as a milter sees Postfix's; they may replace all of it and the
+body (L{IncomingMessage.replaceFullHeaderSection},
+L{IncomingMessage.replaceBody}) before the commit.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
@@ -119,7 +126,10 @@ class IncomingMessage:
         self._runInThread = runInThread
         self._collecting: bytearray | None = bytearray()
         self._section = b""
+        self._sectionHeld = True
         self.size = 0
+        #: When end-of-data policies must have answered (set by the session).
+        self.deadline: float | None = None
 
     @property
     def writer(self) -> MessageWriter:
@@ -171,6 +181,7 @@ class IncomingMessage:
             self._endSection(bytes(collecting[: end + 2]), bytes(collecting[end + 2 :]))
         elif len(collecting) > HEADER_SECTION_LIMIT:
             # Too long to hold: stored as it is, no fields for policies.
+            self._sectionHeld = False
             self._endSection(b"", bytes(collecting))
 
     def _endSection(self, section: bytes, rest: bytes) -> None:
@@ -212,6 +223,44 @@ class IncomingMessage:
             self._writer.setHead(self._head())
         return removed
 
+    @property
+    def fullHeaderSection(self) -> bytes:
+        """
+        The header section as it will be stored (see L{IReceivedMessage}).
+        """
+        return self._trace + b"".join(self._added) + self.headerSection
+
+    def _endCollecting(self) -> None:
+        if self._collecting is not None:
+            self._endSection(bytes(self._collecting), b"")
+
+    def replaceFullHeaderSection(self, section: bytes) -> None:
+        """
+        Store the message with C{section} as its whole header section (see
+        L{IReceivedMessage}).
+        """
+        self._endCollecting()
+        self._trace = b""
+        self._added = []
+        self._section = section
+        self._writer.setHead(self._head())
+
+    def replaceBody(self, body: bytes) -> Deferred[None]:
+        """
+        Make C{body} the message's body (see L{IReceivedMessage}); written
+        in a thread when the content went to a file.
+        """
+        self._endCollecting()
+        # The empty line after the header section goes with the body (a
+        # section too long to hold was never split from it).
+        content = b"\r\n" + body if self._sectionHeld else body
+        writer = self._writer
+        if writer.spilled:
+            run: Callable[..., Deferred[Any]] = self._runInThread
+            return run(lambda: writer.replaceBody(content))
+        writer.replaceBody(content)
+        return succeed(None)
+
     def readBody(self) -> Deferred[bytes]:
         """
         The body, after the header section's empty line.
@@ -230,9 +279,8 @@ class IncomingMessage:
         """
         Put the header fields in place and make the message durable.
         """
-        if self._collecting is not None:
-            # The content ended within the header section.
-            self._endSection(bytes(self._collecting), b"")
+        # The content may have ended within the header section.
+        self._endCollecting()
         return self._commit(self)
 
     def abort(self) -> None:

@@ -16,6 +16,10 @@ L{Deferred} is made on the common path.
 Policies that keep count of what clients do wrong (bans) have a
 C{violation(context, kind)} method; the session reports violations through
 L{PolicyChain.violation} (see L{VIOLATIONS}).
+
+When the connection is gone, L{PolicyChain.disconnect} tells every policy
+that has a C{disconnect(context)} method (a milter conversation ends with
+its session).
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ class PolicyChain:
             stage: tuple(p for p in self.policies if _overrides(p, stage)) for stage in STAGES
         }
         self._watchers = tuple(p for p in self.policies if callable(getattr(p, "violation", None)))
+        self._disconnecting = tuple(
+            p for p in self.policies if callable(getattr(p, "disconnect", None))
+        )
 
     def __repr__(self) -> str:
         return f"<PolicyChain {[p.name for p in self.policies]}>"
@@ -138,6 +145,17 @@ class PolicyChain:
 
     def _violationFailed(self, failure: Failure, policy: Any) -> None:
         _log.failure("Policy {policy!r} failed to count a violation", failure, policy=policy)
+
+    def disconnect(self, context: Any) -> None:
+        """
+        The session of C{context} ended: call C{disconnect(context)} on each
+        policy that has it (a failure is logged, the others still hear).
+        """
+        for policy in self._disconnecting:
+            try:
+                policy.disconnect(context)
+            except Exception:
+                _log.failure("Policy {policy!r} failed at disconnect", policy=policy)
 
     def _runFrom(self, policies: tuple[Any, ...], index: int, stage: str, args: tuple) -> Verdict:
         for i in range(index, len(policies)):

@@ -304,9 +304,13 @@ class SMTPServerProtocol(Protocol, TimeoutMixin):
             self._waiting = True
             self._respond(session.lineReceived(event.data))
         elif kind is framing.DATA_END:
-            self._deadline = None
+            deadline, self._deadline = self._deadline, None
             self._waiting = True
-            self._respond(session.endOfData())
+            # The end-of-data policies get what is left of the client's time.
+            timeLeft = None
+            if deadline is not None:
+                timeLeft = deadline.leftAt(self.factory.clock.seconds())
+            self._respond(session.endOfData(timeLeft))
         elif kind is framing.BODY_LINE_TOO_LONG:
             session.bodyLineTooLong()
         elif kind is framing.LINE_TOO_LONG:

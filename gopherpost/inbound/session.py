@@ -269,7 +269,8 @@ class Session:
 
     def connectionLost(self) -> None:
         """
-        The connection is gone: drop an unfinished message.
+        The connection is gone: drop an unfinished message, tell the
+        policies that keep something per session (milters).
         """
         if self.message is not None:
             self.message.abort()
@@ -277,6 +278,7 @@ class Session:
         self.transaction = None
         if self._auth is not None:
             self._auth.connectionLost()
+        self._chain.disconnect(self.context)
         if self.admitted:
             self._audit.emit("session.close", client=self.context.clientAddress)
 
@@ -585,9 +587,13 @@ class Session:
             if self.message is not None:
                 self.message.abort()
 
-    def endOfData(self) -> Response | Deferred[Response]:
+    def endOfData(self, timeLeft: float | None = None) -> Response | Deferred[Response]:
         """
         The end of the message: the end-of-data policies, then the commit.
+
+        @param timeLeft: what is left of the client's DATA time (seconds),
+            the most the end-of-data policies may take
+            (C{message.deadline}); L{None}: no bound.
         """
         message, self.message = self.message, None
         transaction, self.transaction = self.transaction, None
@@ -595,6 +601,8 @@ class Session:
         if failure is not None:
             return self._finish(failure)
         assert message is not None and transaction is not None
+        if timeLeft is not None:
+            message.deadline = self._clock.seconds() + max(0.0, timeLeft)
 
         def judged(verdict: Reply | None) -> Response | Deferred[Response]:
             if verdict is not None and verdict.isError:
@@ -605,9 +613,24 @@ class Session:
                     reason=verdict.reason or "policy",
                 )
                 return self._finish(verdict)
+            if verdict is not None and verdict.reason == "discard":
+                return self._discarded(message, verdict)
             return message.commit().addCallbacks(self._stored, self._notStored)
 
         return _then(self._chain.run("message", self.context, transaction, message), judged)
+
+    def _discarded(self, message: Any, verdict: Reply) -> Response:
+        """
+        A policy (a milter, rspamd) discards the message: it is thrown away
+        and the client told the policy's 2xx reply, as a delivery.
+        """
+        message.abort()
+        client = self.context.clientAddress
+        self._audit.emit("message.discarded", client=client, queueId=message.queueId)
+        _log.info("Discarded {queueId} from {client}", queueId=message.queueId, client=client)
+        self._errors = 0
+        self._junk = 0
+        return verdict
 
     def _stored(self, envelope: Any) -> Response:
         # A message received forgives earlier errors (as Postfix does).

@@ -17,7 +17,9 @@ How long a client may take (C{SMTP_COMMAND_TIMEOUT}, C{SMTP_MIN_DATA_RATE}).
     leaves only the idle bound.
 
 L{DataDeadline} computes the time left; the protocol arms its timer with
-it.
+it.  What is left at the final dot is the time the end-of-data policies
+(the content filters) may take: their time counts against the client's
+budget, so a client that trickled its message in leaves them less.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ class DataDeadline:
         Seconds left after the last read (at the time of that read).
         """
         return self._left
+
+    def leftAt(self, now: float) -> float:
+        """
+        Seconds left at C{now} if nothing more arrives (0 or less when the
+        time is up).
+        """
+        if self._minRate <= 0:
+            return self._left
+        return self._left - (now - self._last)
 
     def received(self, octets: int, now: float) -> float:
         """

@@ -162,6 +162,8 @@ def main(reactor: Any = None) -> None:
     from gopherpost import dns, tls, wiring
     from gopherpost.checks.metrics import ForwardedCheckMetrics
     from gopherpost.config import ConfigError, settingsFromEnvironment
+    from gopherpost.filters.inbound import makeInboundFilters
+    from gopherpost.filters.metrics import AuditFilterMetrics
     from gopherpost.inbound.factory import SHUTDOWN_GRACE, ConnectionLimits
     from gopherpost.inbound.ipc import (
         ForwardingAuditLog,
@@ -196,6 +198,10 @@ def main(reactor: Any = None) -> None:
     auth = wiring.makeAuth(settings, spool, reactor, store=mxChecks.store)
     if auth is not None:
         auth.startService()
+    # wiring: filters (built once: their settings need a restart; their
+    # verdicts are counted in the parent)
+    filters = makeInboundFilters(settings, reactor, AuditFilterMetrics(audit))
+    filters.startService()
 
     def build(new: Any) -> tuple[list[Any], list[Any]]:
         contextFactory = tls.serverContextFactory(new, tlsDirectory)
@@ -209,7 +215,8 @@ def main(reactor: Any = None) -> None:
             roles,
             limits=limits,
             auth=auth,
-            extraPolicies=mxChecks.chainPolicies,
+            # The MX checks, then the content filters, on every chain.
+            extraPolicies=[*mxChecks.chainPolicies, *filters.policies],
         )
         outer = [
             wiring.listenerFactory(
@@ -266,6 +273,7 @@ def main(reactor: Any = None) -> None:
             )
         d = gatherResults([maybeDeferred(port.stopListening) for port in ports])
         d.addCallback(lambda _: gatherResults([f.drain() for f in generations.factories]))
+        d.addBoth(lambda _: filters.stopService())
         d.addBoth(lambda _: committed.flush())
         d.addBoth(lambda _: mxChecks.stopService())
         d.addBoth(lambda _: counters.flush())

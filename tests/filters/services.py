@@ -350,6 +350,14 @@ rspamd_config:register_symbol{
     end
   end,
 }
+rspamd_config:register_symbol{
+  name = 'GOPHERPOST_TEST_DISCARD', type = 'prefilter', priority = 10,
+  callback = function(task)
+    if subjectHas(task, 'gopherpost-discard') then
+      task:set_pre_result('discard', 'Discard test')
+    end
+  end,
+}
 """
 
 
@@ -396,6 +404,8 @@ class Rspamd(Daemon):
             "local.d/actions.conf",
             # Clean test messages score about 2 (no rDNS, no SPF/DKIM).
             "reject = 15;\nrewrite_subject = 12;\nadd_header = 6;\ngreylist = null;\n"
+            # discard: for the discard test rule (a forced action only).
+            'discard { flags = ["no_threshold"]; }\n'
             'subject = "***SPAM*** %s";\n',
         )
         # Modules that only add time (and lookups) here; hfilter would

@@ -4,8 +4,8 @@ filters read (L{gopherpost.filters.interfaces}): a session context, a
 transaction and a message at the end of data.
 
 They follow the inbound chain's C{SessionContext}, C{Transaction} and
-C{IReceivedMessage} (with the two methods filters add), so the policies
-can be tested before the chain is wired.
+C{IReceivedMessage} (the part filters use), so the policies are tested on
+their own; tests.test_filters_inbound runs them in real sessions.
 """
 
 from __future__ import annotations
@@ -77,21 +77,37 @@ class FakeTransaction:
 @implementer(IFilterableMessage)
 class FakeMessage:
     """
-    A message at the end of data: its header section and body in memory.
+    A message at the end of data: its header section (as it will be
+    stored: C{headerSection} is the same) and body in memory.
     """
 
-    def __init__(self, section: bytes, body: bytes, queueId: str = "QTEST1") -> None:
+    def __init__(
+        self,
+        section: bytes,
+        body: bytes,
+        queueId: str = "QTEST1",
+        deadline: float | None = None,
+    ) -> None:
         self.queueId = queueId
-        self.headerSection = section
+        self.fullHeaderSection = section
         self.body = body
+        self.deadline = deadline
         self.sectionReplaced = 0
         self.bodyReplaced = 0
+
+    @property
+    def headerSection(self) -> bytes:
+        return self.fullHeaderSection
+
+    @headerSection.setter
+    def headerSection(self, section: bytes) -> None:
+        self.fullHeaderSection = section
 
     def readBody(self) -> Deferred[bytes]:
         return succeed(self.body)
 
-    def replaceHeaderSection(self, section: bytes) -> None:
-        self.headerSection = section
+    def replaceFullHeaderSection(self, section: bytes) -> None:
+        self.fullHeaderSection = section
         self.sectionReplaced += 1
 
     def replaceBody(self, body: bytes) -> None:
@@ -103,9 +119,12 @@ class FakeMessage:
         return self.headerSection + b"\r\n" + self.body
 
 
-def message(body: bytes = b"Hello, a plain message.\r\n", **fields: str) -> FakeMessage:
+def message(
+    body: bytes = b"Hello, a plain message.\r\n", deadline: float | None = None, **fields: str
+) -> FakeMessage:
     """
-    A small well-formed message.
+    A small well-formed message (C{deadline}: when the filters must have
+    answered).
     """
     section = (
         b"From: Sender <sender@example.test>\r\n"
@@ -116,7 +135,7 @@ def message(body: bytes = b"Hello, a plain message.\r\n", **fields: str) -> Fake
         b"MIME-Version: 1.0\r\n"
         b"Content-Type: text/plain; charset=us-ascii\r\n"
     )
-    return FakeMessage(section, body)
+    return FakeMessage(section, body, deadline=deadline)
 
 
 def noTracebacks(testCase: Any) -> list[dict[str, Any]]:

@@ -70,6 +70,8 @@ class MilterClient:
             time or negotiates what we cannot speak.
         """
         factory = Factory.forProtocol(MilterProtocol)
+        # Not a log line per connection (one per SMTP session).
+        factory.noisy = False
         protocols: list[MilterProtocol] = []
 
         def connected(protocol: Any) -> Deferred[MilterConversation]:
