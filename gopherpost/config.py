@@ -221,10 +221,13 @@ class Settings:
     dmarcEnforce: bool = True
     arcTrustedSealers: tuple[str, ...] = ()
     dnsblZones: tuple[str, ...] = ()
-    #: Per client (IPv4 address, IPv6 /64) per minute; 0 is off.
-    rateConnections: int = 60
-    rateMessages: int = 100
-    rateRecipients: int = 500
+    #: Per client (IPv4 address, IPv6 /64) per minute; 0 is off.  Only
+    #: connections are limited by default, generously (see the README's
+    #: "Running as an internet MX"); messages and recipients are off, as
+    #: Postfix's anvil limits are.
+    rateConnections: int = 600
+    rateMessages: int = 0
+    rateRecipients: int = 0
     #: Per authenticated user per hour; 0 is off.
     rateUserMessages: int = 500
     greylist: bool = False
@@ -870,9 +873,9 @@ def settingsFromEnvironment(
         dmarcEnforce=get("SMTP_DMARC_ENFORCE", _bool, True),
         arcTrustedSealers=get("SMTP_ARC_TRUSTED_SEALERS", _domains, ()),
         dnsblZones=get("SMTP_DNSBL_ZONES", _domains, ()),
-        rateConnections=get("SMTP_RATE_CONNECTIONS", _int, 60),
-        rateMessages=get("SMTP_RATE_MESSAGES", _int, 100),
-        rateRecipients=get("SMTP_RATE_RECIPIENTS", _int, 500),
+        rateConnections=get("SMTP_RATE_CONNECTIONS", _int, 600),
+        rateMessages=get("SMTP_RATE_MESSAGES", _int, 0),
+        rateRecipients=get("SMTP_RATE_RECIPIENTS", _int, 0),
         rateUserMessages=get("SMTP_RATE_USER_MESSAGES", _int, 500),
         greylist=get("SMTP_GREYLIST", _bool, False),
         greylistDelay=get("SMTP_GREYLIST_DELAY", lambda n, r: _seconds(n, r, 1), 300.0),

@@ -8,6 +8,8 @@ The server is::
 
     GopherPostService
       ThreadPoolService            DNS threads
+      MXChecks                     SPF, DKIM, DMARC, DNSBL, rates, greylisting,
+                                   bans: policies on every role's chain
       RelayQueue                   observes the spool
       InboundService               one ListenerService per endpoint string,
         (or WorkerPool)            one SMTP factory per role, shared limits
@@ -47,6 +49,7 @@ __all__ = [
     "configuredListeners",
     "listenerFactory",
     "makeAuth",
+    "makeMXChecks",
     "makeResolver",
     "openSpool",
     "roleByName",
@@ -93,6 +96,7 @@ class GopherPostService(MultiService):
     webhooks: Any = None
     filters: Any = None
     webui: Any = None
+    mxChecks: Any = None
     auth: Any = None
     _settings: Settings
     # Operations (issue 14)
@@ -313,8 +317,9 @@ def smtpFactories(
         from C{settings}); a reload passes the ones in use, so that
         sessions in progress still count.
     @param auth: the L{gopherpost.auth.service.AuthService}, or L{None}.
-    @param extraPolicies: put at the end of every role's chain (the content
-        filters).
+    @param extraPolicies: policies every role's chain ends with: the MX
+        checks' (L{gopherpost.checks.service.MXChecks.chainPolicies}), then
+        the content filters.
     @return: the factories by role name, in the order of L{ROLES}.
     """
     from gopherpost.inbound.factory import ConnectionLimits, makeSMTPFactory
@@ -439,6 +444,10 @@ def buildServer(
     firstResolver, dnsThreads = makeResolver(settings.dnsServers, reactor)
     resolver = SwitchableResolver(firstResolver)
     ThreadPoolService(dnsThreads).setServiceParent(service)
+    # wiring: mxchecks
+    service.mxChecks = makeMXChecks(settings, resolver, reactor, spool)
+    service.mxChecks.setServiceParent(service)
+    service.metrics.registry.register(service.mxChecks.metrics)
 
     relayQueue = None
     if not settings.capture:
@@ -469,7 +478,7 @@ def buildServer(
         service.metrics.registry.register(service.acme.metrics)
         service.commands.addProvider(service.acme)
     # wiring: auth (issue 15): users, password checks, lockouts
-    service.auth = makeAuth(settings, spool, reactor)
+    service.auth = makeAuth(settings, spool, reactor, store=service.mxChecks.store)
     if service.auth is not None:
         service.auth.setServiceParent(service)
         service.metrics.registry.register(service.auth.metrics)
@@ -478,7 +487,14 @@ def buildServer(
     if settings.workers > 1:
         tls.serverContextFactory(settings, tlsDirectory)
         inbound = WorkerPool(
-            settings.workers, listeners, inherited, environ, auditLog, spool, reactor
+            settings.workers,
+            listeners,
+            inherited,
+            environ,
+            auditLog,
+            spool,
+            reactor,
+            counters={"checks": service.mxChecks.metrics},
         )
     else:
         limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
@@ -500,9 +516,9 @@ def buildServer(
                 roles,
                 limits=limits,
                 auth=service.auth,
-                # wiring: filters (last on every chain; built once, their
-                # settings need a restart)
-                extraPolicies=service.filters.policies,
+                # wiring: mxchecks, then filters (last on every chain;
+                # built once, their settings need a restart)
+                extraPolicies=[*service.mxChecks.chainPolicies, *service.filters.policies],
             )
             outer = [
                 listenerFactory(
@@ -547,17 +563,39 @@ def buildServer(
     return service
 
 
-def makeAuth(settings: Settings, spool: Any, reactor: Any) -> Any:
+def makeMXChecks(
+    settings: Settings, resolver: Any, reactor: Any, spool: Any, metrics: Any = None
+) -> Any:
+    """
+    The MX checks of this process (L{gopherpost.checks.service.MXChecks}),
+    their state in the spool's state directory (or Redis): in the main
+    process and in each inbound worker.
+
+    @param metrics: their counters (default: new ones, for this process's
+        metrics page).
+    @raise ConfigError: the checks cannot be used (no Public Suffix List,
+        an unusable state directory).
+    """
+    from gopherpost.checks.service import makeMXChecks as _makeMXChecks
+
+    return _makeMXChecks(settings, resolver, reactor, spool.stateDirectory, metrics)
+
+
+def makeAuth(settings: Settings, spool: Any, reactor: Any, store: Any = None) -> Any:
     """
     Authenticated submission when a listener offers AUTH (its replies are
     the inbound session's), else L{None}.
+
+    @param store: the state store its lockouts share (the MX checks', so
+        that with C{SMTP_REDIS_URL} they are the cluster's), or L{None} for
+        one of its own.
 
     @raise ConfigError: the users file is not valid (C{SMTP_USERS_FILE}).
     """
     from gopherpost.auth.service import makeAuthService
     from gopherpost.inbound.replies import Reply
 
-    return makeAuthService(settings, spool.stateDirectory, reactor, replyType=Reply)
+    return makeAuthService(settings, spool.stateDirectory, reactor, replyType=Reply, store=store)
 
 
 def _runInThreadOf(reactor: Any) -> Callable[..., Any]:

@@ -23,7 +23,7 @@ class MXSettingsTests(unittest.TestCase):
         )
         self.assertEqual(
             (s.rateConnections, s.rateMessages, s.rateRecipients, s.rateUserMessages),
-            (60, 100, 500, 500),
+            (600, 0, 0, 500),
         )
         self.assertEqual((s.greylist, s.greylistDelay, s.greylistAutoWhitelist), (False, 300.0, 5))
         self.assertEqual(

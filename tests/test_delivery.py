@@ -110,7 +110,7 @@ class SpoolDeliveryTests(SynchronousTestCase):
             [(r.address, r.local) for r in envelope.recipients],
             [("b@mx.test", True), ("c@example.test", False)],
         )
-        self.assertEqual(envelope.metadata, {"tags": {"spf": "pass"}, "body": "8BITMIME"})
+        self.assertEqual(envelope.metadata, {"spf": "pass", "body": "8BITMIME"})
         self.assertEqual((envelope.helo, envelope.clientAddress), ("client.test", "192.0.2.1"))
         with open(spool.messagePath(envelope), "rb") as f:
             content = f.read()

@@ -90,6 +90,30 @@ class HeaderSectionTests(SynchronousTestCase):
             stored = self.successResultOf(harness.message.commit())
             self.assertEqual(stored, TRACE + content)
 
+    def test_removeMatching(self) -> None:
+        """
+        With a predicate, only the fields whose raw value (folding kept) it
+        accepts are removed.
+        """
+        harness = Harness(self)
+        harness.message.write(
+            b"Authentication-Results: mx.test;\r\n\tdkim=pass\r\n"
+            b"Authentication-Results: other.test; spf=pass\r\nSubject: s\r\n\r\nbody\r\n"
+        )
+        seen: list[str] = []
+
+        def ours(value: str) -> bool:
+            seen.append(value)
+            return value.strip().startswith("mx.test;")
+
+        self.assertEqual(harness.message.removeHeaders("authentication-results", ours), 1)
+        self.assertEqual(seen, [" mx.test;\r\n\tdkim=pass", " other.test; spf=pass"])
+        stored = self.successResultOf(harness.message.commit())
+        self.assertEqual(
+            stored,
+            TRACE + b"Authentication-Results: other.test; spf=pass\r\nSubject: s\r\n\r\nbody\r\n",
+        )
+
     def test_addAndRemove(self) -> None:
         """
         Added fields go below the trace header, in order; removed ones are
@@ -245,7 +269,7 @@ class MetadataTests(SynchronousTestCase):
         spool.open()
         writer = spool.newWriter()
         writer.write(b"Subject: x\r\n\r\nhi\r\n")
-        metadata = {"tags": {"spf": "pass"}, "body": "8BITMIME"}
+        metadata = {"spf": "pass", "body": "8BITMIME"}
         envelope = self.successResultOf(
             spool.commit(
                 writer,

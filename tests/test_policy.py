@@ -196,6 +196,44 @@ class ChainTests(SynchronousTestCase):
             if error is not None:
                 self.assertEqual(len(self.flushLoggedErrors(error)), 1)
 
+    def test_violations(self) -> None:
+        """
+        L{PolicyChain.violation} tells only the policies that have a
+        C{violation} method; one that raises or fails is logged and the
+        others still hear it.
+        """
+        heard: list = []
+
+        class Counting(Policy):
+            def __init__(self, name: str, result: Any = None) -> None:
+                self.name = name
+                self.result = result
+
+            def violation(self, context, kind):
+                heard.append((self.name, context, kind))
+                if isinstance(self.result, Exception):
+                    raise self.result
+                return self.result
+
+        chain = PolicyChain(
+            [
+                Counting("raises", RuntimeError("boom")),
+                Recorder("plain", []),
+                Counting("fails", fail(RuntimeError("later"))),
+                Counting("counts"),
+            ]
+        )
+        chain.violation("ctx", "protocol")
+        self.assertEqual(
+            heard,
+            [
+                ("raises", "ctx", "protocol"),
+                ("fails", "ctx", "protocol"),
+                ("counts", "ctx", "protocol"),
+            ],
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
     def test_onlyOverridingPoliciesAsked(self) -> None:
         """
         A L{Policy} subclass is asked only at the stages it overrides; any
@@ -332,7 +370,7 @@ class SessionChainTests(SynchronousTestCase):
             b"Subject: tagged\r\n\r\nhi\r\n",
         )
         [envelope] = harness.spool.envelopes()
-        self.assertEqual(envelope.metadata, {"tags": {"checked": True, "subject": "tagged"}})
+        self.assertEqual(envelope.metadata, {"checked": True, "subject": "tagged"})
 
     def test_messageRefusal(self) -> None:
         """

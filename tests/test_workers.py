@@ -155,6 +155,35 @@ class ChannelTests(SynchronousTestCase):
         self.pump()
         self.assertEqual(self.audit.events, [("a", {"k": 1})])
 
+    def test_counterIncrements(self) -> None:
+        """
+        A worker's counter increments are added up for about a second and
+        reach the parent's counters of that source; unknown sources and
+        counters are ignored.
+        """
+        from gopherpost.checks.metrics import CheckMetrics, ForwardedCheckMetrics
+        from gopherpost.inbound.ipc import COUNTER_FLUSH_INTERVAL, ForwardingCounters
+
+        parentCounts = CheckMetrics()
+        self.parent = ParentChannel(self.audit, self.relay, {"checks": parentCounts})
+        self.parent.makeConnection(self.parentTransport)
+        counters = ForwardingCounters(self.clock, self.child.callRemote)
+        workerCounts = ForwardedCheckMetrics(counters.add)
+        workerCounts.inc("smtp_spf_results", "pass")
+        workerCounts.inc("smtp_spf_results", "pass")
+        workerCounts.inc("smtp_bans")
+        with self.assertRaises(ValueError):
+            workerCounts.inc("smtp_bans", "extra")
+        counters.add("other", "smtp_bans", ())
+        counters.add("checks", "no_such_counter", ())
+        self.pump()
+        self.assertEqual(parentCounts.value("smtp_spf_results", "pass"), 0)
+        self.clock.advance(COUNTER_FLUSH_INTERVAL)
+        self.pump()
+        self.assertEqual(parentCounts.value("smtp_spf_results", "pass"), 2)
+        self.assertEqual(parentCounts.value("smtp_bans"), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_share(self) -> None:
         """
         Connection limits are divided between workers, rounding up; 0 stays

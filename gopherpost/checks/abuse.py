@@ -75,9 +75,9 @@ class RateLimits:
     @ivar userMessages: messages per authenticated user per hour.
     """
 
-    connections: int = 60
-    messages: int = 100
-    recipients: int = 500
+    connections: int = 600
+    messages: int = 0
+    recipients: int = 0
     userMessages: int = 500
 
 

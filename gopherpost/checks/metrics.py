@@ -10,11 +10,11 @@ serves: C{registry.register(checks.metrics)}.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily
 
-__all__ = ["CheckMetrics", "METRICS"]
+__all__ = ["CheckMetrics", "ForwardedCheckMetrics", "METRICS"]
 
 #: name -> (help, label names)
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -36,6 +36,11 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+def _validate(name: str, labels: tuple[str, ...]) -> None:
+    if len(labels) != len(METRICS[name][1]):
+        raise ValueError(f"{name} takes labels {METRICS[name][1]}")
+
+
 class CheckMetrics:
     """
     Counters by name and label values.
@@ -51,8 +56,7 @@ class CheckMetrics:
         @raise KeyError: for an unknown name.
         @raise ValueError: for the wrong number of label values.
         """
-        if len(labels) != len(METRICS[name][1]):
-            raise ValueError(f"{name} takes labels {METRICS[name][1]}")
+        _validate(name, labels)
         self._counts[(name, tuple(labels))] += amount
 
     def value(self, name: str, *labels: str) -> int:
@@ -71,3 +75,19 @@ class CheckMetrics:
                 if counted == name:
                     family.add_metric(list(labels), count)
             yield family
+
+
+class ForwardedCheckMetrics(CheckMetrics):
+    """
+    The counters of an inbound worker process: every increment goes to the
+    parent's L{CheckMetrics} (which the metrics page serves) through
+    C{forward(source, name, labels, amount)}, with source C{"checks"}.
+    """
+
+    def __init__(self, forward: Callable[[str, str, tuple[str, ...], int], None]) -> None:
+        CheckMetrics.__init__(self)
+        self._forward = forward
+
+    def inc(self, name: str, *labels: str, amount: int = 1) -> None:
+        _validate(name, labels)
+        self._forward("checks", name, tuple(labels), amount)

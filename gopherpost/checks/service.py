@@ -3,10 +3,11 @@
 The MX checks built from the settings: their thread pools, their state
 store and their policies, as one service.
 
-L{makeMXChecks} is the wiring's entry point; L{MXChecks.policies} is the
-ordered list to put on the inbound chain, after the chain's own allow-list
-(connect) and relay and recipient checks (RCPT); see the README's "Running
-as an internet MX".
+L{makeMXChecks} is the wiring's entry point; L{MXChecks.chainPolicies} is
+the ordered list to put on every role's inbound chain, after the chain's
+own allow-list and relay permission (connect) and recipient and relay
+checks (RCPT), before the content filters; see the README's "Running as an
+internet MX".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from twisted.internet import defer
 from twisted.python.threadpool import ThreadPool
 
 from gopherpost.checks.abuse import BanList, Greylister, RateLimiter, RateLimits
+from gopherpost.checks.chain import ChainPolicy, chainPolicies
 from gopherpost.checks.dkimverify import DKIMVerifier
 from gopherpost.checks.dmarc import DMARCChecker
 from gopherpost.checks.dnsbl import DNSBLChecker
@@ -59,6 +61,8 @@ class MXChecks(Service):
     The checks of one node.
 
     @ivar policies: the L{IMXPolicy} objects, in chain order.
+    @ivar chainPolicies: the same as policies of the inbound chain
+        (L{gopherpost.checks.chain.ChainPolicy}).
     @ivar violations: where the session reports violations (bans), or
         L{None} when bans are off.
     @ivar metrics: the counters (a prometheus_client collector).
@@ -75,6 +79,7 @@ class MXChecks(Service):
         threadDNS: ThreadDNS | None = None,
     ) -> None:
         self.policies = policies
+        self.chainPolicies: list[ChainPolicy] = chainPolicies(policies)
         self.violations = violations
         self.metrics = metrics
         self.store = store

@@ -64,6 +64,8 @@ class SessionContext:
         L{None} (for the submission issue).
     @ivar relayClient: whether the client's address may relay (set by the
         relay-permission policy when the client connects).
+    @ivar notes: policies' own state for this connection, by policy (not
+        recorded anywhere).
     @ivar authMechanism: the SASL mechanism of a successful AUTH (C{PLAIN},
         C{LOGIN}), or L{None}.
     """
@@ -78,6 +80,7 @@ class SessionContext:
     identity: Any = None
     authenticatedUser: str | None = None
     relayClient: bool = False
+    notes: dict[str, Any] = field(default_factory=dict, repr=False)
     authMechanism: str | None = None
 
     @property
@@ -156,7 +159,10 @@ class Transaction:
     @ivar headers: header fields policies added (C{(name, value)}), placed
         below our C{Received:} header.
     @ivar tags: what policies learned about the message (JSON-able values),
-        kept with the message in its envelope's metadata.
+        kept with the message: each is a key of its envelope's metadata
+        (see L{metadata}).
+    @ivar notes: policies' own state for this transaction, by policy (not
+        recorded anywhere).
     @ivar smtputf8: whether MAIL had C{SMTPUTF8} (RFC 6531): addresses and
         header fields may be UTF-8.
     @ivar requireTLS: whether MAIL had C{REQUIRETLS} (RFC 8689).
@@ -178,10 +184,12 @@ class Transaction:
     dsnReturn: str | None = None
     envelopeId: str | None = None
     contentCommand: str | None = None
+    notes: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def tag(self, name: str, value: Any = True) -> None:
         """
-        Record what a policy learned about the message.
+        Record what a policy learned about the message, under a key of the
+        envelope's metadata (see L{metadata} for the names in use).
         """
         self.tags[name] = value
 
@@ -195,10 +203,16 @@ class Transaction:
         """
         What goes into the envelope's C{metadata}: only what is set, so a
         plain message's envelope has none.
+
+        The envelope's metadata is one flat JSON object, read by the index,
+        the web UI and the webhooks.  Its keys: each tag (C{authentication}:
+        the SPF, DKIM, ARC and DMARC results; C{quarantine}: why the message
+        is held, e.g. C{"dmarc"}; C{filters}: the content filters'
+        verdicts), C{body} (the C{BODY=} value when not 7BIT), and what the
+        session adds (C{authUser}).  C{tags}, when present, is the list of
+        Mailpit-style tag names the index shows.
         """
-        data: dict[str, Any] = {}
-        if self.tags:
-            data["tags"] = dict(self.tags)
+        data: dict[str, Any] = dict(self.tags)
         if self.body is not None and self.body != "7BIT":
             data["body"] = self.body
         if self.smtputf8:

@@ -325,8 +325,8 @@ def makeSMTPFactory(
         C{clock} has one, else at once).
     @param auth: the L{gopherpost.auth.service.AuthService} (AUTH, its
         policies, its password checker on the role's portal), or L{None}.
-    @param extraPolicies: policies put after the role's own, at the end of
-        the chain (the content filters).
+    @param extraPolicies: policies that follow the role's own on the chain
+        (the MX checks, the content filters), in order.
     """
     from gopherpost.inbound.access import makePortal
     from gopherpost.inbound.delivery import SpoolDelivery

@@ -107,11 +107,14 @@ class IReceivedMessage(Interface):
         to be folded; anything else that is not printable becomes C{?}.
         """
 
-    def removeHeaders(name):
+    def removeHeaders(name, predicate=None):
         """
         Remove every field called C{name} (any case) from the message's own
         header section (e.g. a spoofed C{Authentication-Results}).
 
+        @param predicate: if given, only fields whose value (the text after
+            the colon, folding kept) it returns true for are removed (RFC
+            8601: only the fields that carry our authserv-id).
         @return: how many were removed.
         """
 

@@ -5,13 +5,15 @@ worker's standard input and output.
 
 A worker stores messages in the spool itself; it tells the parent (which runs
 the relay queue, metrics and the audit stream) that a message was spooled,
-and forwards its audit events in small batches.
+and forwards its audit events in small batches, and the increments of the
+counters its policies keep (the MX checks') added up about once a second.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from twisted.internet.interfaces import IReactorTime
@@ -27,6 +29,8 @@ from gopherpost.spool import Envelope
 __all__ = [
     "MessagesSpooled",
     "AuditEvents",
+    "CounterIncrements",
+    "ForwardingCounters",
     "Reconfigure",
     "ParentChannel",
     "QuietAMP",
@@ -43,6 +47,8 @@ MAX_MESSAGES_PER_NOTICE = 200
 
 #: Seconds a worker holds audit events before sending them.
 FLUSH_INTERVAL = 0.05
+#: Seconds a worker adds up counter increments before sending them.
+COUNTER_FLUSH_INTERVAL = 1.0
 
 
 class MessagesSpooled(amp.Command):
@@ -67,6 +73,17 @@ class AuditEvents(amp.Command):
     """
 
     arguments = [(b"events", amp.Unicode())]
+    response: ClassVar[list[Any]] = []
+    requiresAnswer = False
+
+
+class CounterIncrements(amp.Command):
+    """
+    Worker to parent: counter increments, a JSON list of C{[source, name,
+    labels, amount]} (C{source} names a set of counters, e.g. C{"checks"}).
+    """
+
+    arguments = [(b"counts", amp.Unicode())]
     response: ClassVar[list[Any]] = []
     requiresAnswer = False
 
@@ -103,12 +120,17 @@ class ParentChannel(QuietAMP):
     @param spool: the parent's spool, whose observers (the relay queue) are
         told about the messages the worker committed
         (C{spool.announceStored(dateDirectory, queueId)}).
+    @param counters: the parent's counters by source name, each with
+        C{inc(name, *labels, amount=n)}, for the workers' increments.
     """
 
-    def __init__(self, audit: IAuditLog, spool: Any) -> None:
+    def __init__(
+        self, audit: IAuditLog, spool: Any, counters: Mapping[str, Any] | None = None
+    ) -> None:
         QuietAMP.__init__(self)
         self._audit = audit
         self._spool = spool
+        self._counters = dict(counters or {})
 
     @MessagesSpooled.responder
     def messagesSpooled(self, messages: list[dict]) -> dict:
@@ -121,6 +143,18 @@ class ParentChannel(QuietAMP):
         for name, fields in json.loads(events):
             fields.pop("time", None)
             self._audit.emit(name, **fields)
+        return {}
+
+    @CounterIncrements.responder
+    def counterIncrements(self, counts: str) -> dict:
+        for source, name, labels, amount in json.loads(counts):
+            counters = self._counters.get(source)
+            if counters is None:
+                continue
+            try:
+                counters.inc(name, *labels, amount=amount)
+            except (KeyError, ValueError, TypeError):
+                _log.warn("Ignored a worker's count of {source} {name}", source=source, name=name)
         return {}
 
 
@@ -216,3 +250,44 @@ class ForwardingSpoolObserver:
         self._beforeSend()
         for start in range(0, len(pending), MAX_MESSAGES_PER_NOTICE):
             self._send(MessagesSpooled, messages=pending[start : start + MAX_MESSAGES_PER_NOTICE])
+
+
+class ForwardingCounters:
+    """
+    A worker's counter increments, added up and sent to the parent about
+    once every L{COUNTER_FLUSH_INTERVAL} seconds.
+
+    @param send: C{send(command, **arguments)}, e.g. C{AMP.callRemote}.
+    """
+
+    def __init__(self, clock: IReactorTime, send: Callable[..., Any]) -> None:
+        self._clock = clock
+        self._send = send
+        self._pending: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
+        self._timer: Any = None
+
+    def add(self, source: str, name: str, labels: tuple[str, ...], amount: int = 1) -> None:
+        """
+        Count C{amount} more on a counter of C{source} in the parent.
+        """
+        self._pending[(source, name, tuple(labels))] += amount
+        if self._timer is None:
+            self._timer = self._clock.callLater(COUNTER_FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        """
+        Send what is added up now.
+        """
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, Counter()
+        if pending:
+            counts = [
+                [source, name, list(labels), n] for (source, name, labels), n in pending.items()
+            ]
+            try:
+                self._send(CounterIncrements, counts=json.dumps(counts))
+            except Exception:
+                _log.failure("Could not forward {count} counter increments", count=len(counts))

@@ -70,6 +70,17 @@ def _fieldName(raw: bytes) -> str:
     return raw.partition(b":")[0].strip().decode("ascii", "replace").lower()
 
 
+def _rawValue(raw: bytes) -> str:
+    """
+    The value of a raw field as text: after the colon, folding kept, the
+    final CRLF removed.
+    """
+    value = raw.partition(b":")[2]
+    if value.endswith(b"\r\n"):
+        value = value[:-2]
+    return value.decode("utf-8", "replace")
+
+
 def parseHeaderSection(section: bytes) -> list[tuple[str, str]]:
     """
     The fields of a header section as C{(name, value)} text, values
@@ -191,15 +202,22 @@ class IncomingMessage:
         if self._collecting is None:
             self._writer.setHead(self._head())
 
-    def removeHeaders(self, name: str) -> int:
+    def removeHeaders(self, name: str, predicate: Callable[[str], bool] | None = None) -> int:
         """
-        Remove every field called C{name} from the message's header section.
+        Remove every field called C{name} (whose value C{predicate} accepts,
+        if given) from the message's header section.
         """
         if self._collecting is not None:
             self._endSection(bytes(self._collecting), b"")
         wanted = name.lower()
-        kept = [raw for raw in _fields(self._section) if _fieldName(raw) != wanted]
-        removed = len(_fields(self._section)) - len(kept)
+        fields = _fields(self._section)
+        kept = [
+            raw
+            for raw in fields
+            if _fieldName(raw) != wanted
+            or (predicate is not None and not predicate(_rawValue(raw)))
+        ]
+        removed = len(fields) - len(kept)
         if removed:
             self._section = b"".join(kept)
             self._writer.setHead(self._head())

@@ -13,6 +13,10 @@ When every policy said "go on", the stage passes (L{None}).
 A stage whose policies all answer synchronously answers synchronously: no
 L{Deferred} is made on the common path.
 
+Policies that keep count of what clients do wrong (bans) have a
+C{violation(context, kind)} method; the session reports violations through
+L{PolicyChain.violation} (see L{VIOLATIONS}).
+
 When the connection is gone, L{PolicyChain.disconnect} tells every policy
 that has a C{disconnect(context)} method (a milter conversation ends with
 its session).
@@ -31,7 +35,7 @@ from zope.interface import implementer
 from gopherpost.inbound.interfaces import IPolicy
 from gopherpost.inbound.replies import Reply
 
-__all__ = ["Policy", "PolicyChain", "STAGES", "INTERNAL_ERROR", "Verdict"]
+__all__ = ["Policy", "PolicyChain", "STAGES", "INTERNAL_ERROR", "VIOLATIONS", "Verdict"]
 
 _log = Logger()
 
@@ -43,6 +47,12 @@ INTERNAL_ERROR = Reply(451, "4.3.0 Error: local error in processing", reason="po
 
 #: What a hook or a stage returns.
 Verdict = Reply | None | Deferred
+
+#: The kinds of violation a session reports: a RCPT refused as relaying or
+#: to an unknown address, a protocol error that ends the session
+#: (pipelining out of turn, too many errors, a line too long), a failed
+#: AUTH.
+VIOLATIONS = ("relay_denied", "unknown_recipient", "protocol", "auth")
 
 
 @implementer(IPolicy)
@@ -98,6 +108,7 @@ class PolicyChain:
         self._byStage = {
             stage: tuple(p for p in self.policies if _overrides(p, stage)) for stage in STAGES
         }
+        self._watchers = tuple(p for p in self.policies if callable(getattr(p, "violation", None)))
         self._disconnecting = tuple(
             p for p in self.policies if callable(getattr(p, "disconnect", None))
         )
@@ -114,6 +125,26 @@ class PolicyChain:
             L{Deferred} of either.
         """
         return self._runFrom(self._byStage[stage], 0, stage, args)
+
+    def violation(self, context: Any, kind: str) -> None:
+        """
+        Tell the policies that keep count (those with a C{violation(context,
+        kind)} method) that the client of C{context} did something wrong.
+        Their results are not waited for; a policy that raises is logged.
+
+        @param kind: one of L{VIOLATIONS}.
+        """
+        for policy in self._watchers:
+            try:
+                result = policy.violation(context, kind)
+            except Exception:
+                _log.failure("Policy {policy!r} failed to count a violation", policy=policy)
+                continue
+            if isinstance(result, Deferred):
+                result.addErrback(self._violationFailed, policy)
+
+    def _violationFailed(self, failure: Failure, policy: Any) -> None:
+        _log.failure("Policy {policy!r} failed to count a violation", failure, policy=policy)
 
     def disconnect(self, context: Any) -> None:
         """

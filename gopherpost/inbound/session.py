@@ -35,6 +35,10 @@ discarded); a malformed BDAT (where its chunk ends is unknown) ends the
 session with C{521}; DATA after BDAT, MAIL or RCPT after BDAT, and BDAT
 after DATA get C{503}.
 
+Violations (for bans) go to the chain (L{PolicyChain.violation}): a RCPT
+refused as relaying or to an unknown address, each protocol error that ends
+the session, and each failed authentication (a C{535} reply).
+
 AUTH (RFC 4954) is the session's L{IAuthCommand}
 (L{gopherpost.auth.command}), when its listener role offers it: the
 session hands it the AUTH command and, while an exchange is in progress,
@@ -47,7 +51,7 @@ from __future__ import annotations
 
 import errno
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -123,6 +127,9 @@ _DATA_AFTER_BDAT = Reply(503, "5.5.1 Error: DATA after BDAT")
 _MAIL_AFTER_BDAT = Reply(503, "5.5.1 Error: MAIL after BDAT")
 _RCPT_AFTER_BDAT = Reply(503, "5.5.1 Error: RCPT after BDAT")
 _AUTH_NOT_ENABLED = Reply(503, "5.5.1 Error: authentication not enabled", reason="auth")
+
+#: The violation a RCPT refused for this reason is (L{PolicyChain.violation}).
+_RCPT_VIOLATIONS = {"relay": "relay_denied", "unknown-recipient": "unknown_recipient"}
 
 #: Error numbers that mean the spool is full (452 4.3.1, not 451).
 _FULL = frozenset((errno.ENOSPC, errno.EDQUOT))
@@ -383,6 +390,7 @@ class Session:
         """
         A command line so long that the session ends.
         """
+        self._chain.violation(self.context, "protocol")
         return (_LINE_TOO_LONG, self._closingReply("line too long"))
 
     def _syncError(self, where: str) -> Response:
@@ -394,6 +402,7 @@ class Session:
         self._audit.emit(
             "smtp.protocol-error", client=self.context.clientAddress, reason="pipelining"
         )
+        self._chain.violation(self.context, "protocol")
         return (_SYNC_ERROR, self._closingReply("protocol synchronization"))
 
     def _finishCommand(self, answer: Answer) -> Answer:
@@ -408,15 +417,21 @@ class Session:
     def _finish(self, response: Response) -> Response:
         """
         Count errors; past the limit, the reply is followed by 421 and the
-        close.
+        close.  A failed authentication (C{535}) is a violation.
         """
         last = response if isinstance(response, Reply) else response[-1]
         code = last.code
         if code >= 400 and code not in (421, 452) and last.action is not Action.CLOSE:
+            if code == 535:
+                self._chain.violation(self.context, "auth")
             self._errors += 1
             if self._errors >= HARD_ERROR_LIMIT:
-                return (*responseReplies(response), self._closingReply("too many errors"))
+                return self._tooManyErrors(responseReplies(response))
         return response
+
+    def _tooManyErrors(self, replies: Sequence[Reply]) -> Response:
+        self._chain.violation(self.context, "protocol")
+        return (*replies, self._closingReply("too many errors"))
 
     def _finishJunk(self, response: Response) -> Response:
         """
@@ -429,7 +444,7 @@ class Session:
             return self._finish(response)
         self._errors += 1
         if self._errors >= HARD_ERROR_LIMIT:
-            return (*replies, self._closingReply("too many errors"))
+            return self._tooManyErrors(replies)
         return response
 
     def smtp_HELO(self, argument: bytes) -> Response | Deferred[Response]:
@@ -577,6 +592,9 @@ class Session:
                 recipient=recipient.address,
             )
             if not accepted:
+                kind = _RCPT_VIOLATIONS.get(verdict.reason)  # type: ignore[union-attr, arg-type]
+                if kind is not None:
+                    self._chain.violation(self.context, kind)
                 return verdict  # type: ignore[return-value]
             if self.transaction is transaction:
                 transaction.recipients.append(recipient)

@@ -160,11 +160,16 @@ def main(reactor: Any = None) -> None:
     if reactor is None:
         from twisted.internet import reactor
     from gopherpost import dns, tls, wiring
+    from gopherpost.checks.metrics import ForwardedCheckMetrics
     from gopherpost.config import ConfigError, settingsFromEnvironment
     from gopherpost.filters.inbound import makeInboundFilters
     from gopherpost.filters.metrics import AuditFilterMetrics
     from gopherpost.inbound.factory import SHUTDOWN_GRACE, ConnectionLimits
-    from gopherpost.inbound.ipc import ForwardingAuditLog, ForwardingSpoolObserver
+    from gopherpost.inbound.ipc import (
+        ForwardingAuditLog,
+        ForwardingCounters,
+        ForwardingSpoolObserver,
+    )
     from gopherpost.reload.parts import ListenerFactories, SwitchableResolver
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
@@ -180,10 +185,17 @@ def main(reactor: Any = None) -> None:
     firstResolver, dnsThreads = wiring.makeResolver(settings.dnsServers, reactor)
     resolver = SwitchableResolver(firstResolver)
     dnsThreads.start()
+    # wiring: mxchecks (their state is shared through the spool's state
+    # directory or Redis; their counts go to the parent's metrics page)
+    counters = ForwardingCounters(reactor, channel.callRemote)
+    mxChecks = wiring.makeMXChecks(
+        settings, resolver, reactor, spool, ForwardedCheckMetrics(counters.add)
+    )
+    mxChecks.startService()
     roles = [wiring.roleByName(p.role) for p in passed]
     limits = ConnectionLimits(settings.maxConnections, settings.maxConnectionsPerIP)
     # wiring: auth (issue 15); its counter stays in this process
-    auth = wiring.makeAuth(settings, spool, reactor)
+    auth = wiring.makeAuth(settings, spool, reactor, store=mxChecks.store)
     if auth is not None:
         auth.startService()
     # wiring: filters (built once: their settings need a restart; their
@@ -203,7 +215,8 @@ def main(reactor: Any = None) -> None:
             roles,
             limits=limits,
             auth=auth,
-            extraPolicies=filters.policies,
+            # The MX checks, then the content filters, on every chain.
+            extraPolicies=[*mxChecks.chainPolicies, *filters.policies],
         )
         outer = [
             wiring.listenerFactory(
@@ -262,6 +275,8 @@ def main(reactor: Any = None) -> None:
         d.addCallback(lambda _: gatherResults([f.drain() for f in generations.factories]))
         d.addBoth(lambda _: filters.stopService())
         d.addBoth(lambda _: committed.flush())
+        d.addBoth(lambda _: mxChecks.stopService())
+        d.addBoth(lambda _: counters.flush())
         d.addBoth(lambda _: dnsThreads.stop())
         if auth is not None:
             d.addBoth(lambda _: auth.stopService())

@@ -83,7 +83,7 @@ class _WorkerProcess(ProcessProtocol):
     def __init__(self, pool: WorkerPool, index: int) -> None:
         self.pool = pool
         self.index = index
-        self.channel = ParentChannel(pool.audit, pool.spool)
+        self.channel = ParentChannel(pool.audit, pool.spool, pool.counters)
         self.ended: Deferred = Deferred()
 
     def connectionMade(self) -> None:
@@ -108,6 +108,8 @@ class WorkerPool(Service):
     @param inherited: the sockets systemd passed (for C{systemd:} listeners).
     @param environ: the configuration (environment with C{.env} and
         command-line overrides) the workers are started with.
+    @param counters: where the workers' counter increments go, by source
+        (C{{"checks": mxChecks.metrics}}).
     """
 
     name = "inbound-workers"
@@ -122,8 +124,10 @@ class WorkerPool(Service):
         spool: Any,
         reactor: Any,
         grace: float = SHUTDOWN_GRACE,
+        counters: Mapping[str, Any] | None = None,
     ) -> None:
         self.workers = workers
+        self.counters = dict(counters or {})
         self.listeners = list(listeners)
         self.audit = audit
         self.spool = spool

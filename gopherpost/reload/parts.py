@@ -33,6 +33,7 @@ __all__ = [
     "HTTP_FIELDS",
     "SPOOL_FIELDS",
     "INBOUND_FIELDS",
+    "MXCHECK_FIELDS",
     "DNS_FIELDS",
     "RELAY_FIELDS",
     "RETENTION_FIELDS",
@@ -72,7 +73,13 @@ INBOUND_FIELDS = frozenset(
         "tlsDisable",
         "tlsCert",
         "tlsKey",
-        # The MX checks (issue 16) run in the inbound policy chain.
+    )
+)
+#: Read by the MX checks (issue 16) once: their policies on the inbound
+#: chain keep their state stores, thread pools and counters for the
+#: process's life, in the main process and in each worker.
+MXCHECK_FIELDS = frozenset(
+    (
         "senderAuth",
         "spfReject",
         "dmarcEnforce",
@@ -180,6 +187,7 @@ STATIC_PARTS: tuple[tuple[str, frozenset[str]], ...] = (
     ("web UI and capture mode", WEB_UI_FIELDS),
     ("ACME", ACME_FIELDS),
     ("outbound transport security", TLSPOLICY_FIELDS),
+    ("MX checks", MXCHECK_FIELDS),
 )
 
 #: What one generation of factories is: the SMTP factories (each with

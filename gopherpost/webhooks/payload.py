@@ -18,7 +18,7 @@ in a thread of its own process.
 
 From the envelope's C{metadata} (filled by the inbound side and the MX
 checks when they record them) these keys are read: C{tls_version} (e.g.
-C{"TLSv1.3"}), C{auth_user}, and C{authentication} (a JSON object: SPF,
+C{"TLSv1.3"}), C{authUser} (the authenticated user), and C{authentication} (a JSON object: SPF,
 DKIM, DMARC, ARC results and the Authentication-Results header).
 """
 

@@ -345,7 +345,9 @@ class MailpitAPI:
                 "Client": {"Address": envelope.clientAddress, "Helo": envelope.helo},
                 "TLS": envelope.tls,
                 "Username": record["username"],
-                "AuthenticationResults": metadata.get("authenticationResults", []),
+                # The MX checks' results (SPF, DKIM, ARC, DMARC), or null.
+                "AuthenticationResults": metadata.get("authentication"),
+                "Quarantine": metadata.get("quarantine", ""),
                 "Recipients": recipients,
                 "Capture": self.capture,
             }
