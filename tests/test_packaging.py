@@ -243,3 +243,27 @@ class ControlCommandTests(SynchronousTestCase):
         page = _sourceFile("debian", "gopherpostctl.1")
         for group in loadGroups():
             self.assertIn(f".B {group.name}", page)
+
+
+class BuildTimeTestsTests(SynchronousTestCase):
+    """
+    C{debian/tests-not-at-build-time} names test modules that exist.
+    """
+
+    def test_modulesExist(self) -> None:
+        """
+        Every module it lists is a test module of the checkout (a renamed
+        one would otherwise run at build time, or a typo hide nothing).
+        """
+        listed = [
+            line.strip()
+            for line in _sourceFile("debian", "tests-not-at-build-time").splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        self.assertTrue(listed)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for module in listed:
+            self.assertTrue(
+                os.path.isfile(os.path.join(here, *module.split(".")) + ".py"),
+                f"{module} is not a test module",
+            )
