@@ -11,8 +11,10 @@ import smtplib
 import ssl
 import threading
 import time
+from typing import Any, cast
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -52,7 +54,7 @@ class InProcessTests(TestCase):
     The server wired by C{makeService}, talked to with C{smtplib}.
     """
 
-    def test_sendmail(self) -> None:
+    def test_sendmail(self) -> Deferred[Any]:
         """
         smtplib sends a message to three recipients; the reply names the
         queue id and the message is stored once per recipient.
@@ -82,7 +84,7 @@ class InProcessTests(TestCase):
 
         return deferToThread(send).addCallback(check)
 
-    def test_startTLS(self) -> None:
+    def test_startTLS(self) -> Deferred[Any]:
         """
         With SMTP_TLS_CERT/KEY, a client that verifies against the test CA
         upgrades with STARTTLS (TLS 1.2 or later) and the message records it.
@@ -106,9 +108,9 @@ class InProcessTests(TestCase):
             with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
                 client.ehlo("client.test")
                 self.assertTrue(client.has_extn("starttls"))
-                client._host = "mx.gopherpost.test"
+                client._host = "mx.gopherpost.test"  # type: ignore[attr-defined]
                 client.starttls(context=context)
-                version = client.sock.version()
+                version = cast(ssl.SSLSocket, client.sock).version()
                 client.ehlo("client.test")
                 self.assertFalse(client.has_extn("starttls"))
                 client.sendmail(
@@ -124,7 +126,7 @@ class InProcessTests(TestCase):
 
         return deferToThread(send).addCallback(check)
 
-    def test_oldTLSRefused(self) -> None:
+    def test_oldTLSRefused(self) -> Deferred[Any]:
         """
         A client limited to TLS 1.1 cannot complete the handshake.
         """
@@ -155,7 +157,7 @@ class InProcessTests(TestCase):
             lambda outcome: self.assertNotEqual(outcome, "accepted")
         )
 
-    def test_allowHostsForwardConfirmed(self) -> None:
+    def test_allowHostsForwardConfirmed(self) -> Deferred[Any]:
         """
         SMTP_ALLOW_HOSTS names match only by forward-confirmed reverse DNS,
         asked of the server in SMTP_DNS_SERVERS.
@@ -206,7 +208,7 @@ class DaemonTests(TestCase):
 
     timeout = 240
 
-    def test_badConfiguration(self) -> None:
+    def test_badConfiguration(self) -> Deferred[Any]:
         """
         An invalid variable stops start-up with exit code 1 and one line
         naming it, without a traceback, before anything is bound.

@@ -6,6 +6,7 @@ servers on 127.0.0.x, the real client, the real spool; time from a clock.
 from __future__ import annotations
 
 import os
+from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -85,6 +86,7 @@ class DeliveryTests(RelayTestCase):
                 os.path.join(h.path, envelope.dateDirectory, envelope.queueId + ".relayed")
             )
         )
+        assert h.queue is not None
         self.assertEqual(h.queue.queueDepth(), 0)
         names = [name for name, _ in h.audit.events]
         self.assertIn("delivery.queued", names)
@@ -184,7 +186,8 @@ class DeliveryTests(RelayTestCase):
 
         def runInThread(f, *args):
             hops.append((f, args))
-            return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+            threaded = cast(Any, reactor)
+            return deferToThreadPool(threaded, threaded.getThreadPool(), f, *args)
 
         queue = h.startQueue(runInThread=runInThread)
         h.spool.removeObserver(queue)
@@ -448,7 +451,7 @@ class RetryTests(RelayTestCase):
         h.startQueue()
         envelope = yield h.spoolMessage(["x@nullmx.test"], sender="")
         yield eventually(lambda: h.state(envelope).recipients and h.state(envelope).done)
-        yield eventually(lambda: not h.queue.busy)
+        yield eventually(lambda: h.queue is not None and not h.queue.busy)
         self.assertEqual([e for e in h.bounces() if e.queueId != envelope.queueId], [])
 
     @inlineCallbacks
@@ -589,6 +592,7 @@ class DKIMTests(RelayTestCase):
         mx1 = self.server("127.0.0.2", replies={"MAIL": firstTimes(1, (451, "4.3.0 later"))})
         h = self.harness(dkimSelector="sel1", dkimPrivateKey=pem)
         signer = dkim.loadSigner(h.settings)
+        assert signer is not None
         self.dns.addTXT("sel1._domainkey.gopherpost.test", signer.publicKeyRecord())
         h.startQueue(signer=signer)
         envelope = yield h.spoolMessage(["bob@example.test"])
@@ -605,7 +609,7 @@ class DKIMTests(RelayTestCase):
 
             resolver = dns.resolver.Resolver(configure=False)
             resolver.nameservers = [self.dns.host]
-            resolver.port = self.dns.port
+            resolver.port = cast(int, self.dns.port)
             answer = resolver.resolve(name.decode().rstrip("."), "TXT")
             return b"".join(b"".join(r.strings) for r in answer)
 

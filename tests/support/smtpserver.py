@@ -39,10 +39,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import ITLSTransport
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import ServerFactory, connectionDone
 from twisted.mail.smtp import ESMTP, IMessage
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -157,7 +158,14 @@ class _ScriptedESMTP(ESMTP):
     ESMTP with scripted replies and recording; see the module docstring.
     """
 
-    timeout = None  # no timers on the global reactor
+    timeout = None  # type: ignore[assignment] # no timers on the global reactor
+
+    @property
+    def _transport(self) -> Any:
+        """
+        The connection's transport (the session runs only once connected).
+        """
+        return self.transport
 
     def __init__(self, server: SMTPTestServer, contextFactory=None) -> None:
         ESMTP.__init__(self, contextFactory=contextFactory)
@@ -183,12 +191,12 @@ class _ScriptedESMTP(ESMTP):
         if spec is SILENT:
             return
         if spec is DROP:
-            self.transport.loseConnection()
+            self._transport.loseConnection()
             return
         code, text = spec  # type: ignore[misc]
         self.sendCode(code, text.encode("utf-8"))
         if code == 421:
-            self.transport.loseConnection()
+            self._transport.loseConnection()
 
     # -- connection ----------------------------------------------------------
 
@@ -200,12 +208,12 @@ class _ScriptedESMTP(ESMTP):
             ESMTP.connectionMade(self)
             return
         self.canStartTLS = ITLSTransport.providedBy(self.transport) and self.ctx is not None
-        self._helo = (None, self.transport.getPeer().host.encode("ascii"))
+        self._helo = (None, cast(Any, self._transport.getPeer()).host.encode("ascii"))
         if isinstance(spec, tuple) and spec[0] >= 400:
             self._rejecting = True
         self._answer(spec)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         ESMTP.connectionLost(self, reason)
         if self in self.server._connections:
             self.server._connections.remove(self)
@@ -231,7 +239,7 @@ class _ScriptedESMTP(ESMTP):
         if self._rejecting:
             if verb == "QUIT":
                 self.sendCode(221, b"2.0.0 Bye")
-                self.transport.loseConnection()
+                self._transport.loseConnection()
             else:
                 self.sendCode(503, b"5.5.1 No service here")
             return None
@@ -254,7 +262,7 @@ class _ScriptedESMTP(ESMTP):
         return self.dataLineReceived(line)
 
     def validateFrom(self, helo, origin):
-        parameters = []
+        parameters: list[str] = []
         match = re.match(r"\s*FROM:\s*<[^>]*>\s*(.*)$", self._mailArgument, re.I)
         if match:
             parameters = match.group(1).split()
@@ -262,7 +270,7 @@ class _ScriptedESMTP(ESMTP):
         return origin
 
     def validateTo(self, user):
-        self._transaction.recipients.append(str(user.dest))
+        cast(Any, self._transaction).recipients.append(str(user.dest))
         return _Discard
 
     def receivedHeader(self, helo, origin, recipients):
@@ -292,7 +300,7 @@ class _ScriptedESMTP(ESMTP):
             self.server.messages.append(transaction)
         self._answer(spec)
         if self.server.dropAfterDataEnd:
-            self.transport.loseConnection()
+            self._transport.loseConnection()
 
 
 class _Factory(ServerFactory):
@@ -384,7 +392,7 @@ class SMTPTestServer:
         @return: C{self}.
         """
         self._port = self.reactor.listenTCP(port, _Factory(self), interface=interface)
-        address = self._port.getHost()
+        address = cast(Any, self._port).getHost()
         self.host, self.port = address.host, address.port
         return self
 
@@ -401,5 +409,5 @@ class SMTPTestServer:
             self._port = None
         for connection in list(self._connections):
             waits.append(connection.lost)
-            connection.transport.abortConnection()
+            cast(Any, connection.transport).abortConnection()
         return gatherResults(waits).addCallback(lambda _: None)
