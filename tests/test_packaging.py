@@ -267,3 +267,21 @@ class BuildTimeTestsTests(SynchronousTestCase):
                 os.path.isfile(os.path.join(here, *module.split(".")) + ".py"),
                 f"{module} is not a test module",
             )
+
+    def test_peersListed(self) -> None:
+        """
+        Every test module that uses a test-only peer installed in the
+        checkout (the standardwebhooks verifier, the npm packages, Pebble's
+        helper) is listed: the build copy has none of them.
+        """
+        listed = set(_sourceFile("debian", "tests-not-at-build-time").split())
+        markers = ("verifyWebhook(", "loadStandardWebhooks(", "startPebble(", "npm-install.sh")
+        tests = os.path.dirname(os.path.abspath(__file__))
+        for name in sorted(os.listdir(tests)):
+            if not (name.startswith("test_") and name.endswith(".py")):
+                continue
+            with open(os.path.join(tests, name), encoding="utf-8") as f:
+                text = f.read()
+            module = "tests." + name[: -len(".py")]
+            if module != __name__ and any(marker in text for marker in markers):
+                self.assertIn(module, listed, f"{module} needs a test-only peer")
