@@ -34,7 +34,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer, IResponse
+from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
 from gopherpost.filters.envelope import ScanRequest
@@ -48,6 +48,7 @@ from gopherpost.filters.verdict import (
     Modification,
     Verdict,
 )
+from gopherpost.httpbody import BytesProducer
 
 __all__ = ["MAX_REPLY", "RspamdClient", "checkURL", "verdictFromReply"]
 
@@ -65,32 +66,6 @@ def checkURL(url: str) -> bytes:
     if not url.rstrip("/").endswith("/checkv2"):
         url = url.rstrip("/") + "/checkv2"
     return url.encode("ascii")
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """
-    A request body already in memory.
-    """
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self._data)
-        d: Deferred[None] = Deferred()
-        d.callback(None)
-        return d
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _BoundedBody(Protocol):
@@ -295,7 +270,7 @@ class RspamdClient:
         POST the message; rspamd's verdict.
         """
         d = self._agent.request(
-            b"POST", self._checkURL, _requestHeaders(request), _BytesProducer(request.content)
+            b"POST", self._checkURL, _requestHeaders(request), BytesProducer(request.content)
         )
         d.addCallback(self._response)
         d.addCallback(self._parse)

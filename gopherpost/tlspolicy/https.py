@@ -39,11 +39,12 @@ from twisted.web.client import (
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from gopherpost import __version__
 from gopherpost.dns import DNSError, IDNSResolver
+from gopherpost.httpbody import BytesProducer
 from gopherpost.tls import platformTrustRoot
 
 __all__ = ["USER_AGENT", "HTTPSError", "HTTPSResponse", "HTTPSClient"]
@@ -221,30 +222,6 @@ class _Endpoints:
         return wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), tcp)
 
 
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """
-    A request body already in memory.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class _LimitedBody(Protocol):
     """
     Reads a response body, giving up (and dropping the connection) as soon
@@ -371,7 +348,7 @@ class HTTPSClient:
         requestHeaders = Headers({b"User-Agent": [self._userAgent]})
         for name, value in headers.items():
             requestHeaders.setRawHeaders(name, [value])
-        producer = None if body is None else _BytesProducer(body)
+        producer = None if body is None else BytesProducer(body)
         endpoints = _Endpoints(self._reactor, self._resolver, self._policy, self.timeout)
         agent = Agent.usingEndpointFactory(
             self._reactor, endpoints, pool=HTTPConnectionPool(self._reactor, persistent=False)

@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 from zope.interface import implementer
 
-__all__ = ["WebService", "QuietSite", "formatAddress"]
+__all__ = ["WebService", "QuietSite", "TrackingFactory", "formatAddress"]
 
 #: The addresses tried, in order, for "every interface".  On a dual-stack
 #: host C{::} takes IPv4 too and the second bind fails, silently.
@@ -69,22 +69,26 @@ class QuietSite(Site):
         """
 
 
-class _TrackingFactory(WrappingFactory):
+class TrackingFactory(WrappingFactory):
     """
-    Remembers open connections so that stopping can close them.
+    Remembers open connections so that stopping can close them (the health
+    server's and the web UI's sites).
+
+    @param name: how the listening port names it in the log.
     """
 
     noisy = False
+
+    def __init__(self, wrappedFactory: Site, name: str = "gopherpost.web") -> None:
+        super().__init__(wrappedFactory)
+        self._name = name
+        self._idle: list[Deferred] = []
 
     def logPrefix(self) -> str:
         """
         How the listening port names us in the log.
         """
-        return "gopherpost.web"
-
-    def __init__(self, wrappedFactory: Site) -> None:
-        super().__init__(wrappedFactory)
-        self._idle: list[Deferred] = []
+        return self._name
 
     def unregisterProtocol(self, p: object) -> None:
         super().unregisterProtocol(p)
@@ -164,7 +168,7 @@ class WebService(Service):
         self._reactor = reactor
         self._host = host
         self._port = port
-        self._factory = _TrackingFactory(site)
+        self._factory = TrackingFactory(site)
         self._nameResolver = nameResolver
         self._starting: Deferred | None = None
         self._stopped = False

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from OpenSSL import SSL
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.protocol import Protocol
@@ -37,11 +37,12 @@ from twisted.web.client import (
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from gopherpost import __version__
 from gopherpost.config import ConfigError
+from gopherpost.httpbody import BytesProducer
 from gopherpost.tls import platformTrustRoot
 
 __all__ = [
@@ -118,30 +119,6 @@ class PostResult:
     @property
     def succeeded(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """
-    A request body that is already in memory, written at once.
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _BodyHead(Protocol):
@@ -312,7 +289,7 @@ class WebhookPoster:
             requestHeaders.setRawHeaders(name.encode("ascii"), [value.encode("utf-8")])
 
         def request(again: bool) -> Deferred[Any]:
-            d = self._agent.request(b"POST", target.url, requestHeaders, _BytesProducer(body))
+            d = self._agent.request(b"POST", target.url, requestHeaders, BytesProducer(body))
             if again:
                 d.addErrback(lambda f: request(False) if _closedBeforeResponse(f) else f)
             return d

@@ -17,11 +17,10 @@ from io import BytesIO
 from typing import Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
 from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -32,6 +31,7 @@ from gopherpost.index.mailbox import Mailbox
 from gopherpost.index.retention import IRetentionPolicy, KeepNewest
 from gopherpost.index.service import IndexService
 from gopherpost.spool import Spool
+from gopherpost.web._service import TrackingFactory
 from gopherpost.webui.access import AccessGuard, ScryptChecker
 from gopherpost.webui.api import MailpitAPI
 from gopherpost.webui.events import EventStreams
@@ -141,33 +141,6 @@ class _Site(Site):
         pass
 
 
-class _Tracking(WrappingFactory):
-    noisy = False
-
-    def logPrefix(self) -> str:
-        return "gopherpost.webui"
-
-    def __init__(self, wrapped: Site) -> None:
-        super().__init__(wrapped)
-        self._idle: list[Deferred] = []
-
-    def unregisterProtocol(self, p: object) -> None:
-        super().unregisterProtocol(p)
-        if not self.protocols:
-            waiting, self._idle = self._idle, []
-            for d in waiting:
-                d.callback(None)
-
-    def closeAll(self) -> Deferred:
-        if not self.protocols:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._idle.append(d)
-        for p in list(self.protocols):
-            p.transport.abortConnection()
-        return d
-
-
 class WebUIService(Service):
     """
     Serves the site on one endpoint.
@@ -188,7 +161,7 @@ class WebUIService(Service):
     ) -> None:
         self._reactor = reactor
         self.description = description
-        self._factory = _Tracking(site)
+        self._factory = TrackingFactory(site, "gopherpost.webui")
         self._events = events
         self._authenticated = authenticated
         self._authPool = authPool
