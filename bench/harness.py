@@ -803,7 +803,8 @@ def _relayOutcomes(spool: str) -> tuple:
 def profiled(bench: Bench, pid: int, path: str, action) -> Any:
     """
     Run C{action()} while py-spy records C{pid} into C{path} (raw collapsed
-    stacks, 100 Hz, per thread); return what C{action} returned.
+    stacks, 100 Hz or C{BENCH_PROFILE_RATE}, per thread, without pausing
+    the server to sample); return what C{action} returned.
     """
     spy = bench.spawn(
         "py-spy",
@@ -813,7 +814,8 @@ def profiled(bench: Bench, pid: int, path: str, action) -> Any:
             "--pid",
             str(pid),
             "--rate",
-            "100",
+            os.environ.get("BENCH_PROFILE_RATE", "100"),
+            "--nonblocking",
             "--format",
             "raw",
             "--threads",

@@ -52,6 +52,15 @@ class Options(usage.Options):
         "queue-path": "SMTP_QUEUE_PATH",
     }
 
+    def postOptions(self) -> None:
+        """
+        Under C{twistd --nodaemon} logging to standard output, log through
+        L{gopherpost.logoutput} (one write per reactor turn).
+        """
+        from gopherpost import logoutput
+
+        logoutput.installFor(getattr(self, "parent", None))
+
     def opt_version(self) -> None:
         """
         Print GopherPost's version and exit.
