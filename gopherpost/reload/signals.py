@@ -20,6 +20,8 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from gopherpost import logoutput
+
 __all__ = ["ReloadSignal", "installSecondSignalExit", "exitAtOnce"]
 
 _log = Logger()
@@ -66,6 +68,7 @@ def exitAtOnce(number: int, frame: FrameType | None = None) -> None:
     """
     name = signal.Signals(number).name
     _log.warn("Received {signal} again while stopping: stopping at once", signal=name)
+    logoutput.drainAll()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
