@@ -7,9 +7,9 @@ Building a message's JSON document (the C{email} package, C{policy.default})
 and an HTTP request through Twisted's Agent cost about 1.3 ms of CPU per
 webhook, about what accepting a small message costs.  In the server's
 process that would halve SMTP throughput while webhooks are being sent; in
-a child process at the lowest CPU priority (C{nice} +L{NICENESS}) it runs
-on another core, or when SMTP leaves time: accepting mail always comes
-first, and the courier catches up when the load drops (under a load that
+a child process at the lowest CPU priority (C{nice} +L{NICENESS} and
+C{SCHED_IDLE}, L{lowerPriority}) it runs on another core, or when SMTP
+leaves time: accepting mail always comes first, and the courier catches up when the load drops (under a load that
 keeps every core busy, webhooks wait, never mail).  The server only hands
 over names (a few bytes a message) and records delivery events; the
 courier reads the spool itself.
@@ -64,7 +64,7 @@ from gopherpost.webhooks.dispatcher import IWebhookReporter
 from gopherpost.webhooks.logfile import BatchedTextLog
 from gopherpost.webhooks.records import EventRecord
 
-__all__ = ["CourierProcess", "NICENESS", "main"]
+__all__ = ["CourierProcess", "NICENESS", "lowerPriority", "main"]
 
 _log = Logger(namespace="gopherpost.webhooks.process")
 
@@ -73,6 +73,28 @@ _log = Logger(namespace="gopherpost.webhooks.process")
 #: core (a nice 19 process weighs 15 against the server's 1024); at 10 it
 #: still took a tenth, and SMTP acceptance paid for it.
 NICENESS = 19
+
+
+def lowerPriority() -> None:
+    """
+    Make this process yield the CPU to everything else: C{nice} +L{NICENESS}
+    and, on Linux, the C{SCHED_IDLE} policy.  A nice process that got a core
+    still runs out its time slice when the server wakes up wanting it; one
+    under C{SCHED_IDLE} is preempted at once, so the SMTP side never waits
+    for the courier, and the courier uses only the time left over.
+    """
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        pass
+    policy = getattr(os, "SCHED_IDLE", None)
+    if policy is not None:
+        try:
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+        except OSError:
+            pass
+
+
 #: Seconds the courier gets to stop before it is killed.
 STOP_GRACE = 10.0
 #: Restart delays after the courier died: first, longest; a courier that
@@ -327,10 +349,7 @@ def main(reactor: Any = None) -> None:
     # the journal each.
     log = BatchedTextLog(sys.stderr, reactor)
     globalLogBeginner.beginLoggingTo([_quietObserver(log)], redirectStandardIO=False)
-    try:
-        os.nice(NICENESS)
-    except OSError:
-        pass
+    lowerPriority()
     settings = settingsFromEnvironment(os.environ)
     spool = Spool(settings.queuePath, reactor)
     spool.open(recover=False)
