@@ -55,7 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gopherpost.diskspace import StatVFSFunction, freeSpaceProblem
-from gopherpost.durable import replaceFile, writeFile, writeOpen
+from gopherpost.durable import readFile, replaceFile, writeFile, writeOpen
 from gopherpost.esmtp.smtputf8 import addressKey
 from gopherpost.faults import CRASH_VARIABLE, SYNC_VARIABLE, CrashPoints
 from gopherpost.interfaces import ISpoolObserver
@@ -1002,22 +1002,19 @@ class Spool:
 
     def readContent(self, path: str) -> Deferred[bytes]:
         """
-        Read a file of the spool in a thread.
+        Read a file of the spool in a thread (its access time left alone,
+        see L{readFile}).
         """
-
-        def read() -> bytes:
-            with open(path, "rb") as f:
-                return f.read()
-
-        return self._runInThread(read)
+        return self._runInThread(readFile, path)
 
     def envelopeIn(self, dateDirectory: str, queueId: str) -> Envelope:
         """
-        Load one committed envelope (blocking; small file).
+        Load one committed envelope (blocking; small file; its access time
+        is left alone, see L{readFile}).
         """
-        path = os.path.join(self.path, dateDirectory, queueId + _ENVELOPE_SUFFIX)
-        with open(path, "rb") as f:
-            return Envelope.fromJSON(f.read())
+        return Envelope.fromJSON(
+            readFile(os.path.join(self.path, dateDirectory, queueId + _ENVELOPE_SUFFIX))
+        )
 
     def envelopes(self) -> Iterator[Envelope]:
         """

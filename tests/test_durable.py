@@ -9,7 +9,7 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from gopherpost.durable import fsyncDirectory, loadSyncfs, replaceFile, writeFile
+from gopherpost.durable import fsyncDirectory, loadSyncfs, readFile, replaceFile, writeFile
 
 
 class DurableTests(SynchronousTestCase):
@@ -49,3 +49,19 @@ class DurableTests(SynchronousTestCase):
             self.assertRaises(OSError, syncfs, path)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), data)
+
+    def test_readFile(self) -> None:
+        """
+        L{readFile} reads a whole file, larger than one read too, and
+        leaves its access time alone where the system allows (Linux, the
+        file's owner): its inode is not dirtied for the next journal commit.
+        """
+        path = self.mktemp()
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        writeFile(path, data, sync=False)
+        old = os.stat(path).st_mtime - 1000
+        os.utime(path, (old, os.stat(path).st_mtime))
+        self.assertEqual(readFile(path), data)
+        if getattr(os, "O_NOATIME", 0):
+            self.assertEqual(os.stat(path).st_atime, old)
+        self.assertRaises(FileNotFoundError, readFile, path + ".missing")

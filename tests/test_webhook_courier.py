@@ -13,16 +13,17 @@ import time
 from dataclasses import replace
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gopherpost.config import Settings
 from gopherpost.deliveryevents import RecipientBounced, RecipientDelivered
 from gopherpost.spool import Envelope, Spool
-from gopherpost.webhooks.courier import prune
+from gopherpost.webhooks.courier import BatchedBuilder, prune
+from gopherpost.webhooks.dispatcher import MessageGone
 from gopherpost.webhooks.http import WebhookPoster
 from gopherpost.webhooks.records import EVENTS, INBOUND, EventRecord, WebhookStore, dateOf
 from gopherpost.webhooks.service import WebhookService, makeWebhookService
@@ -82,6 +83,9 @@ class Server:
         )
         assert isinstance(service, WebhookService)
         self.service = service
+        # Marks written at once too (the courier's interval would wait for
+        # the test's clock).
+        self.service.courier.dispatcher.markInterval = 0
         if poster is not None:
             self.service.courier.poster = poster
             self.service.courier.dispatcher._poster = poster
@@ -413,3 +417,84 @@ class ServiceTests(CourierTestCase):
         server.service.flush()
         self.assertEqual(taken, [("Q1", "2026-12-01", 1.0)])
         return ensureDeferred(server.stop())
+
+
+class BatchedBuilderTests(SynchronousTestCase):
+    """
+    L{BatchedBuilder}: the requests waiting meanwhile go in one thread hop.
+    """
+
+    def setUp(self) -> None:
+        self.hops: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+        self.builder = BatchedBuilder(self.runInThread, self.build, limit=3)
+
+    def runInThread(self, f: Any, *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.hops.append((f, args, d))
+        return d
+
+    def build(self, dateDirectory: str, queueId: str) -> bytes:
+        if queueId == "GONE":
+            raise MessageGone(queueId)
+        return f"{dateDirectory}/{queueId}".encode()
+
+    def runHop(self, index: int = -1) -> None:
+        f, args, d = self.hops[index]
+        d.callback(f(*args))
+
+    def test_batches(self) -> None:
+        """
+        The first request goes at once; those made while it is built go
+        together in the next hop, at most C{limit} per hop.
+        """
+        first = self.builder("2026-12-01", "Q1")
+        rest = [self.builder("2026-12-01", f"Q{n}") for n in range(2, 7)]
+        self.assertEqual(len(self.hops), 1)
+        self.runHop()
+        self.assertEqual(self.successResultOf(first), b"2026-12-01/Q1")
+        self.assertEqual(len(self.hops), 2)
+        self.assertEqual(len(self.hops[1][1][1]), 3)
+        self.runHop()
+        self.runHop()
+        self.assertEqual(len(self.hops), 3)
+        self.assertEqual(
+            [self.successResultOf(d) for d in rest],
+            [f"2026-12-01/Q{n}".encode() for n in range(2, 7)],
+        )
+
+    def test_failures(self) -> None:
+        """
+        A build that raises fails its own request only.
+        """
+        self.builder("2026-12-01", "Q0")
+        gone = self.builder("2026-12-01", "GONE")
+        fine = self.builder("2026-12-01", "Q1")
+        self.runHop(0)
+        self.runHop(1)
+        self.failureResultOf(gone, MessageGone)
+        self.assertEqual(self.successResultOf(fine), b"2026-12-01/Q1")
+
+    def test_threadFails(self) -> None:
+        """
+        If the hop itself fails, every request of it fails.
+        """
+        d = self.builder("2026-12-01", "Q1")
+        self.hops[0][2].errback(RuntimeError("no threads"))
+        self.failureResultOf(d, RuntimeError)
+
+    def test_cancelled(self) -> None:
+        """
+        A request cancelled while it waits is left out of the next hop; one
+        cancelled while built is ignored when its result comes.
+        """
+        first = self.builder("2026-12-01", "Q1")
+        waiting = self.builder("2026-12-01", "Q2")
+        kept = self.builder("2026-12-01", "Q3")
+        first.cancel()
+        waiting.cancel()
+        self.failureResultOf(first, CancelledError)
+        self.failureResultOf(waiting, CancelledError)
+        self.runHop()
+        self.assertEqual(self.hops[1][1][1], [("2026-12-01", "Q3")])
+        self.runHop()
+        self.assertEqual(self.successResultOf(kept), b"2026-12-01/Q3")

@@ -458,4 +458,33 @@ class OperationsTests(DispatcherTestCase):
         dispatcher.takeEvent(event(1))
         self.poster.answer(200)
         self.assertEqual(dispatcher.pending(), [])
-        self.assertIn("could not mark it delivered", self.lines()[-1])
+        self.assertIn("could not mark 1 webhooks", self.lines()[-1])
+        self.assertIn("(evt_1)", self.lines()[-1])
+
+    def test_marksCollected(self) -> None:
+        """
+        With a C{markInterval}, the settled marks of that many seconds are
+        written together; until then the webhooks are done with in memory.
+        """
+        dispatcher = self.dispatcher(markInterval=0.5)
+        dispatcher.takeEvent(event(1))
+        dispatcher.takeEvent(event(2))
+        self.poster.answer(200)
+        self.poster.answer(200)
+        self.assertEqual(dispatcher.pending(), [])
+        self.assertEqual(self.settled(), {})
+        self.clock.advance(0.5)
+        self.assertEqual(self.settled(), {"evt_1": "delivered", "evt_2": "delivered"})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_marksWrittenAtStop(self) -> None:
+        """
+        Stopping writes the marks still collected.
+        """
+        dispatcher = self.dispatcher(markInterval=60.0)
+        dispatcher.takeEvent(event(1))
+        self.poster.answer(200)
+        self.assertEqual(self.settled(), {})
+        self.successResultOf(dispatcher.stop())
+        self.assertEqual(self.settled(), {"evt_1": "delivered"})
+        self.assertEqual(self.clock.getDelayedCalls(), [])

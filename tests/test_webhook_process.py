@@ -77,6 +77,8 @@ class CourierProcessTests(TestCase):
         with open(f"/proc/{pid}/stat") as f:
             nice = int(f.read().rsplit(")", 1)[1].split()[16])
         self.assertEqual(nice, min(19, os.nice(0) + NICENESS))
+        if hasattr(os, "SCHED_IDLE"):
+            self.assertEqual(os.sched_getscheduler(pid), os.SCHED_IDLE)
 
     def test_delivers(self):
         """

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gopherpost.config import Settings
+from gopherpost.durable import readFile
 from gopherpost.webhooks.dispatcher import (
     IWebhookReporter,
     MessageGone,
@@ -47,6 +48,7 @@ from gopherpost.webhooks.records import (
 from gopherpost.webhooks.signing import parseSecret
 
 __all__ = [
+    "BatchedBuilder",
     "LocalCourier",
     "Unsettled",
     "buildInboundDocument",
@@ -54,6 +56,7 @@ __all__ = [
     "prune",
     "targetsFromSettings",
     "PRUNE_INTERVAL",
+    "BUILD_BATCH",
 ]
 
 _log = Logger()
@@ -62,6 +65,11 @@ _log = Logger()
 PRUNE_INTERVAL = 6 * 3600.0
 #: Days of settled marks kept beyond the lifetime and the longest delay.
 _KEEP_EXTRA = 86400.0
+#: Inbound documents built in one thread hop at most.
+BUILD_BATCH = 64
+#: Seconds the courier collects settled marks before writing them (see
+#: L{records}).
+MARK_INTERVAL = 0.5
 
 
 def targetsFromSettings(settings: Settings) -> dict[str, WebhookTarget]:
@@ -84,14 +92,15 @@ def targetsFromSettings(settings: Settings) -> dict[str, WebhookTarget]:
 def buildInboundDocument(spool: Any, dateDirectory: str, queueId: str, settings: Settings) -> bytes:
     """
     The inbound webhook's body for a spooled message (blocking: in a
-    thread).
+    thread).  The spool's files are read without touching their access
+    time (L{gopherpost.durable.readFile}): the SMTP side's next sync then
+    has no inode of ours to write.
 
     @raise MessageGone: the message is not in the spool any more.
     """
     try:
         envelope = spool.envelopeIn(dateDirectory, queueId)
-        with open(spool.messagePath(envelope), "rb") as f:
-            content = f.read()
+        content = readFile(spool.messagePath(envelope))
     except FileNotFoundError:
         raise MessageGone(queueId) from None
     document = inboundPayload(
@@ -102,6 +111,84 @@ def buildInboundDocument(spool: Any, dateDirectory: str, queueId: str, settings:
         includeRaw=settings.webhookRaw,
     )
     return encode(document)
+
+
+def _buildEach(
+    build: Callable[[str, str], bytes], requests: Sequence[tuple[str, str]]
+) -> list[bytes | Failure]:
+    """
+    C{build} for each request, its failures as values (in a thread).
+    """
+    results: list[bytes | Failure] = []
+    for dateDirectory, queueId in requests:
+        try:
+            results.append(build(dateDirectory, queueId))
+        except Exception:
+            results.append(Failure())
+    return results
+
+
+class BatchedBuilder:
+    """
+    Builds documents in a thread, every request waiting at the moment in
+    one hop (at most L{BUILD_BATCH}), one batch at a time.  A thread hop
+    (a queue put, a wake-up of the reactor, the GIL passed to and fro) costs
+    about as much as building a small message's document; while one batch
+    is built the requests pile up for the next, so under load the hops are
+    shared.
+
+    @param runInThread: C{runInThread(f, *args) -> Deferred}.
+    @param build: C{build(dateDirectory, queueId) -> bytes}, blocking.
+    """
+
+    def __init__(
+        self,
+        runInThread: Callable[..., Deferred[Any]],
+        build: Callable[[str, str], bytes],
+        limit: int = BUILD_BATCH,
+    ) -> None:
+        self._runInThread = runInThread
+        self._build = build
+        self._limit = limit
+        self._waiting: list[tuple[str, str, Deferred[bytes]]] = []
+        self._running = False
+
+    def __call__(self, dateDirectory: str, queueId: str) -> Deferred[bytes]:
+        """
+        The document of one message, built soon.  Cancelling the
+        L{Deferred} drops the request (or ignores its result).
+        """
+        d: Deferred[bytes] = Deferred()
+        self._waiting.append((dateDirectory, queueId, d))
+        if not self._running:
+            self._next()
+        return d
+
+    def _next(self) -> None:
+        # Cancelled requests are left out.
+        waiting = [w for w in self._waiting if not w[2].called]
+        batch, self._waiting = waiting[: self._limit], waiting[self._limit :]
+        if not batch:
+            self._running = False
+            return
+        self._running = True
+        try:
+            d = self._runInThread(_buildEach, self._build, [(w[0], w[1]) for w in batch])
+        except Exception:
+            d = fail()
+
+        def built(results: list[bytes | Failure] | Failure) -> None:
+            for index, (_, _, waiter) in enumerate(batch):
+                if waiter.called:
+                    continue
+                result = results if isinstance(results, Failure) else results[index]
+                if isinstance(result, Failure):
+                    waiter.errback(result)
+                else:
+                    waiter.callback(result)
+            self._next()
+
+        d.addBoth(built)
 
 
 @dataclass
@@ -203,6 +290,7 @@ class LocalCourier(Service):
                 return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
         self._runInThread = runInThread
+        self._builder = BatchedBuilder(runInThread, self._buildOne)
         self.targets = targetsFromSettings(settings)
         self.poster = poster or WebhookPoster(
             reactor, settings.webhookTimeout, settings.webhookConcurrency
@@ -218,15 +306,17 @@ class LocalCourier(Service):
             retryMax=settings.webhookRetryMax,
             lifetime=settings.webhookLifetime,
             reporter=reporter,
+            markInterval=MARK_INTERVAL,
         )
         self._pruning = LoopingCall(self._prune)
         self._pruning.clock = reactor
         self.recovered: Deferred[None] = Deferred()
 
+    def _buildOne(self, dateDirectory: str, queueId: str) -> bytes:
+        return buildInboundDocument(self._spool, dateDirectory, queueId, self.settings)
+
     def _buildInbound(self, dateDirectory: str, queueId: str) -> Deferred[bytes]:
-        return self._runInThread(
-            buildInboundDocument, self._spool, dateDirectory, queueId, self.settings
-        )
+        return self._builder(dateDirectory, queueId)
 
     def startService(self) -> None:
         """

@@ -200,6 +200,10 @@ class WebhookDispatcher:
     @param retryMax: the longest delay between attempts.
     @param lifetime: seconds after which a webhook is given up.
     @param reporter: an L{IWebhookReporter} for the metrics.
+    @param markInterval: seconds the settled marks are collected before
+        they are written together (one C{write(2)} per day's file); C{0}
+        writes each at once.  A mark still waiting when the process dies
+        only makes its webhook be posted again (at least once).
     """
 
     def __init__(
@@ -215,6 +219,7 @@ class WebhookDispatcher:
         lifetime: float = 259200.0,
         reporter: IWebhookReporter | None = None,
         randomSource: random.Random | None = None,
+        markInterval: float = 0.0,
     ) -> None:
         self._clock = clock
         self._store = store
@@ -234,6 +239,10 @@ class WebhookDispatcher:
         self._settledEarly: set[tuple[str, str]] | None = set()
         self._sequence = 0
         self._stopping = False
+        self.markInterval = markInterval
+        #: Settled marks not written yet, by kind and day, in order.
+        self._marks: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._markTimer: Any = None
 
     # Taking webhooks on
 
@@ -479,17 +488,36 @@ class WebhookDispatcher:
     def _mark(self, kind: str, date: str, webhookId: str, outcome: str) -> None:
         if self._settledEarly is not None:
             self._settledEarly.add((kind, webhookId))
-        try:
-            self._store.settle(kind, date, webhookId, outcome)
-        except (OSError, ValueError) as e:
-            # Not lost: it is posted again after a restart (at least once).
-            _log.error(
-                "webhook={kind} id={id}: could not mark it {outcome}: {error}",
-                kind=kind,
-                id=webhookId,
-                outcome=outcome,
-                error=e,
-            )
+        self._marks.setdefault((kind, date), []).append((webhookId, outcome))
+        if self.markInterval <= 0:
+            self.writeMarks()
+        elif self._markTimer is None:
+            self._markTimer = self._clock.callLater(self.markInterval, self.writeMarks)
+
+    def writeMarks(self) -> None:
+        """
+        Write the settled marks collected so far (also done by L{stop}).
+        """
+        if self._markTimer is not None:
+            if self._markTimer.active():
+                self._markTimer.cancel()
+            self._markTimer = None
+        marks, self._marks = self._marks, {}
+        for (kind, date), lines in marks.items():
+            try:
+                self._store.settleMany(kind, date, lines)
+            except (OSError, ValueError) as e:
+                # Not lost: they are posted again after a restart (at least once).
+                _log.error(
+                    "webhook={kind}: could not mark {count} webhooks of {date} settled "
+                    "({ids}): {error}",
+                    kind=kind,
+                    count=len(lines),
+                    date=date,
+                    ids=" ".join(webhookId for webhookId, _ in lines[:10])
+                    + (" ..." if len(lines) > 10 else ""),
+                    error=e,
+                )
 
     def _reportPending(self, kind: str) -> None:
         self._reporter.pending(kind, self.pendingCount(kind))
@@ -566,6 +594,7 @@ class WebhookDispatcher:
         again at the next start) and every timer.
         """
         self._stopping = True
+        self.writeMarks()
         for lane in self._lanes.values():
             if lane.timer is not None and lane.timer.active():
                 lane.timer.cancel()

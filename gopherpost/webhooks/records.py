@@ -21,10 +21,14 @@ C{write(2)}, not synced, so it is safe from C{kill -9} at once and from a
 power failure after the spool's next sync, like the relay's state).  The
 courier process appends a line to the C{.settled} file of the same day
 whenever a webhook is done with: delivered, refused with 410, expired,
-dropped, or out of scope.  Each file has one writer.  A line counts only
-when it is whole (ends in a newline and parses), so a torn last line after
-a crash is ignored: at worst a webhook is posted twice, which receivers
-deduplicate (C{webhook-id}), never lost.
+dropped, or out of scope; the lines of half a second go in one C{write(2)}
+(see L{WebhookDispatcher<gopherpost.webhooks.dispatcher.WebhookDispatcher>}'s
+C{markInterval}), so that the file is dirtied, and written by the SMTP
+side's next sync of the spool, twice a second rather than once per webhook.
+Each file has one writer.  A line counts only when it is whole (ends in a
+newline and parses), so a torn last line after a crash is ignored: at worst
+a webhook is posted twice (also one whose mark was still waiting to be
+written), which receivers deduplicate (C{webhook-id}), never lost.
 
 Files of days older than the lifetime (plus the longest retry delay and a
 day) are deleted by L{WebhookStore.prune}.
@@ -37,7 +41,7 @@ import json
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,8 +273,18 @@ class WebhookStore:
             day (events).
         @raise OSError: the mark could not be written.
         """
-        line = f"{webhookId} {outcome}\n".encode("ascii", "replace")
-        self._appender.append(self._file(kind, date, _SETTLED), line)
+        self.settleMany(kind, date, [(webhookId, outcome)])
+
+    def settleMany(self, kind: str, date: str, marks: Sequence[tuple[str, str]]) -> None:
+        """
+        Mark several webhooks of one day done with, in one C{write(2)}
+        (appended, not synced).
+
+        @param marks: C{(webhookId, outcome)} pairs.
+        @raise OSError: the marks could not be written.
+        """
+        data = "".join(f"{webhookId} {outcome}\n" for webhookId, outcome in marks)
+        self._appender.append(self._file(kind, date, _SETTLED), data.encode("ascii", "replace"))
 
     def settled(self, kind: str, date: str) -> dict[str, str]:
         """
