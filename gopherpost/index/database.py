@@ -80,6 +80,8 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_read ON messages (read);
 CREATE INDEX messages_dateDirectory ON messages (dateDirectory);
+CREATE INDEX messages_headers ON messages
+    (fromJSON, toJSON, ccJSON, bccJSON, replyToJSON, subject, messageId, read);
 CREATE INDEX messages_attachments ON messages (attachments) WHERE attachments > 0;
 CREATE INDEX messages_inline ON messages (inline) WHERE inline > 0;
 CREATE TABLE tags (
@@ -417,23 +419,21 @@ class IndexDatabase:
             conditions.append("fulltext.rowid < ?")
             parameters.append(int(before * 1_000_000))
         where = " AND ".join(conditions)
-        cursor = self._db.execute(f"SELECT count(*) FROM fulltext WHERE {where}", parameters)
-        matching = int(cursor.fetchone()[0])
         total, unread = self.counts()
-        if not matching or not unread:
-            return matching, 0
-        if unread == total:
-            return matching, matching
+        if unread == total or not unread:
+            cursor = self._db.execute(f"SELECT count(*) FROM fulltext WHERE {where}", parameters)
+            matching = int(cursor.fetchone()[0])
+            return matching, (matching if unread else 0)
         countRead = total - unread <= unread
-        # The + keeps FTS5 from being asked for each rowid of the set in
-        # turn (each a full evaluation of the query).
-        among = int(
-            self._db.execute(
-                f"SELECT count(*) FROM fulltext WHERE {where} AND "
-                "+fulltext.rowid IN (SELECT rowid FROM messages WHERE read = ?)",
-                [*parameters, int(countRead)],
-            ).fetchone()[0]
-        )
+        # One pass over the matches for both counts.  The + keeps FTS5
+        # from being asked for each rowid of the set in turn (each a full
+        # evaluation of the query).
+        row = self._db.execute(
+            "SELECT count(*), total(+fulltext.rowid IN (SELECT rowid FROM messages WHERE read = ?)) "
+            f"FROM fulltext WHERE {where}",
+            [int(countRead), *parameters],
+        ).fetchone()
+        matching, among = int(row[0]), int(row[1])
         return matching, (matching - among if countRead else among)
 
     def page(
