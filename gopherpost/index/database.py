@@ -21,6 +21,7 @@ its own, each with its own connection.  Two writers wait for each other
 from __future__ import annotations
 
 import datetime
+import heapq
 import json
 import os
 import sqlite3
@@ -448,10 +449,10 @@ class IndexDatabase:
         matching)}.
 
         A query with conditions on the messages (C{subject:}, C{from:},
-        C{is:unread} beside words, a word excluded) is run once, for the
-        rowid and read state of every match: the counts and the page come
-        from that list, so what scans the table or joins every word match
-        to it does so once, not once for the page and again for the counts.
+        C{is:unread} beside words, a word excluded) is run once, for its
+        counts and the rowid of every match, the page's taken from those:
+        what scans the table or joins every word match to it does so once,
+        not once for the page and again for the counts.
         Words alone are counted by FTS5 (L{count}); no condition at all, or
         a read state alone, by the counts and the index on C{read}.
         """
@@ -468,15 +469,19 @@ class IndexDatabase:
         if before is not None:
             conditions.append(f"{rowid} < ?")
             parameters.append(int(before * 1_000_000))
-        # Sorted here, not by SQLite: with an C{ORDER BY}, SQLite walks the
-        # table in rowid order rather than sort what an index (such as
-        # the one of messages with attachments) finds.
-        found = self._db.execute(
-            f"SELECT {rowid}, m.read FROM {source} WHERE {' AND '.join(conditions)}", parameters
-        ).fetchall()
-        found.sort(reverse=True)
-        unread = sum(1 for _, read in found if not read)
-        rowids = [r for r, _ in found[start : start + limit]]
+        # One row: the counts and every matching rowid.  Not a row per
+        # match (a Python tuple each, sorted here: twice the time of the
+        # scan with 100,000 matches), and not sorted by SQLite: with an
+        # C{ORDER BY}, SQLite walks the table in rowid order rather than
+        # scan a narrower index (of the headers, of the messages with
+        # attachments) and sort what it finds.
+        matching, unread, listed = self._db.execute(
+            f"SELECT count(*), total(m.read = 0), group_concat({rowid}) FROM {source} "
+            f"WHERE {' AND '.join(conditions)}",
+            parameters,
+        ).fetchone()
+        found = map(int, listed.split(",")) if listed else iter(())
+        rowids = heapq.nlargest(start + limit, found)[start:]
         rows: dict[int, Sequence[Any]] = {}
         for chunk in _chunks(rowids):
             for row in self._db.execute(
@@ -487,7 +492,7 @@ class IndexDatabase:
                 rows[row[0]] = row
         tags = self._tagsOf(rowids)
         summaries = [_summary(rows[r], tags.get(r, [])) for r in rowids if r in rows]
-        return summaries, len(found), unread
+        return summaries, int(matching), int(unread)
 
     def idsMatching(self, query: SearchQuery) -> list[str]:
         """
