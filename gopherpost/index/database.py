@@ -26,6 +26,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from gopherpost.index.query import SearchQuery
@@ -465,6 +466,8 @@ class IndexDatabase:
                 self.search(query, start, limit, before),
                 *self.count(query, before),
             )
+        if query.matchExpression() is None and query.exclude and query.isFiltered():
+            return self._pageExcluding(query, start, limit, before)
         source, conditions, parameters, rowid = query.source()
         if before is not None:
             conditions.append(f"{rowid} < ?")
@@ -482,6 +485,48 @@ class IndexDatabase:
         ).fetchone()
         found = map(int, listed.split(",")) if listed else iter(())
         rowids = heapq.nlargest(start + limit, found)[start:]
+        return self._summariesOf(rowids), int(matching), int(unread)
+
+    def _pageExcluding(
+        self, query: SearchQuery, start: int, limit: int, before: float | None
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """
+        L{page} of conditions on the messages with words excluded
+        (C{to:a@b -newsletter}): the messages the conditions find first,
+        then those of them that have the words, found by FTS5 (its matches
+        looked up in that set), are taken out.  A C{NOT IN} would list
+        every message with the words, most of the mailbox for a common
+        word.
+        """
+        source, conditions, parameters, rowid = replace(query, exclude=[]).source()
+        if before is not None:
+            conditions.append(f"{rowid} < ?")
+            parameters.append(int(before * 1_000_000))
+        listed, unreadListed = self._db.execute(
+            "SELECT group_concat(m.rowid), group_concat(CASE WHEN m.read = 0 THEN m.rowid END) "
+            f"FROM {source} WHERE {' AND '.join(conditions)}",
+            parameters,
+        ).fetchone()
+        candidates = [int(r) for r in listed.split(",")] if listed else []
+        excluded: set[int] = set()
+        if candidates:
+            (found,) = self._db.execute(
+                "SELECT group_concat(rowid) FROM fulltext WHERE fulltext MATCH ? AND "
+                "+rowid IN (SELECT value FROM json_each(?))",
+                (" OR ".join(query.exclude), json.dumps(candidates)),
+            ).fetchone()
+            excluded = {int(r) for r in found.split(",")} if found else set()
+        kept = [r for r in candidates if r not in excluded]
+        unreadKept = sum(
+            1 for r in (unreadListed.split(",") if unreadListed else ()) if int(r) not in excluded
+        )
+        rowids = heapq.nlargest(start + limit, kept)[start:]
+        return self._summariesOf(rowids), len(kept), unreadKept
+
+    def _summariesOf(self, rowids: Sequence[int]) -> list[dict[str, Any]]:
+        """
+        The summaries of messages, in the order of C{rowids}.
+        """
         rows: dict[int, Sequence[Any]] = {}
         for chunk in _chunks(rowids):
             for row in self._db.execute(
@@ -491,8 +536,7 @@ class IndexDatabase:
             ):
                 rows[row[0]] = row
         tags = self._tagsOf(rowids)
-        summaries = [_summary(rows[r], tags.get(r, [])) for r in rowids if r in rows]
-        return summaries, int(matching), int(unread)
+        return [_summary(rows[r], tags.get(r, [])) for r in rowids if r in rows]
 
     def idsMatching(self, query: SearchQuery) -> list[str]:
         """

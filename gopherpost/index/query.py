@@ -102,6 +102,13 @@ class SearchQuery:
         """
         return self.matchExpression() is not None and not self.conditions and self.read is None
 
+    def isFiltered(self) -> bool:
+        """
+        Whether it has conditions on the messages (beyond words): columns,
+        tags, the read state or received times.
+        """
+        return bool(self.conditions or self.ranges or self.read is not None)
+
     def source(self) -> tuple[str, list[str], list[object], str]:
         """
         C{(FROM clause, conditions, parameters, rowid column)} of the query.
