@@ -69,6 +69,51 @@ class DatabaseTests(SynchronousTestCase):
         self.assertTrue(all((self.db.message(m["ID"]) or {})["received"] < 1002.0 for m in older))
         self.assertEqual(self.db.latestId(), everything[0])
 
+    def test_pageAgreesWithSearchAndCount(self) -> None:
+        """
+        L{IndexDatabase.page} (one pass, or FTS5 counting words alone)
+        gives the page of L{IndexDatabase.search} and the counts of
+        L{IndexDatabase.count}, whatever the share of read messages, for
+        words, conditions, read states, exclusions and received times.
+        """
+        self.db.insert([_record(i) for i in range(20)])
+        ids = [f"{i:019X}" for i in range(20)]
+        queries = [
+            "subject",
+            "subject -3",
+            "subject is:unread",
+            "subject is:read",
+            "subject:1",
+            "subject:1 is:unread",
+            "-subject:1",
+            "-7",
+            "subject:1 -7",
+            "is:unread -subject -7",
+            "after:2026-12-01T10:00:05Z -1",
+            "is:unread",
+            "has:attachment",
+            "is:unread -has:attachment",
+            "subject after:2026-12-01T10:00:05Z",
+            "after:2026-12-01T10:00:05Z before:2026-12-01T10:00:12Z",
+            "subject before:2026-12-01T10:00:12Z -is:read",
+        ]
+        for read in ([], ids[:3], ids[:10], ids[:17], ids):
+            self.db.setRead(None, False)
+            self.db.setRead(read, True)
+            for text in queries:
+                query = parseQuery(text, "UTC")
+                for start, limit, before in ((0, 50, None), (2, 5, None), (0, 50, 1796119215.0)):
+                    summaries, matching, unread = self.db.page(query, start, limit, before)
+                    self.assertEqual(
+                        [m["ID"] for m in summaries],
+                        [m["ID"] for m in self.db.search(query, start, limit, before)],
+                        (text, len(read), start, before),
+                    )
+                    every = self.db.search(query, 0, 1000, before)
+                    expected = (len(every), sum(1 for m in every if not m["Read"]))
+                    self.assertEqual((matching, unread), expected, (text, len(read), before))
+                    self.assertEqual(self.db.count(query, before), expected, text)
+
     def test_deleteRemovesTagsAndText(self) -> None:
         self.db.insert([_record(1, headers={"X-Tags": "t1"}), _record(2)])
         self.db.delete([f"{1:019X}"])

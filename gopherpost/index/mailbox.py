@@ -216,11 +216,11 @@ class Mailbox:
         """
 
         def run(db: IndexDatabase) -> dict[str, Any]:
-            messages = db.search(query, start, limit, before)
             total, unread = db.counts()
             if filtered or before is not None:
-                matching, matchingUnread = db.count(query, before)
+                messages, matching, matchingUnread = db.page(query, start, limit, before)
             else:
+                messages = db.search(query, start, limit, before)
                 matching, matchingUnread = total, unread
             return {
                 "total": total,

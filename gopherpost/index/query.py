@@ -69,19 +69,45 @@ class QueryError(ValueError):
 class SearchQuery:
     """
     A parsed query: SQL conditions on the C{messages m} table, to be
-    joined with C{AND}, and their parameters in order; and the full-text
-    phrases it must (C{match}) and must not (C{exclude}) contain, which run
-    as one FTS5 query (see L{source}).
+    joined with C{AND}, and their parameters in order; bounds on the
+    received time (C{ranges}: C{(operator, microseconds)}, applied to the
+    rowid, which is the received time in microseconds, so that the
+    full-text table can apply them too); the read state asked for
+    (C{read}); and the full-text phrases it must (C{match}) and must not
+    (C{exclude}) contain, which run as one FTS5 query (see L{source}).
     """
 
     conditions: list[str] = field(default_factory=list)
     parameters: list[object] = field(default_factory=list)
     match: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
+    ranges: list[tuple[str, int]] = field(default_factory=list)
+    read: int | None = None
 
     def add(self, condition: str, *parameters: object) -> None:
         self.conditions.append(condition)
         self.parameters.extend(parameters)
+
+    def addRange(self, operator: str, seconds: float) -> None:
+        """
+        Only messages received at or after (C{">="}) or at or before
+        (C{"<="}) C{seconds} since the epoch.
+        """
+        self.ranges.append((operator, int(seconds * 1_000_000)))
+
+    def onlyWords(self) -> bool:
+        """
+        Whether the query is words (and received times) only: the
+        full-text table alone answers it.
+        """
+        return self.matchExpression() is not None and not self.conditions and self.read is None
+
+    def isFiltered(self) -> bool:
+        """
+        Whether it has conditions on the messages (beyond words): columns,
+        tags, the read state or received times.
+        """
+        return bool(self.conditions or self.ranges or self.read is not None)
 
     def source(self) -> tuple[str, list[str], list[object], str]:
         """
@@ -89,22 +115,39 @@ class SearchQuery:
 
         With words to match, the full-text table drives the query: FTS5
         yields its matches in rowid order (which is received order), so the
-        newest page is found without sorting every match.
+        newest page is found without sorting every match, and the received
+        times bound the rowids it yields.
         """
         conditions = list(self.conditions)
         parameters = list(self.parameters)
+        if self.read is not None:
+            # Alone, C{is:unread} walks the index on C{read} in rowid
+            # order; beside other conditions, the index is left to them
+            # (C{+}): most messages have one read state, and walking all
+            # of them to find, say, the few with attachments is a scan.
+            column = "+m.read" if conditions else "m.read"
+            conditions.append(f"{column} = ?")
+            parameters.append(self.read)
         expression = self.matchExpression()
+        rowid = "fulltext.rowid" if expression is not None else "m.rowid"
+        for operator, value in self.ranges:
+            conditions.append(f"{rowid} {operator} ?")
+            parameters.append(value)
         if expression is not None:
+            # CROSS JOIN: the full-text table is always the outer loop.
+            # Asked for one rowid at a time (a messages index driving),
+            # FTS5 evaluates the whole query each time, prefixes and all:
+            # milliseconds per message.
             return (
-                "fulltext JOIN messages m ON m.rowid = fulltext.rowid",
+                "fulltext CROSS JOIN messages m ON m.rowid = fulltext.rowid",
                 ["fulltext MATCH ?", *conditions],
                 [expression, *parameters],
-                "fulltext.rowid",
+                rowid,
             )
         if self.exclude:
             conditions.append("m.rowid NOT IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)")
             parameters.append(" OR ".join(self.exclude))
-        return ("messages m", conditions, parameters, "m.rowid")
+        return ("messages m", conditions, parameters, rowid)
 
     def matchExpression(self) -> str | None:
         """
@@ -262,10 +305,11 @@ def parseQuery(text: str, tz: str | None = None) -> SearchQuery:
                 original.strip(),
             )
         elif sep and prefix == "is":
-            if value == "read":
-                query.add("m.read = ?", 0 if exclude else 1)
-            elif value == "unread":
-                query.add("m.read = ?", 1 if exclude else 0)
+            if value in ("read", "unread"):
+                wanted = int((value == "read") != exclude)
+                if query.read is not None and query.read != wanted:
+                    query.add("0")  # is:read is:unread: nothing
+                query.read = wanted
             elif value == "tagged":
                 query.add(
                     f"{'NOT ' if exclude else ''}EXISTS "
@@ -285,10 +329,7 @@ def parseQuery(text: str, tz: str | None = None) -> SearchQuery:
                 continue
             when = _timestamp(original, zone)
             after = prefix == "after"
-            if after != exclude:
-                query.add("m.received >= ?", when)
-            else:
-                query.add("m.received <= ?", when)
+            query.addRange(">=" if after != exclude else "<=", when)
         elif sep and prefix in ("larger", "smaller"):
             if not value:
                 continue
