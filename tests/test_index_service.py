@@ -26,6 +26,7 @@ from gopherpost.index.service import (
     ThreadBackend,
 )
 from gopherpost.interfaces import ISpoolObserver
+from gopherpost.priority import NICENESS
 from tests.support.mailstore import makeMessage, openSpool, startIndex, storeMessage, waitFor
 
 
@@ -223,6 +224,23 @@ class ProcessIndexTests(TestCase):
         mailbox = yield startIndex(self, spool, process=True)
         yield storeMessage(spool, makeMessage("after start"))
         yield waitFor(lambda: _count(mailbox).addCallback(lambda n: n == 2))
+
+    @inlineCallbacks
+    def test_workerAtLowestPriority(self):
+        """
+        The worker runs at the lowest CPU priority: SMTP acceptance wins the
+        CPU, indexing uses what is left.
+        """
+        spool = openSpool(self)
+        mailbox = yield startIndex(self, spool, process=True)
+        yield storeMessage(spool, makeMessage("indexed"))
+        yield waitFor(lambda: _count(mailbox).addCallback(lambda n: n == 1))
+        pid = mailbox.index.backend.pid
+        with open(f"/proc/{pid}/stat") as f:
+            nice = int(f.read().rsplit(")", 1)[1].split()[16])
+        self.assertEqual(nice, min(19, os.nice(0) + NICENESS))
+        if hasattr(os, "SCHED_IDLE"):
+            self.assertEqual(os.sched_getscheduler(pid), os.SCHED_IDLE)
 
     @inlineCallbacks
     def test_workerRestarted(self):

@@ -5,7 +5,9 @@ The index worker process: C{python -m gopherpost.index.worker --spool DIR
 
 Reading and indexing a message costs CPU (parsing MIME in Python); in a
 process of its own it runs on another core than the SMTP server and never
-competes with it for the interpreter lock.  It speaks AMP with the server
+competes with it for the interpreter lock; at the lowest CPU priority
+(L{gopherpost.priority.lowerPriority}) it indexes with the CPU time SMTP
+acceptance leaves over.  It speaks AMP with the server
 on its standard input and output (L{gopherpost.index.protocol}), logs to
 its standard error, and ends when its standard input closes.
 """
@@ -96,8 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet.stdio import StandardIO
     from twisted.logger import FilteringLogObserver, globalLogBeginner, textFileLogObserver
 
+    from gopherpost.priority import lowerPriority
     from gopherpost.spool import Spool
 
+    lowerPriority()
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [_worthLogging])],
         redirectStandardIO=False,

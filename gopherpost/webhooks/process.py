@@ -46,6 +46,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
+from gopherpost.priority import NICENESS, lowerPriority
 from gopherpost.webhooks.channel import (
     MAX_PAGE,
     CourierSide,
@@ -66,34 +67,8 @@ from gopherpost.webhooks.records import EventRecord
 
 __all__ = ["CourierProcess", "NICENESS", "lowerPriority", "main"]
 
+
 _log = Logger(namespace="gopherpost.webhooks.process")
-
-#: How much lower the courier's CPU priority is than the server's: the
-#: most there is (19), so that a busy server keeps nearly all of a shared
-#: core (a nice 19 process weighs 15 against the server's 1024); at 10 it
-#: still took a tenth, and SMTP acceptance paid for it.
-NICENESS = 19
-
-
-def lowerPriority() -> None:
-    """
-    Make this process yield the CPU to everything else: C{nice} +L{NICENESS}
-    and, on Linux, the C{SCHED_IDLE} policy.  A nice process that got a core
-    still runs out its time slice when the server wakes up wanting it; one
-    under C{SCHED_IDLE} is preempted at once, so the SMTP side never waits
-    for the courier, and the courier uses only the time left over.
-    """
-    try:
-        os.nice(NICENESS)
-    except OSError:
-        pass
-    policy = getattr(os, "SCHED_IDLE", None)
-    if policy is not None:
-        try:
-            os.sched_setscheduler(0, policy, os.sched_param(0))
-        except OSError:
-            pass
-
 
 #: Seconds the courier gets to stop before it is killed.
 STOP_GRACE = 10.0
