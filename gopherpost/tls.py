@@ -61,6 +61,7 @@ from gopherpost.config import OUTBOUND_TLS_POLICIES, ConfigError, Settings
 from gopherpost.durable import replaceFile
 
 __all__ = [
+    "clientConnection",
     "INBOUND_TLS12_CIPHERS",
     "ALPN_PROTOCOL",
     "ServerTLS",
@@ -589,17 +590,26 @@ class _UnverifiedClientTLS:
         self._context = CertificateOptions(verify=False).getContext()
 
     def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        connection.set_app_data(tlsProtocol)
-        if not (isIPAddress(self.hostname) or isIPv6Address(self.hostname)):
-            try:
-                connection.set_tlsext_host_name(self.hostname.encode("idna"))
-            except UnicodeError:
-                pass
-        return connection
+        return clientConnection(self._context, self.hostname, tlsProtocol)
 
     def __repr__(self) -> str:
         return f"<unverified TLS for {self.hostname!r}>"
+
+
+def clientConnection(context: SSL.Context, hostname: str, tlsProtocol: object) -> SSL.Connection:
+    """
+    A client TLS connection for C{tlsProtocol} on C{context}, sending SNI
+    for C{hostname} when it is a DNS name (never for an IP address, RFC 6066
+    section 3).
+    """
+    connection = SSL.Connection(context, None)
+    connection.set_app_data(tlsProtocol)
+    if not (isIPAddress(hostname) or isIPv6Address(hostname)):
+        try:
+            connection.set_tlsext_host_name(hostname.encode("idna"))
+        except UnicodeError:
+            pass
+    return connection
 
 
 def clientContextFor(

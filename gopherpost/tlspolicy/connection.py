@@ -32,14 +32,13 @@ from typing import Any
 
 from cryptography import x509
 from OpenSSL import SSL
-from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gopherpost.tls import platformTrustRoot
+from gopherpost.tls import clientConnection, platformTrustRoot
 from gopherpost.tlspolicy.certificates import (
     CertificateVerdict,
     TLSARecord,
@@ -216,13 +215,7 @@ class _CheckedClientTLS:
         self._check = connectionCheck
 
     def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        connection = SSL.Connection(self._context, None)
-        connection.set_app_data(tlsProtocol)
-        if not (isIPAddress(self.hostname) or isIPv6Address(self.hostname)):
-            try:
-                connection.set_tlsext_host_name(self.hostname.encode("idna"))
-            except UnicodeError:
-                pass
+        connection = clientConnection(self._context, self.hostname, tlsProtocol)
         self._contexts.watch(connection, self._check)
         self._check.observation.attempted = True
         return connection
