@@ -115,11 +115,13 @@ def neverRead(port: int, args: argparse.Namespace) -> tuple[dict[str, Any], list
     stop = threading.Event()
 
     def pump(i: int, sock: socket.socket) -> None:
-        chunk = b"NOOP\r\nRSET\r\n" * 5000
+        pair = b"NOOP\r\nRSET\r\n"
+        chunk = pair * 5000
         sock.setblocking(False)
         while not stop.is_set() and sent[i] < args.per_reader_mb * 1024 * 1024:
             try:
-                sent[i] += sock.send(chunk)
+                # Go on from where a partial send stopped: whole commands.
+                sent[i] += sock.send(chunk[sent[i] % len(pair) :])
             except BlockingIOError:
                 select.select([], [sock], [], 0.2)
             except OSError:

@@ -248,12 +248,16 @@ class FlowControlTests(TestCase):
                 banner = sock.recv(1024)
                 self.assertTrue(banner.startswith(b"220 "))
                 sock.setblocking(False)
-                chunk = b"NOOP\r\n" * 10000
+                command = b"NOOP\r\n"
+                chunk = command * 10000
                 sent = 0
                 quiet = 0.0
                 while sent < 10 * 1024 * 1024 and quiet < 2.0:
                     try:
-                        sent += sock.send(chunk)
+                        # A send may take part of the chunk: go on from
+                        # where it stopped, so the stream stays whole
+                        # commands (a restart would make "NONOOP").
+                        sent += sock.send(chunk[sent % len(command) :])
                         quiet = 0.0
                     except BlockingIOError:
                         time.sleep(0.05)
