@@ -14,8 +14,17 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable
+from typing import BinaryIO
 
-__all__ = ["writeFile", "writeOpen", "readFile", "replaceFile", "fsyncDirectory", "loadSyncfs"]
+__all__ = [
+    "writeFile",
+    "writeOpen",
+    "readFile",
+    "openForReading",
+    "replaceFile",
+    "fsyncDirectory",
+    "loadSyncfs",
+]
 
 #: C{O_NOATIME} where the platform has it (Linux), else nothing.
 _NOATIME = getattr(os, "O_NOATIME", 0)
@@ -38,28 +47,44 @@ def writeFile(path: str, data: bytes, mode: int = 0o640, sync: bool = True) -> N
         os.close(fd)
 
 
-def readFile(path: str) -> bytes:
+def openForReading(path: str) -> BinaryIO:
     """
-    The whole content of C{path}, read without updating its access time
-    where the system allows it (C{O_NOATIME}: the file's owner, or root).
+    C{open(path, "rb")}, without updating the file's access time where the
+    system allows it (C{O_NOATIME}: the file's owner, or root).
 
     On a file system mounted C{relatime} (the default), the first read of a
     file written since its last read updates its access time: its inode
     becomes dirty and is written by the next journal commit, that is, by
     the next C{fsync}/C{syncfs} of whoever commits mail on that file system.
-    Readers of freshly spooled messages (the webhook courier) would so add
-    an inode write per file to the SMTP side's syncs.
+    Readers of freshly spooled messages (the relay, the message index, the
+    webhook courier) would so add an inode write per file to the SMTP
+    side's syncs.
 
-    @raise OSError: as C{open(2)} and C{read(2)} do (C{FileNotFoundError}
-        when it does not exist).
+    @raise OSError: as C{open(2)} does (C{FileNotFoundError} when it does
+        not exist).
     """
+    return os.fdopen(_openNoAtime(path), "rb")
+
+
+def _openNoAtime(path: str) -> int:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NOATIME)
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NOATIME)
     except PermissionError:
         if not _NOATIME:
             raise
         # Neither the owner nor privileged: O_NOATIME is refused (EPERM).
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def readFile(path: str) -> bytes:
+    """
+    The whole content of C{path}, read without updating its access time
+    (see L{openForReading}).
+
+    @raise OSError: as C{open(2)} and C{read(2)} do (C{FileNotFoundError}
+        when it does not exist).
+    """
+    fd = _openNoAtime(path)
     try:
         pieces = []
         while True:

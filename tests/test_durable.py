@@ -7,9 +7,17 @@ from __future__ import annotations
 import os
 import stat
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from gopherpost.durable import fsyncDirectory, loadSyncfs, readFile, replaceFile, writeFile
+from gopherpost.durable import (
+    fsyncDirectory,
+    loadSyncfs,
+    openForReading,
+    readFile,
+    replaceFile,
+    writeFile,
+)
+from tests.support.accesstime import makeStale, plainReadUpdates
 
 
 class DurableTests(SynchronousTestCase):
@@ -59,9 +67,26 @@ class DurableTests(SynchronousTestCase):
         path = self.mktemp()
         data = os.urandom(3 * 1024 * 1024 + 5)
         writeFile(path, data, sync=False)
-        old = os.stat(path).st_mtime - 1000
-        os.utime(path, (old, os.stat(path).st_mtime))
+        old = makeStale(path)
         self.assertEqual(readFile(path), data)
         if getattr(os, "O_NOATIME", 0):
             self.assertEqual(os.stat(path).st_atime, old)
         self.assertRaises(FileNotFoundError, readFile, path + ".missing")
+
+    def test_openForReading(self) -> None:
+        """
+        L{openForReading} opens for reading in binary, and a read through it
+        leaves the access time alone where a plain C{open()} would update
+        it (C{relatime}, the default mount option).
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        if not plainReadUpdates(directory):
+            raise SkipTest("this file system never updates access times (noatime)")
+        path = os.path.join(directory, "message")
+        writeFile(path, b"Subject: x\r\n\r\nbody\r\n", sync=False)
+        old = makeStale(path)
+        with openForReading(path) as f:
+            self.assertEqual(f.read(), b"Subject: x\r\n\r\nbody\r\n")
+        self.assertEqual(os.stat(path).st_atime, old)
+        self.assertRaises(FileNotFoundError, openForReading, path + ".missing")

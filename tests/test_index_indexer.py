@@ -9,11 +9,12 @@ import os
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.internet.task import Clock
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 
 from gopherpost.index.indexer import Indexer, IndexPolicy, runAll
 from gopherpost.index.loop import GATHER_DELAY, IIndexListener, IndexerLoop
+from tests.support.accesstime import makeStale, plainReadUpdates
 from tests.support.mailstore import makeMessage, openSpool, storeMessage
 
 
@@ -53,6 +54,26 @@ class IndexerTests(TestCase):
         )
         self.assertEqual(runAll(indexer.reconcile()), 0, "the skipped one is not read again")
         self.assertEqual(indexer.index([(local.dateDirectory, "GONE")]), [])
+
+    @inlineCallbacks
+    def test_accessTimesKept(self):
+        """
+        Indexing a message reads its envelope and content without updating
+        their access times (no inode write for the SMTP side's next sync).
+        """
+        spool = openSpool(self)
+        if not plainReadUpdates(spool.path):
+            raise SkipTest("this file system never updates access times (noatime)")
+        stored = yield storeMessage(spool, makeMessage("fresh"))
+        paths = [spool.messagePath(stored)]
+        paths.append(os.path.join(spool.path, stored.dateDirectory, stored.queueId + ".envelope"))
+        self.assertTrue(all(os.path.exists(p) for p in paths), paths)
+        stale = [makeStale(p) for p in paths]
+        indexer = Indexer(spool, os.path.join(spool.stateDirectory, "i.sqlite3"), IndexPolicy())
+        indexer.open()
+        self.addCleanup(indexer.close)
+        self.assertEqual(indexer.index([(stored.dateDirectory, stored.queueId)]), [stored.queueId])
+        self.assertEqual([os.stat(p).st_atime for p in paths], stale)
 
 
 class LoopTests(TestCase):

@@ -9,9 +9,10 @@ import os
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from gopherpost.relay import content
+from tests.support.accesstime import makeStale, plainReadUpdates
 
 
 class ReadContentsTests(SynchronousTestCase):
@@ -55,6 +56,22 @@ class ReadContentsTests(SynchronousTestCase):
         [(f, (large,))] = self.hops
         self.assertIs(f, content.readAll)
         self.assertEqual([os.path.basename(p) for p in large], ["b", "d"])
+
+    def test_accessTimesKept(self) -> None:
+        """
+        Reading for the relay (at once, in the thread, for DKIM) leaves the
+        files' access times alone: on a C{relatime} file system the first
+        read of a fresh spool file would otherwise dirty its inode for the
+        SMTP side's next sync.
+        """
+        if not plainReadUpdates(self.directory):
+            raise SkipTest("this file system never updates access times (noatime)")
+        self.patch(content, "INLINE_READ_BUDGET", 10)
+        paths = [self.file("small", b"123"), self.file("large", b"x" * 20)]
+        stale = [makeStale(path) for path in paths]
+        self.successResultOf(content.readContents(paths, self.runInThread))
+        content.dkimHeader(_Signer(b"X: y\r\n123"), paths[0], None, "Q")
+        self.assertEqual([os.stat(path).st_atime for path in paths], stale)
 
 
 class _Signer:

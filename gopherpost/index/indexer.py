@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from gopherpost.durable import readFile
 from gopherpost.index.database import IndexCorrupt, IndexDatabase, removeDatabase
 from gopherpost.index.records import IndexRecord, buildRecord
 from gopherpost.spool import Envelope, Spool
@@ -181,8 +182,7 @@ class Indexer:
         if not self._policy.wants(envelope) or not envelope.recipients:
             return False
         try:
-            with open(spool.messagePath(envelope), "rb") as f:
-                raw = f.read()
+            raw = readFile(spool.messagePath(envelope))
         except FileNotFoundError:
             return None
         except OSError as e:

@@ -14,6 +14,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from gopherpost.durable import openForReading, readFile
+
 __all__ = ["INLINE_READ_BUDGET", "readContents", "readSmall", "readAll", "dkimHeader"]
 
 _log = Logger()
@@ -52,7 +54,7 @@ def readSmall(paths: Sequence[str], budget: int) -> list[bytes | None]:
     """
     contents: list[bytes | None] = []
     for path in paths:
-        with open(path, "rb") as f:
+        with openForReading(path) as f:
             size = os.fstat(f.fileno()).st_size
             if size > budget:
                 contents.append(None)
@@ -66,11 +68,7 @@ def readAll(paths: Sequence[str]) -> list[bytes]:
     """
     Read several spool files (in a thread).
     """
-    contents = []
-    for path in paths:
-        with open(path, "rb") as f:
-            contents.append(f.read())
-    return contents
+    return [readFile(path) for path in paths]
 
 
 def dkimHeader(signer: Any, path: str, domain: str | None, queueId: str) -> str:
@@ -82,8 +80,7 @@ def dkimHeader(signer: Any, path: str, domain: str | None, queueId: str) -> str:
     @param signer: a L{gopherpost.dkim.DKIMSigner}.
     @param domain: the domain to sign for (the sender's), or L{None}.
     """
-    with open(path, "rb") as f:
-        content = f.read()
+    content = readFile(path)
     try:
         signed = signer.sign(content, domain)
     except Exception as e:
