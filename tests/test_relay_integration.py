@@ -116,6 +116,30 @@ class DeliveryTests(RelayTestCase):
         self.assertEqual(mx1.connectionsMade, 1)
 
     @inlineCallbacks
+    def test_nextMessageTakesTheConnectionUp(self):
+        """
+        With the connection cache the server uses, a message spooled after
+        the previous one was delivered goes over the connection that one
+        left open; stopping the queue says QUIT on it.
+        """
+        from gopherpost.relay.connectioncache import ConnectionCache
+
+        mx1 = self.server("127.0.0.2")
+        h = self.harness()
+        queue = h.startQueue(courier=h.courier(connectionCache=ConnectionCache(h.reactor)))
+        first = yield h.spoolMessage(["bob@example.test"])
+        yield eventually(lambda: h.state(first).recipients and h.state(first).done)
+        second = yield h.spoolMessage(["carol@example.test"])
+        yield eventually(lambda: h.state(second).recipients and h.state(second).done)
+        self.assertEqual(
+            [m.recipients for m in mx1.messages], [["bob@example.test"], ["carol@example.test"]]
+        )
+        self.assertEqual(mx1.connectionsMade, 1)
+        yield queue.stopService()
+        yield eventually(lambda: not mx1.sessions)
+        self.assertEqual(mx1.commands[-1], b"QUIT")
+
+    @inlineCallbacks
     def test_spooledTogetherOneConnection(self):
         """
         Messages spooled in the same reactor turn (one group commit) are

@@ -145,6 +145,8 @@ class CommandChannel(LineReceiver):
         #: Whether the connection is gone or being dropped (an attribute,
         #: not a property: it is read for every line).
         self._closed = False
+        #: How many complete replies arrived so far.
+        self.repliesReceived = 0
 
     @property
     def closed(self) -> bool:
@@ -278,6 +280,7 @@ class CommandChannel(LineReceiver):
             return
         reply = Reply(code, tuple(self._partial[1]))
         self._partial = None
+        self.repliesReceived += 1
         if not self._awaiting:
             self._abort(ProtocolViolation(self._pendingStage, f"unexpected reply {reply}"))
             return

@@ -34,7 +34,7 @@ from gopherpost.relay.outcome import (
     DeliveryResult,
     describeConnectionError,
 )
-from gopherpost.relay.session import ClientSession, ContextFactoryFor, ResultListener
+from gopherpost.relay.session import ClientSession, ContextFactoryFor, ParkHook, ResultListener
 from gopherpost.relay.transaction import (
     Envelope,
     SessionFailure,
@@ -49,6 +49,7 @@ __all__ = [
     "FAILED",
     "Envelope",
     "DeliveryAttempt",
+    "ReusedDelivery",
     "startDelivery",
     "deliverMany",
     "deliver",
@@ -162,12 +163,24 @@ class DeliveryAttempt:
         if not self.result.called:
             self.result.errback(failure)
 
+    def roundEnded(self, results: list[DeliveryResult]) -> None:
+        """
+        See L{gopherpost.relay.session.RoundOwner.roundEnded}.
+        """
+        self._deliver(results)
+
+    def roundFailed(self, failure: Failure) -> None:
+        """
+        See L{gopherpost.relay.session.RoundOwner.roundFailed}.
+        """
+        self._fail(failure)
+
     def _madeConnection(self, session: ClientSession) -> None:
         self._stopTimer()
         self._connected = True
         if self._stopping:
             session.stopGracefully()
-        session.finished.addCallbacks(self._deliver, self._fail)
+        session.finished.addCallbacks(_toRound, _failRound, (session,), {}, (session,))
 
     def _notConnected(self, reason: Failure) -> None:
         self._stopTimer()
@@ -207,6 +220,60 @@ class DeliveryAttempt:
         return maybeDeferred(self._onResult, index, result).addErrback(failed)
 
 
+def _toRound(results: list[DeliveryResult], session: ClientSession) -> None:
+    # The connection is closed: the last round's results, to its owner
+    # (who already has them if the session was taken up again since).
+    if session.round is not None:
+        session.round.roundEnded(results)
+
+
+def _failRound(failure: Failure, session: ClientSession) -> None:
+    if session.round is not None:
+        session.round.roundFailed(failure)
+
+
+class ReusedDelivery:
+    """
+    One more round of messages on a connection that a previous delivery
+    left open (see L{gopherpost.relay.session.ParkHook}): the same
+    interface as L{DeliveryAttempt}.
+
+    @ivar result: fires once with one L{DeliveryResult} per envelope, in
+        order, when the round is over; fails with
+        L{gopherpost.relay.session.StaleConnection} when the server had
+        closed the connection before it answered anything of this round
+        (nothing was delivered: send the envelopes over a new connection).
+    """
+
+    def __init__(self, session: ClientSession) -> None:
+        self._session = session
+        self.result: Deferred[list[DeliveryResult]] = Deferred(self._cancel)
+
+    def stopGracefully(self) -> None:
+        """
+        See L{DeliveryAttempt.stopGracefully}.
+        """
+        if not self.result.called:
+            self._session.stopGracefully()
+
+    def _cancel(self, result: Deferred[list[DeliveryResult]]) -> None:
+        self._session.abort()
+
+    def roundEnded(self, results: list[DeliveryResult]) -> None:
+        """
+        See L{gopherpost.relay.session.RoundOwner.roundEnded}.
+        """
+        if not self.result.called:
+            self.result.callback(results)
+
+    def roundFailed(self, failure: Failure) -> None:
+        """
+        See L{gopherpost.relay.session.RoundOwner.roundFailed}.
+        """
+        if not self.result.called:
+            self.result.errback(failure)
+
+
 def startDelivery(
     reactor: Any,
     host: str,
@@ -218,6 +285,7 @@ def startDelivery(
     timeoutScale: float = 1.0,
     contextFactoryFor: ContextFactoryFor = clientContextFor,
     onResult: ResultListener | None = None,
+    park: ParkHook | None = None,
 ) -> DeliveryAttempt:
     """
     Start sending several messages to one host over one connection.
@@ -239,8 +307,10 @@ def startDelivery(
     @param onResult: called with C{(index, result)} for each envelope as
         soon as its outcome is known, before the next message starts (see
         L{gopherpost.relay.session.ResultListener}).
+    @param park: offers the connection for more messages once these are
+        sent (see L{gopherpost.relay.session.ParkHook}); L{None}: QUIT.
     @return: the attempt; its C{result} fires with one L{DeliveryResult}
-        per envelope.
+        per envelope (when the connection is closed, or parked).
     @raise ValueError: C{address} is not an IP address, or the policy is
         unknown.
     """
@@ -269,12 +339,14 @@ def startDelivery(
         contextFactoryFor,
         onResult=onResult,
         startedAt=startedAt,
+        park=park,
     )
     # The endpoint's own timeout is a backstop; ours is on the reactor's clock.
     endpoint = endpointType(reactor, address, port, timeout=int(connectTimeout) + 1)
     attempt = DeliveryAttempt(
         reactor, session, messages, host, address, port, connectTimeout, onResult
     )
+    session.round = attempt
     attempt.start(endpoint)
     return attempt
 

@@ -47,10 +47,11 @@ from zope.interface import Interface, implementer
 
 from gopherpost.dns import PermanentDNSError, TemporaryDNSError
 from gopherpost.relay import client
+from gopherpost.relay.connectioncache import ConnectionCache
 from gopherpost.relay.esmtp import relayEnvelope
 from gopherpost.relay.mx import IDestinationResolver
 from gopherpost.relay.outcome import DEFERRED, FAILED, DeliveryResult
-from gopherpost.relay.session import ContextFactoryFor
+from gopherpost.relay.session import ContextFactoryFor, StaleConnection
 from gopherpost.relay.transaction import Envelope
 from gopherpost.tls import clientContextFor
 from gopherpost.tlspolicy import requiretls
@@ -236,7 +237,7 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.stopping = False
-        self.connection: client.DeliveryAttempt | None = None
+        self.connection: client.DeliveryAttempt | client.ReusedDelivery | None = None
         self.waiting: Deferred[Any] | None = None
         self.ended: Deferred[None] = Deferred()
 
@@ -284,6 +285,7 @@ class Courier:
         contextFactoryFor: ContextFactoryFor = clientContextFor,
         startDelivery: StartDelivery = client.startDelivery,
         transportSecurity: Any = None,
+        connectionCache: ConnectionCache | None = None,
     ) -> None:
         """
         @param reactor: provides time and TCP.
@@ -297,6 +299,9 @@ class Courier:
             L{gopherpost.tlspolicy.interfaces.ITransportSecurity} deciding
             each destination's and connection's TLS (DANE, MTA-STS); L{None}:
             C{tlsPolicy} and C{contextFactoryFor} for every connection.
+        @param connectionCache: keeps connections open between deliveries
+            to the same host (see L{gopherpost.relay.connectioncache});
+            L{None}: QUIT after each delivery.
         """
         self._reactor = reactor
         self._destinations = destinations
@@ -306,6 +311,7 @@ class Courier:
         self._contextFactoryFor = contextFactoryFor
         self._startDelivery = startDelivery
         self._security = transportSecurity
+        self._cache = connectionCache
         self._attempts: set[_Attempt] = set()
 
     def destinationKey(self, domain: str) -> str:
@@ -334,6 +340,8 @@ class Courier:
         """
         See L{ICourier.stop}.
         """
+        if self._cache is not None:
+            self._cache.stop()
         attempts = list(self._attempts)
         for attempt in attempts:
             attempt.stop()
@@ -482,7 +490,15 @@ class Courier:
                     for i in active
                 ]
                 yield self._connect(
-                    exchange.hostname, address, envelopes, active, report, started, attempt, hostTLS
+                    exchange.hostname,
+                    address,
+                    envelopes,
+                    active,
+                    report,
+                    started,
+                    attempt,
+                    hostTLS,
+                    mode,
                 )
         if mode == _REQUIRE_TLS and not attempt.stopping:
             yield self._failUnqualified(domain, remaining, last, report)
@@ -521,11 +537,14 @@ class Courier:
         started: float,
         attempt: _Attempt,
         hostTLS: Any = None,
+        mode: str = _USUAL,
     ) -> Deferred[Any]:
         """
         One connection carrying C{envelopes}, for the messages at
         C{indices}, under C{hostTLS} (an
-        L{gopherpost.tlspolicy.interfaces.IHostTLSPolicy}) when given.
+        L{gopherpost.tlspolicy.interfaces.IHostTLSPolicy}) when given: an
+        idle one to the same host taken up again when there is one (see
+        L{gopherpost.relay.connectioncache}), else a new one.
         """
         beforeConnection = self._reactor.seconds() - started
         tlsPolicy, contextFactoryFor = self._tlsPolicy, self._contextFactoryFor
@@ -541,25 +560,44 @@ class Courier:
                 deliveries = _withTLSFacts(hostTLS, result, deliveries)
             return report(indices[index], deliveries)
 
-        connection = self._startDelivery(
-            self._reactor,
-            host,
-            address,
-            self._destinations.port,
-            self._heloName,
-            envelopes,
-            tlsPolicy,
-            self._timeoutScale,
-            contextFactoryFor,
-            onResult,
-        )
-        attempt.connection = connection
-
         def finished(result: object) -> object:
             attempt.connection = None
             return result
 
-        return connection.result.addBoth(finished)
+        cache = self._cache
+        key = (host, address, self._destinations.port, tlsPolicy, mode)
+
+        def connect() -> Deferred[Any]:
+            extra = {} if cache is None else {"park": cache.parkHook(key)}
+            connection = self._startDelivery(
+                self._reactor,
+                host,
+                address,
+                self._destinations.port,
+                self._heloName,
+                envelopes,
+                tlsPolicy,
+                self._timeoutScale,
+                contextFactoryFor,
+                onResult,
+                **extra,
+            )
+            attempt.connection = connection
+            return connection.result
+
+        if cache is not None:
+            reused = cache.take(key, envelopes, onResult)
+            if reused is not None:
+                attempt.connection = reused
+
+                def stale(failure: Failure) -> Deferred[Any] | None:
+                    failure.trap(StaleConnection)
+                    if attempt.stopping:
+                        return None
+                    return connect()
+
+                return reused.result.addErrback(stale).addBoth(finished)
+        return connect().addBoth(finished)
 
 
 def _tlsMode(message: OutboundMessage) -> str:

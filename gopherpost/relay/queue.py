@@ -18,7 +18,9 @@ from the injected reactor, so tests drive it with a clock.
 
 Work is grouped by destination (MX domain, or the smarthost): the
 recipients of one message for one destination go in one transaction, and one
-connection carries up to L{BATCH_SIZE} messages to the same destination.
+delivery carries up to L{BATCH_SIZE} messages to the same destination over
+one connection (which the next delivery to that host may take up again, see
+L{gopherpost.relay.connectioncache}).
 At most C{SMTP_QUEUE_WORKERS} deliveries run at once, and at most
 C{SMTP_DESTINATION_CONCURRENCY} to one destination.
 
@@ -1498,6 +1500,7 @@ def makeRelayService(
         MTA-STS), or L{None} for C{SMTP_OUTBOUND_TLS} alone.
     """
     from gopherpost import dkim
+    from gopherpost.relay.connectioncache import ConnectionCache
     from gopherpost.relay.courier import Courier
     from gopherpost.relay.mx import destinationResolverFromSettings
 
@@ -1513,6 +1516,7 @@ def makeRelayService(
             tlsPolicy=settings.outboundTLS,
             timeoutScale=settings.outboundTimeoutScale,
             transportSecurity=transportSecurity,
+            connectionCache=ConnectionCache(reactor),
         )
 
     return RelayQueue(

@@ -11,7 +11,8 @@ each message MAIL FROM (with C{SIZE=} and C{BODY=8BITMIME} when the server
 supports them, C{REQUIRETLS} for a message that requires it, which is only
 sent under TLS to a server that advertises it), one RCPT per recipient, DATA when at least one recipient was
 accepted, the body (CRLF line ends, dot-stuffed, sent in chunks with flow
-control) and QUIT.  When the server advertises C{PIPELINING} (RFC 2920),
+control) and QUIT (or, with a L{ParkHook}, the connection waits for more
+messages, see L{gopherpost.relay.connectioncache}).  When the server advertises C{PIPELINING} (RFC 2920),
 MAIL, every RCPT and DATA go out in one write and their replies are read in
 order; the body still waits for C{354}.  Once the server answered 2xx to the
 final dot, the message is delivered to the accepted recipients, whatever
@@ -34,7 +35,7 @@ the injected reactor's clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -83,7 +84,14 @@ from gopherpost.tls import (
 )
 from gopherpost.tlspolicy import requiretls
 
-__all__ = ["ContextFactoryFor", "ResultListener", "ClientSession"]
+__all__ = [
+    "ContextFactoryFor",
+    "ResultListener",
+    "ParkHook",
+    "RoundOwner",
+    "StaleConnection",
+    "ClientSession",
+]
 
 _log = Logger()
 
@@ -94,6 +102,40 @@ ContextFactoryFor = Callable[[str, str], object]
 #: outcome is known.  It may return a Deferred: the session waits for it
 #: before it starts the next message.  What it raises is logged.
 ResultListener = Callable[[int, DeliveryResult], object]
+
+#: C{park(session) -> Deferred}: called when every message of the session
+#: has been sent and nothing went wrong, instead of QUIT.  The Deferred
+#: fires with the next round, C{(envelopes, onResult, round)} (see
+#: L{ClientSession.round}), to run on the same connection, or with L{None}:
+#: then the session says QUIT.
+ParkHook = Callable[["ClientSession"], Deferred[Any]]
+
+
+class StaleConnection(Exception):
+    """
+    A connection taken up again (see L{ParkHook}) turned out to be closed
+    before the server answered anything of the new round: nothing of it
+    was delivered, and its messages may go over a new connection at once.
+    """
+
+
+class RoundOwner(Protocol):
+    """
+    Whom a session reports one round's results to (the handles of
+    L{gopherpost.relay.client}).
+    """
+
+    def roundEnded(self, results: list[DeliveryResult]) -> None:
+        """
+        The round ended with these results (called once; later calls are
+        ignored).
+        """
+
+    def roundFailed(self, failure: Failure) -> None:
+        """
+        The round ended without results (a bug, or L{StaleConnection}).
+        """
+
 
 #: The failures that end a session; each becomes a L{SessionFailure}.
 _ENDINGS = (SessionFailure, ReplyTimeout, ConnectionLostWaiting, ProtocolViolation, Stopped)
@@ -134,6 +176,7 @@ class ClientSession(CommandChannel):
         contextFactoryFor: ContextFactoryFor,
         onResult: ResultListener | None = None,
         startedAt: float | None = None,
+        park: ParkHook | None = None,
     ) -> None:
         """
         @param reactor: the clock for timeouts and timings.
@@ -150,6 +193,7 @@ class ClientSession(CommandChannel):
         @param onResult: see L{ResultListener}.
         @param startedAt: when the connection attempt began (default: now),
             for L{DeliveryResult.connectSeconds}.
+        @param park: see L{ParkHook}; L{None}: QUIT after the messages.
         """
         CommandChannel.__init__(self, reactor, timeoutScale)
         self._host = host
@@ -161,6 +205,10 @@ class ClientSession(CommandChannel):
         self._contextFactoryFor = contextFactoryFor
         self._onResult = onResult
         self._startedAt = reactor.seconds() if startedAt is None else startedAt
+        self._park = park
+        self._reused = False
+        #: Whom the results of the current round go to (set by the owner).
+        self.round: RoundOwner | None = None
         self._readyAt: float | None = None
         self._body: BodySender | None = None
         self._finalReplyDue = False
@@ -312,47 +360,82 @@ class ClientSession(CommandChannel):
 
     @inlineCallbacks
     def _run(self) -> Generator[Deferred[Any], Any, list[DeliveryResult]]:
-        transactions = [Transaction(e) for e in self._envelopes]
-        failure: SessionFailure | None = None
-        reported = 0
-        try:
-            yield self._opening()
-            self._readyAt = self._reactor.seconds()
-            needReset = False
-            for index, transaction in enumerate(transactions):
-                if self._stopRequested:
-                    raise stoppedFailure(polite=True)
-                transaction.startedAt = self._reactor.seconds()
-                if needReset:
-                    reply = yield self._command("RSET", "RSET")
-                    if reply.code // 100 != 2:
-                        raise SessionFailure.fromReply("RSET", reply, "RSET refused")
-                needReset = yield self._transaction(transaction)
-                transaction.endedAt = self._reactor.seconds()
-                reported = index + 1
-                waiting = self._report(index, transaction)
-                if waiting is not None:
-                    yield waiting
-        except _ENDINGS as e:
-            failure = self._failureFor(e)
-        if failure is not None:
-            for index in range(reported, len(transactions)):
-                transactions[index].settleAll(failure)
-                waiting = self._report(index, transactions[index])
-                if waiting is not None:
-                    yield waiting
-            if failure.abort:
-                self._dropConnection()
-            elif failure.polite and not self.closed:
+        opened = False
+        needReset = False
+        while True:
+            transactions = [Transaction(e) for e in self._envelopes]
+            failure: SessionFailure | None = None
+            reported = 0
+            repliesBefore = self.repliesReceived
+            try:
+                if not opened:
+                    yield self._opening()
+                    opened = True
+                    self._readyAt = self._reactor.seconds()
+                for index, transaction in enumerate(transactions):
+                    if self._stopRequested:
+                        raise stoppedFailure(polite=True)
+                    transaction.startedAt = self._reactor.seconds()
+                    if needReset:
+                        reply = yield self._command("RSET", "RSET")
+                        if reply.code // 100 != 2:
+                            raise SessionFailure.fromReply("RSET", reply, "RSET refused")
+                    needReset = yield self._transaction(transaction)
+                    transaction.endedAt = self._reactor.seconds()
+                    reported = index + 1
+                    waiting = self._report(index, transaction)
+                    if waiting is not None:
+                        yield waiting
+            except _ENDINGS as e:
+                if (
+                    self._reused
+                    and reported == 0
+                    and self.repliesReceived == repliesBefore
+                    and isinstance(e, ConnectionLostWaiting)
+                ):
+                    # Taken up again, and closed by the server meanwhile:
+                    # nothing of this round was answered, so nothing of it
+                    # was delivered; its owner tries a new connection.
+                    self._dropConnection()
+                    if self.round is not None:
+                        self.round.roundFailed(Failure(StaleConnection(str(e))))
+                    return []
+                failure = self._failureFor(e)
+            if failure is not None:
+                for index in range(reported, len(transactions)):
+                    transactions[index].settleAll(failure)
+                    waiting = self._report(index, transactions[index])
+                    if waiting is not None:
+                        yield waiting
+                if failure.abort:
+                    self._dropConnection()
+                elif failure.polite and not self.closed:
+                    yield self._quit()
+                return self._resultsOf(transactions)
+            results = self._resultsOf(transactions)
+            if self._park is None or self._stopRequested or self.closed:
                 yield self._quit()
-        else:
-            yield self._quit()
+                return results
+            # Offer the connection for more first, then report: whoever the
+            # report wakes up finds it (see L{ParkHook}).
+            nextRound = self._park(self)
+            if self.round is not None:
+                self.round.roundEnded(results)
+            following = yield nextRound
+            if following is None or self._stopRequested or self.closed:
+                yield self._quit()
+                return results
+            envelopes, self._onResult, self.round = following
+            self._envelopes = list(envelopes)
+            self._reused = True
+
+    def _resultsOf(self, transactions: list[Transaction]) -> list[DeliveryResult]:
         return [t.result or self._result(i, t) for i, t in enumerate(transactions)]
 
     def _result(self, index: int, transaction: Transaction) -> DeliveryResult:
         if self._readyAt is None:
             connectSeconds = (transaction.endedAt or self._reactor.seconds()) - self._startedAt
-        elif index == 0:
+        elif index == 0 and not self._reused:
             connectSeconds = self._readyAt - self._startedAt
         else:
             connectSeconds = 0.0
