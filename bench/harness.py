@@ -659,7 +659,10 @@ def relayBenchmark(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         servers["postfix"] = PostfixRelay(bench, sink.port, dnsHost)
     if args.compare:
         servers["gopherpost-b"] = GopherPost(
-            bench, "gopherpost-relay-b", PYTHONPATH=args.compare, **settings
+            bench,
+            "gopherpost-relay-b",
+            PYTHONPATH=args.compare,
+            **{**settings, **args.compare_env},
         )
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     try:
@@ -1122,6 +1125,14 @@ def parseArguments(argv) -> argparse.Namespace:
         "older commit) as server gopherpost-b, interleaved with the others",
     )
     parser.add_argument(
+        "--compare-env",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a setting for gopherpost-b only (repeatable); with --compare . it compares "
+        "settings of one tree, e.g. --compare . --compare-env SMTP_WORKERS=2",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also profile GopherPost with py-spy at 20 sessions"
     )
     parser.add_argument(
@@ -1153,6 +1164,15 @@ def parseArguments(argv) -> argparse.Namespace:
     for size in args.sizes + args.latency_sizes:
         if size not in SIZES:
             parser.error(f"unknown size {size!r}")
+    compareEnv = {}
+    for item in args.compare_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("SMTP_"):
+            parser.error(f"--compare-env: {item!r} is not SMTP_NAME=VALUE")
+        compareEnv[name] = value
+    args.compare_env = compareEnv
+    if args.compare_env and not args.compare:
+        parser.error("--compare-env needs --compare (e.g. --compare .)")
     if args.compare:
         args.compare = os.path.abspath(args.compare)
         if not os.path.isfile(os.path.join(args.compare, "gopherpost", "tap.py")):
@@ -1197,7 +1217,9 @@ def main(argv=None) -> int:
         "aiosmtpd": Aiosmtpd,
         "smtp-sink": SmtpSink,
         # The same installed dependencies, the other tree's code first on the path.
-        "gopherpost-b": lambda bench: GopherPost(bench, "gopherpost-b", PYTHONPATH=args.compare),
+        "gopherpost-b": lambda bench: GopherPost(
+            bench, "gopherpost-b", PYTHONPATH=args.compare, **args.compare_env
+        ),
     }
     servers: dict[str, Server] = {}
     completed = False
