@@ -417,12 +417,20 @@ class ClientSession(CommandChannel):
                 yield self._quit()
                 return results
             # Offer the connection for more first, then report: whoever the
-            # report wakes up finds it (see L{ParkHook}).
+            # report wakes up finds it (see L{ParkHook}).  The messages sent
+            # are not kept while it waits.
+            transactions = []
+            self._envelopes = []
             nextRound = self._park(self)
             if self.round is not None:
                 self.round.roundEnded(results)
             following = yield nextRound
-            if following is None or self._stopRequested or self.closed:
+            if following is not None and (self._stopRequested or self.closed):
+                # Stopped or closed while it waited: nothing of that round
+                # was sent; its owner sends it over a new connection.
+                following[2].roundFailed(Failure(StaleConnection("closed while idle")))
+                following = None
+            if following is None:
                 yield self._quit()
                 return results
             envelopes, self._onResult, self.round = following
