@@ -157,6 +157,9 @@ class ReuseTests(SynchronousTestCase):
         self.assertEqual(statuses(results), [[SENT]])
         self.assertEqual([i for i, _ in reports], [0])
         self.assertEqual(results[0].connectSeconds, 0.0)
+        self.assertEqual(results[0].connectionUse, 2)
+        [(_, first)] = self.connection.reports
+        self.assertEqual(first.connectionUse, 1)
         self.assertEqual(len(self.connection.reports), 1, "the first listener heard only its own")
         self.assertEqual(self.cache.idleConnections, 1, "parked again")
 

@@ -54,6 +54,20 @@ class FormatTests(SynchronousTestCase):
             "status=deferred (4.4.3 no DNS)",
         )
 
+    def test_connectionUse(self) -> None:
+        """
+        A delivery over a connection taken up again says which use it was,
+        after the relay, as Postfix does; the first use says nothing.
+        """
+        arguments = ("ABC", "b@example.test", "mx.example.test[192.0.2.25]:25", 0.5)
+        rest = ((0, 0, 0.5), "2.0.0", "sent", "250 2.0.0 Ok")
+        self.assertEqual(
+            recipientLine(*arguments, *rest, "", 3),
+            "ABC: to=<b@example.test>, relay=mx.example.test[192.0.2.25]:25, conn_use=3, "
+            "delay=0.5, delays=0/0/0.5, dsn=2.0.0, status=sent (250 2.0.0 Ok)",
+        )
+        self.assertNotIn("conn_use", recipientLine(*arguments, *rest, "", 1))
+
 
 def remote(
     recipient: str, status: str, reply: str, dsn: str, connect: float = 0.5, transfer: float = 0.25

@@ -124,6 +124,7 @@ class DeliveryTests(RelayTestCase):
         """
         from gopherpost.relay.connectioncache import ConnectionCache
 
+        log = EventLoggingObserver.createWithCleanup(cast(Any, self), globalLogPublisher)
         mx1 = self.server("127.0.0.2")
         h = self.harness()
         queue = h.startQueue(courier=h.courier(connectionCache=ConnectionCache(h.reactor)))
@@ -135,6 +136,13 @@ class DeliveryTests(RelayTestCase):
             [m.recipients for m in mx1.messages], [["bob@example.test"], ["carol@example.test"]]
         )
         self.assertEqual(mx1.connectionsMade, 1)
+        lines = [
+            formatEvent(e) for e in log if e["log_namespace"] == "gopherpost.relay.deliverylog"
+        ]
+        [firstLine] = [line for line in lines if "to=<bob@" in line]
+        [secondLine] = [line for line in lines if "to=<carol@" in line]
+        self.assertNotIn("conn_use", firstLine)
+        self.assertIn(":%d, conn_use=2, delay=" % self.port, secondLine)
         yield queue.stopService()
         yield eventually(lambda: not mx1.sessions)
         self.assertEqual(mx1.commands[-1], b"QUIT")

@@ -145,6 +145,8 @@ class RecipientDelivery(NamedTuple):
     # esmtp: the host offered DSN (see L{DeliveryResult.dsnOffered}).
     dsnOffered: bool = False
     tls: Any = None
+    #: See L{DeliveryResult.connectionUse}.
+    connectionUse: int = 1
 
     @property
     def final(self) -> bool:
@@ -649,6 +651,7 @@ def _deliveries(result: DeliveryResult, setupSeconds: float) -> list[RecipientDe
     tlsUsed, tlsVersion, cipher = result.tlsUsed, result.tlsVersion, result.cipher
     transferSeconds = result.transferSeconds
     dsnOffered = result.dsnOffered
+    use = result.connectionUse
     # Positional: this runs for every recipient of every message.
     return [
         RecipientDelivery(
@@ -666,6 +669,8 @@ def _deliveries(result: DeliveryResult, setupSeconds: float) -> list[RecipientDe
             connectSeconds,
             transferSeconds,
             dsnOffered,
+            None,
+            use,
         )
         for outcome in result.outcomes
     ]

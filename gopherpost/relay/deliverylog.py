@@ -13,7 +13,9 @@ operators grep, each starting with the message's queue id::
 arrived; C{delays} splits it into the time before this attempt (in the
 queue), before its transaction could start (DNS, earlier hosts,
 connection set-up, TLS) and in its transaction.  C{relay=none} when no host
-was reached (the DNS failed).  Lines are logged at info level, addresses
+was reached (the DNS failed).  A delivery over a connection taken up again
+(L{gopherpost.relay.connectioncache}) says which use of the connection it
+was after the relay, as Postfix does: C{relay=...:25, conn_use=2, delay=}.  Lines are logged at info level, addresses
 included (as any MTA's log has them; the spool's file names stay hashed).
 Each event also carries the facts as fields (C{queueId}, C{recipient},
 C{status}, C{dsn}, C{relay}) for log processors.
@@ -87,17 +89,21 @@ def recipientLine(
     status: str,
     reason: str,
     tls: str = "",
+    connectionUse: int = 1,
 ) -> str:
     """
     The line for one recipient's outcome.
 
     @param tls: the transport security of the connection, e.g.
         C{"dane/verified"} (issue 19; C{""}: not known, left out).
+    @param connectionUse: which use of its connection this was; from 2 on
+        it is written as Postfix writes it, C{conn_use=N} after the relay.
     """
     # After the reason: the Postfix-shaped prefix stays as parsers expect.
     security = f", tls={tls}" if tls else ""
+    reuse = f", conn_use={connectionUse}" if connectionUse > 1 else ""
     return (
-        f"{queueId}: to=<{recipient}>, relay={relay}, delay={formatSeconds(delay)}, "
+        f"{queueId}: to=<{recipient}>, relay={relay}{reuse}, delay={formatSeconds(delay)}, "
         f"delays={'/'.join(formatSeconds(d) for d in delays)}, dsn={dsn}, "
         f"status={status} ({_clean(reason)}){security}"
     )
@@ -161,17 +167,19 @@ class DeliveryLog:
             connection and transfer times (L{None}: no host tried).
         """
         tls = ""
+        use = 1
         if delivery is not None:
             relay = relayOf(delivery.host, delivery.address, delivery.port)
             connect, transfer = delivery.connectSeconds, delivery.transferSeconds
             tls = tlsOf(delivery.tls)
+            use = delivery.connectionUse
         else:
             relay, connect, transfer = "none", 0.0, 0.0
         delays = (max(0.0, attemptStarted - received), connect, transfer)
         self._log.info(
             "{line}",
             line=recipientLine(
-                queueId, recipient, relay, now - received, delays, dsn, status, reason, tls
+                queueId, recipient, relay, now - received, delays, dsn, status, reason, tls, use
             ),
             queueId=queueId,
             recipient=recipient,

@@ -212,6 +212,11 @@ class DeliveryResult(NamedTuple):
     # esmtp: whether the server offered DSN (RFC 3461): it was given the
     # sender's DSN parameters and reports success and delay itself.
     dsnOffered: bool = False
+    #: Which use of its connection the message's delivery was: 1 for the
+    #: delivery that made it, 2 and on when the connection was taken up
+    #: again (see L{gopherpost.relay.connectioncache}; Postfix's
+    #: C{conn_use}).
+    connectionUse: int = 1
 
     def outcomeFor(self, recipient: str) -> RecipientOutcome:
         """

@@ -207,6 +207,7 @@ class ClientSession(CommandChannel):
         self._startedAt = reactor.seconds() if startedAt is None else startedAt
         self._park = park
         self._reused = False
+        self._uses = 1
         #: Whom the results of the current round go to (set by the owner).
         self.round: RoundOwner | None = None
         self._readyAt: float | None = None
@@ -436,6 +437,7 @@ class ClientSession(CommandChannel):
             envelopes, self._onResult, self.round = following
             self._envelopes = list(envelopes)
             self._reused = True
+            self._uses += 1
 
     def _resultsOf(self, transactions: list[Transaction]) -> list[DeliveryResult]:
         return [t.result or self._result(i, t) for i, t in enumerate(transactions)]
@@ -462,6 +464,7 @@ class ClientSession(CommandChannel):
             connectSeconds=connectSeconds,
             transferSeconds=transaction.transferSeconds,
             dsnOffered="DSN" in self.extensions,
+            connectionUse=self._uses,
         )
 
     @inlineCallbacks
