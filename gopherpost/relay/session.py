@@ -12,11 +12,12 @@ supports them, C{REQUIRETLS} for a message that requires it, which is only
 sent under TLS to a server that advertises it), one RCPT per recipient, DATA when at least one recipient was
 accepted, the body (CRLF line ends, dot-stuffed, sent in chunks with flow
 control) and QUIT (or, with a L{ParkHook}, the connection waits for more
-messages, see L{gopherpost.relay.connectioncache}).  When the server advertises C{PIPELINING} (RFC 2920),
-MAIL, every RCPT and DATA go out in one write and their replies are read in
-order; the body still waits for C{354}.  Once the server answered 2xx to the
-final dot, the message is delivered to the accepted recipients, whatever
-happens to QUIT or the connection afterwards.
+messages, see L{gopherpost.relay.connectioncache}).  When the server
+advertises C{PIPELINING} (RFC 2920), MAIL, every RCPT and DATA go out in one
+write and their replies are read in order; the body still waits for C{354}.
+Once the server answered 2xx to the final dot, the message is delivered to
+the accepted recipients, whatever happens to QUIT or the connection
+afterwards.
 
 Each message's L{DeliveryResult} is reported (see L{ResultListener}) as soon
 as it is known: the reply to its final dot, or the failure that ended it.
@@ -206,7 +207,8 @@ class ClientSession(CommandChannel):
         self._onResult = onResult
         self._startedAt = reactor.seconds() if startedAt is None else startedAt
         self._park = park
-        self._reused = False
+        #: Which use of the connection the current round is (1: it was
+        #: made for it; more: taken up again, see L{ParkHook}).
         self._uses = 1
         #: Whom the results of the current round go to (set by the owner).
         self.round: RoundOwner | None = None
@@ -389,7 +391,7 @@ class ClientSession(CommandChannel):
                         yield waiting
             except _ENDINGS as e:
                 if (
-                    self._reused
+                    self._uses > 1
                     and reported == 0
                     and self.repliesReceived == repliesBefore
                     and isinstance(e, ConnectionLostWaiting)
@@ -436,7 +438,6 @@ class ClientSession(CommandChannel):
                 return results
             envelopes, self._onResult, self.round = following
             self._envelopes = list(envelopes)
-            self._reused = True
             self._uses += 1
 
     def _resultsOf(self, transactions: list[Transaction]) -> list[DeliveryResult]:
@@ -445,7 +446,7 @@ class ClientSession(CommandChannel):
     def _result(self, index: int, transaction: Transaction) -> DeliveryResult:
         if self._readyAt is None:
             connectSeconds = (transaction.endedAt or self._reactor.seconds()) - self._startedAt
-        elif index == 0 and not self._reused:
+        elif index == 0 and self._uses == 1:
             connectSeconds = self._readyAt - self._startedAt
         else:
             connectSeconds = 0.0
