@@ -13,7 +13,6 @@ from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -34,6 +33,7 @@ from tests.support.clientsession import (
     SENDER,
     ClientTransport,
 )
+from tests.support.relay import eventually
 from tests.support.smtpserver import DROP, SMTPTestServer
 
 KEY = (HOST, ADDRESS, 25, "may", "usual")
@@ -403,9 +403,9 @@ class LoopbackTests(TestCase):
         )
         self.assertEqual(server.connectionsMade, 1)
         self.assertEqual(cache.idleConnections, 1)
+        [connection] = server.sessions
         yield courier.stop()
-        while server.sessions:
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield connection.lost
         self.assertEqual(server.commands[-1], b"QUIT")
 
     @inlineCallbacks
@@ -418,8 +418,7 @@ class LoopbackTests(TestCase):
         courier, cache = self.courier(server)
         listener = _Listener()
         yield courier.deliver("example.test", [self.message(0)], listener)
-        while server.sessions:
-            yield deferLater(reactor, 0.01, lambda: None)
+        yield eventually(lambda: not server.sessions)
         yield courier.deliver("example.test", [self.message(1)], listener)
         self.assertEqual(listener.statuses, [("Q0", SENT), ("Q1", SENT)])
         self.assertEqual(server.connectionsMade, 2)

@@ -143,8 +143,9 @@ class DeliveryTests(RelayTestCase):
         [secondLine] = [line for line in lines if "to=<carol@" in line]
         self.assertNotIn("conn_use", firstLine)
         self.assertIn(":%d, conn_use=2, delay=" % self.port, secondLine)
+        [connection] = mx1.sessions
         yield queue.stopService()
-        yield eventually(lambda: not mx1.sessions)
+        yield connection.lost
         self.assertEqual(mx1.commands[-1], b"QUIT")
 
     @inlineCallbacks

@@ -15,8 +15,9 @@ queue), before its transaction could start (DNS, earlier hosts,
 connection set-up, TLS) and in its transaction.  C{relay=none} when no host
 was reached (the DNS failed).  A delivery over a connection taken up again
 (L{gopherpost.relay.connectioncache}) says which use of the connection it
-was after the relay, as Postfix does: C{relay=...:25, conn_use=2, delay=}.  Lines are logged at info level, addresses
-included (as any MTA's log has them; the spool's file names stay hashed).
+was after the relay, as Postfix does: C{relay=...:25, conn_use=2, delay=}.
+Lines are logged at info level, addresses included (as any MTA's log has
+them; the spool's file names stay hashed).
 Each event also carries the facts as fields (C{queueId}, C{recipient},
 C{status}, C{dsn}, C{relay}) for log processors.
 """

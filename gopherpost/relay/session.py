@@ -427,12 +427,9 @@ class ClientSession(CommandChannel):
             nextRound = self._park(self)
             if self.round is not None:
                 self.round.roundEnded(results)
+            # A round handed over after the connection closed fails as
+            # stale below, like one whose connection closes as it starts.
             following = yield nextRound
-            if following is not None and (self._stopRequested or self.closed):
-                # Stopped or closed while it waited: nothing of that round
-                # was sent; its owner sends it over a new connection.
-                following[2].roundFailed(Failure(StaleConnection("closed while idle")))
-                following = None
             if following is None:
                 yield self._quit()
                 return results
