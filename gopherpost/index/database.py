@@ -30,7 +30,7 @@ from dataclasses import replace
 from typing import Any
 
 from gopherpost.index.query import SearchQuery
-from gopherpost.index.records import IndexRecord
+from gopherpost.index.records import IndexRecord, encodeJSON
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -257,9 +257,18 @@ class IndexDatabase:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            known = set()
+            for chunk in _chunks([r.id for r in records]):
+                known.update(
+                    row[0]
+                    for row in db.execute(
+                        f"SELECT id FROM messages WHERE id IN ({_marks(len(chunk))})", chunk
+                    )
+                )
             for r in records:
-                if db.execute("SELECT 1 FROM messages WHERE id = ?", (r.id,)).fetchone():
+                if r.id in known:
                     continue
+                known.add(r.id)
                 rowid = int(r.received * 1_000_000)
                 values = (
                     r.id,
@@ -267,7 +276,7 @@ class IndexDatabase:
                     r.received,
                     r.date,
                     r.sender,
-                    json.dumps(r.recipients, ensure_ascii=False),
+                    encodeJSON(r.recipients),
                     int(r.local),
                     r.fromJSON,
                     r.toJSON,

@@ -19,7 +19,6 @@ C{PartID}s of the API.
 
 from __future__ import annotations
 
-import email.parser
 import email.policy
 import hashlib
 import html
@@ -30,6 +29,8 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import collapse_rfc2231_value, getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
+
+from gopherpost.messageparse import parseBytes
 
 __all__ = [
     "Address",
@@ -262,10 +263,10 @@ def _text(part: Message) -> str:
 
 def _fileName(part: Message) -> str:
     try:
+        # Content-Disposition's filename, else Content-Type's name.
         name = part.get_filename()
     except Exception:
-        name = None
-    if name is None:
+        # A filename that does not decode: Content-Type's name alone.
         try:
             param = part.get_param("name")
             name = collapse_rfc2231_value(param) if isinstance(param, tuple) else param
@@ -298,11 +299,8 @@ def _walk(part: Message, path: str, related: bool) -> Iterator[tuple[str, Messag
     yield (path or "1", part, related)
 
 
-_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
-
-
 def _parse(raw: bytes) -> Message:
-    return _PARSER.parsebytes(raw)
+    return parseBytes(raw, email.policy.compat32)
 
 
 def parseMessage(raw: bytes, checksums: bool = False, allHeaders: bool = True) -> ParsedMessage:

@@ -55,8 +55,12 @@ class IndexRecord:
         return ", ".join(a.searchText() for a in addresses)
 
 
+#: C{json.dumps(value, ensure_ascii=False)}, without making an encoder per call.
+encodeJSON = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _json(addresses: list[Address]) -> str:
-    return json.dumps([a.toJSON() for a in addresses], ensure_ascii=False)
+    return encodeJSON([a.toJSON() for a in addresses])
 
 
 def _metadata(envelope: Envelope) -> dict[str, Any]:
@@ -124,7 +128,7 @@ def buildRecord(envelope: Envelope, raw: bytes) -> IndexRecord:
         sender=envelope.sender,
         recipients=[r.address for r in envelope.recipients],
         local=any(r.local for r in envelope.recipients),
-        fromJSON=json.dumps(sender[0].toJSON(), ensure_ascii=False) if sender else "null",
+        fromJSON=encodeJSON(sender[0].toJSON()) if sender else "null",
         toJSON=_json(parsed.to),
         ccJSON=_json(parsed.cc),
         bccJSON=_json(bcc),

@@ -34,7 +34,6 @@ from collections.abc import Iterator
 from email import policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
@@ -46,6 +45,7 @@ from gopherpost.deliveryevents import (
     RecipientDelivered,
     RecipientExpired,
 )
+from gopherpost.messageparse import parseBytes
 
 __all__ = ["inboundPayload", "inScope", "eventPayload", "encode", "rfc3339"]
 
@@ -405,7 +405,7 @@ def inboundPayload(
     errors = _Errors()
     metadata = _metadata(envelope)
     try:
-        message: Message = BytesParser(policy=policy.default).parsebytes(content)
+        message: Message = parseBytes(content, policy.default)
     except Exception as e:  # the parser is lenient; this is a last resort
         errors.add(f"message not parsed: {type(e).__name__}: {e}")
         message = EmailMessage()
