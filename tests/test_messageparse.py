@@ -70,9 +70,9 @@ def _describe(message: Message) -> object:
     """
     Everything of a parsed message that a reader can see.
     """
-    payload = message.get_payload()
+    payload: object = message.get_payload()
     if isinstance(payload, list):
-        payload = [_describe(part) for part in payload]
+        payload = [_describe(part) if isinstance(part, Message) else part for part in payload]
     return (
         type(message),
         message.get_unixfrom(),

@@ -257,7 +257,7 @@ class IndexDatabase:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            known = set()
+            known: set[str] = set()
             for chunk in _chunks([r.id for r in records]):
                 known.update(
                     row[0]
