@@ -30,8 +30,10 @@ import weakref
 from collections.abc import Callable, MutableMapping
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, textFileLogObserver
+from twisted.logger import FileLogObserver, ILogObserver
 from twisted.python import threadable
+
+from gopherpost.logformat import CachedTimeFormat, formatClassic
 
 __all__ = ["TurnBatchingFile", "drainAll", "installFor", "stdoutObserver"]
 
@@ -126,12 +128,15 @@ class TurnBatchingFile:
 def stdoutObserver() -> ILogObserver:
     """
     A C{--logger} factory for twistd: a text observer like twistd's own
-    for standard output, writing through a L{TurnBatchingFile} on the
+    for standard output (the same lines, formatted by
+    L{gopherpost.logformat}), writing through a L{TurnBatchingFile} on the
     global reactor.
     """
     from twisted.internet import reactor
 
-    return textFileLogObserver(TurnBatchingFile(sys.stdout, reactor))  # type: ignore[arg-type]
+    stream = TurnBatchingFile(sys.stdout, reactor)
+    timeStamp = CachedTimeFormat()
+    return FileLogObserver(stream, lambda event: formatClassic(event, timeStamp))  # type: ignore[arg-type]
 
 
 def installFor(twistdOptions: MutableMapping[str, Any] | None) -> bool:

@@ -21,14 +21,10 @@ import threading
 from typing import IO, Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import (
-    ILogObserver,
-    LogLevel,
-    formatEventAsClassicLogText,
-    formatTime,
-    timeFormatRFC3339,
-)
+from twisted.logger import ILogObserver, LogLevel, timeFormatRFC3339
 from zope.interface import implementer
+
+from gopherpost.logformat import CachedTimeFormat, formatClassic
 
 __all__ = ["BatchedTextLog", "LOG_INTERVAL"]
 
@@ -61,27 +57,16 @@ class BatchedTextLog:
         self._stream = stream
         self._clock = clock
         self._interval = interval
-        self._timeFormat = timeFormat
         self._thread = threading.get_ident()
         # Reentrant: a signal handler may log while this thread is in here.
         self._lock = threading.RLock()
         self._lines: list[str] = []
         self._timer: Any = None
-        self._second: int | None = None
-        self._stamp = ""
-
-    def _formatTime(self, when: float | None) -> str:
-        if when is None:
-            return formatTime(when, self._timeFormat)
-        second = int(when // 1)
-        if second != self._second:
-            self._stamp = formatTime(second, self._timeFormat)
-            self._second = second
-        return self._stamp
+        self._formatTime = CachedTimeFormat(timeFormat)
 
     def __call__(self, event: dict[str, Any]) -> None:
         with self._lock:
-            text = formatEventAsClassicLogText(event, formatTime=self._formatTime)
+            text = formatClassic(event, self._formatTime)
             if text is None:
                 return
             self._lines.append(text)
