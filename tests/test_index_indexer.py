@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 
+from gopherpost.index.database import WRITER_CACHE_KIB, IndexDatabase
 from gopherpost.index.indexer import Indexer, IndexPolicy, runAll
 from gopherpost.index.loop import GATHER_DELAY, IIndexListener, IndexerLoop
 from tests.support.accesstime import makeStale, plainReadUpdates
@@ -74,6 +75,21 @@ class IndexerTests(TestCase):
         self.addCleanup(indexer.close)
         self.assertEqual(indexer.index([(stored.dateDirectory, stored.queueId)]), [stored.queueId])
         self.assertEqual([os.stat(p).st_atime for p in paths], stale)
+
+    def test_writerCache(self):
+        """
+        The indexer's connection has a page cache of
+        L{WRITER_CACHE_KIB}; other connections keep SQLite's default.
+        """
+        spool = openSpool(self)
+        path = os.path.join(spool.stateDirectory, "i.sqlite3")
+        indexer = Indexer(spool, path, IndexPolicy())
+        database = indexer.open()
+        self.addCleanup(indexer.close)
+        self.assertEqual(database.pragma("cache_size"), -WRITER_CACHE_KIB)
+        reader = IndexDatabase.open(path, create=False)
+        self.addCleanup(reader.close)
+        self.assertEqual(reader.pragma("cache_size"), -2000)
 
 
 class LoopTests(TestCase):

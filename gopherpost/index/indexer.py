@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from twisted.logger import Logger
 
 from gopherpost.durable import readFile
-from gopherpost.index.database import IndexCorrupt, IndexDatabase, removeDatabase
+from gopherpost.index.database import (
+    WRITER_CACHE_KIB,
+    IndexCorrupt,
+    IndexDatabase,
+    removeDatabase,
+)
 from gopherpost.index.records import IndexRecord, buildRecord
 from gopherpost.spool import Envelope, Spool
 
@@ -89,12 +94,14 @@ class Indexer:
         """
         existed = os.path.exists(self.databasePath)
         try:
-            self.database = IndexDatabase.open(self.databasePath, check=True)
+            self.database = IndexDatabase.open(
+                self.databasePath, check=True, cacheKiB=WRITER_CACHE_KIB
+            )
             self.rebuilt = not existed
         except IndexCorrupt as e:
             _log.warn("Message index unusable ({error}): rebuilding it from the spool", error=e)
             removeDatabase(self.databasePath)
-            self.database = IndexDatabase.open(self.databasePath)
+            self.database = IndexDatabase.open(self.databasePath, cacheKiB=WRITER_CACHE_KIB)
             self.rebuilt = True
         return self.database
 
