@@ -44,6 +44,17 @@ class DatabaseTests(SynchronousTestCase):
         self.assertEqual(self.db.insert([_record(1)]), [])
         self.assertEqual(self.db.counts(), (2, 2))
 
+    def test_countsOfBatches(self) -> None:
+        """
+        A batch counts the messages it added: not those indexed before,
+        not one that comes twice in it, and a batch of nothing changes
+        nothing.
+        """
+        self.db.insert([_record(1), _record(2)])
+        self.assertEqual(self.db.insert([_record(2), _record(3), _record(3)]), [f"{3:019X}"])
+        self.db.insert([])
+        self.assertEqual(self.db.counts(), (3, 3))
+
     def test_countsFollowChanges(self) -> None:
         self.db.insert([_record(i) for i in range(5)])
         ids = [f"{i:019X}" for i in range(5)]
