@@ -3,8 +3,9 @@ A loopback authoritative DNS server for the relay benchmark (twisted.names).
 
 Serves one C{.test} zone on UDP and TCP at C{--host} (127.0.0.1) port C{--port}: an MX for
 C{--domain} pointing at C{--mx}, whose A record is C{--address}.  Every other
-name in the zone answers NXDOMAIN (names with records of another type answer
-an empty NOERROR with the zone's SOA), names outside it are refused.  Prints C{ready} once
+name in the zone answers NXDOMAIN, and names with records of another type an
+empty NOERROR, both with the zone's SOA (RFC 2308: so resolvers may cache them,
+as they cache a real zone's); names outside it answer NXDOMAIN without one.  Prints C{ready} once
 listening; stops on SIGTERM.
 
 Run with the benchmark's virtual environment (it needs Twisted)::
@@ -20,7 +21,7 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.names import common, dns, error, server
 
-__all__ = ["Zone", "main"]
+__all__ = ["Zone", "ZoneServerFactory", "main"]
 
 
 def _key(name: str | bytes) -> bytes:
@@ -39,7 +40,14 @@ class Zone(common.ResolverBase):
         self.origin = _key(origin)
         self.records = records
 
-    def _soa(self) -> dns.RRHeader:
+    def contains(self, name: str | bytes) -> bool:
+        """
+        Whether C{name} is the zone's origin or a name under it.
+        """
+        key = _key(name)
+        return key == self.origin or key.endswith(b"." + self.origin)
+
+    def soa(self) -> dns.RRHeader:
         return dns.RRHeader(
             name=self.origin,
             type=dns.SOA,
@@ -56,7 +64,7 @@ class Zone(common.ResolverBase):
 
     def _lookup(self, name, cls, type, timeout=None):
         key = _key(name)
-        if key != self.origin and not key.endswith(b"." + self.origin):
+        if not self.contains(key):
             return defer.fail(error.DomainError(name))
         answers = [
             dns.RRHeader(name=key, type=type, cls=cls, ttl=60, payload=payload, auth=True)
@@ -74,9 +82,33 @@ class Zone(common.ResolverBase):
             # An empty answer carries the zone's SOA, as a real authoritative
             # server's does: its TTL and MINIMUM say how long resolvers may
             # cache "no such records" (RFC 2308, section 5).
-            authority = [] if answers else [self._soa()]
+            authority = [] if answers else [self.soa()]
             return defer.succeed((answers, authority, additional))
         return defer.fail(error.AuthoritativeDomainError(name))
+
+
+class ZoneServerFactory(server.DNSServerFactory):
+    """
+    Serves one L{Zone}, and puts its SOA in the authority section of an
+    NXDOMAIN for a name in it, as RFC 2308 (section 3) requires of an
+    authoritative server: without it a resolver must not cache the answer
+    (RFC 2308, section 5), and asks again at every lookup.
+    """
+
+    def __init__(self, zone: Zone) -> None:
+        server.DNSServerFactory.__init__(self, authorities=[zone])
+        self.zone = zone
+
+    def sendReply(self, protocol, message, address):
+        if (
+            message.rCode == dns.ENAME
+            and not message.authority
+            and message.queries
+            and self.zone.contains(message.queries[0].name.name)
+        ):
+            message.authority = [self.zone.soa()]
+            message.auth = True
+        server.DNSServerFactory.sendReply(self, protocol, message, address)
 
 
 def main(argv=None) -> int:
@@ -100,7 +132,7 @@ def main(argv=None) -> int:
         (mx, dns.A): [dns.Record_A(args.address, ttl=60)],
     }
     zone = Zone(domain.decode(), records)
-    factory = server.DNSServerFactory(authorities=[zone])
+    factory = ZoneServerFactory(zone)
     protocol = dns.DNSDatagramProtocol(factory)
     reactor.listenUDP(args.port, protocol, interface=args.host)
     reactor.listenTCP(args.port, factory, interface=args.host)

@@ -272,10 +272,17 @@ class BuildTimeTestsTests(SynchronousTestCase):
         """
         Every test module that uses a test-only peer installed in the
         checkout (the standardwebhooks verifier, the npm packages, Pebble's
-        helper) is listed: the build copy has none of them.
+        helper) or a file of C{bench/} is listed: the build copy has none of
+        them.
         """
         listed = set(_sourceFile("debian", "tests-not-at-build-time").split())
-        markers = ("verifyWebhook(", "loadStandardWebhooks(", "startPebble(", "npm-install.sh")
+        markers = (
+            "verifyWebhook(",
+            "loadStandardWebhooks(",
+            "startPebble(",
+            "npm-install.sh",
+            '"bench",',
+        )
         tests = os.path.dirname(os.path.abspath(__file__))
         for name in sorted(os.listdir(tests)):
             if not (name.startswith("test_") and name.endswith(".py")):
