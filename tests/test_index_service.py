@@ -19,6 +19,7 @@ from gopherpost.index.indexer import IndexPolicy
 from gopherpost.index.loop import IIndexListener
 from gopherpost.index.query import parseQuery
 from gopherpost.index.service import (
+    SUBMIT_DELAY,
     IIndexBackend,
     IndexNotReady,
     IndexService,
@@ -80,15 +81,16 @@ class ObserverTests(TestCase):
     def test_commitOnlyQueues(self):
         """
         messageCommitted (called before the client's 250) hands nothing to
-        the indexer: the queue goes at the next turn of the reactor, all
-        of one group commit together.
+        the indexer: the queue goes SUBMIT_DELAY later, every message
+        committed meanwhile in one submission.
         """
         spool, clock, backend, service = self._service()
         spool.addObserver(service)
         first = yield storeMessage(spool, makeMessage("one"))
+        clock.advance(SUBMIT_DELAY / 2)
         second = yield storeMessage(spool, makeMessage("two"))
         self.assertEqual(backend.submitted, [])
-        clock.advance(0)
+        clock.advance(SUBMIT_DELAY / 2)
         self.assertEqual(
             backend.submitted,
             [
@@ -109,7 +111,7 @@ class ObserverTests(TestCase):
             spool, clock, backend, service = self._service(everything)
             spool.addObserver(service)
             yield storeMessage(spool, makeMessage(), recipients=[("x@remote.test", False)])
-            clock.advance(0)
+            clock.advance(SUBMIT_DELAY)
             self.assertEqual(len(backend.submitted), expected)
 
     def test_notReady(self) -> None:

@@ -50,8 +50,10 @@ class IIndexListener(Interface):
 
 #: Seconds new messages wait for company before they are indexed: one
 #: transaction for many messages costs far less than one for each (FTS5
-#: writes a segment per transaction).  The UI shows them this much later.
-GATHER_DELAY = 0.2
+#: writes a segment per transaction).  The server has already gathered them
+#: for L{gopherpost.index.service.SUBMIT_DELAY}; the UI shows them at most
+#: the sum later.
+GATHER_DELAY = 0.1
 
 
 class IndexerLoop:

@@ -60,6 +60,8 @@ encodeJSON = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _json(addresses: list[Address]) -> str:
+    if not addresses:
+        return "[]"  # most Cc, Bcc and Reply-To lists: no encoder call
     return encodeJSON([a.toJSON() for a in addresses])
 
 
