@@ -39,10 +39,10 @@ COMMIT_STEPS = (
     "envelope-renamed",
     # Its names are durable.
     "names-synced",
-    # The spool's observers (the relay queue) were told.
-    "announced",
     # Its commit Deferred fired: the client was sent 250.
     "acknowledged",
+    # The spool's observers (the relay queue, the index) were told.
+    "announced",
     # Its content's temporary name under tmp/ is gone.
     "tmp-removed",
 )

@@ -939,14 +939,19 @@ class Spool:
         self._startBatch()
         for pending in finished:
             if pending.error is None:
-                # Told even when the committer cancelled its Deferred: every
-                # committed message is announced.
-                self.announce(pending.envelope)
-                self._crash("announced")
                 pending.deferred.callback(pending.envelope)
                 self._crash("acknowledged")
             else:
                 pending.deferred.errback(pending.error)
+        # The observers after every client's 250: what they do (queue for
+        # the relay, the index, webhooks) is in memory only, and what it
+        # concerns is durable already; a start-up finds it in the spool.
+        for pending in finished:
+            if pending.error is None:
+                # Told even when the committer cancelled its Deferred: every
+                # committed message is announced.
+                self.announce(pending.envelope)
+                self._crash("announced")
         for pending in everyone:
             self._closeFiles(pending)
         for pending in finished:

@@ -371,6 +371,31 @@ class GroupCommitTests(SynchronousTestCase):
         self.assertEqual(self.tmp(), [])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_acknowledgedBeforeAnnounced(self) -> None:
+        """
+        Every message of a step gets its outcome (the client its 250) before
+        the observers hear of any of them: their work is in memory, the
+        message durable already.
+        """
+        self.patch(spoolModule, "SAME_STEP_LIMIT", 0)
+        told: list[int] = []
+        acknowledged = self.acknowledged
+
+        @implementer(ISpoolObserver)
+        class Observer:
+            def messageCommitted(self, envelope: Envelope) -> None:
+                told.append(len(acknowledged))
+
+        self.spool.addObserver(Observer())
+        self.commit(b"one\r\n")
+        self.runner.runOne()
+        self.commit(b"two\r\n")
+        self.commit(b"three\r\n")
+        self.runner.runAll()
+        self.assertEqual(len(self.acknowledged), 3)
+        # Each observer call came after every 250 of its step.
+        self.assertEqual(told, [1, 3, 3])
+
     def test_cancelledStillAnnounced(self) -> None:
         """
         A committer that cancels its L{Deferred} gets L{CancelledError}; the

@@ -6,8 +6,9 @@ into the spool.
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -121,3 +122,34 @@ class SpoolDeliveryTests(SynchronousTestCase):
         [queued] = audit.named("message.queued")
         self.assertEqual(queued["recipients"], 2)
         self.assertEqual(os.listdir(os.path.join(spool.path, "tmp")), [])
+
+    def test_acknowledgedBeforeReported(self) -> None:
+        """
+        The committer (the session, which sends the 250) hears of the
+        stored message before the C{message.queued} event is emitted.
+        """
+        later: list[tuple[Any, tuple, Deferred]] = []
+
+        def runLater(f: Any, *args: Any) -> Deferred:
+            d: Deferred = Deferred()
+            later.append((f, args, d))
+            return d
+
+        spool = Spool(self.mktemp(), Clock(), runInThread=runLater)
+        spool.open()
+        audit = RecordingAudit()
+        sink = SpoolDelivery(spool, "mx.test", lambda d: d == "mx.test", audit)
+        transaction = Transaction(
+            Mailbox("a", "mx.test"), recipients=[EnvelopeRecipient(Mailbox("b", "mx.test"))]
+        )
+        message = sink.newMessage(context(), transaction, NOW)
+        message.write(b"Subject: x\r\n\r\nhi\r\n")
+        eventsWhenAcknowledged: list[int] = []
+        message.commit().addCallback(
+            lambda _: eventsWhenAcknowledged.append(len(audit.named("message.queued")))
+        )
+        while later:
+            f, args, d = later.pop(0)
+            d.callback(f(*args))
+        self.assertEqual(eventsWhenAcknowledged, [0])
+        self.assertEqual(len(audit.named("message.queued")), 1)

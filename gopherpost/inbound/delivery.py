@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from gopherpost.inbound.context import SessionContext, Transaction
@@ -154,7 +155,16 @@ class SpoolDelivery:
             metadata={**transaction.metadata(), **context.metadata()},
         )
 
-        def stored(envelope: Envelope) -> Envelope:
+        # Whoever waits (the session: its 250) hears first; the audit event
+        # and the log line come after, so the client waits for neither.
+        acknowledged: Deferred[Envelope] = Deferred(lambda _: d.cancel())
+
+        def failed(failure: Failure) -> None:
+            if not acknowledged.called:
+                acknowledged.errback(failure)
+
+        def stored(envelope: Envelope) -> None:
+            acknowledged.callback(envelope)
             self._audit.emit(
                 "message.queued",
                 queueId=envelope.queueId,
@@ -173,6 +183,8 @@ class SpoolDelivery:
                 tls="yes" if envelope.tls else "no",
                 user=context.authenticatedUser,
             )
-            return envelope
 
-        return d.addCallback(stored)
+        d.addCallbacks(stored, failed).addErrback(
+            lambda failure: _log.failure("Reporting a stored message failed", failure)
+        )
+        return acknowledged

@@ -69,9 +69,15 @@ def storeMessage(
     recipients: Sequence[tuple[str, bool]] = (("bob@gopherpost.test", True),),
 ) -> Deferred[Envelope]:
     """
-    Commit a message to the spool (its observers are told).
+    Commit a message to the spool; the L{Deferred} fires once its observers
+    have been told too (the spool tells them after the committer, at the end
+    of the same turn of the reactor).
     """
-    return spool.store(raw, sender, list(recipients))
+    from twisted.internet.task import deferLater
+
+    return spool.store(raw, sender, list(recipients)).addCallback(
+        lambda envelope: deferLater(reactor, 0, lambda: envelope)
+    )
 
 
 @inlineCallbacks
