@@ -905,10 +905,10 @@ class Spool:
         """
         After a step's sync (or its failure, which fails every message of
         the step): queue for naming the messages whose data is now safe,
-        start the next step, give each finished message its outcome, and
-        only then tidy up (close the step's files, remove the temporary
-        names of the committed messages), so that the clients wait for none
-        of it.
+        start the next step, give each finished message its outcome, then
+        tell the observers of the committed ones, and only then tidy up
+        (close the step's files, remove the temporary names of the committed
+        messages), so that the clients wait for none of it.
         """
         failure = result if isinstance(result, Failure) else None
         if failure is not None:
