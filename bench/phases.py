@@ -8,22 +8,23 @@ timed from the client's side.
 Prints, per phase (connect and banner, HELO, MAIL, RCPT, DATA, final dot to
 C{250}, QUIT and close), the median, mean and 99th percentile in
 milliseconds, and the messages per second they add up to.  Sender and
-recipient are in C{bench.test}, the message is 1 KiB.  Loopback only.
+recipient are in C{bench.test}, the message is 1 KiB (C{latency.content}).  Loopback only.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from latency import content, percentile  # noqa: E402
+
 PHASES = ("connect+banner", "HELO", "MAIL", "RCPT", "DATA", "dot->250", "QUIT+close")
-BODY = (
-    b"From: <sender@bench.test>\r\nTo: <user@bench.test>\r\nSubject: phases\r\n\r\n"
-    + (b"x" * 78 + b"\r\n") * 12
-    + b".\r\n"
-)
+BODY = content(1024, 0, "sender@bench.test", "user@bench.test") + b".\r\n"
 COMMANDS = (
     ("HELO", b"HELO client.bench.test\r\n"),
     ("MAIL", b"MAIL FROM:<sender@bench.test>\r\n"),
@@ -80,7 +81,7 @@ def main(argv: list[str]) -> int:
         values = sorted(times[name])
         mean = statistics.mean(values)
         total += mean
-        p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+        p99 = percentile(values, 0.99)
         print(
             f"{name:15s} p50 {statistics.median(values) * 1000:7.3f} ms"
             f"  mean {mean * 1000:7.3f}  p99 {p99 * 1000:7.3f}"

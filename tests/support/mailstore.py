@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 
 from gopherpost.index.indexer import IndexPolicy
 from gopherpost.index.mailbox import Mailbox
@@ -73,8 +74,6 @@ def storeMessage(
     have been told too (the spool tells them after the committer, at the end
     of the same turn of the reactor).
     """
-    from twisted.internet.task import deferLater
-
     return spool.store(raw, sender, list(recipients)).addCallback(
         lambda envelope: deferLater(reactor, 0, lambda: envelope)
     )
@@ -115,8 +114,6 @@ def waitFor(check: Any, timeout: float = 20.0, interval: float = 0.02):
     Call C{check()} (which may return a Deferred) until it is true, at most
     C{timeout} seconds; fail with C{AssertionError} after that.
     """
-    from twisted.internet.task import deferLater
-
     waited = 0.0
     while True:
         result = yield check()
