@@ -502,6 +502,8 @@ class Spool:
         self._tmp = os.path.join(self.path, "tmp")
         self._stateDirectory = os.path.join(self.path, ".gopherpost")
         self._secret = b""
+        #: The keyed hash of the tokens, keyed once: each token copies it.
+        self._keyedHash = hmac.new(self._secret, digestmod=hashlib.sha256)
         self._knownDateDirectories: set = set()
         self._pendingCommits: list[_Commit] = []
         #: Messages whose data is safe to name, to be named in the next step.
@@ -586,6 +588,7 @@ class Spool:
                 os.makedirs(directory, mode=0o750, exist_ok=True)
             os.makedirs(self._stateDirectory, mode=0o700, exist_ok=True)
             self._secret = self._loadSecret()
+            self._keyedHash = hmac.new(self._secret, digestmod=hashlib.sha256)
             if recover:
                 self.recover()
             probe = os.path.join(self._tmp, f".probe{os.getpid()}")
@@ -680,7 +683,8 @@ class Spool:
         L{addressKey}: any case, an internationalised domain in U-labels or
         A-labels).
         """
-        digest = hmac.new(self._secret, addressKey(address).encode("utf-8"), hashlib.sha256)
+        digest = self._keyedHash.copy()
+        digest.update(addressKey(address).encode("utf-8"))
         return digest.hexdigest()[:16]
 
     def newQueueId(self) -> str:

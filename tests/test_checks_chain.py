@@ -30,6 +30,7 @@ from gopherpost.checks.policies import (
 )
 from gopherpost.checks.store import BanParameters, GreylistParameters, MemoryStore
 from gopherpost.inbound.interfaces import IPolicy
+from gopherpost.inbound.policy import PolicyChain
 from gopherpost.inbound.replies import Action, Reply
 from tests.support.inbound import InboundHarness, replies
 
@@ -82,6 +83,64 @@ class ChainPolicyTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IPolicy, policy))
         self.assertEqual(policy.name, "answers")
         self.assertFalse(hasattr(policy, "violation"))
+
+    def test_stages(self) -> None:
+        """
+        The adapter names the stages its check overrides, so the chain asks
+        it only there; a check that is not a L{PolicyBase} is asked at every
+        stage.
+        """
+
+        @implementer(IMXPolicy)
+        class OnlyRcpt(PolicyBase):
+            name = "only-rcpt"
+
+            def rcpt(self, session: Any, transaction: Any, recipient: Any) -> object:
+                return None
+
+        self.assertEqual(ChainPolicy(OnlyRcpt()).stages, frozenset({"rcpt"}))
+        self.assertEqual(
+            ChainPolicy(Answers()).stages, frozenset({"connect", "mail", "rcpt", "message"})
+        )
+
+        @implementer(IMXPolicy)
+        class Standalone:
+            name = "standalone"
+
+            def connect(self, session: Any) -> object:
+                return None
+
+            def helo(self, session: Any) -> object:
+                return None
+
+            def mail(self, session: Any, transaction: Any) -> object:
+                return None
+
+            def rcpt(self, session: Any, transaction: Any, recipient: Any) -> object:
+                return None
+
+            def data(self, session: Any, transaction: Any) -> object:
+                return None
+
+            def message(self, session: Any, transaction: Any, message: Any) -> object:
+                return None
+
+        self.assertEqual(len(ChainPolicy(Standalone()).stages), 6)
+        log: list = []
+
+        @implementer(IMXPolicy)
+        class Counting(PolicyBase):
+            name = "counting"
+
+            def mail(self, session: Any, transaction: Any) -> object:
+                log.append("mail")
+                return None
+
+        chain = PolicyChain(chainPolicies([Counting()]))
+        chain.run("connect", None)
+        chain.run("mail", None, None)
+        chain.run("rcpt", None, None, None)
+        self.assertEqual(log, ["mail"])
 
     def test_replies(self) -> None:
         """

@@ -114,6 +114,27 @@ class HeaderSectionTests(SynchronousTestCase):
             TRACE + b"Authentication-Results: other.test; spf=pass\r\nSubject: s\r\n\r\nbody\r\n",
         )
 
+    def test_removeAbsent(self) -> None:
+        """
+        Removing a field the header section does not have removes nothing
+        and leaves the message as it was; a name that only appears inside
+        another field's value or name is no such field either.
+        """
+        harness = Harness(self)
+        harness.message.write(
+            b"Subject: about authentication-results\r\nX-Authentication-Results-Old: 1\r\n"
+            b"\r\nAuthentication-Results: in the body\r\n"
+        )
+        self.assertEqual(harness.message.removeHeaders("Authentication-Results"), 0)
+        self.assertEqual(harness.message.removeHeaders("X-GopherPost-Quarantine"), 0)
+        stored = self.successResultOf(harness.message.commit())
+        self.assertEqual(
+            stored,
+            TRACE
+            + b"Subject: about authentication-results\r\nX-Authentication-Results-Old: 1\r\n"
+            + b"\r\nAuthentication-Results: in the body\r\n",
+        )
+
     def test_addAndRemove(self) -> None:
         """
         Added fields go below the trace header, in order; removed ones are

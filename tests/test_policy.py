@@ -252,6 +252,20 @@ class ChainTests(SynchronousTestCase):
         chain.run("mail", self.context, None)
         self.assertEqual(plainLog, ["connect", "mail"])
 
+    def test_declaredStagesAsked(self) -> None:
+        """
+        A policy with a C{stages} attribute (an adapter that has every hook)
+        is asked only at the stages it names.
+        """
+        log: list = []
+        skipped, asked = Plain(log), Plain(log)
+        skipped.stages = frozenset({"mail"})  # type: ignore[attr-defined]
+        asked.stages = frozenset({"connect"})  # type: ignore[attr-defined]
+        PolicyChain([skipped]).run("connect", self.context)
+        self.assertEqual(log, [])
+        PolicyChain([asked]).run("connect", self.context)
+        self.assertEqual(log, ["connect"])
+
 
 class SessionChainTests(SynchronousTestCase):
     """

@@ -27,7 +27,9 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from gopherpost.checks.interfaces import IMessageView, IMXPolicy, IViolationSink
+from gopherpost.checks.policies import PolicyBase
 from gopherpost.inbound.interfaces import IPolicy, IReceivedMessage
+from gopherpost.inbound.policy import STAGES
 from gopherpost.inbound.replies import Action, Reply
 
 __all__ = ["ChainPolicy", "MessageView", "REASONS", "chainPolicies"]
@@ -104,6 +106,15 @@ class ChainPolicy:
         self.check = check
         self.name: str = check.name
         self.reason = reason or REASONS.get(check.name, check.name)
+        #: The stages at which the check does anything: the chain skips
+        #: the others (a L{PolicyBase} subclass that kept a base hook
+        #: lets that stage pass).
+        self.stages: frozenset[str] = frozenset(
+            stage
+            for stage in STAGES
+            if not isinstance(check, PolicyBase)
+            or getattr(type(check), stage) is not getattr(PolicyBase, stage)
+        )
         if IViolationSink.providedBy(check):
             # The chain hands violations to the policies that have this.
             self.violation = check.violation

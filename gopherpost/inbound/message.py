@@ -210,6 +210,9 @@ class IncomingMessage:
         if self._collecting is not None:
             self._endSection(bytes(self._collecting), b"")
         wanted = name.lower()
+        if wanted.encode("ascii", "replace") not in self._section.lower():
+            # No field can have that name (the common case): no parse.
+            return 0
         fields = _fields(self._section)
         kept = [
             raw

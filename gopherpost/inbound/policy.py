@@ -88,11 +88,16 @@ class Policy:
 
 def _overrides(policy: Any, stage: str) -> bool:
     """
-    Whether C{policy} does anything at C{stage} (a L{Policy} subclass that
-    kept the base hook does not).
+    Whether C{policy} does anything at C{stage}: a L{Policy} subclass that
+    kept the base hook does not, nor does a policy whose C{stages}
+    attribute (a collection of stage names, for adapters that have every
+    hook) leaves the stage out.
     """
     if isinstance(policy, Policy):
         return getattr(type(policy), stage) is not getattr(Policy, stage)
+    stages = getattr(policy, "stages", None)
+    if stages is not None:
+        return stage in stages
     return True
 
 
